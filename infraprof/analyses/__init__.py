@@ -1,0 +1,1 @@
+"""Pure analyses: ``(trace, params) -> results``; no I/O, no printing."""

@@ -1,0 +1,184 @@
+"""Summary statistics that match ``nsys stats``: kernels, CUDA API, memory operations, NVTX.
+
+Statistics follow nsys' report SQL: ``avg`` is the mean, ``median`` is the middle value (mean of
+the two middle values for even counts), ``std`` is the *sample* standard deviation (0 for a
+single value). Differences from nsys, by design:
+
+* kernels are grouped by demangled name only (``gpukernsum`` also splits by grid/block);
+* API names are grouped after stripping ``_v<4-5 digits>`` (nsys strips 4 digits only) and
+  rows duplicated in the export are counted once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from infraprof import intervals
+from infraprof import tables as T
+from infraprof.model import Trace
+
+STAT_COLUMNS = ["count", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "std_ns"]
+
+
+def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per-group duration statistics, sorted by total time (desc), then keys."""
+    if frame.empty:
+        cols = {k: pd.Series([], dtype=object) for k in keys}
+        stats = {c: pd.Series([], dtype="float64") for c in STAT_COLUMNS}
+        return T.as_frame(pd.DataFrame({**cols, **stats}))
+    dur = (frame["end_ns"] - frame["start_ns"]).astype("int64")
+    g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
+    out = g.agg(["count", "sum", "mean", "median", "min", "max", "std"]).reset_index()
+    out.columns = [*keys, *STAT_COLUMNS]
+    out["std_ns"] = out["std_ns"].fillna(0.0)
+    for c in ("count", "total_ns", "min_ns", "max_ns"):
+        out[c] = out[c].astype("int64")
+    return T.as_frame(out.sort_values(["total_ns", *keys],
+                                      ascending=[False, *[True] * len(keys)],
+                                      kind="stable").reset_index(drop=True))
+
+
+def kernel_summary(trace: Trace) -> pd.DataFrame:
+    """Per demangled kernel name: ``name, short_name`` + :data:`STAT_COLUMNS`."""
+    k = trace.kernels
+    out = _duration_stats(k, ["name"])
+    if k.empty:
+        out["short_name"] = pd.Series([], dtype=object)
+        return out
+    short = k.drop_duplicates("name").set_index("name")["short_name"]
+    out["short_name"] = out["name"].map(short)
+    return out
+
+
+def api_summary(trace: Trace) -> pd.DataFrame:
+    """Per CUDA API name (runtime and driver): ``name, api`` + :data:`STAT_COLUMNS`."""
+    a = trace.api_calls
+    out = _duration_stats(a, ["name"])
+    family = a.drop_duplicates("name").set_index("name")["api"] if len(a) else pd.Series(
+        dtype=object)
+    out["api"] = out["name"].map(family)
+    return out
+
+
+def memcpy_summary(trace: Trace) -> pd.DataFrame:
+    """Per memory operation (copy direction, or ``memset``): stats plus ``bytes``,
+    ``avg_bytes``, ``min_bytes``, ``max_bytes`` and ``throughput_bytes_per_s`` (total bytes
+    over total copy time)."""
+    parts = []
+    if len(trace.memcpy):
+        parts.append(trace.memcpy[["start_ns", "end_ns", "bytes"]].assign(
+            operation=trace.memcpy["direction"]))
+    if len(trace.memset):
+        parts.append(trace.memset[["start_ns", "end_ns", "bytes"]].assign(operation="memset"))
+    if not parts:
+        out = _duration_stats(pd.DataFrame(columns=["start_ns", "end_ns"]), ["operation"])
+        for c in ("bytes", "avg_bytes", "min_bytes", "max_bytes", "throughput_bytes_per_s"):
+            out[c] = pd.Series([], dtype="float64")
+        return out
+    ops = pd.concat(parts, ignore_index=True)
+    out = _duration_stats(ops, ["operation"])
+    by = ops.groupby("operation")["bytes"].agg(["sum", "mean", "min", "max"])
+    out["bytes"] = out["operation"].map(by["sum"]).astype("int64")
+    out["avg_bytes"] = out["operation"].map(by["mean"])
+    out["min_bytes"] = out["operation"].map(by["min"]).astype("int64")
+    out["max_bytes"] = out["operation"].map(by["max"]).astype("int64")
+    secs = out["total_ns"].where(out["total_ns"] > 0) / 1e9
+    out["throughput_bytes_per_s"] = (out["bytes"] / secs).fillna(0.0)
+    return out
+
+
+def nvtx_summary(trace: Trace) -> pd.DataFrame:
+    """Per NVTX range (domain, name): stats plus ``p90_ns``, ``p99_ns``. Open ranges (no end)
+    are excluded and counted in ``open``."""
+    r = trace.nvtx[trace.nvtx["kind"] == "range"]
+    closed = r[r["end_ns"].notna()].astype({"end_ns": "int64"})
+    closed = closed.assign(domain=closed["domain"].fillna(""))
+    out = _duration_stats(closed, ["domain", "name"])
+    if closed.empty:
+        for c in ("p90_ns", "p99_ns", "open"):
+            out[c] = pd.Series([], dtype="float64")
+        return out
+    dur = (closed["end_ns"] - closed["start_ns"]).astype("int64")
+    g = closed.assign(dur=dur).groupby(["domain", "name"])["dur"]
+    q = g.quantile([0.9, 0.99]).unstack()
+    idx = pd.MultiIndex.from_frame(out[["domain", "name"]])
+    out["p90_ns"] = q[0.9].reindex(idx).to_numpy()
+    out["p99_ns"] = q[0.99].reindex(idx).to_numpy()
+    opened = r[r["end_ns"].isna()].assign(domain=lambda f: f["domain"].fillna(""))
+    n_open = opened.groupby(["domain", "name"]).size()
+    out["open"] = n_open.reindex(idx).fillna(0).astype("int64").to_numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class DeviceBusy:
+    """GPU busy time of one device over its active span ``[first op start, last op end]``."""
+
+    device_id: int
+    name: str
+    span_start_ns: int
+    span_end_ns: int
+    busy_ns: int
+    kernel_ns: int
+    memcpy_ns: int
+    memset_ns: int
+    ops: int
+
+    @property
+    def span_ns(self) -> int:
+        return self.span_end_ns - self.span_start_ns
+
+    @property
+    def idle_ns(self) -> int:
+        return self.span_ns - self.busy_ns
+
+
+def _union_ns(frame: pd.DataFrame) -> int:
+    return intervals.union(frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy()).total_ns
+
+
+def _int(value: object) -> int:
+    return int(str(value))
+
+
+def device_busy(trace: Trace) -> list[DeviceBusy]:
+    """Busy = length of the union of kernels, memcpys and memsets per device."""
+    ops = trace.gpu_ops()
+    names = dict(zip(trace.gpus["device_id"], trace.gpus["name"], strict=True))
+    out = []
+    for device, d in ops.groupby("device_id", sort=True):
+        out.append(DeviceBusy(
+            device_id=_int(device),
+            name=str(names.get(device) or f"GPU {device}"),
+            span_start_ns=int(d["start_ns"].min()),
+            span_end_ns=int(d["end_ns"].max()),
+            busy_ns=_union_ns(d),
+            kernel_ns=_union_ns(d[d["kind"] == "kernel"]),
+            memcpy_ns=_union_ns(d[d["kind"] == "memcpy"]),
+            memset_ns=_union_ns(d[d["kind"] == "memset"]),
+            ops=len(d),
+        ))
+    return out
+
+
+def trace_span(trace: Trace) -> tuple[int, int]:
+    """``(start_ns, end_ns)`` covering every recorded event.
+
+    ``ANALYSIS_DETAILS`` is not used: its times are not on the event timeline in every export
+    (e.g. captures started by ``cudaProfilerStart``).
+    """
+    starts, ends = [], []
+    for f in (trace.kernels, trace.api_calls, trace.memcpy, trace.memset, trace.osrt):
+        if len(f):
+            starts.append(int(f["start_ns"].min()))
+            ends.append(int(f["end_ns"].max()))
+    nv = trace.nvtx
+    if len(nv):
+        starts.append(int(nv["start_ns"].min()))
+        ends.append(int(np.nanmax(nv["end_ns"].fillna(nv["start_ns"]).to_numpy(dtype="float64"))))
+    if not starts:
+        return 0, 0
+    return min(starts), max(ends)

@@ -1,0 +1,1 @@
+"""Side effects: build command lines, run external tools under watchdogs, probe versions."""

@@ -1,0 +1,84 @@
+"""``infraprof analyze``: summaries and ranked findings for one capture."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from infraprof.errors import InputError, UsageError
+from infraprof.model import load_trace
+from infraprof.ranking import build_report
+from infraprof.render.json_report import render_json
+from infraprof.render.terminal import render_terminal
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+_SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table}
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
+    if not enabled:
+        yield None
+        return
+    console = Console(stderr=True)
+    with console.status("Working…") as status:
+        yield lambda message: status.update(message)
+
+
+def _color_wanted(no_color: bool) -> bool:
+    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+
+
+def analyze(
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT",
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+    output_format: OutputFormat | None = typer.Option(
+        None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the report to this file instead of stdout."),
+    top: int = typer.Option(10, "--top", min=1, help="Rows per table and findings shown."),
+    width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
+    no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
+) -> None:
+    """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
+    and ranked bottlenecks with estimated recoverable time."""
+    fmt = output_format
+    if fmt is None:
+        fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
+            OutputFormat.table)
+    show_progress = sys.stderr.isatty() and not os.environ.get("CI")
+    with _progress(show_progress) as progress:
+        trace = load_trace(input_path, progress)
+        report = build_report(trace)
+    if fmt is OutputFormat.json:
+        text = render_json(report)
+    else:
+        color = output is None and _color_wanted(no_color)
+        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+        text = render_terminal(report, width=cols, color=color, top=top)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give a file name for -o")
+    try:
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write the report ({exc.strerror})") from exc

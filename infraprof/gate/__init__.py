@@ -1,0 +1,1 @@
+"""Regression gate: compare runs against a baseline with real statistics."""

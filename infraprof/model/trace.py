@@ -1,0 +1,81 @@
+"""The :class:`Trace`: every normalized table of one capture plus its provenance.
+
+Tables are pandas DataFrames whose columns are defined in :mod:`infraprof.tables` (integer
+nanoseconds on the capture's timeline, bytes, ids decoded). A trace is immutable by
+convention: analyses read it and never modify its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from infraprof import tables as T
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """Where a trace came from and what wrote it."""
+
+    source: str
+    sqlite_path: str
+    nsys_version: str | None = None
+    schema_version: str | None = None
+    session_start_utc_ns: int | None = None
+    analysis_start_ns: int | None = None
+    analysis_end_ns: int | None = None
+    capture_command: str | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Normalized tables of one nsys capture."""
+
+    meta: TraceMeta
+    kernels: pd.DataFrame = field(default_factory=lambda: T.empty(T.KERNELS))
+    api_calls: pd.DataFrame = field(default_factory=lambda: T.empty(T.API_CALLS))
+    memcpy: pd.DataFrame = field(default_factory=lambda: T.empty(T.MEMCPY))
+    memset: pd.DataFrame = field(default_factory=lambda: T.empty(T.MEMSET))
+    syncs: pd.DataFrame = field(default_factory=lambda: T.empty(T.SYNCS))
+    nvtx: pd.DataFrame = field(default_factory=lambda: T.empty(T.NVTX))
+    osrt: pd.DataFrame = field(default_factory=lambda: T.empty(T.OSRT))
+    cpu_samples: pd.DataFrame = field(default_factory=lambda: T.empty(T.CPU_SAMPLES))
+    callchains: pd.DataFrame = field(default_factory=lambda: T.empty(T.CALLCHAIN_FRAMES))
+    overhead: pd.DataFrame = field(default_factory=lambda: T.empty(T.PROFILER_OVERHEAD))
+    threads: pd.DataFrame = field(default_factory=lambda: T.empty(T.THREADS))
+    processes: pd.DataFrame = field(default_factory=lambda: T.empty(T.PROCESSES))
+    gpus: pd.DataFrame = field(default_factory=lambda: T.empty(T.GPUS))
+
+    def gpu_ops(self) -> pd.DataFrame:
+        """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
+        correlation_id, pid, kind, name`` sorted by start (``kind`` is ``kernel``/``memcpy``/
+        ``memset``; a memcpy's name is its direction)."""
+        cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
+        parts = []
+        if len(self.kernels):
+            parts.append(self.kernels[[*cols, "name"]].assign(kind="kernel"))
+        if len(self.memcpy):
+            k = self.memcpy[cols].assign(kind="memcpy", name=self.memcpy["direction"])
+            parts.append(k)
+        if len(self.memset):
+            parts.append(self.memset[cols].assign(kind="memset", name="memset"))
+        if not parts:
+            empty = {c: pd.Series([], dtype="int64") for c in cols}
+            return T.as_frame(pd.DataFrame({**empty, "name": pd.Series([], dtype=object),
+                                            "kind": pd.Series([], dtype=object)}))
+        ops = pd.concat(parts, ignore_index=True)
+        order = np.lexsort((ops["end_ns"].to_numpy(), ops["start_ns"].to_numpy()))
+        return T.as_frame(ops.iloc[order].reset_index(drop=True))
+
+    @property
+    def has_gpu_activity(self) -> bool:
+        return bool(len(self.kernels) or len(self.memcpy) or len(self.memset))
+
+    def used_gpus(self) -> pd.DataFrame:
+        return T.as_frame(self.gpus[self.gpus["used"]].reset_index(drop=True))
+
+    def thread_name(self, global_tid: int) -> str | None:
+        rows = self.threads.loc[self.threads["global_tid"] == global_tid, "name"]
+        return None if rows.empty else str(rows.iloc[0])

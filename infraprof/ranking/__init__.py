@@ -1,0 +1,5 @@
+"""Order findings by recoverable time and assemble the :class:`Report`."""
+
+from infraprof.ranking.report import SCHEMA_VERSION, Report, build_report
+
+__all__ = ["SCHEMA_VERSION", "Report", "build_report"]

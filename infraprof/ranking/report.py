@@ -1,0 +1,146 @@
+"""The :class:`Report`: what ``infraprof analyze`` found, in one typed, versioned object.
+
+``Report.to_dict()`` is the machine contract (``--format json``); its schema is documented in
+``docs/json-schema.md`` and versioned by :data:`SCHEMA_VERSION` (major bumps break readers).
+All times are integer nanoseconds; averages and medians are rounded to the nearest ns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from infraprof import __version__
+from infraprof.analyses import summary
+from infraprof.analyses.findings import Finding
+from infraprof.model import Trace
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Summaries and ranked findings of one trace."""
+
+    trace: Trace
+    span_start_ns: int
+    span_end_ns: int
+    devices: list[summary.DeviceBusy]
+    kernels: pd.DataFrame
+    api_calls: pd.DataFrame
+    memcpy: pd.DataFrame
+    nvtx: pd.DataFrame
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def span_ns(self) -> int:
+        return self.span_end_ns - self.span_start_ns
+
+    @property
+    def gpu_busy_ns(self) -> int:
+        return sum(d.busy_ns for d in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        meta = self.trace.meta
+        gpus = self.trace.gpus.set_index("device_id")
+        devices = []
+        for d in self.devices:
+            row = gpus.loc[d.device_id] if d.device_id in gpus.index else None
+            devices.append({
+                "device_id": d.device_id,
+                "name": d.name,
+                "sm_count": _opt_int(row["sm_count"]) if row is not None else None,
+                "memory_bandwidth_bytes_per_s": (
+                    _opt_int(row["memory_bandwidth_bytes_per_s"]) if row is not None else None
+                ),
+                "span_start_ns": d.span_start_ns,
+                "span_end_ns": d.span_end_ns,
+                "span_ns": d.span_ns,
+                "busy_ns": d.busy_ns,
+                "idle_ns": d.idle_ns,
+                "busy_share": round(d.busy_ns / d.span_ns, 6) if d.span_ns else 0.0,
+                "kernel_ns": d.kernel_ns,
+                "memcpy_ns": d.memcpy_ns,
+                "memset_ns": d.memset_ns,
+                "ops": d.ops,
+            })
+        t = self.trace
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "infraprof", "version": __version__},
+            "inputs": [{
+                "path": meta.source,
+                "sqlite_path": meta.sqlite_path,
+                "nsys_version": meta.nsys_version,
+                "export_schema_version": meta.schema_version,
+                "session_start_utc_ns": meta.session_start_utc_ns,
+                "capture_command": meta.capture_command,
+            }],
+            "summary": {
+                "span_start_ns": self.span_start_ns,
+                "span_end_ns": self.span_end_ns,
+                "span_ns": self.span_ns,
+                "gpu_busy_ns": self.gpu_busy_ns,
+                "devices": devices,
+                "gpus_in_node": len(t.gpus),
+                "counts": {
+                    "kernels": len(t.kernels), "api_calls": len(t.api_calls),
+                    "memcpy": len(t.memcpy), "memset": len(t.memset),
+                    "syncs": len(t.syncs), "nvtx": len(t.nvtx), "osrt": len(t.osrt),
+                    "cpu_samples": len(t.cpu_samples),
+                },
+            },
+            "kernels": _records(self.kernels, ["name", "short_name"]),
+            "api_calls": _records(self.api_calls, ["name", "api"]),
+            "memcpy": _records(self.memcpy, ["operation"], extra_int=[
+                "bytes", "min_bytes", "max_bytes"], extra_float=["avg_bytes",
+                                                                  "throughput_bytes_per_s"]),
+            "nvtx": _records(self.nvtx, ["domain", "name"], extra_int=["p90_ns", "p99_ns", "open"]),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
+def _records(frame: pd.DataFrame, keys: Sequence[str], extra_int: Sequence[str] = (),
+             extra_float: Sequence[str] = ()) -> list[dict[str, Any]]:
+    out = []
+    for row in frame.to_dict("records"):
+        rec: dict[str, Any] = {
+            k: (None if pd.isna(row[k]) or row[k] == "" else str(row[k])) for k in keys
+        }
+        rec["count"] = int(row["count"])
+        rec["total_ns"] = int(row["total_ns"])
+        rec["avg_ns"] = int(round(float(row["avg_ns"])))
+        rec["median_ns"] = int(round(float(row["median_ns"])))
+        rec["min_ns"] = int(row["min_ns"])
+        rec["max_ns"] = int(row["max_ns"])
+        rec["std_ns"] = int(round(float(row["std_ns"])))
+        for c in extra_int:
+            rec[c] = int(round(float(row[c])))
+        for c in extra_float:
+            rec[c] = round(float(row[c]), 3)
+        out.append(rec)
+    return out
+
+
+def build_report(trace: Trace, findings: Sequence[Finding] = ()) -> Report:
+    """Summaries of ``trace`` plus ``findings`` sorted by ``impact_ns`` (desc)."""
+    start, end = summary.trace_span(trace)
+    ranked = sorted(findings, key=lambda f: (-f.impact_ns, f.id, f.title))
+    return Report(
+        trace=trace,
+        span_start_ns=start,
+        span_end_ns=end,
+        devices=summary.device_busy(trace),
+        kernels=summary.kernel_summary(trace),
+        api_calls=summary.api_summary(trace),
+        memcpy=summary.memcpy_summary(trace),
+        nvtx=summary.nvtx_summary(trace),
+        findings=ranked,
+    )

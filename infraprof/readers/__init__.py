@@ -1,0 +1,1 @@
+"""One module per external format: raw artefacts to normalized tables (see ``tables``)."""

@@ -1,0 +1,418 @@
+"""Nsight Systems SQLite export -> normalized tables (see :mod:`infraprof.tables`).
+
+Capabilities are probed (``sqlite_master``, ``PRAGMA table_info``) instead of trusting version
+numbers, so exports from nsys 2022.2 (schema 2.9.1) to 2025.x (3.20) read the same way:
+
+* metadata lives in ``EXPORT_META_DATA`` (<= 3.1) or ``META_DATA_EXPORT`` (>= 3.4);
+* a missing activity table means "no such activity", never an error;
+* ``_V<n>`` variants of a table are used when the plain name is absent;
+* names are ``StringIds`` ids; API names lose their ``_v<4-5 digits>`` version suffix;
+* NVTX text is inline (``text``) or registered (``textId``); domains come from the type-75 row
+  of the same process;
+* duplicated API rows (same thread, correlation id and start: the 2.9.1 saxpy export) are
+  dropped;
+* synchronization rows are classified by the API call they belong to, and only fall back to
+  ``syncType`` for rows without one (its labels differ between versions).
+
+Only the columns infraprof uses are read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infraprof import tables as T
+from infraprof.errors import InputError
+from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
+from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
+
+API_SUFFIX_RE = re.compile(r"_v\d{4,5}$")
+NVTX_RANGE_TYPES = (59, 60, 70, 71)
+NVTX_MARK_TYPES = (34,)
+NVTX_DOMAIN_CREATE = 75
+_SYNC_TYPE_FALLBACK = {1: "event", 2: "stream_wait_event", 3: "stream", 4: "context"}
+
+
+@dataclass
+class NsysTables:
+    """Everything read from one export: normalized tables plus metadata."""
+
+    path: Path
+    meta: dict[str, str] = field(default_factory=dict)
+    capture: dict[str, str] = field(default_factory=dict)
+    session_start_utc_ns: int | None = None
+    analysis_start_ns: int | None = None
+    analysis_end_ns: int | None = None
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def strip_api_suffix(name: str) -> str:
+    """``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``; ``cuMemcpyHtoDAsync_v2`` unchanged."""
+    return API_SUFFIX_RE.sub("", name)
+
+
+def api_family(name: str) -> str:
+    """``runtime`` for ``cuda*`` names, ``driver`` for ``cu*``, else ``other``."""
+    if name.startswith("cuda"):
+        return "runtime"
+    if name.startswith("cu"):
+        return "driver"
+    return "other"
+
+
+def sync_kind(api_name: str | None) -> str | None:
+    """Classify a synchronizing API call by name (runtime or driver spelling)."""
+    if api_name is None:
+        return None
+    n = api_name.lower()
+    if "streamwaitevent" in n:
+        return "stream_wait_event"
+    if "eventsynchronize" in n or "eventquery" in n:
+        return "event"
+    if "streamsynchronize" in n or "streamquery" in n:
+        return "stream"
+    if "ctxsynchronize" in n or "devicesynchronize" in n:
+        return "context"
+    return "other"
+
+
+class _Strings:
+    """Lazy ``StringIds`` lookups, fetching only the ids a column needs."""
+
+    def __init__(self, db: SqliteFile) -> None:
+        self.db = db
+        self.cache: dict[int, str] = {}
+
+    def map(self, ids: pd.Series) -> pd.Series:
+        valid = ids.dropna().astype("int64")
+        missing = [int(i) for i in pd.unique(valid) if int(i) not in self.cache]
+        if missing and "StringIds" in self.db.tables:
+            for chunk_start in range(0, len(missing), 50_000):
+                chunk = missing[chunk_start : chunk_start + 50_000]
+                self.db.conn.execute("DROP TABLE IF EXISTS temp._ids")
+                self.db.conn.execute("CREATE TEMP TABLE _ids(id INTEGER PRIMARY KEY)")
+                self.db.conn.executemany("INSERT INTO temp._ids VALUES (?)", [(i,) for i in chunk])
+                rows = self.db.query(
+                    "SELECT s.id, s.value FROM StringIds s JOIN temp._ids t ON t.id = s.id"
+                )
+                self.cache.update((int(i), str(v)) for i, v in rows)
+        return ids.map(lambda i: None if pd.isna(i) else self.cache.get(int(i)))
+
+
+def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
+    """SELECT the wanted columns (``out_name -> SQL expression``) of ``table``."""
+    select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
+    rows = db.query(f'SELECT {select} FROM "{table}" {where}')
+    if not rows:
+        return T.as_frame(pd.DataFrame({name: pd.Series([], dtype=object) for name in columns}))
+    data = list(zip(*rows, strict=True))
+    return T.as_frame(pd.DataFrame(
+        {name: pd.Series(col) for name, col in zip(columns, data, strict=True)}))
+
+
+def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:
+    return f'"{name}"' if db.has_column(table, name) else default
+
+
+def _require_nsys_export(db: SqliteFile) -> None:
+    markers = {
+        "StringIds", "EXPORT_META_DATA", "META_DATA_EXPORT", "TARGET_INFO_SESSION_START_TIME",
+    }
+    if not (markers & db.tables):
+        raise InputError(
+            f"{db.path}: this SQLite database is not an Nsight Systems export (no StringIds or "
+            "export metadata tables); pass a .nsys-rep/.qdrep or the .sqlite written by "
+            "`nsys export --type sqlite`"
+        )
+
+
+def _read_meta(db: SqliteFile, out: NsysTables) -> None:
+    for table in ("EXPORT_META_DATA", "META_DATA_EXPORT"):
+        if table in db.tables:
+            for name, value in db.query(f'SELECT name, value FROM "{table}"'):
+                out.meta[str(name)] = str(value)
+    if "META_DATA_CAPTURE" in db.tables:
+        for name, value in db.query("SELECT name, value FROM META_DATA_CAPTURE"):
+            key = str(name)
+            if "ENVIRONMENT" not in key:
+                out.capture.setdefault(key, str(value))
+    if "TARGET_INFO_SESSION_START_TIME" in db.tables:
+        rows = db.query("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME LIMIT 1")
+        if rows and rows[0][0] is not None:
+            out.session_start_utc_ns = int(rows[0][0])
+    if "ANALYSIS_DETAILS" in db.tables:
+        rows = db.query("SELECT startTime, stopTime FROM ANALYSIS_DETAILS LIMIT 1")
+        if rows and rows[0][0] is not None:
+            out.analysis_start_ns, out.analysis_end_ns = int(rows[0][0]), int(rows[0][1])
+
+
+def _with_pid(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    frame["pid"] = T.decode_pid(frame[source].to_numpy(dtype=np.int64))
+    if source == "global_tid":
+        frame["tid"] = T.decode_tid(frame[source].to_numpy(dtype=np.int64))
+    return frame
+
+
+def _read_kernels(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_KERNEL")
+    if table is None:
+        return T.empty(T.KERNELS)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
+        "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
+        "global_pid": "globalPid", "name_id": "demangledName", "short_id": "shortName",
+        "mangled_id": _col(db, table, "mangledName"),
+        "grid_x": "gridX", "grid_y": "gridY", "grid_z": "gridZ",
+        "block_x": "blockX", "block_y": "blockY", "block_z": "blockZ",
+        "registers_per_thread": "registersPerThread",
+        "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    f["name"] = strings.map(f.pop("name_id"))
+    f["short_name"] = strings.map(f.pop("short_id"))
+    f["mangled_name"] = strings.map(f.pop("mangled_id"))
+    f["name"] = f["name"].where(f["name"].notna(), f["short_name"])
+    return T.conform(_with_pid(f, "global_pid"), T.KERNELS)
+
+
+def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
+    if table is None:
+        return T.empty(T.API_CALLS)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
+        "correlation_id": "correlationId", "name_id": "nameId",
+        "return_value": _col(db, table, "returnValue"),
+        "callchain_id": _col(db, table, "callchainId"),
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    f = f.drop_duplicates(["global_tid", "correlation_id", "start_ns"], keep="first")
+    raw = strings.map(f.pop("name_id")).fillna("<unknown>")
+    f["name"] = raw.map(strip_api_suffix)
+    f["api"] = f["name"].map(api_family)
+    return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), T.API_CALLS)
+
+
+def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_MEMCPY")
+    if table is None:
+        return T.empty(T.MEMCPY)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
+        "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
+        "global_pid": "globalPid", "bytes": "bytes", "copy_kind": "copyKind",
+        "src": _col(db, table, "srcKind"), "dst": _col(db, table, "dstKind"),
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    kinds, mems = memcpy_kinds(db), mem_kinds(db)
+    f["direction"] = f["copy_kind"].map(lambda k: kinds.get(int(k), f"kind{int(k)}"))
+    f["src_kind"] = f.pop("src").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
+    f["dst_kind"] = f.pop("dst").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
+    return T.conform(_with_pid(f, "global_pid"), T.MEMCPY)
+
+
+def _read_memset(db: SqliteFile) -> pd.DataFrame:
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_MEMSET")
+    if table is None:
+        return T.empty(T.MEMSET)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
+        "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
+        "global_pid": "globalPid", "bytes": "bytes", "mem": _col(db, table, "memKind"),
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    mems = mem_kinds(db)
+    f["mem_kind"] = f.pop("mem").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
+    return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
+
+
+def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_SYNCHRONIZATION")
+    if table is None:
+        return T.empty(T.SYNCS)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "device_id": _col(db, table, "deviceId"),
+        "context_id": _col(db, table, "contextId"), "stream_id": _col(db, table, "streamId"),
+        "correlation_id": "correlationId", "global_pid": "globalPid",
+        "sync_type": _col(db, table, "syncType"),
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    f = _with_pid(f, "global_pid")
+    calls = api[["pid", "correlation_id", "name"]].drop_duplicates(["pid", "correlation_id"])
+    calls = calls.rename(columns={"name": "api_name"})
+    if len(f):
+        f["correlation_id"] = f["correlation_id"].astype("int64")
+        f = f.merge(calls, on=["pid", "correlation_id"], how="left")
+    else:
+        f["api_name"] = pd.Series([], dtype=object)
+    by_name = f["api_name"].map(lambda n: None if pd.isna(n) else sync_kind(str(n)))
+    by_type = f["sync_type"].map(
+        lambda t: "unknown" if pd.isna(t) else _SYNC_TYPE_FALLBACK.get(int(t), "unknown")
+    )
+    f["kind"] = by_name.where(by_name.notna(), by_type)
+    return T.conform(f, T.SYNCS)
+
+
+def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    table = db.resolve_table("NVTX_EVENTS")
+    if table is None:
+        return T.empty(T.NVTX)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "event_type": "eventType",
+        "global_tid": "globalTid", "end_global_tid": _col(db, table, "endGlobalTid"),
+        "text": _col(db, table, "text"), "text_id": _col(db, table, "textId"),
+        "domain_id": _col(db, table, "domainId", "0"),
+    }
+    types = (*NVTX_RANGE_TYPES, *NVTX_MARK_TYPES, NVTX_DOMAIN_CREATE)
+    f = _frame(db, table, cols, f"WHERE eventType IN {types} ORDER BY start")
+    f["global_tid"] = f["global_tid"].fillna(0).astype("int64")
+    registered = strings.map(f.pop("text_id"))
+    text = f.pop("text")
+    f["name"] = text.where(text.notna(), registered)
+    f = _with_pid(f, "global_tid")
+    is_domain = f["event_type"] == NVTX_DOMAIN_CREATE
+    domains = {
+        (int(p), int(d)): str(n)
+        for p, d, n in f.loc[is_domain, ["pid", "domain_id", "name"]].itertuples(index=False)
+        if not pd.isna(d)
+    }
+    f = f.loc[~is_domain].copy()
+    f["domain"] = [
+        None if pd.isna(d) or int(d) == 0 else domains.get((int(p), int(d)), f"domain {int(d)}")
+        for p, d in zip(f["pid"], f["domain_id"], strict=True)
+    ]
+    f["kind"] = np.where(f["event_type"].isin(NVTX_MARK_TYPES), "mark", "range")
+    f["name"] = f["name"].where(f["name"].notna(), "<unnamed>")
+    return T.conform(f.reset_index(drop=True), T.NVTX)
+
+
+def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    table = db.resolve_table("OSRT_API")
+    if table is None:
+        return T.empty(T.OSRT)
+    cols = {
+        "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
+        "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
+    }
+    f = _frame(db, table, cols, "ORDER BY start")
+    f["name"] = strings.map(f.pop("name_id")).fillna("<unknown>")
+    return T.conform(_with_pid(f, "global_tid"), T.OSRT)
+
+
+def _read_samples(db: SqliteFile) -> pd.DataFrame:
+    if "COMPOSITE_EVENTS" not in db.tables:
+        return T.empty(T.CPU_SAMPLES)
+    cols = {"start_ns": "start", "global_tid": "globalTid", "callchain_id": "id"}
+    f = _frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
+    return T.conform(_with_pid(f, "global_tid"), T.CPU_SAMPLES)
+
+
+def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    """Frames of CPU-sampling, OS-runtime and CUDA API backtraces (``depth`` 0 = leaf)."""
+    parts = []
+    for source, table in (
+        ("sampling", "SAMPLING_CALLCHAINS"), ("osrt", "OSRT_CALLCHAINS"),
+        ("cuda", "CUDA_CALLCHAINS"),
+    ):
+        if table not in db.tables:
+            continue
+        cols = {"callchain_id": "id", "depth": "stackDepth", "symbol_id": "symbol",
+                "module_id": _col(db, table, "module")}
+        f = _frame(db, table, cols)
+        f["source"] = source
+        f["symbol"] = strings.map(f.pop("symbol_id"))
+        f["module"] = strings.map(f.pop("module_id"))
+        parts.append(f)
+    if not parts:
+        return T.empty(T.CALLCHAIN_FRAMES)
+    return T.conform(pd.concat(parts, ignore_index=True), T.CALLCHAIN_FRAMES)
+
+
+def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    if "PROFILER_OVERHEAD" not in db.tables:
+        return T.empty(T.PROFILER_OVERHEAD)
+    cols = {"start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
+            "name_id": "nameId"}
+    f = _frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
+    f["global_tid"] = f["global_tid"].fillna(0)
+    f["name"] = strings.map(f.pop("name_id"))
+    return T.conform(f, T.PROFILER_OVERHEAD)
+
+
+def _read_threads(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+    if "ThreadNames" not in db.tables:
+        return T.empty(T.THREADS)
+    f = _frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
+    f["name"] = strings.map(f.pop("name_id"))
+    f = f.drop_duplicates("global_tid", keep="last")
+    return T.conform(_with_pid(f, "global_tid"), T.THREADS)
+
+
+def _read_processes(db: SqliteFile) -> pd.DataFrame:
+    if "PROCESSES" not in db.tables:
+        return T.empty(T.PROCESSES)
+    f = _frame(db, "PROCESSES", {"global_pid": "globalPid", "pid": "pid", "name": "name"})
+    return T.conform(f.drop_duplicates("global_pid"), T.PROCESSES)
+
+
+def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
+    if "TARGET_INFO_GPU" not in db.tables:
+        rows = pd.DataFrame({"device_id": sorted(used)})
+        rows["name"] = [f"GPU {d}" for d in rows["device_id"]]
+        rows["used"] = True
+        return T.conform(rows, T.GPUS)
+    t = "TARGET_INFO_GPU"
+    cols = {
+        "device_id": "id", "name": _col(db, t, "name"), "sm_count": _col(db, t, "smCount"),
+        "memory_bandwidth_bytes_per_s": _col(db, t, "memoryBandwidth"),
+        "clock_rate_hz": _col(db, t, "clockRate"), "total_memory_bytes": _col(db, t, "totalMemory"),
+        "compute_major": _col(db, t, "computeMajor"), "compute_minor": _col(db, t, "computeMinor"),
+        "bus_location": _col(db, t, "busLocation"),
+    }
+    f = _frame(db, t, cols, "ORDER BY id").drop_duplicates("device_id")
+    known = set(int(d) for d in f["device_id"])
+    extra = [{"device_id": d, "name": f"GPU {d}"} for d in sorted(used - known)]
+    if extra:
+        f = pd.concat([f, pd.DataFrame(extra)], ignore_index=True)
+    f["used"] = f["device_id"].map(lambda d: int(d) in used)
+    return T.conform(f, T.GPUS)
+
+
+def read_nsys_sqlite(path: Path, with_callchains: bool = True) -> NsysTables:
+    """Read an nsys SQLite export. Raises :class:`InputError` for anything that is not one."""
+    if not has_sqlite_header(path):
+        raise InputError(
+            f"{path}: not an SQLite file; pass a .nsys-rep/.qdrep report or its "
+            "`nsys export --type sqlite` output"
+        )
+    with SqliteFile(path) as db:
+        _require_nsys_export(db)
+        out = NsysTables(path=path)
+        _read_meta(db, out)
+        strings = _Strings(db)
+        fr: dict[str, Any] = out.frames
+        fr["kernels"] = _read_kernels(db, strings)
+        fr["api_calls"] = _read_api(db, strings)
+        fr["memcpy"] = _read_memcpy(db)
+        fr["memset"] = _read_memset(db)
+        fr["syncs"] = _read_syncs(db, fr["api_calls"])
+        fr["nvtx"] = _read_nvtx(db, strings)
+        fr["osrt"] = _read_osrt(db, strings)
+        fr["cpu_samples"] = _read_samples(db)
+        fr["callchains"] = (
+            read_callchains(db, strings) if with_callchains else T.empty(T.CALLCHAIN_FRAMES)
+        )
+        fr["overhead"] = _read_overhead(db, strings)
+        fr["threads"] = _read_threads(db, strings)
+        fr["processes"] = _read_processes(db)
+        used: set[int] = set()
+        for name in ("kernels", "memcpy", "memset"):
+            used.update(int(d) for d in pd.unique(fr[name]["device_id"]))
+        fr["gpus"] = _read_gpus(db, used)
+    return out

@@ -1,0 +1,86 @@
+"""Read-only access to an SQLite file with schema probing.
+
+Inputs are opened through a ``file:...?mode=ro&immutable=1`` URI so nothing (not even a lock,
+journal or ``-shm`` file) is written next to them, which also works on read-only media.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infraprof.errors import InputError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_VERSIONED_RE = re.compile(r"^(?P<base>.+)_V(?P<n>\d+)$")
+
+
+def has_sqlite_header(path: Path) -> bool:
+    """True when ``path`` starts with the 16-byte SQLite magic."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+class SqliteFile:
+    """A read-only SQLite connection plus cached table/column probes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True)
+            rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{path}: not a readable SQLite database ({exc}); the file may be truncated or "
+                "corrupt, re-export it with `nsys export --type sqlite`"
+            ) from exc
+        self.tables: frozenset[str] = frozenset(str(r[0]) for r in rows)
+        self._columns: dict[str, frozenset[str]] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> SqliteFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def resolve_table(self, base: str) -> str | None:
+        """The table for ``base``: the exact name if present, else its highest ``_V<n>``."""
+        if base in self.tables:
+            return base
+        best: tuple[int, str] | None = None
+        for name in self.tables:
+            m = _VERSIONED_RE.match(name)
+            if m and m.group("base") == base:
+                n = int(m.group("n"))
+                if best is None or n > best[0]:
+                    best = (n, name)
+        return best[1] if best else None
+
+    def columns(self, table: str) -> frozenset[str]:
+        if table not in self._columns:
+            rows = self.query(f'PRAGMA table_info("{table}")')
+            self._columns[table] = frozenset(str(r[1]) for r in rows)
+        return self._columns[table]
+
+    def has_column(self, table: str, column: str) -> bool:
+        return column in self.columns(table)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{self.path}: SQLite read failed ({exc}); the file may be truncated or corrupt, "
+                "re-export it with `nsys export --type sqlite`"
+            ) from exc

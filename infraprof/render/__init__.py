@@ -1,0 +1,1 @@
+"""Pure renderers: ``Report -> str``. No analysis, no I/O."""

@@ -1,0 +1,40 @@
+"""Human formatting of integer nanoseconds, bytes and rates (renderers only)."""
+
+from __future__ import annotations
+
+
+def fmt_ns(ns: float | int | None) -> str:
+    """``1234567`` -> ``"1.235 ms"``; picks ns/µs/ms/s so the number stays short."""
+    if ns is None:
+        return "-"
+    v = float(ns)
+    a = abs(v)
+    if a < 1e3:
+        return f"{v:.0f} ns"
+    if a < 1e6:
+        return f"{v / 1e3:.3g} µs" if a < 1e4 else f"{v / 1e3:.1f} µs"
+    if a < 1e9:
+        return f"{v / 1e6:.3f} ms"
+    return f"{v / 1e9:.3f} s"
+
+
+def fmt_bytes(n: float | int | None) -> str:
+    """Decimal units, as nsys prints sizes (``1.5 MB`` = 1 500 000 bytes)."""
+    if n is None:
+        return "-"
+    v = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(v) < 1000 or unit == "TB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.2f} {unit}"
+        v /= 1000
+    return f"{v:.2f} TB"
+
+
+def fmt_rate(bytes_per_s: float | None) -> str:
+    if bytes_per_s is None:
+        return "-"
+    return f"{bytes_per_s / 1e9:.2f} GB/s"
+
+
+def fmt_pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f} %"
