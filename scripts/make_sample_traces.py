@@ -3,7 +3,8 @@
 Three stages:
 
 1. ``--recapture`` only: profile ``sample_apps/stall_app.py`` with the real ``nsys`` (NVTX + OS
-   runtime, no sampling, under a watchdog) and export it with ``--lazy=false`` so every table exists.
+   runtime, no sampling, under a watchdog) and export it with ``--lazy=false`` so that every
+   table exists.
 2. ``--recapture`` only: scrub the export (environment, host name, user paths, unrelated processes)
    and store it as ``sample_traces/cpu_only_stall_app.sqlite``.
 3. Always: derive the SYNTHETIC GPU scenarios from that committed capture by inserting CUDA rows
@@ -22,7 +23,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import itertools
 import json
 import os
 import random
@@ -212,7 +215,11 @@ def _run_logged(cmd: Sequence[str], log: Path, timeout_s: float, env: dict[str, 
     started = time.time()
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            list(cmd), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            list(cmd),
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -225,7 +232,7 @@ def _run_logged(cmd: Sequence[str], log: Path, timeout_s: float, env: dict[str, 
 
 
 def _kill_collector(nsys_pid: int) -> None:
-    """Kill only the collector whose command line names this nsys session (``install-nsight.md``)."""
+    """Kill only the collector whose command line names this nsys session (install-nsight.md §4)."""
     suffix = f"-{nsys_pid}"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -237,10 +244,8 @@ def _kill_collector(nsys_pid: int) -> None:
         for arg in args:
             text = arg.decode(errors="replace")
             if text.startswith("--session-name=profile-") and text.endswith(suffix):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 break
 
 
@@ -259,11 +264,9 @@ def _terminate_group(proc: subprocess.Popen[bytes]) -> None:
 
 def _remove_stale_streams(since: float) -> None:
     for stream in Path(tempfile.gettempdir()).glob("nsys-report-*.qdstrm"):
-        try:
+        with contextlib.suppress(OSError):
             if stream.stat().st_mtime >= since:
                 stream.unlink()
-        except OSError:
-            pass
 
 
 def _capture_env() -> dict[str, str]:
@@ -278,14 +281,26 @@ def _capture_env() -> dict[str, str]:
 
 
 def capture(work: Path, steps: int) -> tuple[Path, Path]:
-    """Profile the stall app with nsys and export a ``--lazy=false`` SQLite; return (rep, sqlite)."""
+    """Profile the stall app and export a ``--lazy=false`` SQLite; return (report, sqlite)."""
     if shutil.which("nsys") is None:
         raise BuildError("--recapture needs nsys on PATH (see scripts/install-nsight.sh)")
     base = work / "stall_app"
     rep, db, log = base.with_suffix(".nsys-rep"), base.with_suffix(".sqlite"), work / "nsys.log"
     profile = [
-        "nsys", "profile", "-t", "nvtx,osrt", "--sample=none", "--cpuctxsw=none",
-        "-o", str(base), "-f", "true", sys.executable, str(APP), "--steps", str(steps),
+        "nsys",
+        "profile",
+        "-t",
+        "nvtx,osrt",
+        "--sample=none",
+        "--cpuctxsw=none",
+        "-o",
+        str(base),
+        "-f",
+        "true",
+        sys.executable,
+        str(APP),
+        "--steps",
+        str(steps),
     ]
     env = _capture_env()
     for attempt in (1, 2):
@@ -300,7 +315,16 @@ def capture(work: Path, steps: int) -> tuple[Path, Path]:
     else:
         raise BuildError("nsys profile hung twice (the known collector hang); giving up")
     export = [
-        "nsys", "export", "--type", "sqlite", "--lazy=false", "-f", "true", "-o", str(db), str(rep),
+        "nsys",
+        "export",
+        "--type",
+        "sqlite",
+        "--lazy=false",
+        "-f",
+        "true",
+        "-o",
+        str(db),
+        str(rep),
     ]
     rc = _run_logged(export, log, NSYS_TIMEOUT_S, dict(os.environ))
     if rc != 0 or not db.exists() or db.read_bytes()[:16] != SQLITE_MAGIC:
@@ -311,9 +335,8 @@ def capture(work: Path, steps: int) -> tuple[Path, Path]:
 def check_capture(db: Path, steps: int) -> None:
     """The capture must hold every NVTX range and clock mark (nvtx 0.2.12+ silently loses them)."""
     with sqlite3.connect(db) as conn:
-        counts = dict(
-            conn.execute("SELECT eventType, count(*) FROM NVTX_EVENTS GROUP BY eventType").fetchall()
-        )
+        rows = conn.execute("SELECT eventType, count(*) FROM NVTX_EVENTS GROUP BY eventType")
+        counts = dict(rows.fetchall())
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     want_ranges = 3 * steps
     if counts.get(59, 0) != want_ranges or counts.get(34, 0) != CLOCK_MARKS:
@@ -322,8 +345,12 @@ def check_capture(db: Path, steps: int) -> None:
             f"expected {want_ranges} and {CLOCK_MARKS} (is nvtx pinned to 0.2.11?)"
         )
     missing = {
-        "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "CUPTI_ACTIVITY_KIND_MEMCPY",
-        "CUPTI_ACTIVITY_KIND_MEMSET", "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION", "TARGET_INFO_GPU",
+        "CUPTI_ACTIVITY_KIND_KERNEL",
+        "CUPTI_ACTIVITY_KIND_RUNTIME",
+        "CUPTI_ACTIVITY_KIND_MEMCPY",
+        "CUPTI_ACTIVITY_KIND_MEMSET",
+        "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION",
+        "TARGET_INFO_GPU",
     } - tables
     if missing:
         raise BuildError(f"export lacks {sorted(missing)}; was it made with --lazy=false?")
@@ -385,7 +412,8 @@ def _env_values(conn: sqlite3.Connection) -> set[str]:
     for text in texts:
         if isinstance(text, str) and ENV_BLOCK_RE.fullmatch(text):
             values.update(
-                v for k, v in ENV_ENTRY_RE.findall(text)
+                v
+                for k, v in ENV_ENTRY_RE.findall(text)
                 if k != "_" and len(v) >= 8 and not v.startswith(("/etc/", "/usr/", "/bin", "/tmp"))
             )
     return values
@@ -420,7 +448,8 @@ def scrub(db: Path, output_name: str) -> dict[str, int]:
         referenced = _referenced_string_ids(conn)
         orphaned = referenced_before - referenced
         env_ids = [
-            sid for sid, value in conn.execute("SELECT id, value FROM StringIds")
+            sid
+            for sid, value in conn.execute("SELECT id, value FROM StringIds")
             if isinstance(value, str) and ENV_BLOCK_RE.fullmatch(value)
         ]
         drop = orphaned | {sid for sid in env_ids if sid not in referenced}
@@ -434,7 +463,8 @@ def scrub(db: Path, output_name: str) -> dict[str, int]:
 
         names = [r[0] for r in conn.execute("SELECT name FROM TARGET_INFO_SYSTEM_ENV")]
         gone = [
-            n for n in names
+            n
+            for n in names
             if n not in SYSTEM_ENV_KEEP and not n.startswith(SYSTEM_ENV_KEEP_PREFIXES)
         ]
         conn.executemany("DELETE FROM TARGET_INFO_SYSTEM_ENV WHERE name = ?", [(n,) for n in gone])
@@ -534,34 +564,61 @@ class Kernel:
 
 
 GEMM = Kernel(
-    "void gemm<float, 128>(float const*, float*)", "gemm", "_Z4gemmIfLi128EEvPKT_PS0_",
-    registers=128, grid=(132, 8, 1), block=(128, 1, 1), static_smem=32_768,
-    dynamic_smem=16_384, smem_executed=65_536,
+    "void gemm<float, 128>(float const*, float*)",
+    "gemm",
+    "_Z4gemmIfLi128EEvPKT_PS0_",
+    registers=128,
+    grid=(132, 8, 1),
+    block=(128, 1, 1),
+    static_smem=32_768,
+    dynamic_smem=16_384,
+    smem_executed=65_536,
 )
 ADD = Kernel(
     "void elementwise_add_kernel<float>(float*, float const*, float const*, int)",
-    "elementwise_add_kernel", "_Z22elementwise_add_kernelIfEvPT_PKS0_S3_i",
-    registers=16, grid=(4096, 1, 1), block=(256, 1, 1),
+    "elementwise_add_kernel",
+    "_Z22elementwise_add_kernelIfEvPT_PKS0_S3_i",
+    registers=16,
+    grid=(4096, 1, 1),
+    block=(256, 1, 1),
 )
 LAYER_NORM = Kernel(
-    "layer_norm_fwd_kernel", "layer_norm_fwd_kernel", None,
-    registers=40, grid=(1024, 1, 1), block=(512, 1, 1), static_smem=4_096, smem_executed=8_192,
+    "layer_norm_fwd_kernel",
+    "layer_norm_fwd_kernel",
+    None,
+    registers=40,
+    grid=(1024, 1, 1),
+    block=(512, 1, 1),
+    static_smem=4_096,
+    smem_executed=8_192,
 )
 FILL = Kernel(
     "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, "
     "at::detail::Array<char*, 1> >(int, at::native::FillFunctor<float>, "
     "at::detail::Array<char*, 1>)",
-    "vectorized_elementwise_kernel", None,
-    registers=18, grid=(1, 1, 1), block=(128, 1, 1),
+    "vectorized_elementwise_kernel",
+    None,
+    registers=18,
+    grid=(1, 1, 1),
+    block=(128, 1, 1),
 )
 SCALE_ADD = Kernel(
-    "void scale_add<float>(float*, float const*, float, int)", "scale_add",
-    "_Z9scale_addIfEvPT_PKS0_S0_i", registers=12, grid=(1, 1, 1), block=(256, 1, 1),
+    "void scale_add<float>(float*, float const*, float, int)",
+    "scale_add",
+    "_Z9scale_addIfEvPT_PKS0_S0_i",
+    registers=12,
+    grid=(1, 1, 1),
+    block=(256, 1, 1),
 )
 REDUCE = Kernel(
-    "void reduce_sum_kernel<float, 256>(float const*, float*, int)", "reduce_sum_kernel",
-    "_Z17reduce_sum_kernelIfLi256EEvPKT_PS0_i", registers=32, grid=(528, 1, 1),
-    block=(256, 1, 1), static_smem=1_024, smem_executed=8_192,
+    "void reduce_sum_kernel<float, 256>(float const*, float*, int)",
+    "reduce_sum_kernel",
+    "_Z17reduce_sum_kernelIfLi256EEvPKT_PS0_i",
+    registers=32,
+    grid=(528, 1, 1),
+    block=(256, 1, 1),
+    static_smem=1_024,
+    smem_executed=8_192,
 )
 
 
@@ -604,7 +661,9 @@ class TraceWriter:
             if row is None:
                 (top,) = self.conn.execute("SELECT coalesce(max(id), -1) FROM StringIds").fetchone()
                 row = (top + 1,)
-                self.conn.execute("INSERT INTO StringIds (id, value) VALUES (?, ?)", (top + 1, value))
+                self.conn.execute(
+                    "INSERT INTO StringIds (id, value) VALUES (?, ?)", (row[0], value)
+                )
             self._strings[value] = row[0]
         return self._strings[value]
 
@@ -612,9 +671,14 @@ class TraceWriter:
         self.correlation += 1
         self.runtime.append(
             {
-                "start": start, "end": end, "eventClass": EVENT_CLASS_CUDA_RUNTIME,
-                "globalTid": self.global_tid, "correlationId": self.correlation,
-                "nameId": self.string_id(name), "returnValue": 0, "callchainId": None,
+                "start": start,
+                "end": end,
+                "eventClass": EVENT_CLASS_CUDA_RUNTIME,
+                "globalTid": self.global_tid,
+                "correlationId": self.correlation,
+                "nameId": self.string_id(name),
+                "returnValue": 0,
+                "callchainId": None,
             }
         )
         self.launch_of[self.correlation] = (start, end)
@@ -624,8 +688,13 @@ class TraceWriter:
         if end <= start:
             raise BuildError(f"empty GPU interval [{start}, {end}]")
         return {
-            "start": start, "end": end, "deviceId": DEVICE_ID, "contextId": CONTEXT_ID,
-            "streamId": STREAM_ID, "correlationId": corr, "globalPid": self.global_pid,
+            "start": start,
+            "end": end,
+            "deviceId": DEVICE_ID,
+            "contextId": CONTEXT_ID,
+            "streamId": STREAM_ID,
+            "correlationId": corr,
+            "globalPid": self.global_pid,
         }
 
     def malloc(self, host: int) -> int:
@@ -634,7 +703,7 @@ class TraceWriter:
         return end + self.rng.randint(2_000, 6_000)
 
     def launch(self, kernel: Kernel, host: int, api_ns: int, kernel_ns: int, latency: int) -> int:
-        """Launch ``kernel`` at ``host``; it runs when the stream is free. Returns host time after."""
+        """Launch ``kernel`` at ``host``; it runs once the stream is free. Returns the host time."""
         api_end = host + api_ns
         corr = self.api(API_LAUNCH, host, api_end)
         start = max(api_end + latency, self.gpu_free + self.rng.randint(800, 1_600))
@@ -645,13 +714,22 @@ class TraceWriter:
                 "demangledName": self.string_id(kernel.demangled),
                 "shortName": self.string_id(kernel.short),
                 "mangledName": None if kernel.mangled is None else self.string_id(kernel.mangled),
-                "launchType": 1, "cacheConfig": 0, "registersPerThread": kernel.registers,
-                "gridX": kernel.grid[0], "gridY": kernel.grid[1], "gridZ": kernel.grid[2],
-                "blockX": kernel.block[0], "blockY": kernel.block[1], "blockZ": kernel.block[2],
+                "launchType": 1,
+                "cacheConfig": 0,
+                "registersPerThread": kernel.registers,
+                "gridX": kernel.grid[0],
+                "gridY": kernel.grid[1],
+                "gridZ": kernel.grid[2],
+                "blockX": kernel.block[0],
+                "blockY": kernel.block[1],
+                "blockZ": kernel.block[2],
                 "staticSharedMemory": kernel.static_smem,
                 "dynamicSharedMemory": kernel.dynamic_smem,
-                "localMemoryPerThread": 0, "localMemoryTotal": 0, "gridId": self.grid_id,
-                "sharedMemoryExecuted": kernel.smem_executed, "graphNodeId": None,
+                "localMemoryPerThread": 0,
+                "localMemoryTotal": 0,
+                "gridId": self.grid_id,
+                "sharedMemoryExecuted": kernel.smem_executed,
+                "graphNodeId": None,
                 "sharedMemoryLimitConfig": 0,
             }
         )
@@ -660,8 +738,15 @@ class TraceWriter:
         return api_end
 
     def memcpy(
-        self, api_name: str, host: int, nbytes: int, copy_kind: int, src: int, dst: int,
-        copy_ns: int, blocking: bool,
+        self,
+        api_name: str,
+        host: int,
+        nbytes: int,
+        copy_kind: int,
+        src: int,
+        dst: int,
+        copy_ns: int,
+        blocking: bool,
     ) -> int:
         """A copy on the stream; ``blocking`` calls return only after the copy finished."""
         setup = self.rng.randint(3_000, 6_000)
@@ -672,10 +757,18 @@ class TraceWriter:
         row = self._device_row(corr, start, end)
         row.update(
             {
-                "bytes": nbytes, "copyKind": copy_kind, "deprecatedSrcId": None,
-                "srcKind": src, "dstKind": dst, "srcDeviceId": None, "srcContextId": None,
-                "dstDeviceId": None, "dstContextId": None, "migrationCause": None,
-                "graphNodeId": None, "virtualAddress": None,
+                "bytes": nbytes,
+                "copyKind": copy_kind,
+                "deprecatedSrcId": None,
+                "srcKind": src,
+                "dstKind": dst,
+                "srcDeviceId": None,
+                "srcContextId": None,
+                "dstDeviceId": None,
+                "dstContextId": None,
+                "migrationCause": None,
+                "graphNodeId": None,
+                "virtualAddress": None,
             }
         )
         self.memcpys.append(row)
@@ -684,13 +777,16 @@ class TraceWriter:
 
     def synchronize(self, api_name: str, host: int, sync_type: int) -> int:
         """A blocking sync call that returns a few µs after the stream drained."""
-        end = max(host + self.rng.randint(3_000, 5_000), self.gpu_free + self.rng.randint(3_000, 6_000))
+        end = max(
+            host + self.rng.randint(3_000, 5_000), self.gpu_free + self.rng.randint(3_000, 6_000)
+        )
         corr = self.api(api_name, host, end)
         row = self._device_row(corr, host + (end - host) // 8, end - (end - host) // 8)
         row.update(
             {
                 "streamId": STREAM_ID if sync_type == SYNC_STREAM else INVALID_ID,
-                "syncType": sync_type, "eventId": INVALID_ID,
+                "syncType": sync_type,
+                "eventId": INVALID_ID,
             }
         )
         self.syncs.append(row)
@@ -744,8 +840,14 @@ def read_steps(conn: sqlite3.Connection) -> tuple[int, list[Step]]:
         for i in range(n)
     ]
     for st in steps:
-        if not (st.step[0] <= st.load_batch[0] < st.load_batch[1] <= st.compute[0]
-                < st.compute[1] <= st.step[1]):
+        if not (
+            st.step[0]
+            <= st.load_batch[0]
+            < st.load_batch[1]
+            <= st.compute[0]
+            < st.compute[1]
+            <= st.step[1]
+        ):
             raise BuildError(f"step {st.index}: ranges not nested as step > load_batch, compute")
     return tids.pop(), steps
 
@@ -766,19 +868,33 @@ def plant_host_stall(writer: TraceWriter, steps: Sequence[Step]) -> dict[str, An
             host = writer.malloc(writer.malloc(host))
         h2d_bytes = 64 * MIB
         host = writer.memcpy(
-            API_MEMCPY_ASYNC, host, h2d_bytes, COPY_HTOD, MEM_PAGEABLE, MEM_DEVICE,
+            API_MEMCPY_ASYNC,
+            host,
+            h2d_bytes,
+            COPY_HTOD,
+            MEM_PAGEABLE,
+            MEM_DEVICE,
             copy_ns=h2d_bytes * 1_000_000_000 // 16_000_000_000 + rng.randint(0, 60_000),
             blocking=True,
         )
         for _ in range(40):
             kernel = rng.choices((GEMM, ADD, LAYER_NORM), weights=(5, 3, 2))[0]
             host = writer.launch(
-                kernel, host + rng.randint(15_000, 40_000), api_ns=rng.randint(4_000, 7_000),
-                kernel_ns=rng.randint(100_000, 400_000), latency=rng.randint(2_000, 4_000),
+                kernel,
+                host + rng.randint(15_000, 40_000),
+                api_ns=rng.randint(4_000, 7_000),
+                kernel_ns=rng.randint(100_000, 400_000),
+                latency=rng.randint(2_000, 4_000),
             )
         host = writer.memcpy(
-            API_MEMCPY_ASYNC, host + rng.randint(10_000, 20_000), 4 * 1024, COPY_DTOH,
-            MEM_DEVICE, MEM_PINNED, copy_ns=rng.randint(2_500, 4_000), blocking=False,
+            API_MEMCPY_ASYNC,
+            host + rng.randint(10_000, 20_000),
+            4 * 1024,
+            COPY_DTOH,
+            MEM_DEVICE,
+            MEM_PINNED,
+            copy_ns=rng.randint(2_500, 4_000),
+            blocking=False,
         )
         host = writer.synchronize(API_STREAM_SYNC, host + rng.randint(5_000, 10_000), SYNC_STREAM)
         _check_inside(writer, st, host)
@@ -799,8 +915,11 @@ def plant_launch_bound(writer: TraceWriter, steps: Sequence[Step]) -> dict[str, 
         for _ in range(500):
             kernel = FILL if rng.random() < 0.5 else SCALE_ADD
             host = writer.launch(
-                kernel, host + rng.randint(500, 1_500), api_ns=rng.randint(6_000, 8_000),
-                kernel_ns=rng.randint(2_000, 4_000), latency=rng.randint(1_000, 2_500),
+                kernel,
+                host + rng.randint(500, 1_500),
+                api_ns=rng.randint(6_000, 8_000),
+                kernel_ns=rng.randint(2_000, 4_000),
+                latency=rng.randint(1_000, 2_500),
             )
         _check_inside(writer, st, host)
     return {"kernels_per_step": 500}
@@ -814,15 +933,24 @@ def plant_sync_heavy(writer: TraceWriter, steps: Sequence[Step]) -> dict[str, An
             host = writer.malloc(writer.malloc(host))
         for _ in range(30):
             host = writer.launch(
-                REDUCE, host, api_ns=rng.randint(5_000, 7_000),
-                kernel_ns=rng.randint(100_000, 250_000), latency=rng.randint(2_000, 4_000),
+                REDUCE,
+                host,
+                api_ns=rng.randint(5_000, 7_000),
+                kernel_ns=rng.randint(100_000, 250_000),
+                latency=rng.randint(2_000, 4_000),
             )
             host = writer.synchronize(
                 API_DEVICE_SYNC, host + rng.randint(1_000, 3_000), SYNC_CONTEXT
             )
             host = writer.memcpy(
-                API_MEMCPY, host + rng.randint(2_000, 5_000), 4, COPY_DTOH, MEM_DEVICE,
-                MEM_PAGEABLE, copy_ns=rng.randint(1_500, 2_500), blocking=True,
+                API_MEMCPY,
+                host + rng.randint(2_000, 5_000),
+                4,
+                COPY_DTOH,
+                MEM_DEVICE,
+                MEM_PAGEABLE,
+                copy_ns=rng.randint(1_500, 2_500),
+                blocking=True,
             )
             host += rng.randint(150_000, 250_000)
         _check_inside(writer, st, host)
@@ -843,19 +971,22 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "demo_host_stall", 1001,
+        "demo_host_stall",
+        1001,
         "Per step inside `compute`: 64 MiB pageable H2D cudaMemcpyAsync, 40 kernels of 100-400 us, "
         "a 4 KiB D2H copy and one cudaStreamSynchronize; the GPU idles during every `load_batch`.",
         plant_host_stall,
     ),
     Scenario(
-        "demo_launch_bound", 1002,
+        "demo_launch_bound",
+        1002,
         "Per step inside `compute`: 500 tiny kernels (2-4 us) launched back to back with "
         "6-8 us cudaLaunchKernel calls, so CPU launch cost exceeds GPU time.",
         plant_launch_bound,
     ),
     Scenario(
-        "demo_sync_heavy", 1003,
+        "demo_sync_heavy",
+        1003,
         "Per step inside `compute`: 30 kernels, each followed by a blocking cudaDeviceSynchronize "
         "and a synchronous 4-byte D2H cudaMemcpy into pageable memory.",
         plant_sync_heavy,
@@ -889,7 +1020,7 @@ def compute_truth(
     kernels, copies = writer.kernels, writer.memcpys
     busy = _union([(r["start"], r["end"]) for r in kernels + copies])
     span = (busy[0][0], busy[-1][1])
-    gaps = [(a[1], b[0]) for a, b in zip(busy, busy[1:]) if b[0] - a[1] > GAP_THRESHOLD_NS]
+    gaps = [(a[1], b[0]) for a, b in itertools.pairwise(busy) if b[0] - a[1] > GAP_THRESHOLD_NS]
 
     api: dict[str, dict[str, int]] = {}
     for r in writer.runtime:
@@ -906,14 +1037,14 @@ def compute_truth(
     copy_kinds = {COPY_HTOD: "HtoD", COPY_DTOH: "DtoH"}
     memcpy: dict[str, dict[str, int]] = {}
     for r in copies:
-        entry = memcpy.setdefault(copy_kinds[r["copyKind"]], {"count": 0, "bytes": 0, "total_ns": 0})
+        entry = memcpy.setdefault(
+            copy_kinds[r["copyKind"]], {"count": 0, "bytes": 0, "total_ns": 0}
+        )
         entry["count"] += 1
         entry["bytes"] += r["bytes"]
         entry["total_ns"] += r["end"] - r["start"]
 
-    queue = [
-        r["start"] - writer.launch_of[r["correlationId"]][1] for r in kernels
-    ]
+    queue = [r["start"] - writer.launch_of[r["correlationId"]][1] for r in kernels]
     per_step = []
     for st in steps:
         lo, hi = st.compute
@@ -942,17 +1073,27 @@ def compute_truth(
         "description": scenario.description,
         "base_capture": CAPTURE_NAME,
         "seed": scenario.seed,
-        "process": {"pid": writer.pid, "globalPid": writer.global_pid,
-                    "globalTid": writer.global_tid},
-        "gpu": {"name": GPU_INFO["name"], "deviceId": DEVICE_ID, "contextId": CONTEXT_ID,
-                "streamId": STREAM_ID},
+        "process": {
+            "pid": writer.pid,
+            "globalPid": writer.global_pid,
+            "globalTid": writer.global_tid,
+        },
+        "gpu": {
+            "name": GPU_INFO["name"],
+            "deviceId": DEVICE_ID,
+            "contextId": CONTEXT_ID,
+            "streamId": STREAM_ID,
+        },
         "steps": len(steps),
         **planted,
         "kernels_total": len(kernels),
         "kernel_ns_total": sum(r["end"] - r["start"] for r in kernels),
         "kernel_names": kernel_names,
-        "kernel_queue_ns": {"min": min(queue), "max": max(queue),
-                            "mean": round(sum(queue) / len(queue), 1)},
+        "kernel_queue_ns": {
+            "min": min(queue),
+            "max": max(queue),
+            "mean": round(sum(queue) / len(queue), 1),
+        },
         "memcpy": memcpy,
         "api": api,
         "sync_rows": len(writer.syncs),
@@ -983,31 +1124,52 @@ def build_scenario(base: Path, out: Path, scenario: Scenario) -> dict[str, Any]:
         writer.flush()
         insert_rows(conn, "TARGET_INFO_GPU", [GPU_INFO])
         insert_rows(
-            conn, "TARGET_INFO_CUDA_NULL_STREAM",
-            [{"streamId": STREAM_ID, "hwId": 0, "vmId": 1, "processId": writer.pid,
-              "deviceId": DEVICE_ID, "contextId": CONTEXT_ID}],
+            conn,
+            "TARGET_INFO_CUDA_NULL_STREAM",
+            [
+                {
+                    "streamId": STREAM_ID,
+                    "hwId": 0,
+                    "vmId": 1,
+                    "processId": writer.pid,
+                    "deviceId": DEVICE_ID,
+                    "contextId": CONTEXT_ID,
+                }
+            ],
         )
         insert_rows(
-            conn, "TARGET_INFO_CUDA_STREAM",
-            [{"streamId": STREAM_ID, "hwId": 0, "vmId": 1, "processId": writer.pid,
-              "contextId": CONTEXT_ID, "priority": 0, "flag": 3}],
+            conn,
+            "TARGET_INFO_CUDA_STREAM",
+            [
+                {
+                    "streamId": STREAM_ID,
+                    "hwId": 0,
+                    "vmId": 1,
+                    "processId": writer.pid,
+                    "contextId": CONTEXT_ID,
+                    "priority": 0,
+                    "flag": 3,
+                }
+            ],
         )
         for table, values in CUDA_ENUMS.items():
             if table in _tables(conn) and not conn.execute(f"SELECT 1 FROM {table}").fetchone():
                 conn.executemany(f"INSERT INTO {table} (id, name, label) VALUES (?, ?, ?)", values)
         conn.executemany(
             "INSERT INTO EXPORT_META_DATA (name, value) VALUES (?, ?)",
-            [("INFRAPROF_SYNTHETIC", "real CPU capture + generated GPU rows"),
-             ("INFRAPROF_SCENARIO", scenario.name)],
+            [
+                ("INFRAPROF_SYNTHETIC", "real CPU capture + generated GPU rows"),
+                ("INFRAPROF_SCENARIO", scenario.name),
+            ],
         )
         conn.executemany(
             "UPDATE EXPORT_META_DATA SET value = ? WHERE name = ?",
-            [(out.name, k) for k in
-             ("EXPORT_OUTUPT_FILE", "EXPORT_OUTUPT_PATH", "EXPORT_OUTUPT_PATH_ABS")],
+            [
+                (out.name, k)
+                for k in ("EXPORT_OUTUPT_FILE", "EXPORT_OUTUPT_PATH", "EXPORT_OUTUPT_PATH_ABS")
+            ],
         )
-        conn.execute(
-            "UPDATE TARGET_INFO_SYSTEM_ENV SET value = '1' WHERE name = 'HasDiscreteGpu'"
-        )
+        conn.execute("UPDATE TARGET_INFO_SYSTEM_ENV SET value = '1' WHERE name = 'HasDiscreteGpu'")
         conn.commit()
         truth = compute_truth(scenario, writer, steps, planted)
     finally:
@@ -1025,7 +1187,10 @@ def _nsys(args: Sequence[str], db: Path) -> str:
         copy = Path(tmp) / db.name
         shutil.copyfile(db, copy)
         proc = subprocess.run(
-            ["nsys", *args, str(copy)], capture_output=True, text=True, timeout=NSYS_TIMEOUT_S,
+            ["nsys", *args, str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=NSYS_TIMEOUT_S,
             cwd=tmp,
         )
     if proc.returncode != 0:
@@ -1033,20 +1198,28 @@ def _nsys(args: Sequence[str], db: Path) -> str:
     return proc.stdout
 
 
-def _csv_rows(text: str, first_header: str) -> list[list[str]]:
-    """Data rows of every CSV block whose header starts with ``first_header``."""
-    rows: list[list[str]] = []
-    in_block = False
-    for line in text.splitlines():
-        if line.startswith(first_header):
-            in_block = True
-            continue
-        if in_block and (not line.strip() or line.startswith(("**", "SKIPPED", "Processing"))):
-            in_block = False
-            continue
-        if in_block:
-            rows.append(next(csv.reader([line])))
-    return rows
+def _csv_blocks(text: str) -> list[tuple[str, list[list[str]]]]:
+    """(header line, data rows) for each CSV table in nsys ``-f csv -o -`` output."""
+    blocks: list[tuple[str, list[list[str]]]] = []
+    for chunk in re.split(r"\n\s*\n", text):
+        lines = [
+            line
+            for line in chunk.splitlines()
+            if line.strip() and not line.startswith("Processing [")
+        ]
+        if lines and "," in lines[0]:
+            blocks.append((lines[0], [next(csv.reader([line])) for line in lines[1:]]))
+    return blocks
+
+
+def _block(text: str, header_prefix: str, expected: bool = True) -> list[list[str]]:
+    """Rows of the one table whose header starts with ``header_prefix``; [] if not ``expected``."""
+    found = [rows for header, rows in _csv_blocks(text) if header.startswith(header_prefix)]
+    if not expected and not found:
+        return []
+    if len(found) != 1:
+        raise BuildError(f"expected one nsys table starting {header_prefix!r}, got {len(found)}")
+    return found[0]
 
 
 def verify(out_dir: Path, truths: dict[str, dict[str, Any]]) -> list[str]:
@@ -1054,48 +1227,65 @@ def verify(out_dir: Path, truths: dict[str, dict[str, Any]]) -> list[str]:
     if shutil.which("nsys") is None:
         raise BuildError("--verify needs nsys on PATH")
     lines: list[str] = []
-    capture_db = out_dir / CAPTURE_NAME
-    text = _nsys(["stats", "-r", "nvtxsum,osrtsum", "-f", "csv", "-o", "-"], capture_db)
-    nvtx = {r[-1]: int(r[2]) for r in _csv_rows(text, '"Time (%)","Total Time (ns)","Instances"')
-            if len(r) > 3 and r[-1] in ("step", "load_batch", "compute")}
+    text = _nsys(["stats", "-r", "nvtxsum,osrtsum", "-f", "csv", "-o", "-"], out_dir / CAPTURE_NAME)
+    nvtx = {r[-1]: int(r[2]) for r in _block(text, "Time (%),Total Time (ns),Instances,")}
+    osrt = {r[-1]: int(r[2]) for r in _block(text, "Time (%),Total Time (ns),Num Calls,")}
     if nvtx != {"step": STEPS, "load_batch": STEPS, "compute": STEPS}:
         raise BuildError(f"nvtxsum on {CAPTURE_NAME}: unexpected ranges {nvtx}")
-    if "clock_nanosleep" not in text:
-        raise BuildError(f"osrtsum on {CAPTURE_NAME}: no clock_nanosleep row")
-    lines.append(f"nsys stats -r nvtxsum,osrtsum {CAPTURE_NAME}: ranges {nvtx}, osrt has "
-                 "clock_nanosleep")
+    if osrt.get("clock_nanosleep", 0) < STEPS:
+        raise BuildError(f"osrtsum on {CAPTURE_NAME}: too few clock_nanosleep calls {osrt}")
+    lines.append(
+        f"nsys stats -r nvtxsum,osrtsum {CAPTURE_NAME}: {nvtx}; "
+        f"clock_nanosleep x{osrt['clock_nanosleep']}"
+    )
 
     for name, truth in truths.items():
         db = out_dir / f"{name}.sqlite"
         text = _nsys(
             ["stats", "-r", "gpukernsum,cudaapisum,gpumemtimesum", "-f", "csv", "-o", "-"], db
         )
-        kern = _csv_rows(text, '"Time (%)","Total Time (ns)","Instances"')
-        kernel_instances = sum(int(r[2]) for r in kern if len(r) > 8 and r[-1] and r[-1][0] != "[")
-        kernel_total = sum(int(r[1]) for r in kern if len(r) > 8 and r[-1] and r[-1][0] != "[")
-        if kernel_instances != truth["kernels_total"] or kernel_total != truth["kernel_ns_total"]:
+        kern = _block(
+            text, "Time (%),Total Time (ns),Instances,Avg (ns),Med (ns),Min (ns),Max (ns)"
+        )
+        instances = sum(int(r[2]) for r in kern)
+        kernel_ns = sum(int(r[1]) for r in kern)
+        if (instances, kernel_ns) != (truth["kernels_total"], truth["kernel_ns_total"]):
             raise BuildError(
-                f"gpukernsum on {name}: {kernel_instances} kernels / {kernel_total} ns, truth "
+                f"gpukernsum on {name}: {instances} kernels / {kernel_ns} ns, truth "
                 f"{truth['kernels_total']} / {truth['kernel_ns_total']}"
             )
-        apis = {r[-1]: int(r[2]) for r in _csv_rows(text, '"Time (%)","Total Time (ns)","Num Calls"')}
+        apis = {r[-1]: int(r[2]) for r in _block(text, "Time (%),Total Time (ns),Num Calls,")}
         want_apis = {k: v["count"] for k, v in truth["api"].items()}
         if apis != want_apis:
             raise BuildError(f"cudaapisum on {name}: {apis} != truth {want_apis}")
-        text = _nsys(["analyze", "-r", "gpu-starv:gap=10,cuda-sync-api", "-f", "csv", "-o", "-"], db)
-        gaps = _csv_rows(text, '"Row#","Duration (ns)"')
+        mem = {
+            r[-1]: int(r[2])
+            for r in _block(text, "Time (%),Total Time (ns),Count,", bool(truth["memcpy"]))
+        }
+        want_mem = {f"[CUDA memcpy {k}]": v["count"] for k, v in truth["memcpy"].items()}
+        if mem != want_mem:
+            raise BuildError(f"gpumemtimesum on {name}: {mem} != truth {want_mem}")
+
+        text = _nsys(
+            ["analyze", "-r", "gpu-starv:gap=10,cuda-sync-api", "-f", "csv", "-o", "-"], db
+        )
+        gaps = _block(text, "Row#,Duration (ns)", truth["gaps_over_10ms"]["count"] > 0)
         if len(gaps) != truth["gaps_over_10ms"]["count"]:
-            raise BuildError(f"gpu-starv on {name}: {len(gaps)} gaps, truth "
-                             f"{truth['gaps_over_10ms']['count']}")
-        syncs = _csv_rows(text, '"Duration (ns)","Start (ns)"')
+            raise BuildError(
+                f"gpu-starv on {name}: {len(gaps)} gaps, truth {truth['gaps_over_10ms']['count']}"
+            )
         want_syncs = sum(
-            v["count"] for k, v in truth["api"].items()
+            v["count"]
+            for k, v in truth["api"].items()
             if k in ("cudaDeviceSynchronize", "cudaStreamSynchronize")
         )
+        syncs = _block(text, "Duration (ns),Start (ns),PID,TID,API Name", want_syncs > 0)
+        if len(syncs) != min(want_syncs, 50):
+            raise BuildError(f"cuda-sync-api on {name}: {len(syncs)} rows, truth {want_syncs}")
         lines.append(
-            f"{name}: gpukernsum {kernel_instances} kernels {kernel_total} ns; cudaapisum "
-            f"{apis}; gpu-starv:gap=10 {len(gaps)} gaps; cuda-sync-api {len(syncs)} rows "
-            f"(truth {want_syncs})"
+            f"{name}: gpukernsum {instances} kernels / {kernel_ns} ns; cudaapisum {apis}; "
+            f"gpumemtimesum {mem}; gpu-starv:gap=10 {len(gaps)} gaps; "
+            f"cuda-sync-api {len(syncs)} rows (rule's default rows=50; truth {want_syncs})"
         )
     return lines
 
@@ -1109,10 +1299,16 @@ def write_truth(path: Path, truth: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recapture", action="store_true",
-                        help="capture and scrub a new cpu_only_stall_app.sqlite (needs nsys)")
-    parser.add_argument("--verify", action="store_true",
-                        help="check every output with nsys stats / nsys analyze (needs nsys)")
+    parser.add_argument(
+        "--recapture",
+        action="store_true",
+        help="capture and scrub a new cpu_only_stall_app.sqlite (needs nsys)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every output with nsys stats / nsys analyze (needs nsys)",
+    )
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="default: sample_traces/")
     args = parser.parse_args(argv)
     out_dir: Path = args.out_dir
@@ -1143,8 +1339,10 @@ def main(argv: list[str] | None = None) -> int:
             truth = build_scenario(capture_db, out, scenario)
             write_truth(out_dir / f"{scenario.name}.truth.json", truth)
             truths[scenario.name] = truth
-            print(f"wrote {out.name} ({out.stat().st_size} B): {truth['kernels_total']} kernels, "
-                  f"{truth['gaps_over_10ms']['count']} gaps > 10 ms")
+            print(
+                f"wrote {out.name} ({out.stat().st_size} B): {truth['kernels_total']} kernels, "
+                f"{truth['gaps_over_10ms']['count']} gaps > 10 ms"
+            )
 
         for path in sorted(out_dir.glob("*.sqlite")):
             if path.stat().st_size > MAX_FILE_BYTES:
