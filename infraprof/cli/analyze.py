@@ -18,6 +18,26 @@ from infraprof.ranking import build_report
 from infraprof.render.json_report import render_json
 from infraprof.render.terminal import render_terminal
 
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+def parse_duration_ns(text: str) -> int:
+    """``"500us"`` -> 500000; a plain number is nanoseconds. Raises ``UsageError``."""
+    t = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if t.endswith(unit):
+            number, scale = t[: -len(unit)].strip(), _UNITS[unit]
+            break
+    else:
+        number, scale = t, 1
+    try:
+        value = float(number)
+    except ValueError:
+        raise UsageError(f"--min-impact: cannot read duration {text!r} (try 500us, 2ms)") from None
+    if value < 0:
+        raise UsageError(f"--min-impact: duration must not be negative, got {text!r}")
+    return round(value * scale)
+
 
 class OutputFormat(str, Enum):
     table = "table"
@@ -52,6 +72,9 @@ def analyze(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the report to this file instead of stdout."),
     top: int = typer.Option(10, "--top", min=1, help="Rows per table and findings shown."),
+    min_impact: str = typer.Option(
+        "0", "--min-impact",
+        help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns)."),
     width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
 ) -> None:
@@ -64,7 +87,7 @@ def analyze(
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         trace = load_trace(input_path, progress)
-        report = build_report(trace)
+        report = build_report(trace, min_impact_ns=parse_duration_ns(min_impact))
     if fmt is OutputFormat.json:
         text = render_json(report)
     else:

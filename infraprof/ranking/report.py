@@ -16,6 +16,7 @@ import pandas as pd
 from infraprof import __version__
 from infraprof.analyses import summary
 from infraprof.analyses.findings import Finding
+from infraprof.analyses.registry import AnalysisParams, AnalysisResult, run_all
 from infraprof.model import Trace
 
 SCHEMA_VERSION = "1.0"
@@ -33,6 +34,7 @@ class Report:
     api_calls: pd.DataFrame
     memcpy: pd.DataFrame
     nvtx: pd.DataFrame
+    analysis: AnalysisResult | None = None
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -99,8 +101,53 @@ class Report:
                 "bytes", "min_bytes", "max_bytes"], extra_float=["avg_bytes",
                                                                   "throughput_bytes_per_s"]),
             "nvtx": _records(self.nvtx, ["domain", "name"], extra_int=["p90_ns", "p99_ns", "open"]),
+            "timeline": self._timeline_dict(),
+            "launch": self._launch_dict(),
+            "copies": {"bandwidth": self.analysis.copy_bandwidth if self.analysis else []},
+            "nvtx_gpu": _plain_records(self.analysis.nvtx_gpu) if self.analysis else [],
             "findings": [f.to_dict() for f in self.findings],
         }
+
+    def _timeline_dict(self) -> dict[str, Any]:
+        a = self.analysis
+        if a is None:
+            return {"devices": [], "idle_breakdown_ns": {}, "gaps_attributed": 0}
+        devices = [{
+            "device_id": t.device_id, "span_ns": t.span_ns, "busy_ns": t.busy_ns,
+            "idle_ns": t.idle_ns, "gaps": len(t.gaps), "gap_ns": t.gaps.total_ns,
+            "overhead_ns": t.overhead_ns, "short_gaps_ns": t.short_gaps_ns,
+            "leading_idle_ns": t.leading_idle_ns, "trailing_idle_ns": t.trailing_idle_ns,
+            "streams": [{"stream_id": s.stream_id, "busy_ns": s.busy_ns, "ops": s.ops,
+                         "first_start_ns": s.first_start_ns, "last_end_ns": s.last_end_ns}
+                        for s in t.streams],
+        } for t in a.timelines]
+        return {"devices": devices, "idle_breakdown_ns": a.idle_breakdown_ns,
+                "gaps_attributed": a.gaps_attributed}
+
+    def _launch_dict(self) -> dict[str, Any]:
+        a = self.analysis
+        if a is None:
+            return {}
+        return {
+            **a.launch_percentiles,
+            "launch_bound_kernels": _plain_records(a.launch_bound),
+            "per_kernel": _plain_records(a.launch_summary.head(50)),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return round(value) if abs(value) >= 1000 else round(value, 3)
+    return value
+
+
+def _plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe records: NaN -> None, numpy scalars -> Python, large floats -> int."""
+    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def _opt_int(value: Any) -> int | None:
@@ -129,10 +176,23 @@ def _records(frame: pd.DataFrame, keys: Sequence[str], extra_int: Sequence[str] 
     return out
 
 
-def build_report(trace: Trace, findings: Sequence[Finding] = ()) -> Report:
-    """Summaries of ``trace`` plus ``findings`` sorted by ``impact_ns`` (desc)."""
+def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int = 0
+         ) -> list[Finding]:
+    """Sort by ``impact_ns`` (desc), then severity, id and title; drop findings below
+    ``min_impact_ns`` unless they are informational (impact 0 by design); keep ``top``."""
+    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
+    kept = [f for f in findings if f.impact_ns >= min_impact_ns or f.impact_ns == 0]
+    ranked = sorted(kept, key=lambda f: (-f.impact_ns, order[f.severity], f.id, f.title))
+    return ranked[:top] if top is not None else ranked
+
+
+def build_report(trace: Trace, extra_findings: Sequence[Finding] = (),
+                 params: AnalysisParams | None = None, top: int | None = None,
+                 min_impact_ns: int = 0) -> Report:
+    """Summaries and every analysis of ``trace``; findings ranked by recoverable time."""
     start, end = summary.trace_span(trace)
-    ranked = sorted(findings, key=lambda f: (-f.impact_ns, f.id, f.title))
+    result = run_all(trace, params)
+    ranked = rank([*result.findings, *extra_findings], top, min_impact_ns)
     return Report(
         trace=trace,
         span_start_ns=start,
@@ -142,5 +202,6 @@ def build_report(trace: Trace, findings: Sequence[Finding] = ()) -> Report:
         api_calls=summary.api_summary(trace),
         memcpy=summary.memcpy_summary(trace),
         nvtx=summary.nvtx_summary(trace),
+        analysis=result,
         findings=ranked,
     )

@@ -22,9 +22,12 @@ file_extension = ".txt"
 
 
 def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
     for name, justify in columns:
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        wide = name in ("name", "title")
+        table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                         overflow="ellipsis" if wide else "fold", no_wrap=True,
+                         ratio=1 if wide else None, min_width=12 if wide else None)
     return table
 
 
@@ -63,6 +66,50 @@ def _findings(report: Report, console: Console, top: int) -> None:
     for i, f in enumerate(report.findings[:top], 1):
         t.add_row(str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.category, Text(f.title))
     console.print(t)
+
+
+def _evidence(report: Report, console: Console, n: int = 3) -> None:
+    shown = [f for f in report.findings if f.impact_ns > 0][:n]
+    for i, f in enumerate(shown, 1):
+        ev = f.evidence
+        console.print(Text(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
+                           style="bold"))
+        lines = []
+        if "gpu_idle_ns" in ev:
+            lines.append(f"GPU idle attributed: {fmt_ns(ev['gpu_idle_ns'])} in {ev['gaps']} gaps"
+                         f" (not recoverable by this fix: {fmt_ns(ev['not_recoverable_ns'])})")
+        if "site_calls" in ev:
+            lines.append(f"{ev['site']}: {ev['site_calls']} calls, host blocked "
+                         f"{fmt_ns(ev['site_host_blocked_ns'])} in total")
+        for k in ev.get("launch_bound_kernels", [])[:3]:
+            lines.append(f"kernel {k['name']}: ×{k['count']}, GPU {fmt_ns(k['kernel_avg_ns'])} "
+                         f"vs launch call {fmt_ns(k['launch_call_avg_ns'])} on average")
+        for c in ev.get("calls_in_gaps", [])[:3]:
+            lines.append(f"calls overlapping the gaps: {c['name']} ×{c['count']}")
+        nv = [r for r in ev.get("nvtx_ranges", []) if r["name"] != "(none)"][:2]
+        for r in nv:
+            lines.append(f"NVTX range {r['name']}: {fmt_ns(r['idle_ns'])} of the idle time")
+        for t in ev.get("threads", [])[:1]:
+            lines.append(f"thread {t['tid']}" + (f" ({t['name']})" if t.get("name") else ""))
+        for e in ev.get("examples", [])[:1]:
+            width = fmt_ns(e["gap_end_ns"] - e["gap_start_ns"])
+            lines.append(f"e.g. gap at {e['gap_start_ns']} ns, {width} before {e['next_op']}")
+        for line in lines:
+            console.print(Text("   " + line))
+        console.print(Text("   → " + f.recommendation, style="italic"))
+
+
+def _breakdown(report: Report, console: Console) -> None:
+    a = report.analysis
+    if a is None or not a.timelines:
+        return
+    total = sum(a.idle_breakdown_ns.values())
+    if total <= 0:
+        return
+    parts = [f"{k} {fmt_pct(v / total)}" for k, v in sorted(
+        a.idle_breakdown_ns.items(), key=lambda kv: -kv[1]) if v > 0]
+    console.print(Text(f"GPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
+                       + ", ".join(parts)))
 
 
 def _devices(report: Report, console: Console) -> None:
@@ -144,6 +191,8 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
                       color_system="auto" if color else None, highlight=False, soft_wrap=False)
     _header(report, console)
     _findings(report, console, top)
+    _breakdown(report, console)
+    _evidence(report, console)
     if not report.trace.has_gpu_activity:
         console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this trace."))
     _devices(report, console)

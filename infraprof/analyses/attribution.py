@@ -1,0 +1,325 @@
+"""Gap cause attribution: for every GPU idle gap, what the host was doing and why the GPU waited.
+
+For a gap ``[g0, g1)`` on a device, the *next* GPU operation (the one starting at ``g1``) is
+joined to its launching API call (correlation id + process) and thread::
+
+    GPU     ==op A==|.............. gap ..............|==op B==
+    host T  [sync A.....]  python work   [read]  [launch B]
+                    ^g0                                   ^g1
+            |drain|  tail |  host-cpu    |host-wait| launch |queue|
+
+1. If B's launch call ended before ``g0``, B was already queued when the GPU went idle: the
+   gap is a ``dependency`` (B waited on an event, another stream or device).
+2. Otherwise every nanosecond of the gap is classified by what the launching thread was doing,
+   highest priority first: inside a CUDA call (``sync`` > ``memcpy`` > ``allocation`` >
+   ``launch-overhead`` for launch and other CUDA calls), inside a blocking OS-runtime call
+   (``host-wait``), inside another OS call (``host-cpu``), else ``host-cpu`` (``unknown`` when
+   the thread is not traced at all). After B's launch call returned, the rest is queue latency
+   (``launch-overhead``).
+3. *Drain exposure*: when the host was blocked in a draining call (a sync, a blocking copy or an
+   allocation) that started before ``g0`` and returned inside the gap, the host could not have
+   queued its next work earlier. Without that call it would have run ahead by the time it spent
+   blocked before ``g0``. That time goes into a per-thread slack pool (capped at
+   ``max_run_ahead_ns``); host work (``host-cpu``, ``host-wait``, ``launch-overhead``) that
+   follows a drain in later gaps is re-attributed to the drain's category while the pool lasts.
+4. Per-launch host overhead: when a gap's remaining ``host-cpu`` time is below
+   ``launch_host_max_ns`` (default 50 µs), it is framework/driver work between back-to-back
+   launches and counts as ``launch-overhead``.
+5. Profiler overhead is excluded earlier (``timeline``); no nanosecond is counted twice, and the
+   categories of a gap always sum to its length.
+
+No launch call found (correlation missing) -> ``unknown``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infraprof.analyses.api_classes import api_category, osrt_category
+from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.model import Trace
+
+CATEGORIES = (
+    "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
+    "unknown",
+)
+_API_TO_CAT = {
+    "sync": "sync", "memcpy": "memcpy", "allocation": "allocation", "launch": "launch-overhead",
+    "cuda-other": "launch-overhead",
+}
+_PRIORITY = {  # larger paints over smaller
+    "unknown": 0, "host-cpu": 1, "host-wait": 2, "launch-overhead": 3, "allocation": 4,
+    "memcpy": 5, "sync": 6,
+}
+_DRAIN = ("sync", "memcpy", "allocation")
+_EXPOSABLE = ("host-cpu", "launch-overhead", "host-wait")
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    """Knobs of the attribution heuristic (all ns).
+
+    ``launch_host_max_ns``: host CPU time in a gap below which it counts as per-launch overhead
+    (default 50 µs, HTA's launch-delay scale). ``drain_exposure``: apply rule 3 (default on).
+    ``max_run_ahead_ns``: cap of the per-thread slack pool of rule 3 — how far ahead of the GPU a
+    host can queue work (the launch queue is finite; default 5 ms).
+    """
+
+    launch_host_max_ns: int = 50_000
+    drain_exposure: bool = True
+    max_run_ahead_ns: int = 5_000_000
+
+
+@dataclass
+class GapAttribution:
+    """One gap and how its length splits into categories (``parts`` sums to ``dur_ns``)."""
+
+    device_id: int
+    start_ns: int
+    end_ns: int
+    parts: dict[str, int]
+    next_op: dict[str, Any]
+    launch: dict[str, Any] | None
+    global_tid: int | None
+    nvtx: str | None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    drain: dict[str, Any] | None = None
+    where: dict[str, str] = field(default_factory=dict)
+    exposed_by: str | None = None
+
+    @property
+    def dur_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def category(self) -> str:
+        return max(self.parts.items(), key=lambda kv: kv[1])[0]
+
+
+class _ThreadIndex:
+    """Per-thread sorted activity arrays, built lazily."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        api = trace.api_calls
+        self.api_by_tid = {int(str(k)): g for k, g in api.groupby("global_tid", sort=False)}
+        osrt = trace.osrt
+        self.osrt_by_tid = {int(str(k)): g for k, g in osrt.groupby("global_tid", sort=False)}
+        rng = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
+        self.nvtx_by_tid = {int(str(k)): g for k, g in rng.groupby("global_tid", sort=False)}
+        self.cache: dict[int, dict[str, Any]] = {}
+
+    def get(self, gtid: int) -> dict[str, Any]:
+        if gtid in self.cache:
+            return self.cache[gtid]
+        a = self.api_by_tid.get(gtid)
+        o = self.osrt_by_tid.get(gtid)
+        n = self.nvtx_by_tid.get(gtid)
+        entry: dict[str, Any] = {"traced": a is not None or o is not None}
+        if a is not None:
+            a = a.sort_values("start_ns")
+            entry["api_s"] = a["start_ns"].to_numpy(dtype=np.int64)
+            entry["api_e"] = a["end_ns"].to_numpy(dtype=np.int64)
+            entry["api_emax"] = np.maximum.accumulate(entry["api_e"])
+            entry["api_name"] = a["name"].to_numpy(dtype=object)
+            entry["api_cat"] = np.array([_API_TO_CAT[api_category(str(x))]
+                                         for x in entry["api_name"]], dtype=object)
+        if o is not None:
+            o = o.sort_values("start_ns")
+            entry["os_s"] = o["start_ns"].to_numpy(dtype=np.int64)
+            entry["os_e"] = o["end_ns"].to_numpy(dtype=np.int64)
+            entry["os_emax"] = np.maximum.accumulate(entry["os_e"])
+            entry["os_name"] = o["name"].to_numpy(dtype=object)
+            entry["os_cat"] = np.array([osrt_category(str(x)) for x in entry["os_name"]],
+                                       dtype=object)
+        if n is not None:
+            n = n.sort_values("start_ns")
+            entry["nv_s"] = n["start_ns"].to_numpy(dtype=np.int64)
+            entry["nv_e"] = n["end_ns"].to_numpy(dtype=np.int64)
+            entry["nv_name"] = n["name"].to_numpy(dtype=object)
+        self.cache[gtid] = entry
+        return entry
+
+
+def _overlapping(s: np.ndarray, e: np.ndarray, emax: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Indices of intervals (sorted by start) overlapping ``[a, b)``."""
+    hi = int(np.searchsorted(s, b, side="left"))
+    lo = int(np.searchsorted(emax, a, side="right"))
+    if hi <= lo:
+        return np.empty(0, dtype=np.int64)
+    idx = np.arange(lo, hi)
+    return idx[e[idx] > a]
+
+
+def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
+    if "nv_s" not in entry:
+        return None
+    s, e = entry["nv_s"], entry["nv_e"]
+    hi = int(np.searchsorted(s, t, side="right"))
+    best: tuple[int, str] | None = None
+    for i in range(max(0, hi - 64), hi):
+        if s[i] <= t < e[i] and (best is None or s[i] >= best[0]):
+            best = (int(s[i]), str(entry["nv_name"][i]))
+    return best[1] if best else None
+
+
+def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Elementary segments of ``[a, b)`` and the winning category of each."""
+    bounds = np.unique(np.array([a, b, *[x for s, e, _ in spans for x in (s, e)]],
+                                dtype=np.int64))
+    bounds = bounds[(bounds >= a) & (bounds <= b)]
+    cats = np.full(len(bounds) - 1, base, dtype=object)
+    prio = np.zeros(len(bounds) - 1, dtype=np.int64)
+    for s, e, cat in spans:
+        i0 = int(np.searchsorted(bounds, s))
+        i1 = int(np.searchsorted(bounds, e))
+        p = _PRIORITY[cat]
+        sel = slice(i0, i1)
+        mask = prio[sel] <= p
+        cats[sel] = np.where(mask, cat, cats[sel])
+        prio[sel] = np.where(mask, p, prio[sel])
+    return bounds, cats
+
+
+def _attribute_host(g0: int, g1: int, launch: dict[str, Any], entry: dict[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
+                               dict[str, Any] | None]:
+    spans: list[tuple[int, int, str]] = []
+    calls: list[dict[str, Any]] = []
+    drain: dict[str, Any] | None = None
+    if "api_s" in entry:
+        for i in _overlapping(entry["api_s"], entry["api_e"], entry["api_emax"], g0, g1):
+            s, e, cat = int(entry["api_s"][i]), int(entry["api_e"][i]), str(entry["api_cat"][i])
+            spans.append((max(s, g0), min(e, g1), cat))
+            calls.append({"name": str(entry["api_name"][i]), "start_ns": s, "dur_ns": e - s,
+                          "category": cat})
+            if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
+                drain = {"name": str(entry["api_name"][i]), "start_ns": s, "end_ns": e,
+                         "category": cat, "blocked_before_gap_ns": g0 - s}
+    if "os_s" in entry:
+        for i in _overlapping(entry["os_s"], entry["os_e"], entry["os_emax"], g0, g1):
+            s, e, cat = int(entry["os_s"][i]), int(entry["os_e"][i]), str(entry["os_cat"][i])
+            spans.append((max(s, g0), min(e, g1), cat))
+            calls.append({"name": str(entry["os_name"][i]), "start_ns": s, "dur_ns": e - s,
+                          "category": cat})
+    base = "host-cpu" if entry["traced"] else "unknown"
+    bounds, cats = _paint(g0, g1, spans, base)
+    q0 = max(int(launch["end_ns"]), g0)
+    if q0 < g1:
+        cats[bounds[:-1] >= q0] = "launch-overhead"
+        if q0 not in bounds:
+            bounds = np.sort(np.append(bounds, q0))
+            bounds, cats = _paint(g0, g1, [*spans, (q0, g1, "launch-overhead")], base)
+            cats[bounds[:-1] >= q0] = "launch-overhead"
+    calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
+    return bounds, cats, calls[:5], drain
+
+
+def _expose(bounds: np.ndarray, cats: np.ndarray, drain: dict[str, Any] | None,
+            slack: dict[str, Any], g1: int) -> None:
+    """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
+    while the pool (time the host spent blocked before gaps) lasts."""
+    if drain is not None:
+        slack["ns"] = min(slack["ns"] + int(drain["blocked_before_gap_ns"]), slack["cap"])
+        slack["category"] = drain["category"]
+        slack["name"] = drain["name"]
+    if slack["ns"] <= 0 or slack["category"] is None:
+        return
+    after = min(int(drain["end_ns"]), g1) if drain is not None else int(bounds[0])
+    lengths = np.diff(bounds)
+    for i in np.flatnonzero(bounds[:-1] >= after):
+        if cats[i] not in _EXPOSABLE:
+            continue
+        if lengths[i] > slack["ns"]:
+            break
+        cats[i] = slack["category"]
+        slack["ns"] -= int(lengths[i])
+        slack["used"] = True
+
+
+def _where(entry: dict[str, Any], bounds: np.ndarray, cats: np.ndarray) -> dict[str, str]:
+    """Innermost NVTX range at the middle of each category's longest segment."""
+    lengths = np.diff(bounds)
+    best: dict[str, tuple[int, int]] = {}
+    for i, (cat, n) in enumerate(zip(cats, lengths, strict=True)):
+        if n > best.get(str(cat), (-1, 0))[0]:
+            best[str(cat)] = (int(n), i)
+    out = {}
+    for cat, (_, i) in best.items():
+        name = _innermost_nvtx(entry, int(bounds[i] + lengths[i] // 2))
+        if name is not None:
+            out[cat] = name
+    return out
+
+
+def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams) -> dict[str, int]:
+    parts: dict[str, int] = {}
+    for cat, n in zip(cats, np.diff(bounds), strict=True):
+        parts[str(cat)] = parts.get(str(cat), 0) + int(n)
+    cpu = parts.get("host-cpu", 0)
+    if 0 < cpu < p.launch_host_max_ns:
+        parts["launch-overhead"] = parts.get("launch-overhead", 0) + cpu
+        del parts["host-cpu"]
+    return {k: v for k, v in parts.items() if v > 0}
+
+
+def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
+                   params: AttributionParams | None = None) -> list[GapAttribution]:
+    """Attribute every listed gap of ``timelines`` (see the module docstring)."""
+    p = params or AttributionParams()
+    ops = trace.gpu_ops()
+    if ops.empty:
+        return []
+    api = trace.api_calls[["pid", "correlation_id", "global_tid", "start_ns", "end_ns", "name"]]
+    api = api.drop_duplicates(["pid", "correlation_id"])
+    joined = ops.merge(api.rename(columns={"start_ns": "api_start_ns", "end_ns": "api_end_ns",
+                                           "name": "api_name"}),
+                       on=["pid", "correlation_id"], how="left")
+    index = _ThreadIndex(trace)
+    pending: list[tuple[int, int, int, pd.Series]] = []
+    for tl in timelines:
+        d = joined[joined["device_id"] == tl.device_id]
+        starts = d["start_ns"].to_numpy(dtype=np.int64)
+        order = np.argsort(starts, kind="stable")
+        d = d.iloc[order]
+        starts = starts[order]
+        for g0, g1 in zip(tl.gaps.starts.tolist(), tl.gaps.ends.tolist(), strict=True):
+            i = min(int(np.searchsorted(starts, g1, side="left")), len(d) - 1)
+            pending.append((g0, g1, tl.device_id, d.iloc[i]))
+    pending.sort(key=lambda x: (x[0], x[2]))
+    pools: dict[int, dict[str, Any]] = {}
+    out: list[GapAttribution] = []
+    for g0, g1, device, row in pending:
+        next_op = {"kind": str(row["kind"]), "name": str(row["name"]),
+                   "stream_id": int(row["stream_id"]), "start_ns": int(row["start_ns"]),
+                   "correlation_id": int(row["correlation_id"])}
+        if pd.isna(row["api_start_ns"]):
+            out.append(GapAttribution(device, g0, g1, {"unknown": g1 - g0}, next_op, None, None,
+                                      None))
+            continue
+        launch: dict[str, Any] = {"name": str(row["api_name"]),
+                                  "start_ns": int(row["api_start_ns"]),
+                                  "end_ns": int(row["api_end_ns"])}
+        gtid = int(row["global_tid"])
+        entry = index.get(gtid)
+        nvtx = _innermost_nvtx(entry, min(int(launch["start_ns"]), g1))
+        if int(launch["end_ns"]) <= g0:
+            out.append(GapAttribution(device, g0, g1, {"dependency": g1 - g0}, next_op, launch,
+                                      gtid, nvtx))
+            continue
+        bounds, cats, calls, drain = _attribute_host(g0, g1, launch, entry)
+        if p.drain_exposure:
+            pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
+                                           "cap": p.max_run_ahead_ns, "used": False})
+            pool["used"] = False
+            _expose(bounds, cats, drain, pool, g1)
+        out.append(GapAttribution(device, g0, g1, _parts(bounds, cats, p), next_op, launch, gtid,
+                                  nvtx, calls, drain, _where(entry, bounds, cats),
+                                  str(pool["name"]) if p.drain_exposure and pool["used"]
+                                  else None))
+    return out

@@ -1,0 +1,140 @@
+"""Kernel launch latency and launch-bound detection.
+
+Per kernel launch (joined to its API call by correlation id + process), as nsys ``kernexecsum``:
+
+* ``api_ns``   = launch call duration (CPU cost of the launch);
+* ``queue_ns`` = kernel start − launch call end, only when ≥ 0 (time queued on the GPU);
+* ``latency_ns`` = kernel start − launch call start (launch-to-start latency).
+
+``launch_latency`` lists kernels whose launch-to-start latency exceeds ``latency_threshold_ns``
+(default 1.2 ms). Queue time is not inherently bad — it means the host runs ahead.
+
+Launch-bound detection (``launch_bound_kernels``): a kernel name is launch-bound when it has at
+least ``min_launches`` (100) launches, an average GPU duration below ``short_kernel_ns`` (10 µs,
+nsys-ai's rule) and an average launch call at least ``cpu_gpu_ratio`` (1.0) × its GPU duration —
+the CPU spends as long launching it as the GPU spends running it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from infraprof import tables as T
+from infraprof.analyses.findings import Finding
+from infraprof.model import Trace
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    latency_threshold_ns: int = 1_200_000
+    short_kernel_ns: int = 10_000
+    min_launches: int = 100
+    cpu_gpu_ratio: float = 1.0
+
+
+def kernel_launches(trace: Trace) -> pd.DataFrame:
+    """Kernels joined to their launch calls: kernel columns plus ``api_name, api_start_ns,
+    api_end_ns, global_tid, api_ns, queue_ns (NaN when negative), latency_ns, kernel_ns``."""
+    k = trace.kernels[["start_ns", "end_ns", "pid", "correlation_id", "name", "short_name",
+                       "device_id", "stream_id"]]
+    a = trace.api_calls[["pid", "correlation_id", "start_ns", "end_ns", "name", "global_tid"]]
+    a = a.drop_duplicates(["pid", "correlation_id"]).rename(columns={
+        "start_ns": "api_start_ns", "end_ns": "api_end_ns", "name": "api_name"})
+    j = k.merge(a, on=["pid", "correlation_id"], how="inner")
+    j["api_ns"] = j["api_end_ns"] - j["api_start_ns"]
+    q = (j["start_ns"] - j["api_end_ns"]).astype("float64")
+    j["queue_ns"] = q.where(q >= 0)
+    j["latency_ns"] = j["start_ns"] - j["api_start_ns"]
+    j["kernel_ns"] = j["end_ns"] - j["start_ns"]
+    return T.as_frame(j)
+
+
+def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
+    """Per kernel name: ``count, kernel_avg_ns, api_avg_ns, queue_avg_ns, queue_count,
+    latency_p50_ns, latency_p99_ns``, sorted by count."""
+    if launches.empty:
+        return T.as_frame(pd.DataFrame(columns=[
+            "name", "count", "kernel_avg_ns", "api_avg_ns", "queue_avg_ns", "queue_count",
+            "latency_p50_ns", "latency_p99_ns"]))
+    g = launches.groupby("name")
+    out = pd.DataFrame({
+        "count": g.size(),
+        "kernel_avg_ns": g["kernel_ns"].mean(),
+        "api_avg_ns": g["api_ns"].mean(),
+        "queue_avg_ns": g["queue_ns"].mean(),
+        "queue_count": g["queue_ns"].count(),
+        "latency_p50_ns": g["latency_ns"].median(),
+        "latency_p99_ns": g["latency_ns"].quantile(0.99),
+    }).reset_index()
+    return T.as_frame(out.sort_values(["count", "name"], ascending=[False, True])
+                      .reset_index(drop=True))
+
+
+def launch_bound_kernels(summary: pd.DataFrame, params: LaunchParams | None = None
+                         ) -> pd.DataFrame:
+    """Rows of :func:`launch_summary` that are launch-bound (see module docstring)."""
+    p = params or LaunchParams()
+    if summary.empty:
+        return summary
+    m = ((summary["count"] >= p.min_launches)
+         & (summary["kernel_avg_ns"] < p.short_kernel_ns)
+         & (summary["api_avg_ns"] >= p.cpu_gpu_ratio * summary["kernel_avg_ns"]))
+    return T.as_frame(summary[m].reset_index(drop=True))
+
+
+def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None = None
+                            ) -> list[Finding]:
+    """One informational finding listing kernels over the launch-to-start latency threshold.
+
+    Impact is 0: the idle time this latency causes is already counted by the gap findings.
+    """
+    p = params or LaunchParams()
+    if launches.empty:
+        return []
+    slow = launches[launches["latency_ns"] > p.latency_threshold_ns]
+    if slow.empty:
+        return []
+    by_name = slow.groupby("name")["latency_ns"].agg(["count", "max", "median"])
+    by_name = by_name.sort_values("count", ascending=False).head(5)
+    worst = slow.sort_values("latency_ns", ascending=False).head(3)
+    return [Finding(
+        id="launch.latency",
+        category="launch-overhead",
+        title=(f"{len(slow)} of {len(launches)} kernel launches waited more than "
+               f"{p.latency_threshold_ns / 1e6:.1f} ms from launch call to start"),
+        severity="info",
+        impact_ns=0,
+        share=0.0,
+        evidence={
+            "threshold_ns": p.latency_threshold_ns,
+            "launches_over_threshold": len(slow),
+            "kernels": [{"name": str(n), "count": int(r["count"]),
+                         "median_latency_ns": int(r["median"]), "max_latency_ns": int(r["max"])}
+                        for n, r in by_name.iterrows()],
+            "examples": [{"name": str(r.name_), "api_start_ns": int(r.api_start_ns),
+                          "kernel_start_ns": int(r.start_ns), "latency_ns": int(r.latency_ns)}
+                         for r in worst.rename(columns={"name": "name_"}).itertuples()],
+            "note": "long queue time means the host ran ahead; GPU idle it causes is counted "
+                    "by gap findings",
+        },
+        recommendation="Usually benign (the host runs ahead). If it coincides with GPU idle, "
+                       "look at the gap findings for what the GPU waited on.",
+    )]
+
+
+def latency_percentiles(launches: pd.DataFrame) -> dict[str, int | None]:
+    """P50/P99 of launch-to-start latency and of the launch call duration (ns)."""
+    if launches.empty:
+        return {"latency_p50_ns": None, "latency_p99_ns": None, "api_p50_ns": None,
+                "api_p99_ns": None}
+    lat = launches["latency_ns"].to_numpy(dtype=np.float64)
+    api = launches["api_ns"].to_numpy(dtype=np.float64)
+    return {
+        "latency_p50_ns": round(float(np.percentile(lat, 50))),
+        "latency_p99_ns": round(float(np.percentile(lat, 99))),
+        "api_p50_ns": round(float(np.percentile(api, 50))),
+        "api_p99_ns": round(float(np.percentile(api, 99))),
+    }

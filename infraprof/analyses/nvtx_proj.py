@@ -1,0 +1,78 @@
+"""NVTX ranges projected onto the GPU, and per-range-name latency distributions.
+
+Projection (as nsys ``nvtx_gpu_proj_trace``): a GPU operation belongs to a range when its launch
+API call starts inside the range on the same thread; the projected range is
+``[first enclosed op start, last enclosed op end]``. Distributions per (domain, name): count,
+P50/P90/P99/max of the CPU-side duration and of the projected GPU duration, and throughput
+(ranges per second of the range's own span). These are the CI gate's step metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from infraprof import tables as T
+from infraprof.model import Trace
+
+
+def nvtx_projection(trace: Trace) -> pd.DataFrame:
+    """One row per closed NVTX range: ``domain, name, start_ns, end_ns, global_tid,
+    gpu_start_ns, gpu_end_ns, gpu_ops`` (GPU columns NaN when no op was launched inside)."""
+    r = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
+    r = r[["domain", "name", "start_ns", "end_ns", "global_tid"]].copy()
+    r["end_ns"] = r["end_ns"].astype("int64")
+    r["domain"] = r["domain"].fillna("")
+    ops = trace.gpu_ops()
+    a = trace.api_calls[["pid", "correlation_id", "global_tid", "start_ns"]].drop_duplicates(
+        ["pid", "correlation_id"]).rename(columns={"start_ns": "api_start_ns"})
+    j = ops.merge(a, on=["pid", "correlation_id"], how="inner")
+    gpu_start = np.full(len(r), np.nan)
+    gpu_end = np.full(len(r), np.nan)
+    n_ops = np.zeros(len(r), dtype=np.int64)
+    r = r.reset_index(drop=True)
+    for gtid, rows in r.groupby("global_tid"):
+        launches = j[j["global_tid"] == gtid].sort_values("api_start_ns")
+        if launches.empty:
+            continue
+        t = launches["api_start_ns"].to_numpy(dtype=np.int64)
+        s = launches["start_ns"].to_numpy(dtype=np.int64)
+        e = launches["end_ns"].to_numpy(dtype=np.int64)
+        for idx, rs, re in zip(rows.index, rows["start_ns"], rows["end_ns"], strict=True):
+            lo = int(np.searchsorted(t, rs, side="left"))
+            hi = int(np.searchsorted(t, re, side="left"))
+            if hi > lo:
+                gpu_start[idx] = s[lo:hi].min()
+                gpu_end[idx] = e[lo:hi].max()
+                n_ops[idx] = hi - lo
+    r["gpu_start_ns"] = gpu_start
+    r["gpu_end_ns"] = gpu_end
+    r["gpu_ops"] = n_ops
+    return T.as_frame(r)
+
+
+def nvtx_distributions(projection: pd.DataFrame) -> pd.DataFrame:
+    """Per (domain, name): ``count, p50_ns, p90_ns, p99_ns, max_ns, gpu_p50_ns, gpu_p99_ns,
+    gpu_ops, per_s`` sorted by total range time."""
+    if projection.empty:
+        return T.as_frame(pd.DataFrame(columns=[
+            "domain", "name", "count", "total_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns",
+            "gpu_p50_ns", "gpu_p99_ns", "gpu_ops", "per_s"]))
+    p = projection.assign(dur=projection["end_ns"] - projection["start_ns"],
+                          gdur=projection["gpu_end_ns"] - projection["gpu_start_ns"])
+    rows = []
+    for (domain, name), g in p.groupby(["domain", "name"], sort=False):
+        d = g["dur"].to_numpy(dtype=np.float64)
+        gd = g["gdur"].dropna().to_numpy(dtype=np.float64)
+        span = float(g["end_ns"].max() - g["start_ns"].min())
+        rows.append({
+            "domain": domain, "name": name, "count": len(g), "total_ns": int(d.sum()),
+            "p50_ns": float(np.percentile(d, 50)), "p90_ns": float(np.percentile(d, 90)),
+            "p99_ns": float(np.percentile(d, 99)), "max_ns": float(d.max()),
+            "gpu_p50_ns": float(np.percentile(gd, 50)) if gd.size else None,
+            "gpu_p99_ns": float(np.percentile(gd, 99)) if gd.size else None,
+            "gpu_ops": int(g["gpu_ops"].sum()),
+            "per_s": (len(g) / (span / 1e9)) if span > 0 else None,
+        })
+    out = pd.DataFrame(rows).sort_values(["total_ns", "name"], ascending=[False, True])
+    return T.as_frame(out.reset_index(drop=True))

@@ -1,0 +1,159 @@
+"""Run every analysis on a trace, in a fixed, documented order.
+
+``run_all(trace, params)`` returns an :class:`AnalysisResult`: the findings (unsorted; ranking
+sorts them) plus the tables the report shows. Each analysis is a pure function of the trace and
+its params dataclass; the default list is :data:`DEFAULT_ANALYSES` (ids), and
+``AnalysisParams.disabled`` turns analyses off by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from infraprof.analyses import copies, launch, nvtx_proj
+from infraprof.analyses.attribution import CATEGORIES, AttributionParams, attribute_gaps
+from infraprof.analyses.findings import Finding
+from infraprof.analyses.gap_findings import GapFindingParams, gap_findings
+from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
+from infraprof.model import Trace
+
+DEFAULT_ANALYSES = ("timeline", "attribution", "launch", "copies", "nvtx")
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    timeline: TimelineParams = field(default_factory=TimelineParams)
+    attribution: AttributionParams = field(default_factory=AttributionParams)
+    gaps: GapFindingParams = field(default_factory=GapFindingParams)
+    launch: launch.LaunchParams = field(default_factory=launch.LaunchParams)
+    copies: copies.CopyParams = field(default_factory=copies.CopyParams)
+    host_bound_share: float = 0.10
+    disabled: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    findings: list[Finding]
+    timelines: list[DeviceTimeline]
+    idle_breakdown_ns: dict[str, int]
+    launch_summary: pd.DataFrame
+    launch_bound: pd.DataFrame
+    launch_percentiles: dict[str, int | None]
+    copy_bandwidth: list[dict[str, Any]]
+    nvtx_gpu: pd.DataFrame
+    gaps_attributed: int
+
+
+def _no_gpu_finding(trace: Trace) -> Finding:
+    what = ("GPUs are listed but no kernels, copies or memsets were recorded"
+            if len(trace.gpus) else "no GPU activity was recorded (CPU-only capture)")
+    return Finding(
+        id="trace.no_gpu_activity", category="unknown",
+        title=f"Nothing to correlate: {what}", severity="info", impact_ns=0, share=0.0,
+        evidence={"gpus_in_node": len(trace.gpus), "api_calls": len(trace.api_calls),
+                  "osrt_calls": len(trace.osrt), "nvtx_events": len(trace.nvtx)},
+        recommendation="Capture with CUDA tracing on (`nsys profile -t cuda,nvtx,osrt`) while "
+                       "the GPU work runs, or use the NVTX/host summaries for CPU-only runs.")
+
+
+def _host_bound(trace: Trace, timelines: list[DeviceTimeline], findings: list[Finding],
+                threshold: float) -> Finding | None:
+    """``host.bound``: the GPU is busy less than ``threshold`` of its active span. Impact is the
+    host-side idle that overlapping cannot hide (the ``not_recoverable_ns`` of the host-cpu and
+    host-wait findings), i.e. what only a faster host (or moving the work to the GPU) recovers —
+    disjoint from those findings' own impact."""
+    span = sum(t.span_ns for t in timelines)
+    busy = sum(t.busy_ns for t in timelines)
+    if span <= 0 or busy / span >= threshold:
+        return None
+    rest = sum(int(f.evidence.get("not_recoverable_ns", 0)) for f in findings
+               if f.category in ("host-cpu", "host-wait"))
+    if rest <= 0:
+        return None
+    o = trace.osrt
+    top_os = []
+    if len(o):
+        d = (o["end_ns"] - o["start_ns"]).groupby(o["name"]).agg(["sum", "count"])
+        top_os = [{"name": str(n), "total_ns": int(r["sum"]), "calls": int(r["count"])}
+                  for n, r in d.sort_values("sum", ascending=False).head(5).iterrows()]
+    hint = f" (OS runtime dominated by {top_os[0]['name']})" if top_os else ""
+    return Finding(
+        id="host.bound", category="host-cpu",
+        title=(f"Host-bound: the GPU is busy {100 * busy / span:.2f} % of its active span; "
+               f"the host's own work leaves it idle{hint}"),
+        severity="high" if rest / span >= 0.2 else "medium", impact_ns=rest, share=rest / span,
+        evidence={"gpu_busy_ns": busy, "active_span_ns": span, "busy_share": busy / span,
+                  "threshold": threshold, "osrt_top": top_os},
+        recommendation="Profile and speed up the host code (or move it to the GPU); the GPU "
+                       "work is too small to hide it.")
+
+
+def _decorate(findings: list[Finding], trace: Trace, bound: pd.DataFrame) -> list[Finding]:
+    """Add host-blocked totals to call sites and the launch-bound kernel table."""
+    api = trace.api_calls
+    by_name = api.groupby("name")["end_ns"].count() if len(api) else pd.Series(dtype="int64")
+    dur = (api["end_ns"] - api["start_ns"]).groupby(api["name"]).sum() if len(api) else by_name
+    out = []
+    for f in findings:
+        ev = dict(f.evidence)
+        title = f.title
+        if f.category in ("sync", "memcpy", "allocation") and ev.get("site") in by_name.index:
+            ev["site_calls"] = int(by_name[ev["site"]])
+            ev["site_host_blocked_ns"] = int(dur[ev["site"]])
+        if f.id == "gap.launch-overhead" and len(bound):
+            ev["launch_bound_kernels"] = [
+                {"name": str(r.name), "count": int(r.count),
+                 "kernel_avg_ns": round(float(r.kernel_avg_ns)),
+                 "launch_call_avg_ns": round(float(r.api_avg_ns))}
+                for r in bound.head(10).itertuples()]
+            n = int(bound["count"].sum())
+            title = (f"Launch-bound: {n} launches of {len(bound)} short kernels cost more CPU "
+                     f"to launch than GPU to run; {title.split('; ')[0].split(': ', 1)[1]}")
+        out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
+                           f.recommendation))
+    return out
+
+
+def run_all(trace: Trace, params: AnalysisParams | None = None) -> AnalysisResult:
+    """Every enabled analysis over ``trace``."""
+    p = params or AnalysisParams()
+    findings: list[Finding] = []
+    timelines = device_timelines(trace, p.timeline)
+    breakdown = dict.fromkeys(CATEGORIES, 0)
+    launches = launch.kernel_launches(trace)
+    summary = launch.launch_summary(launches)
+    bound = launch.launch_bound_kernels(summary, p.launch)
+    n_att = 0
+    if not trace.has_gpu_activity:
+        findings.append(_no_gpu_finding(trace))
+    elif "attribution" not in p.disabled:
+        atts = attribute_gaps(trace, timelines, p.attribution)
+        n_att = len(atts)
+        for a in atts:
+            for k, v in a.parts.items():
+                breakdown[k] += v
+        names = {int(g): str(n) for g, n in zip(trace.threads["global_tid"],
+                                                  trace.threads["name"], strict=True)}
+        gap = _decorate(gap_findings(atts, timelines, names, p.gaps), trace, bound)
+        host = _host_bound(trace, timelines, gap, p.host_bound_share)
+        findings += gap + ([host] if host else [])
+    if "launch" not in p.disabled:
+        findings += launch.launch_latency_findings(launches, p.launch)
+    if "copies" not in p.disabled:
+        findings += copies.copy_findings(trace)
+    nvtx_gpu = (nvtx_proj.nvtx_distributions(nvtx_proj.nvtx_projection(trace))
+                if "nvtx" not in p.disabled else pd.DataFrame())
+    return AnalysisResult(
+        findings=findings,
+        timelines=timelines,
+        idle_breakdown_ns=breakdown,
+        launch_summary=summary,
+        launch_bound=bound,
+        launch_percentiles=launch.latency_percentiles(launches),
+        copy_bandwidth=copies.copy_bandwidth(trace, p.copies),
+        nvtx_gpu=nvtx_gpu,
+        gaps_attributed=n_att,
+    )

@@ -1,0 +1,133 @@
+"""GPU busy/idle timeline per device and per stream.
+
+Busy time is the union of kernels, memcpys and memsets. A device's *active span* runs from its
+first operation's start to its last operation's end; idle time inside it is split into gaps.
+Idle before the first / after the last operation of the whole trace span is reported apart
+(``leading_idle_ns`` / ``trailing_idle_ns``), never as application idle. Profiler overhead
+(``PROFILER_OVERHEAD`` rows of the device's processes: buffer flushes) overlapping a gap is
+counted as ``overhead_ns`` and excluded from the gap's attributable time, as nsys' ``gpu_gaps``
+rule counts such rows as busy::
+
+    span    [-----------------------------------------------]
+    ops       |==k1==|   |=k2=|          |===k3===|
+    gaps             ^^^^^    ^^^^^^^^^^^
+    ovh                         |ov|
+    busy + idle == span_end - span_start  (exactly)
+
+Complexity O(n log n) in the number of operations (numpy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from infraprof import intervals as iv
+from infraprof import tables as T
+from infraprof.analyses.summary import trace_span
+from infraprof.model import Trace
+
+
+@dataclass(frozen=True)
+class TimelineParams:
+    """``min_gap_ns``: gaps at or below this length are idle but not listed (default 0)."""
+
+    min_gap_ns: int = 0
+
+
+@dataclass(frozen=True)
+class StreamBusy:
+    stream_id: int
+    busy_ns: int
+    ops: int
+    first_start_ns: int
+    last_end_ns: int
+
+
+@dataclass(frozen=True)
+class DeviceTimeline:
+    """Busy/idle of one device.
+
+    ``gaps`` are the idle intervals inside the active span not covered by profiler overhead
+    (longer than ``min_gap_ns``); ``overhead_ns`` is span time covered by overhead but no GPU
+    operation; ``short_gaps_ns`` is idle time in gaps at or below ``min_gap_ns``. Hence
+    ``busy_ns + gaps.total_ns + overhead_ns + short_gaps_ns == span_ns``.
+    """
+
+    device_id: int
+    span_start_ns: int
+    span_end_ns: int
+    busy: iv.Intervals
+    gaps: iv.Intervals
+    overhead_ns: int
+    short_gaps_ns: int
+    leading_idle_ns: int
+    trailing_idle_ns: int
+    streams: list[StreamBusy] = field(default_factory=list)
+
+    @property
+    def span_ns(self) -> int:
+        return self.span_end_ns - self.span_start_ns
+
+    @property
+    def busy_ns(self) -> int:
+        return self.busy.total_ns
+
+    @property
+    def idle_ns(self) -> int:
+        return self.span_ns - self.busy_ns
+
+
+def _overhead(trace: Trace, pids: set[int]) -> pd.DataFrame:
+    o = trace.overhead
+    if o.empty:
+        return o
+    gtid = o["global_tid"].to_numpy(dtype=np.int64)
+    keep = np.isin((gtid >> 24) & 0xFFFFFF, list(pids)) | (gtid == 0)
+    return T.as_frame(o[keep])
+
+
+def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list[DeviceTimeline]:
+    """One :class:`DeviceTimeline` per device with GPU activity, ordered by device id."""
+    p = params or TimelineParams()
+    ops = trace.gpu_ops()
+    if ops.empty:
+        return []
+    trace_start, trace_end = trace_span(trace)
+    out = []
+    for device, d in ops.groupby("device_id", sort=True):
+        busy = iv.union(d["start_ns"].to_numpy(), d["end_ns"].to_numpy())
+        s0, s1 = int(busy.starts[0]), int(busy.ends[-1])
+        ovh = _overhead(trace, set(int(x) for x in pd.unique(d["pid"])))
+        covered = iv.clip(iv.union(
+            np.concatenate((d["start_ns"].to_numpy(), ovh["start_ns"].to_numpy())),
+            np.concatenate((d["end_ns"].to_numpy(), ovh["end_ns"].to_numpy())),
+        ), s0, s1)
+        holes = iv.gaps(covered, 0)
+        long = (holes.ends - holes.starts) > p.min_gap_ns
+        streams = [
+            StreamBusy(
+                stream_id=int(str(sid)),
+                busy_ns=iv.union(s["start_ns"].to_numpy(), s["end_ns"].to_numpy()).total_ns,
+                ops=len(s),
+                first_start_ns=int(s["start_ns"].min()),
+                last_end_ns=int(s["end_ns"].max()),
+            )
+            for sid, s in d.groupby("stream_id", sort=True)
+        ]
+        gaps = iv.Intervals(holes.starts[long], holes.ends[long])
+        out.append(DeviceTimeline(
+            device_id=int(str(device)),
+            span_start_ns=s0,
+            span_end_ns=s1,
+            busy=busy,
+            gaps=gaps,
+            overhead_ns=covered.total_ns - busy.total_ns,
+            short_gaps_ns=holes.total_ns - gaps.total_ns,
+            leading_idle_ns=max(0, s0 - trace_start),
+            trailing_idle_ns=max(0, trace_end - s1),
+            streams=streams,
+        ))
+    return out

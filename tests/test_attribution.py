@@ -1,0 +1,232 @@
+"""Attribution engine (issue 3): gaps, causes, ranking, on real and planted traces."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infraprof import tables as T
+from infraprof.analyses.attribution import attribute_gaps
+from infraprof.analyses.registry import run_all
+from infraprof.analyses.timeline import device_timelines
+from infraprof.model import Trace, TraceMeta, load_trace
+from infraprof.ranking import build_report
+
+from conftest import SAMPLE_TRACES
+from helpers_traces import TraceFiles, nsys_sqlite_files
+
+MW = "ncar-miniweather-nsys/"
+
+
+@cache
+def _report(path: str) -> dict:  # type: ignore[type-arg]
+    return build_report(load_trace(Path(path))).to_dict()
+
+
+def _top(d: dict, n: int = 1) -> list[dict]:  # type: ignore[type-arg]
+    return [f for f in d["findings"] if f["impact_ns"] > 0][:n]
+
+
+def _sum(d: dict, category: str) -> int:  # type: ignore[type-arg]
+    return sum(f["impact_ns"] for f in d["findings"] if f["category"] == category
+               and f["id"].startswith("gap."))
+
+
+# --- planted truth (sample_traces) -------------------------------------------------------------
+
+def test_host_stall_truth_idle_during_load_batch_is_host_side() -> None:
+    d = _report(str(SAMPLE_TRACES / "demo_host_stall.sqlite"))
+    truth = json.loads((SAMPLE_TRACES / "demo_host_stall.truth.json").read_text())
+    breakdown = d["timeline"]["idle_breakdown_ns"]
+    host_side = breakdown["host-wait"] + breakdown["host-cpu"] + breakdown["sync"]
+    planted = truth["gpu_idle_during_load_batch_steps_1_11_ns"] if (
+        "gpu_idle_during_load_batch_steps_1_11_ns" in truth) else None
+    total_idle = sum(breakdown.values())
+    assert host_side / total_idle > 0.95
+    if planted is not None:
+        assert breakdown["host-wait"] + breakdown["host-cpu"] + breakdown["sync"] >= planted
+    top = _top(d)[0]
+    assert top["category"] in ("host-wait", "host-cpu", "sync")
+    assert any(f["category"] == "host-wait" and "nanosleep" in f["evidence"]["site"]
+               for f in d["findings"])
+
+
+def test_launch_bound_scenario_names_the_kernels() -> None:
+    d = _report(str(SAMPLE_TRACES / "demo_launch_bound.sqlite"))
+    lo = [f for f in d["findings"] if f["id"] == "gap.launch-overhead"]
+    assert lo and lo[0]["title"].startswith("Launch-bound")
+    names = {k["name"] for k in lo[0]["evidence"]["launch_bound_kernels"]}
+    assert len(names) >= 2
+    assert d["launch"]["launch_bound_kernels"]
+
+
+def test_sync_heavy_scenario_blames_readbacks_and_syncs() -> None:
+    d = _report(str(SAMPLE_TRACES / "demo_sync_heavy.sqlite"))
+    cats = {f["category"] for f in _top(d, 4)}
+    assert "memcpy" in cats
+    assert any(f["id"] == "copy.sync" for f in d["findings"])
+
+
+def test_no_gpu_activity_gives_explicit_finding() -> None:
+    d = _report(str(SAMPLE_TRACES / "cpu_only_stall_app.sqlite"))
+    assert [f["id"] for f in d["findings"]] == ["trace.no_gpu_activity"]
+
+
+def test_busy_plus_idle_equals_span_and_parts_sum_to_gaps() -> None:
+    for name in ("demo_host_stall", "demo_launch_bound", "demo_sync_heavy"):
+        trace = load_trace(SAMPLE_TRACES / f"{name}.sqlite")
+        tls = device_timelines(trace)
+        for tl in tls:
+            assert tl.busy_ns + tl.gaps.total_ns + tl.overhead_ns + tl.short_gaps_ns == tl.span_ns
+        for a in attribute_gaps(trace, tls):
+            assert sum(a.parts.values()) == a.dur_ns
+            assert all(v > 0 for v in a.parts.values())
+
+
+# --- property test on synthetic traces ---------------------------------------------------------
+
+def _synthetic(ops: list[tuple[int, int, int, int]]) -> Trace:
+    """ops: (kernel_start, kernel_dur, api_lead, api_dur) on one thread/device/stream."""
+    gtid = (1 << 48) | (7 << 24) | 7
+    k, a = [], []
+    for i, (s, dur, lead, adur) in enumerate(sorted(ops)):
+        k.append({"start_ns": s, "end_ns": s + dur, "device_id": 0, "context_id": 1,
+                  "stream_id": 7, "correlation_id": i + 1, "global_pid": gtid & ~0xFFFFFF,
+                  "pid": 7, "name": f"k{i % 3}", "short_name": f"k{i % 3}", "grid_x": 1,
+                  "grid_y": 1, "grid_z": 1, "block_x": 1, "block_y": 1, "block_z": 1,
+                  "registers_per_thread": 8, "static_smem_bytes": 0, "dynamic_smem_bytes": 0})
+        a.append({"start_ns": s - lead, "end_ns": s - lead + adur, "global_tid": gtid, "pid": 7,
+                  "tid": 7, "correlation_id": i + 1, "name": "cudaLaunchKernel",
+                  "api": "runtime"})
+        if i % 4 == 0:
+            a.append({"start_ns": s - lead + adur, "end_ns": s + dur + 50, "global_tid": gtid,
+                      "pid": 7, "tid": 7, "correlation_id": 10_000 + i,
+                      "name": "cudaStreamSynchronize", "api": "runtime"})
+    return Trace(meta=TraceMeta(source="synthetic", sqlite_path=""),
+                 kernels=T.conform(pd.DataFrame(k), T.KERNELS),
+                 api_calls=T.conform(pd.DataFrame(a), T.API_CALLS))
+
+
+@given(st.lists(st.tuples(st.integers(0, 200_000), st.integers(1, 5_000), st.integers(0, 9_000),
+                          st.integers(1, 4_000)), min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_attribution_never_assigns_more_than_the_gap(ops: list[tuple[int, int, int, int]]
+                                                     ) -> None:
+    trace = _synthetic(ops)
+    tls = device_timelines(trace)
+    atts = attribute_gaps(trace, tls)
+    assert sum(a.dur_ns for a in atts) == sum(t.gaps.total_ns for t in tls)
+    for a in atts:
+        assert sum(a.parts.values()) == a.dur_ns
+    result = run_all(trace)
+    gap_impact = sum(f.impact_ns for f in result.findings if f.id.startswith("gap."))
+    assert gap_impact <= sum(t.idle_ns for t in tls)
+
+
+# --- real traces -------------------------------------------------------------------------------
+
+@pytest.mark.realtraces
+def test_miniweather_baseline_sync_ranked_first(trace_files: TraceFiles) -> None:
+    for rel in (MW + "miniweather_baseline.sqlite",
+                MW + "miniweather_baseline.nsys2022.4-export.sqlite"):
+        top = _top(_report(str(trace_files.path(rel))))[0]
+        assert top["id"] == "gap.sync", top["title"]
+        assert top["evidence"]["site"] == "cuStreamSynchronize"
+
+
+@pytest.mark.realtraces
+def test_miniweather_async_has_much_less_sync_than_baseline(trace_files: TraceFiles) -> None:
+    base = _sum(_report(str(trace_files.path(MW + "miniweather_baseline.sqlite"))), "sync")
+    fixed = _sum(_report(str(trace_files.path(
+        MW + "miniweather_async.nsys2022.4-export.sqlite"))), "sync")
+    assert fixed < 0.5 * base
+
+
+@pytest.mark.realtraces
+def test_miniweather_collapsed_is_launch_bound(trace_files: TraceFiles) -> None:
+    d = _report(str(trace_files.path(MW + "miniweather_async_collapsed.nsys2022.4-export.sqlite")))
+    top = _top(d)[0]
+    assert top["id"] == "gap.launch-overhead" and top["title"].startswith("Launch-bound")
+
+
+@pytest.mark.realtraces
+def test_power_iteration_readbacks_and_tiny_kernels(trace_files: TraceFiles) -> None:
+    d = _report(str(trace_files.path("nsightful/power_iteration__baseline.sqlite")))
+    top2 = _top(d, 2)
+    assert any(f["category"] == "memcpy" and f["evidence"]["site"] == "cudaMemcpyAsync"
+               for f in top2)
+    assert d["launch"]["launch_bound_kernels"]
+
+
+@pytest.mark.realtraces
+def test_sc22_baseline_host_stall_before_step_and_h2d(trace_files: TraceFiles) -> None:
+    d = _report(str(trace_files.path("nersc-sc22-dl/baseline.nsys2022.4-export.sqlite.gz")))
+    top = _top(d)[0]
+    assert top["category"] in ("host-cpu", "host-wait")
+    assert "data copy" in top["evidence"]["site"]
+    assert any(f["category"] == "memcpy" for f in _top(d, 3))
+
+
+@pytest.mark.realtraces
+@pytest.mark.parametrize("rel", ["finch-bc-gpu/fvad2dgpu-cpu-grid100.nsys2022.4-export.sqlite.gz",
+                                 "finch-bc-gpu/fvad2dgpu-gpu-grid100.nsys2022.4-export.sqlite.gz"])
+def test_finch_is_host_dominated_with_poll(trace_files: TraceFiles, rel: str) -> None:
+    top = _top(_report(str(trace_files.path(rel))))[0]
+    assert top["id"] == "host.bound"
+    assert top["evidence"]["osrt_top"][0]["name"] == "poll"
+
+
+@pytest.mark.realtraces
+def test_every_shared_trace_analyses_without_error(trace_files: TraceFiles) -> None:
+    for rel in nsys_sqlite_files():
+        d = _report(str(trace_files.path(rel)))
+        assert d["findings"], rel
+        for tl in d["timeline"]["devices"]:
+            assert tl["busy_ns"] + tl["gap_ns"] + tl["overhead_ns"] + tl["short_gaps_ns"] == (
+                tl["span_ns"])
+
+
+def _nsys_csv(nsys: str, rule: str, path: Path) -> list[dict[str, str]]:
+    out = subprocess.run([nsys, "analyze", "-r", rule, "-f", "csv", "-o", "-", str(path)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = [ln for ln in out.splitlines() if not ln.startswith("Processing")]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
+@pytest.mark.nsys
+@pytest.mark.realtraces
+def test_gaps_agree_with_nsys_gpu_starv(nsys_bin: str, trace_files: TraceFiles) -> None:
+    for rel, gap_ms in ((MW + "miniweather_baseline.nsys2022.4-export.sqlite", 1),
+                        ("nsightful/power_iteration__baseline.sqlite", 1)):
+        rows = _nsys_csv(nsys_bin, f"gpu-starv:gap={gap_ms}:rows=-1",
+                         trace_files.private_copy(rel))
+        want = sorted((int(r["Start (ns)"]), int(r["Duration (ns)"])) for r in rows)
+        trace = load_trace(trace_files.path(rel))
+        got = sorted((int(s), int(e - s)) for tl in device_timelines(trace)
+                     for s, e in zip(tl.gaps.starts, tl.gaps.ends, strict=True)
+                     if e - s > gap_ms * 1_000_000)
+        assert got == want and want
+
+
+@pytest.mark.nsys
+def test_sync_detection_is_superset_of_cuda_sync_api(nsys_bin: str, tmp_path: Path) -> None:
+    for name in ("demo_sync_heavy", "demo_host_stall"):
+        copy = tmp_path / f"{name}.sqlite"
+        copy.write_bytes((SAMPLE_TRACES / f"{name}.sqlite").read_bytes())
+        rows = _nsys_csv(nsys_bin, "cuda-sync-api:rows=-1", copy)
+        trace = load_trace(SAMPLE_TRACES / f"{name}.sqlite")
+        api = trace.api_calls
+        ours = set(api.loc[api["name"].str.contains("Synchronize"), "start_ns"].astype(int))
+        theirs = {int(r["Start (ns)"]) for r in rows}
+        assert theirs and theirs <= ours
+        assert np.all([f.category != "sync" or f.impact_ns >= 0 for f in run_all(trace).findings])
