@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_traces import TraceFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRACES = ROOT.parent / "shared" / "traces"
@@ -33,3 +35,18 @@ def nsys_bin() -> str:
             pytest.fail("nsys is required in CI but not installed (scripts/install-nsight.sh)")
         pytest.skip("nsys not installed; run `sudo make tools` to enable these tests")
     return path
+
+
+@pytest.fixture(scope="session")
+def trace_files(shared_traces: Path, tmp_path_factory: pytest.TempPathFactory) -> TraceFiles:
+    """Shared traces with ``.gz`` files inflated once per session (see tests/helpers_traces.py)."""
+    return TraceFiles(shared_traces, tmp_path_factory.mktemp("traces"))
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point infraprof's report->SQLite cache at a session temp dir (``INFRAPROF_CACHE_DIR``)."""
+    path = tmp_path_factory.mktemp("infraprof-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFRAPROF_CACHE_DIR", str(path))
+        yield path

@@ -86,7 +86,8 @@ def _normalize(name: str) -> str:
     return _DIGITS.sub("<n>", name)
 
 
-def _site(a: GapAttribution, category: str) -> str:
+def site_of(a: GapAttribution, category: str) -> str:
+    """The site a gap's ``category`` time is charged to (see the module docstring)."""
     if category in ("sync", "memcpy", "allocation") and a.drain is not None and (
             a.drain["category"] == category):
         return str(a.drain["name"])
@@ -128,7 +129,7 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
     last_seen: dict[tuple[str, str, int], int] = {}
     for a in sorted(attributions, key=lambda x: x.start_ns):
         for cat, ns in a.parts.items():
-            site = _site(a, cat)
+            site = site_of(a, cat)
             rec = acc[(cat, site)]
             rec["idle"] += ns
             if cat in ("host-cpu", "host-wait"):

@@ -14,11 +14,18 @@ from typing import Any
 import pandas as pd
 
 from infraprof.analyses import copies, launch, nvtx_proj
-from infraprof.analyses.attribution import CATEGORIES, AttributionParams, attribute_gaps
+from infraprof.analyses.attribution import (
+    CATEGORIES,
+    AttributionParams,
+    GapAttribution,
+    attribute_gaps,
+)
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import GapFindingParams, gap_findings
+from infraprof.analyses.python_frames import PythonSummary, python_frames
 from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
 from infraprof.model import Trace
+from infraprof.model.clock import AlignedPyspy
 
 DEFAULT_ANALYSES = ("timeline", "attribution", "launch", "copies", "nvtx")
 
@@ -36,6 +43,9 @@ class AnalysisParams:
 
 @dataclass(frozen=True)
 class AnalysisResult:
+    """What :func:`run_all` found. ``attributions`` holds every attributed gap (for renderers
+    that draw the timeline; empty when attribution is disabled or there is no GPU activity)."""
+
     findings: list[Finding]
     timelines: list[DeviceTimeline]
     idle_breakdown_ns: dict[str, int]
@@ -45,6 +55,8 @@ class AnalysisResult:
     copy_bandwidth: list[dict[str, Any]]
     nvtx_gpu: pd.DataFrame
     gaps_attributed: int
+    attributions: list[GapAttribution] = field(default_factory=list)
+    python: PythonSummary | None = None
 
 
 def _no_gpu_finding(trace: Trace) -> Finding:
@@ -117,8 +129,9 @@ def _decorate(findings: list[Finding], trace: Trace, bound: pd.DataFrame) -> lis
     return out
 
 
-def run_all(trace: Trace, params: AnalysisParams | None = None) -> AnalysisResult:
-    """Every enabled analysis over ``trace``."""
+def run_all(trace: Trace, params: AnalysisParams | None = None,
+            pyspy: AlignedPyspy | None = None) -> AnalysisResult:
+    """Every enabled analysis over ``trace`` (``pyspy``: aligned py-spy samples, optional)."""
     p = params or AnalysisParams()
     findings: list[Finding] = []
     timelines = device_timelines(trace, p.timeline)
@@ -127,6 +140,8 @@ def run_all(trace: Trace, params: AnalysisParams | None = None) -> AnalysisResul
     summary = launch.launch_summary(launches)
     bound = launch.launch_bound_kernels(summary, p.launch)
     n_att = 0
+    atts: list[GapAttribution] = []
+    python: PythonSummary | None = None
     if not trace.has_gpu_activity:
         findings.append(_no_gpu_finding(trace))
     elif "attribution" not in p.disabled:
@@ -139,6 +154,8 @@ def run_all(trace: Trace, params: AnalysisParams | None = None) -> AnalysisResul
                                                   trace.threads["name"], strict=True)}
         gap = _decorate(gap_findings(atts, timelines, names, p.gaps), trace, bound)
         host = _host_bound(trace, timelines, gap, p.host_bound_share)
+        if pyspy is not None:
+            gap, python = python_frames(gap, atts, pyspy, trace.nvtx)
         findings += gap + ([host] if host else [])
     if "launch" not in p.disabled:
         findings += launch.launch_latency_findings(launches, p.launch)
@@ -156,4 +173,7 @@ def run_all(trace: Trace, params: AnalysisParams | None = None) -> AnalysisResul
         copy_bandwidth=copies.copy_bandwidth(trace, p.copies),
         nvtx_gpu=nvtx_gpu,
         gaps_attributed=n_att,
+        attributions=atts,
+        python=python if python is not None or pyspy is None else python_frames(
+            [], [], pyspy, trace.nvtx)[1],
     )

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from infraprof import __version__
 from infraprof.cli.analyze import analyze
+from infraprof.cli.capture import capture
 from infraprof.errors import ExitCode, InfraprofError
 
 EPILOG = (
@@ -46,13 +47,21 @@ def _root(
 
 
 app.command(epilog=EPILOG)(analyze)
+app.command(epilog=EPILOG, context_settings={
+    "allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False,
+})(capture)
+from infraprof.cli.gate import baseline_app, compare_command, gate_command  # noqa: E402
+
+app.command("compare", epilog=EPILOG)(compare_command)
+app.command("gate", epilog=EPILOG)(gate_command)
+app.add_typer(baseline_app, name="baseline")
 
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except InfraprofError as exc:
         err.print(f"infraprof: error: {exc.message}", markup=False)
         sys.exit(int(exc.exit_code))
@@ -73,3 +82,5 @@ def main() -> None:
             markup=False,
         )
         sys.exit(int(ExitCode.INTERNAL))
+    if isinstance(rc, int) and rc != 0:
+        sys.exit(rc)

@@ -12,8 +12,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infraprof.analyses.ncu_kernels import join_ncu
 from infraprof.errors import InputError, UsageError
 from infraprof.model import load_trace
+from infraprof.model.clock import align_pyspy, load_capture_pyspy, read_manifest
+from infraprof.model.kernel_metrics import load_ncu
 from infraprof.ranking import build_report
 from infraprof.render.json_report import render_json
 from infraprof.render.terminal import render_terminal
@@ -72,6 +75,12 @@ def analyze(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the report to this file instead of stdout."),
     top: int = typer.Option(10, "--top", min=1, help="Rows per table and findings shown."),
+    ncu: list[Path] = typer.Option(
+        [], "--ncu", help="Nsight Compute report (.ncu-rep) or ncu CSV export to join onto the "
+        "timeline (repeatable)."),
+    pyspy: Path | None = typer.Option(
+        None, "--pyspy", help="py-spy output (chrometrace JSON for time correlation; "
+        "speedscope/raw/SVG for an aggregate profile). Found automatically in capture folders."),
     min_impact: str = typer.Option(
         "0", "--min-impact",
         help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns)."),
@@ -87,7 +96,19 @@ def analyze(
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         trace = load_trace(input_path, progress)
-        report = build_report(trace, min_impact_ns=parse_duration_ns(min_impact))
+        extra = []
+        for path in ncu:
+            extra += join_ncu(trace, load_ncu(path))
+        aligned = None
+        if pyspy is not None:
+            if not pyspy.is_file():
+                raise InputError(f"{pyspy}: no such py-spy file; check the --pyspy path")
+            aligned = align_pyspy(trace.nvtx, pyspy, read_manifest(pyspy.parent),
+                                  trace.meta.session_start_utc_ns)
+        elif input_path.is_dir():
+            aligned = load_capture_pyspy(input_path, trace.nvtx, trace.meta.session_start_utc_ns)
+        report = build_report(trace, extra, min_impact_ns=parse_duration_ns(min_impact),
+                              pyspy=aligned)
     if fmt is OutputFormat.json:
         text = render_json(report)
     else:

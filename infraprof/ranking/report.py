@@ -18,6 +18,7 @@ from infraprof.analyses import summary
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.registry import AnalysisParams, AnalysisResult, run_all
 from infraprof.model import Trace
+from infraprof.model.clock import AlignedPyspy
 
 SCHEMA_VERSION = "1.0"
 
@@ -105,6 +106,8 @@ class Report:
             "launch": self._launch_dict(),
             "copies": {"bandwidth": self.analysis.copy_bandwidth if self.analysis else []},
             "nvtx_gpu": _plain_records(self.analysis.nvtx_gpu) if self.analysis else [],
+            "python": (self.analysis.python.to_dict()
+                       if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -188,10 +191,10 @@ def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int
 
 def build_report(trace: Trace, extra_findings: Sequence[Finding] = (),
                  params: AnalysisParams | None = None, top: int | None = None,
-                 min_impact_ns: int = 0) -> Report:
+                 min_impact_ns: int = 0, pyspy: AlignedPyspy | None = None) -> Report:
     """Summaries and every analysis of ``trace``; findings ranked by recoverable time."""
     start, end = summary.trace_span(trace)
-    result = run_all(trace, params)
+    result = run_all(trace, params, pyspy)
     ranked = rank([*result.findings, *extra_findings], top, min_impact_ns)
     return Report(
         trace=trace,

@@ -30,7 +30,11 @@ _VERSION_PATTERNS = (
     re.compile(rb"NsightSystems-cli-(\d{4}\.\d+(?:\.\d+)*)"),
     re.compile(rb"nsight-systems-(\d{4}\.\d+(?:\.\d+)*)"),
 )
-_TOO_NEW_MARKERS = ("missing required fields", "Can't parse message", "newer version")
+# Newer reports (2023.4+) carry their version in the header: ``...Report 2023@4@4@54-...``.
+_HEADER_VERSION_RE = re.compile(rb"^NVIDIA Tegra Profiler Report (\d{4})@(\d+)@(\d+)@(\d+)")
+_TOO_NEW_MARKERS = (
+    "missing required fields", "Can't parse message", "newer version", "Version number is invalid",
+)
 
 
 def is_report(path: Path) -> bool:
@@ -49,11 +53,27 @@ def sniff_report_version(path: Path, limit_bytes: int = 64 << 20) -> str | None:
             data = fh.read(limit_bytes)
     except OSError:
         return None
+    header = _HEADER_VERSION_RE.match(data)
+    if header:
+        return ".".join(part.decode() for part in header.groups())
     for pattern in _VERSION_PATTERNS:
         match = pattern.search(data)
         if match:
             return match.group(1).decode()
     return None
+
+
+def _version_key(version: str | None) -> tuple[int, ...] | None:
+    if not version:
+        return None
+    parts = re.findall(r"\d+", version)
+    return tuple(int(p) for p in parts[:3]) if parts else None
+
+
+def _is_newer(report_version: str | None, installed: str | None) -> bool:
+    """True when the report was written by a newer nsys (year.minor.patch) than ``installed``."""
+    report_key, installed_key = _version_key(report_version), _version_key(installed)
+    return report_key is not None and installed_key is not None and report_key > installed_key
 
 
 def cache_dir() -> Path:
@@ -104,10 +124,18 @@ def export_report(report: Path, progress: Callable[[str], None] | None = None) -
         if run.returncode != 0 or not has_sqlite_header(out):
             detail = (run.stderr or run.stdout).strip().splitlines()
             message = detail[-1] if detail else f"rc {run.returncode}"
-            if any(marker in run.stderr + run.stdout for marker in _TOO_NEW_MARKERS):
+            written_by = sniff_report_version(report)
+            try:
+                installed: str | None = nsys_tool.nsys_version(nsys)
+            except ToolError:
+                installed = None
+            if _is_newer(written_by, installed) or any(
+                marker in run.stderr + run.stdout for marker in _TOO_NEW_MARKERS
+            ):
                 raise InputError(
-                    f"{report}: report written by nsys {sniff_report_version(report) or 'unknown'}"
-                    f" is newer than the installed nsys {nsys_tool.nsys_version(nsys)} can read; "
+                    f"{report}: report written by nsys {written_by or 'unknown'}"
+                    f" is newer than the installed nsys {installed or '(unknown version)'} can "
+                    "read; "
                     "export it to SQLite with the nsys that captured it (or a newer one) and "
                     "pass the .sqlite"
                 )

@@ -9,8 +9,9 @@ numbers, so exports from nsys 2022.2 (schema 2.9.1) to 2025.x (3.20) read the sa
 * names are ``StringIds`` ids; API names lose their ``_v<4-5 digits>`` version suffix;
 * NVTX text is inline (``text``) or registered (``textId``); domains come from the type-75 row
   of the same process;
-* duplicated API rows (same thread, correlation id and start: the 2.9.1 saxpy export) are
-  dropped;
+* duplicated API rows (same thread, correlation id and suffix-stripped name: the 2.9.1 saxpy
+  export stores ``cudaMemcpy`` and a nested ``cudaMemcpy_v3020``) are dropped, keeping the
+  outer (earliest) row;
 * synchronization rows are classified by the API call they belong to, and only fall back to
   ``syncType`` for rows without one (its labels differ between versions).
 
@@ -192,9 +193,12 @@ def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "callchain_id": _col(db, table, "callchainId"),
     }
     f = _frame(db, table, cols, "ORDER BY start")
-    f = f.drop_duplicates(["global_tid", "correlation_id", "start_ns"], keep="first")
     raw = strings.map(f.pop("name_id")).fillna("<unknown>")
     f["name"] = raw.map(strip_api_suffix)
+    # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
+    # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
+    f = f.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
+    f = f.drop_duplicates(["global_tid", "correlation_id", "name"], keep="first")
     f["api"] = f["name"].map(api_family)
     return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), T.API_CALLS)
 

@@ -28,11 +28,38 @@ def has_sqlite_header(path: Path) -> bool:
         return False
 
 
+def _check_not_truncated(path: Path) -> None:
+    """Raise :class:`InputError` when the file is shorter than its header says.
+
+    SQLite reads a file cut after its last used page without complaint, silently losing rows;
+    the header's page count (valid when bytes 92-95 equal the change counter at 24-27) catches
+    that.
+    """
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(100)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror}); check permissions") from exc
+    if len(header) < 100:
+        raise InputError(f"{path}: truncated SQLite file ({size} bytes, shorter than its header)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counter_valid = header[24:28] == header[92:96]
+    if counter_valid and pages and size < pages * page_size:
+        raise InputError(
+            f"{path}: truncated SQLite file ({size} bytes, its header says {pages * page_size}); "
+            "copy or re-export it with `nsys export --type sqlite`"
+        )
+
+
 class SqliteFile:
     """A read-only SQLite connection plus cached table/column probes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _check_not_truncated(path)
         uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
         try:
             self.conn = sqlite3.connect(uri, uri=True)

@@ -89,6 +89,9 @@ def _evidence(report: Report, console: Console, n: int = 3) -> None:
         nv = [r for r in ev.get("nvtx_ranges", []) if r["name"] != "(none)"][:2]
         for r in nv:
             lines.append(f"NVTX range {r['name']}: {fmt_ns(r['idle_ns'])} of the idle time")
+        for pf in ev.get("python_frames", [])[:3]:
+            lines.append(f"python: {pf['frame']} {fmt_pct(pf['share_of_idle'])} of the idle "
+                         f"time ({pf['samples']} samples)")
         for t in ev.get("threads", [])[:1]:
             lines.append(f"thread {t['tid']}" + (f" ({t['name']})" if t.get("name") else ""))
         for e in ev.get("examples", [])[:1]:
@@ -110,6 +113,24 @@ def _breakdown(report: Report, console: Console) -> None:
         a.idle_breakdown_ns.items(), key=lambda kv: -kv[1]) if v > 0]
     console.print(Text(f"GPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
                        + ", ".join(parts)))
+
+
+def _python(report: Report, console: Console, top: int) -> None:
+    py = report.analysis.python if report.analysis else None
+    if py is None:
+        return
+    console.print(Text("\nPython (py-spy)", style="bold"))
+    if py.alignment_error_ns is not None:
+        console.print(Text(f"   alignment error to the nsys timeline: "
+                           f"{fmt_ns(py.alignment_error_ns)}"))
+    for note in py.notes:
+        console.print(Text("   note: " + note))
+    for r in py.ranges[:top]:
+        frames = ", ".join(f"{f['frame']} {fmt_pct(f['share'])}" for f in r["frames"][:3])
+        console.print(Text(f"   NVTX {r['name']}: {frames or r['refused'] or '-'}"))
+    if not py.ranges:
+        for f in py.aggregate[:5]:
+            console.print(Text(f"   {fmt_pct(f['share'])}  {f['frame']}"))
 
 
 def _devices(report: Report, console: Console) -> None:
@@ -193,6 +214,7 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
     _findings(report, console, top)
     _breakdown(report, console)
     _evidence(report, console)
+    _python(report, console, top)
     if not report.trace.has_gpu_activity:
         console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this trace."))
     _devices(report, console)

@@ -1,0 +1,140 @@
+"""``infraprof capture``: run a program under nsys (+ py-spy) into one analysable folder."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from infraprof.capture.manifest import update_manifest
+from infraprof.capture.runner import (
+    DEFAULT_RATE_HZ,
+    PYSPY_RAW,
+    CaptureOptions,
+    CaptureResult,
+    run_capture,
+)
+from infraprof.errors import InfraprofError, ToolError, UsageError
+from infraprof.model import load_trace
+from infraprof.model.clock import align_pyspy
+from infraprof.readers.pyspy import read_pyspy
+
+
+def _default_folder(command: list[str]) -> Path:
+    app = Path(command[0]).name if command else "app"
+    if app.startswith("python") and len(command) > 1:
+        app = Path(command[-1] if command[1] == "-m" else command[1]).stem
+    return Path(f"infraprof-{app}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def postprocess(result: CaptureResult, log: Any) -> dict[str, Any] | None:
+    """Derive the aggregate py-spy file and measure the clock alignment into the manifest.
+    Returns the alignment record (``None`` without timed py-spy samples)."""
+    if result.pyspy_file is None:
+        return None
+    rate = float((result.manifest.get("pyspy") or {}).get("rate_hz") or DEFAULT_RATE_HZ)
+    try:
+        profile = read_pyspy(result.pyspy_file, rate)
+        (result.folder / PYSPY_RAW).write_text(profile.collapsed(), encoding="utf-8")
+    except InfraprofError as exc:
+        log(f"py-spy output unreadable: {exc.message}")
+        return None
+    if result.sqlite is None:
+        return None
+    try:
+        trace = load_trace(result.sqlite)
+        aligned = align_pyspy(trace.nvtx, result.pyspy_file, result.manifest,
+                              trace.meta.session_start_utc_ns)
+    except InfraprofError as exc:
+        log(f"clock alignment skipped: {exc.message}")
+        return None
+    record: dict[str, Any] = {"notes": list(aligned.notes)}
+    if aligned.alignment is not None:
+        record.update(aligned.alignment.to_dict())
+    update_manifest(result.folder, alignment=record)
+    return record
+
+
+def _summary(result: CaptureResult, alignment: dict[str, Any] | None, err: Console) -> None:
+    parts = [f"capture folder: {result.folder}",
+             f"app exit code: {result.exit_code}",
+             f"report: {result.report.name if result.report else 'none'}",
+             f"sqlite: {result.sqlite.name if result.sqlite else 'none'}",
+             f"py-spy: {result.pyspy_file.name if result.pyspy_file else 'none'}"]
+    if alignment and "error_ns" in alignment:
+        parts.append(f"py-spy↔nsys alignment error: {alignment['error_ns'] / 1e6:.2f} ms "
+                     f"(nsys clock: {alignment['nsys']['method']}, py-spy clock: "
+                     f"{alignment['pyspy']['method']})")
+    elif alignment:
+        parts.extend(alignment.get("notes", []))
+    err.print("infraprof: " + "\n  ".join(parts), markup=False, highlight=False)
+
+
+def capture(
+    ctx: typer.Context,
+    command: list[str] | None = typer.Argument(
+        None, metavar="COMMAND [ARGS]...",
+        help="The program to run, e.g. `python train.py --epochs 1` (put `--` before it when "
+             "its arguments look like infraprof options)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o",
+        help="Capture folder (new or empty; default infraprof-<app>-<time>)."),
+    pyspy: bool | None = typer.Option(
+        None, "--pyspy/--no-pyspy",
+        help="Sample Python stacks with py-spy (default: on for Python programs)."),
+    rate: int = typer.Option(DEFAULT_RATE_HZ, "--rate", min=1, max=5000,
+                             help="py-spy sampling rate in Hz."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=1000,
+                               help="Capture K times into DIR/run-1 … DIR/run-K."),
+    nsys_arg: list[str] = typer.Option(
+        [], "--nsys-arg", help="Extra nsys profile flag, repeatable: --nsys-arg=--trace=nvtx"),
+    sample: bool = typer.Option(
+        False, "--sample",
+        help="nsys CPU sampling, context switches and CUDA backtraces (can make nsys 2022.4 "
+             "hang on some machines; the watchdog then stops it)."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.1,
+        help="Stop the app after this many seconds (the report is still written)."),
+) -> None:
+    """Run COMMAND under Nsight Systems (and py-spy for Python) and write report, SQLite export,
+    py-spy samples and manifest.json into one folder for `infraprof analyze`."""
+    argv = [*(command or []), *ctx.args]
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("no command given; usage: infraprof capture [OPTIONS] -- COMMAND [ARGS]")
+    err = Console(stderr=True, highlight=False)
+
+    def log(message: str) -> None:
+        err.print(f"infraprof: {message}", markup=False)
+
+    folder = output or _default_folder(argv)
+    exit_code = 0
+    for k in range(repeat):
+        target = folder / f"run-{k + 1}" if repeat > 1 else folder
+        if repeat > 1:
+            log(f"run {k + 1} of {repeat} → {target}")
+        opts = CaptureOptions(command=tuple(argv), output=target, pyspy=pyspy, rate_hz=rate,
+                              sample=sample, nsys_args=tuple(nsys_arg), timeout_s=timeout)
+        result = run_capture(opts, log)
+        alignment = None
+        with contextlib.suppress(OSError):
+            alignment = postprocess(result, log)
+        _summary(result, alignment, err)
+        if result.tool_failure:
+            raise ToolError(f"{result.tool_failure}; what was captured is in {target}")
+        exit_code = result.exit_code
+        if exit_code != 0:
+            if repeat > 1 and k + 1 < repeat:
+                log(f"app exited with {exit_code}; remaining repeats skipped")
+            break
+    sys.stdout.flush()
+    if exit_code:
+        # SystemExit, not typer.Exit: with standalone_mode=False click returns typer.Exit's
+        # code from app() instead of raising, and cli.main() ignores that return value.
+        raise SystemExit(exit_code)

@@ -1,0 +1,272 @@
+"""``infraprof compare``, ``infraprof gate`` and ``infraprof baseline save|show|list``.
+
+Inputs (each ``--base``/``--cand``, repeatable for K runs per side): a capture folder, an nsys
+report or SQLite export, ``analyze --format json`` output, or gate metrics JSON; or runs from a
+baseline store (``--base-db``). ``gate`` exits 0 (pass), 1 (regression, or a missing metric
+with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 (usage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infraprof.errors import InputError, RegressionDetected, UsageError
+from infraprof.gate import baseline as store
+from infraprof.gate.github import render_github, write_step_summary
+from infraprof.gate.gitlab import render_gitlab
+from infraprof.gate.junit import render_junit, write_atomic
+from infraprof.gate.metrics import RunMetrics, load_run
+from infraprof.gate.openmetrics import render_openmetrics
+from infraprof.gate.policy import load_policy
+from infraprof.gate.text import render_markdown, render_table
+from infraprof.gate.verdict import GateResult, compare
+
+
+class GateFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    github = "github"
+    openmetrics = "openmetrics"
+    gitlab = "gitlab"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+_SUFFIX = {".json": GateFormat.json, ".md": GateFormat.markdown, ".txt": GateFormat.table,
+           ".prom": GateFormat.openmetrics}
+
+
+def _color(no_color: bool) -> bool:
+    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give a file name for -o")
+    try:
+        write_atomic(output, text)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write ({exc.strerror})") from exc
+
+
+def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str:
+    if fmt is GateFormat.json:
+        return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if fmt is GateFormat.markdown:
+        return render_markdown(result)
+    if fmt is GateFormat.github:
+        write_step_summary(result)
+        return render_github(result)
+    if fmt is GateFormat.openmetrics:
+        return render_openmetrics(result)
+    if fmt is GateFormat.gitlab:
+        return render_gitlab(result)
+    return render_table(result, width=width, color=color)
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    out = {k: v for k, v in values.items() if v is not None and v != []}
+    return out
+
+
+def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
+    runs = []
+    for path in paths:
+        try:
+            runs.append(load_run(path, step))
+        except InputError as exc:
+            raise InputError(f"{what}: {exc.message}") from exc
+    return runs
+
+
+def _make(is_gate: bool) -> Callable[..., None]:
+    def command(
+        base: list[Path] = typer.Option([], "--base", "-b", help="Baseline run (repeat for K "
+                                        "runs): capture folder, nsys report/SQLite, JSON."),
+        cand: list[Path] = typer.Option([], "--cand", "-c", help="Candidate run (repeatable)."),
+        base_db: Path | None = typer.Option(None, "--base-db", help="Take baseline runs from "
+                                            "this store (see `infraprof baseline`)."),
+        base_name: str = typer.Option("main", "--base-name", help="Store: baseline name."),
+        base_branch: str | None = typer.Option(None, "--base-branch", help="Store: branch."),
+        base_gpu: str | None = typer.Option(None, "--base-gpu", help="Store: GPU name."),
+        base_last: int = typer.Option(5, "--base-last", min=1, help="Store: newest K runs."),
+        output_format: GateFormat | None = typer.Option(
+            None, "--format", "-f", help="Output format (default: from -o suffix, else "
+            "table). github: annotations + job summary in $GITHUB_STEP_SUMMARY."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file."),
+        junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML here."),
+        config: Path | None = typer.Option(None, "--config", help="TOML file with the gate "
+                                           "policy (default: the nearest infraprof.toml, or "
+                                           "pyproject.toml with a tool.infraprof.gate table)."),
+        max_regression: str | None = typer.Option(None, "--max-regression", help="Practical "
+                                                  "threshold, e.g. 5% (or 250us absolute)."),
+        abs_threshold: str | None = typer.Option(None, "--abs-threshold", help="Absolute "
+                                                 "threshold in the metric unit (ns: 250us)."),
+        alpha: float | None = typer.Option(None, "--alpha", help="Significance level "
+                                           "(default 0.01)."),
+        min_samples: int | None = typer.Option(None, "--min-samples", help="Samples per side "
+                                               "(default 20)."),
+        min_runs: int | None = typer.Option(None, "--min-runs", help="Runs per side for "
+                                            "run-level metrics (default 3)."),
+        missing: str | None = typer.Option(None, "--missing", help="fail|warn when a metric "
+                                           "is on one side only (default fail)."),
+        strict: bool | None = typer.Option(None, "--strict/--no-strict", help="Fail on "
+                                           "inconclusive metrics too."),
+        metric: list[str] = typer.Option([], "--metric", "-m", help="Only metrics matching "
+                                         "this pattern (repeatable), e.g. 'nvtx:*'."),
+        exclude: list[str] = typer.Option([], "--exclude", help="Skip matching metrics."),
+        step: str | None = typer.Option(None, "--step", help="Step source: auto, none, "
+                                        "nvtx:NAME or sync:API."),
+        width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
+        no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours."),
+    ) -> None:
+        policy = load_policy(config, overrides=_overrides(
+            max_regression=max_regression, abs_threshold=abs_threshold, alpha=alpha,
+            min_samples=min_samples, min_runs=min_runs, missing=missing, strict=strict,
+            metrics=metric, step=step))
+        if exclude:
+            policy = replace(policy, exclude=(*policy.exclude, *exclude))
+        if not cand:
+            raise UsageError("no candidate run: give --cand PATH (repeatable)")
+        if not base and base_db is None:
+            raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
+        base_runs = _load_side(list(base), policy.step, "baseline")
+        if base_db is not None:
+            stored = store.query_runs(base_db, name=base_name, branch=base_branch,
+                                      gpu=base_gpu, last=base_last)
+            if not stored:
+                raise InputError(f"{base_db}: no stored runs match name={base_name!r}"
+                                 f"{f', branch={base_branch!r}' if base_branch else ''}"
+                                 f"{f', gpu={base_gpu!r}' if base_gpu else ''}")
+            base_runs += [s.metrics for s in stored]
+        cand_runs = _load_side(list(cand), policy.step, "candidate")
+        result = compare(base_runs, cand_runs, policy)
+        fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
+                                if output else GateFormat.table)
+        color = output is None and _color(no_color)
+        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+        _emit(_render(result, fmt, color, cols), output)
+        if junit is not None:
+            _emit(render_junit(result), junit)
+        if is_gate and result.failed:
+            failed = [r.metric for r in result.results if r.failed]
+            shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
+                                             else "")
+            raise RegressionDetected(f"gate failed on {len(failed)} metric(s): {shown}")
+
+    command.__name__ = "gate" if is_gate else "compare"
+    command.__doc__ = (
+        "Compare baseline and candidate runs and exit 1 on a regression (0 pass, 3 bad "
+        "input). A metric regresses only when the change exceeds the practical threshold "
+        "AND is statistically significant at --alpha (bootstrap CI of the median ratio, "
+        "Mann-Whitney U on within-run samples, Welch t-test across runs)."
+        if is_gate else
+        "Compare baseline and candidate runs metric by metric (K runs per side): change, "
+        "bootstrap confidence interval, Mann-Whitney p and a verdict. Always exits 0 on "
+        "valid input; use `gate` for the exit code.")
+    return command
+
+
+compare_command = _make(is_gate=False)
+gate_command = _make(is_gate=True)
+
+baseline_app = typer.Typer(name="baseline", no_args_is_help=True, add_completion=False,
+                           help="Store and inspect baseline runs (SQLite) for `gate "
+                           "--base-db`.")
+
+
+@baseline_app.command("save")
+def baseline_save(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Runs to store."),
+    db: Path = typer.Option(..., "--db", help="Baseline store (created if missing)."),
+    name: str = typer.Option("main", "--name", help="Baseline name."),
+    commit: str | None = typer.Option(None, "--commit", help="Default: $GITHUB_SHA, "
+                                      "$CI_COMMIT_SHA or git."),
+    branch: str | None = typer.Option(None, "--branch", help="Default: CI env or git."),
+    host: str | None = typer.Option(None, "--host", help="Default: this host name."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Default: GPU names in the trace."),
+    step: str = typer.Option("auto", "--step", help="Step source: auto, none, nvtx:NAME, "
+                             "sync:API."),
+) -> None:
+    """Extract the gate metrics of INPUT runs and store them (one transaction)."""
+    runs = _load_side(list(inputs), step, "input")
+    ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
+                          gpu=gpu)
+    print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")
+
+
+@baseline_app.command("list")
+def baseline_list(
+    db: Path = typer.Option(..., "--db", help="Baseline store."),
+    name: str | None = typer.Option(None, "--name"),
+    branch: str | None = typer.Option(None, "--branch"),
+    gpu: str | None = typer.Option(None, "--gpu"),
+    last: int = typer.Option(20, "--last", min=1, help="Newest N runs."),
+    output_format: ListFormat = typer.Option(ListFormat.table, "--format", "-f"),
+) -> None:
+    """List stored runs, newest first."""
+    runs = store.query_runs(db, name=name, branch=branch, gpu=gpu, last=last)
+    if output_format is ListFormat.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{db}: {len(runs)} run(s)")
+    for col in ("id", "name", "branch", "commit", "host", "gpu", "created (UTC)", "metrics"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(str(r.id), r.name, r.branch or "-", (r.commit or "-")[:12],
+                      r.host or "-", r.gpu or "-", r.created_utc, str(len(r.metrics.values)))
+    Console(width=140, highlight=False).print(table)
+
+
+@baseline_app.command("show")
+def baseline_show(
+    db: Path = typer.Option(..., "--db", help="Baseline store."),
+    name: str | None = typer.Option(None, "--name"),
+    branch: str | None = typer.Option(None, "--branch"),
+    commit: str | None = typer.Option(None, "--commit", help="Commit (prefix)."),
+    gpu: str | None = typer.Option(None, "--gpu"),
+    last: int = typer.Option(1, "--last", min=1, help="Newest N runs."),
+    metric: list[str] = typer.Option([], "--metric", "-m", help="Metric patterns."),
+    output_format: ListFormat = typer.Option(ListFormat.table, "--format", "-f"),
+) -> None:
+    """Show the stored metric values of matching runs (newest first)."""
+    import fnmatch
+
+    runs = store.query_runs(db, name=name, branch=branch, commit=commit, gpu=gpu, last=last)
+    if not runs:
+        raise InputError(f"{db}: no stored runs match the filters")
+    names = sorted({m for r in runs for m in r.metrics.values
+                    if not metric or any(fnmatch.fnmatchcase(m, p) for p in metric)})
+    if output_format is ListFormat.json:
+        print(json.dumps([{**r.to_dict(), "values": {m: r.metrics.values.get(m)
+                                                       for m in names}} for r in runs],
+                         indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{db}: metric values")
+    table.add_column("metric", overflow="fold")
+    for r in runs:
+        table.add_column(f"#{r.id} {(r.commit or '')[:8]}", justify="right")
+    for m in names:
+        table.add_row(m, *[f"{r.metrics.values[m]:.6g}" if m in r.metrics.values else "-"
+                           for r in runs])
+    Console(width=140, highlight=False).print(table)

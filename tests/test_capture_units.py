@@ -1,0 +1,178 @@
+"""Capture pieces that need neither nsys nor py-spy: argv building, Python detection, the
+bootstrap's `python script.py` semantics, the collector-only hang watchdog (fake nsys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from infraprof.capture.runner import (
+    BOOTSTRAP,
+    build_nsys_argv,
+    find_collectors,
+    is_python_command,
+    python_launch,
+)
+from infraprof.errors import UsageError
+
+PY = sys.executable
+
+
+def test_nsys_argv_defaults_and_passthrough(tmp_path: Path) -> None:
+    argv = build_nsys_argv("nsys", tmp_path / "report", ["./app", "-x"])
+    assert argv[:5] == ["nsys", "profile", "--trace=cuda,nvtx,osrt", "--sample=none",
+                        "--cpuctxsw=none"]
+    assert "--cudabacktrace=all" not in argv and argv[-2:] == ["./app", "-x"]
+    sampled = build_nsys_argv("nsys", tmp_path / "r", ["a"], sample=True)
+    assert {"--sample=process-tree", "--cpuctxsw=process-tree", "--cudabacktrace=all"} <= set(
+        sampled)
+    custom = build_nsys_argv("nsys", tmp_path / "r", ["a"], extra=["--trace=nvtx", "-y", "2"])
+    assert "--trace=cuda,nvtx,osrt" not in custom and "--trace=nvtx" in custom
+    assert custom.index("-y") < custom.index("a")
+    with pytest.raises(UsageError):
+        build_nsys_argv("nsys", tmp_path / "r", ["a"], extra=["-o", "x"])
+
+
+def test_python_detection_and_launch(tmp_path: Path) -> None:
+    script = tmp_path / "tool"
+    script.write_text("#!/usr/bin/env python3\nprint('hi')\n")
+    script.chmod(0o755)
+    assert is_python_command(["python3", "a.py"]) and is_python_command(["x/app.py"])
+    assert is_python_command([str(script)]) and not is_python_command(["/bin/true"])
+    b = str(BOOTSTRAP)
+    assert python_launch(["python3", "-u", "-X", "dev", "t.py", "1"])[0] == [
+        "python3", "-u", "-X", "dev", b, "t.py", "1"]
+    assert python_launch(["python", "-m", "pkg.mod", "a"])[0] == [
+        "python", b, "-m", "pkg.mod", "a"]
+    assert python_launch(["python", "-c", "pass"]) == (["python", "-c", "pass"], False)
+    assert python_launch([str(script), "a"])[0] == ["/usr/bin/env", "python3", b, str(script),
+                                                    "a"]
+    assert python_launch(["app.py"])[0] == [sys.executable, b, "app.py"]
+
+
+APP = textwrap.dedent("""\
+    import sys
+    print(repr((sys.argv, __name__, __file__.endswith("app.py"), sys.path[0].endswith("d"))))
+    if sys.argv[1:2] == ["raise"]:
+        def inner():
+            raise ValueError("boom")
+        inner()
+    sys.exit(int(sys.argv[1]) if sys.argv[1:2] and sys.argv[1].isdigit() else 0)
+""")
+
+
+@pytest.mark.parametrize("args", [[], ["3"], ["raise"]])
+def test_bootstrap_matches_plain_python(tmp_path: Path, args: list[str]) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "app.py").write_text(APP)
+    env = dict(os.environ, INFRAPROF_SYNC="0")
+    plain = subprocess.run([PY, "d/app.py", *args], cwd=tmp_path, capture_output=True,
+                           text=True, env=env, timeout=60)
+    boot = subprocess.run([PY, "-m", "infraprof.capture.bootstrap", "d/app.py", *args],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert boot.returncode == plain.returncode
+    assert boot.stdout == plain.stdout
+    if args == ["raise"]:
+        assert "capture/bootstrap.py" not in boot.stderr and "runpy" not in boot.stderr
+        assert boot.stderr.splitlines()[-1] == "ValueError: boom"
+        assert boot.stderr.count("File ") == plain.stderr.count("File ")
+
+
+def test_bootstrap_module_mode_and_sync_file(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("import sys\nprint(__name__, sys.argv[1:])\nsys.exit(5)\n")
+    sync = tmp_path / "sync.json"
+    env = dict(os.environ, INFRAPROF_SYNC_FILE=str(sync))
+    run = subprocess.run([PY, str(BOOTSTRAP), "-m", "pkg.mod", "x"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 5 and run.stdout.strip() == "__main__ ['x']"
+    record = json.loads(sync.read_text())
+    assert record["exit_status"] == 5 and len(record["pulses"]) == 6
+    lengths = [(p["end_mono_ns"] - p["start_mono_ns"]) / 1e6 for p in record["pulses"]]
+    assert lengths[0] == pytest.approx(15, abs=5) and lengths[2] == pytest.approx(35, abs=5)
+    assert int((tmp_path / "sync.json.pid").read_text()) == record["pid"]
+
+
+def _sleeper(*extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([PY, "-c", "import time; time.sleep(60)", *extra])
+
+
+def test_find_collectors_matches_only_this_session() -> None:
+    mine = _sleeper("--start-agent", "--session-name=profile-app-4242")
+    other = _sleeper("--start-agent", "--session-name=profile-app-42420")
+    try:
+        import time
+
+        for _ in range(100):
+            if find_collectors(4242):
+                break
+            time.sleep(0.02)
+        found = find_collectors(4242)
+        assert [pid for pid, _ in found] == [mine.pid]
+        assert found[0][1].endswith("--session-name=profile-app-4242")
+    finally:
+        for p in (mine, other):
+            p.kill()
+            p.wait()
+
+
+FAKE_NSYS = textwrap.dedent("""\
+    #!{py}
+    import os, subprocess, sys
+    if sys.argv[1:] == ["--version"]:
+        print("NVIDIA Nsight Systems version 2022.4.2.1-fake")
+        sys.exit(0)
+    if sys.argv[1] != "profile":
+        sys.exit(1)
+    args = sys.argv[2:]
+    i = next(k for k, a in enumerate(args) if a.startswith("--output="))
+    out, app = args[i][len("--output="):], args[i + 1:]
+    collector = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
+                                  "--start-agent", f"--session-name=profile-app-{{os.getpid()}}"])
+    rc = subprocess.call(app)
+    collector.wait()  # the hang: only returns once the collector dies
+    open(out + ".nsys-rep", "w").write("fake")
+    sys.exit(rc)
+""")
+
+
+def test_watchdog_kills_only_the_collector_of_a_hung_nsys(tmp_path: Path) -> None:
+    fake = tmp_path / "nsys"
+    fake.write_text(FAKE_NSYS.format(py=PY))
+    fake.chmod(0o755)
+    decoy = _sleeper("--start-agent", "--session-name=profile-app-1")
+    env = dict(os.environ, INFRAPROF_NSYS=str(fake), INFRAPROF_NSYS_FINALIZE_TIMEOUT_S="1.5")
+    app = tmp_path / "app.py"
+    app.write_text("import sys\nsys.exit(3)\n")
+    try:
+        run = subprocess.run(
+            [PY, "-m", "infraprof", "capture", "--no-pyspy", "-o", str(tmp_path / "cap"), "--",
+             PY, str(app)],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert decoy.poll() is None, "an unrelated nsys-like process was killed"
+    finally:
+        decoy.kill()
+        decoy.wait()
+    assert run.returncode == 4, run.stderr
+    err = " ".join(run.stderr.split())
+    assert "did not finish" in err and "killed only this capture's collector" in err
+    manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
+    assert manifest["nsys_hung"] is True and manifest["exit_code"] == 3
+
+
+def test_nsys_missing_exits_4(tmp_path: Path) -> None:
+    env = dict(os.environ, INFRAPROF_NSYS=str(tmp_path / "nowhere" / "nsys"), PATH="")
+    run = subprocess.run([PY, "-m", "infraprof", "capture", "-o", str(tmp_path / "c"), "--",
+                          PY, "-c", "pass"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 4
+    assert "nsys not found" in run.stderr and "install" in run.stderr
+    assert not (tmp_path / "c").exists()
