@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from infraprof.analyses.api_classes import api_category, osrt_category
 from infraprof.analyses.timeline import DeviceTimeline
@@ -221,7 +220,7 @@ def _attribute_host(g0: int, g1: int, launch: dict[str, Any], entry: dict[str, A
 
 
 def _expose(bounds: np.ndarray, cats: np.ndarray, drain: dict[str, Any] | None,
-            slack: dict[str, Any], g1: int) -> None:
+            slack: dict[str, Any], g1: int) -> tuple[np.ndarray, np.ndarray]:
     """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
     while the pool (time the host spent blocked before gaps) lasts."""
     if drain is not None:
@@ -229,17 +228,24 @@ def _expose(bounds: np.ndarray, cats: np.ndarray, drain: dict[str, Any] | None,
         slack["category"] = drain["category"]
         slack["name"] = drain["name"]
     if slack["ns"] <= 0 or slack["category"] is None:
-        return
+        return bounds, cats
     after = min(int(drain["end_ns"]), g1) if drain is not None else int(bounds[0])
-    lengths = np.diff(bounds)
-    for i in np.flatnonzero(bounds[:-1] >= after):
-        if cats[i] not in _EXPOSABLE:
+    i = 0
+    while i < len(cats) and slack["ns"] > 0:
+        length = int(bounds[i + 1] - bounds[i])
+        if bounds[i] < after or cats[i] not in _EXPOSABLE:
+            i += 1
             continue
-        if lengths[i] > slack["ns"]:
-            break
+        if length > slack["ns"]:
+            cut = int(bounds[i]) + int(slack["ns"])
+            bounds = np.insert(bounds, i + 1, cut)
+            cats = np.insert(cats, i + 1, cats[i])
+            length = int(slack["ns"])
         cats[i] = slack["category"]
-        slack["ns"] -= int(lengths[i])
+        slack["ns"] -= length
         slack["used"] = True
+        i += 1
+    return bounds, cats
 
 
 def _where(entry: dict[str, Any], bounds: np.ndarray, cats: np.ndarray) -> dict[str, str]:
@@ -281,31 +287,41 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
                                            "name": "api_name"}),
                        on=["pid", "correlation_id"], how="left")
     index = _ThreadIndex(trace)
-    pending: list[tuple[int, int, int, pd.Series]] = []
+    pending: list[tuple[int, int, int, int, dict[str, np.ndarray]]] = []
     for tl in timelines:
         d = joined[joined["device_id"] == tl.device_id]
-        starts = d["start_ns"].to_numpy(dtype=np.int64)
-        order = np.argsort(starts, kind="stable")
+        order = np.argsort(d["start_ns"].to_numpy(dtype=np.int64), kind="stable")
         d = d.iloc[order]
-        starts = starts[order]
-        for g0, g1 in zip(tl.gaps.starts.tolist(), tl.gaps.ends.tolist(), strict=True):
-            i = min(int(np.searchsorted(starts, g1, side="left")), len(d) - 1)
-            pending.append((g0, g1, tl.device_id, d.iloc[i]))
+        cols = {
+            "start": d["start_ns"].to_numpy(dtype=np.int64),
+            "kind": d["kind"].to_numpy(dtype=object),
+            "name": d["name"].to_numpy(dtype=object),
+            "stream": d["stream_id"].to_numpy(dtype=np.int64),
+            "corr": d["correlation_id"].to_numpy(dtype=np.int64),
+            "api_start": d["api_start_ns"].to_numpy(dtype=np.float64),
+            "api_end": d["api_end_ns"].to_numpy(dtype=np.float64),
+            "api_name": d["api_name"].to_numpy(dtype=object),
+            "gtid": d["global_tid"].to_numpy(dtype=np.float64),
+        }
+        idx = np.minimum(np.searchsorted(cols["start"], tl.gaps.ends, side="left"), len(d) - 1)
+        for g0, g1, i in zip(tl.gaps.starts.tolist(), tl.gaps.ends.tolist(), idx.tolist(),
+                             strict=True):
+            pending.append((g0, g1, tl.device_id, i, cols))
     pending.sort(key=lambda x: (x[0], x[2]))
     pools: dict[int, dict[str, Any]] = {}
     out: list[GapAttribution] = []
-    for g0, g1, device, row in pending:
-        next_op = {"kind": str(row["kind"]), "name": str(row["name"]),
-                   "stream_id": int(row["stream_id"]), "start_ns": int(row["start_ns"]),
-                   "correlation_id": int(row["correlation_id"])}
-        if pd.isna(row["api_start_ns"]):
+    for g0, g1, device, i, c in pending:
+        next_op = {"kind": str(c["kind"][i]), "name": str(c["name"][i]),
+                   "stream_id": int(c["stream"][i]), "start_ns": int(c["start"][i]),
+                   "correlation_id": int(c["corr"][i])}
+        if np.isnan(c["api_start"][i]):
             out.append(GapAttribution(device, g0, g1, {"unknown": g1 - g0}, next_op, None, None,
                                       None))
             continue
-        launch: dict[str, Any] = {"name": str(row["api_name"]),
-                                  "start_ns": int(row["api_start_ns"]),
-                                  "end_ns": int(row["api_end_ns"])}
-        gtid = int(row["global_tid"])
+        launch: dict[str, Any] = {"name": str(c["api_name"][i]),
+                                  "start_ns": int(c["api_start"][i]),
+                                  "end_ns": int(c["api_end"][i])}
+        gtid = int(c["gtid"][i])
         entry = index.get(gtid)
         nvtx = _innermost_nvtx(entry, min(int(launch["start_ns"]), g1))
         if int(launch["end_ns"]) <= g0:
@@ -317,7 +333,7 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
             pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
                                            "cap": p.max_run_ahead_ns, "used": False})
             pool["used"] = False
-            _expose(bounds, cats, drain, pool, g1)
+            bounds, cats = _expose(bounds, cats, drain, pool, g1)
         out.append(GapAttribution(device, g0, g1, _parts(bounds, cats, p), next_op, launch, gtid,
                                   nvtx, calls, drain, _where(entry, bounds, cats),
                                   str(pool["name"]) if p.drain_exposure and pool["used"]

@@ -10,8 +10,9 @@ Recoverable time (``impact_ns``) per category:
   launch overhead disappears with CUDA graphs or fusion).
 * ``host-cpu``, ``host-wait``: host work can only hide behind GPU work. With double buffering
   (prefetch the next batch / write output from another thread) a host phase overlaps the GPU work
-  issued since the previous occurrence of the same site, so each occurrence recovers
-  ``min(attributed idle, GPU busy time since the previous occurrence)``.
+  issued since the previous gap with host work on that device, so a gap recovers
+  ``min(its host-side idle, GPU busy time since that previous gap)``, shared between its
+  host-cpu and host-wait parts in proportion.
 
 Sites: the dominant call (API or OS-runtime name) for blocking categories, the innermost NVTX
 range of the launching thread for host work (else ``(no NVTX range)``), and the kernel names for
@@ -126,17 +127,20 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
         lambda: {"idle": 0, "impact": 0, "gaps": 0, "examples": [], "threads": set(),
                  "nvtx": defaultdict(int), "calls": defaultdict(lambda: [0, 0]),
                  "kernels": defaultdict(int)})
-    last_seen: dict[tuple[str, str, int], int] = {}
+    last_host: dict[int, int] = {}
     for a in sorted(attributions, key=lambda x: x.start_ns):
+        host_ns = sum(a.parts.get(c, 0) for c in ("host-cpu", "host-wait"))
+        budget = 0
+        if host_ns:
+            prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
+            budget = min(host_ns, _busy_between(by_dev, a.device_id, prev, a.start_ns))
+            last_host[a.device_id] = a.end_ns
         for cat, ns in a.parts.items():
             site = site_of(a, cat)
             rec = acc[(cat, site)]
             rec["idle"] += ns
             if cat in ("host-cpu", "host-wait"):
-                key = (cat, site, a.device_id)
-                prev = last_seen.get(key, by_dev[a.device_id].span_start_ns)
-                rec["impact"] += min(ns, _busy_between(by_dev, a.device_id, prev, a.start_ns))
-                last_seen[key] = a.end_ns
+                rec["impact"] += budget * ns // host_ns
             else:
                 rec["impact"] += ns
             rec["gaps"] += 1

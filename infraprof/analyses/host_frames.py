@@ -128,14 +128,12 @@ def summarize_stacks(counts: Counter[tuple[Frame, ...]], top: int = 5,
     shares: list[FrameShare] = []
     groups: dict[tuple[str, str], list[tuple[tuple[Frame, ...], int]]] = defaultdict(list)
     self_lines: Counter[Frame] = Counter()
+    self_samples: Counter[Frame] = Counter()
     for stack, n in members:
         if len(stack) > depth:
             groups[stack[depth][:2]].append((stack, n))
         elif stack:
             self_lines[stack[-1]] += n
-    self_samples: Counter[Frame] = Counter()
-    for stack, n in members:
-        if stack and len(stack) <= depth:
             self_samples[stack[-1]] += real[stack]
     for group in groups.values():
         n = sum(c for _, c in group)

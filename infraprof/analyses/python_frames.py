@@ -1,10 +1,18 @@
 """Python frames behind GPU idle time (py-spy samples aligned to the nsys timeline).
 
-For every gap with ``host-cpu`` or ``host-wait`` time, the launching thread's py-spy samples
-inside the gap are summarised (:func:`~infraprof.analyses.host_frames.windows_stacks`); each
-frame's share of the window is weighted by the gap's host-side idle time. Findings of those
+For every gap with ``host-cpu`` or ``host-wait`` time, the launching thread's py-spy stacks
+inside the gap are weighted by the gap's idle time of that category (each sample carries an
+equal part of it) and pooled per finding (category + site); the pool is summarised once
+(:func:`~infraprof.analyses.host_frames.summarize_stacks`), so a finding's frames sit at one
+level of one call tree (``python_context`` is the path above them). Findings of those
 categories then name the dominant frame ("host in ``collate()`` loader.py:87") and carry the
-top frames with their idle time, share and sample count.
+top frames with their idle time, share of the finding's idle time and sample count. The
+samples are those of the whole gap, not only of the category's own segments of it.
+
+Per NVTX range name, the summary also pools the launching thread's host time over all
+instances and counts which frame tops each instance (``instance_top_frames``).
+
+:func:`idle_collapsed` exports "CPU while the GPU was idle" as collapsed stacks.
 
 Gaps shorter than the py-spy alignment error are not attributed to samples (the sample could
 belong to the neighbouring activity); they are counted in ``python_refused_gaps``. Without
@@ -21,10 +29,21 @@ from typing import Any
 
 import pandas as pd
 
-from infraprof.analyses.attribution import GapAttribution
+from infraprof.analyses.attribution import GapAttribution, attribute_gaps
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import site_of
-from infraprof.analyses.host_frames import range_name_breakdown, summarize_stacks, windows_stacks
+from infraprof.analyses.host_frames import (
+    Frame,
+    FrameShare,
+    collapsed_in_windows,
+    range_breakdown,
+    range_name_breakdown,
+    summarize_stacks,
+    windows_counts,
+)
+from infraprof.analyses.timeline import device_timelines
+from infraprof.errors import InputError
+from infraprof.model import Trace
 from infraprof.model.clock import AlignedPyspy
 
 HOST = ("host-cpu", "host-wait")
@@ -39,6 +58,7 @@ class PythonSummary:
     ranges: list[dict[str, Any]] = field(default_factory=list)
     aggregate: list[dict[str, Any]] = field(default_factory=list)
     idle_windows: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(tid, start_ns, end_ns)`` of every gap whose launching thread is known."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"alignment_error_ns": self.alignment_error_ns, "notes": list(self.notes),
@@ -58,51 +78,80 @@ def _aggregate(pyspy: AlignedPyspy, top: int = 10) -> list[dict[str, Any]]:
     for sid, n in agg.groupby("stack_id")["count"].sum().items():
         counts[tuple(pyspy.profile.stack(int(str(sid))))] += int(n)
     _, frames, _ = summarize_stacks(counts, top)
+    return _frame_rows(frames, top)
+
+
+def _frame_rows(frames: tuple[FrameShare, ...], limit: int = 5) -> list[dict[str, Any]]:
     return [{"frame": f.label, "share": round(f.share, 4), "samples": f.samples}
-            for f in frames]
+            for f in frames[:limit]]
 
 
 def _ranges(trace_nvtx: pd.DataFrame, pyspy: AlignedPyspy, err: int) -> list[dict[str, Any]]:
+    """Per NVTX range name: pooled frames, plus how many instances each frame tops."""
     assert pyspy.samples is not None
+    per = range_breakdown(trace_nvtx, pyspy.samples, pyspy.frames, err, pyspy.period_ns)
+    tops: dict[str, Counter[str]] = defaultdict(Counter)
+    refused: Counter[str] = Counter()
+    for r in per:
+        top = r.window.top
+        if top is None:
+            refused[r.name] += 1
+        else:
+            tops[r.name][top.label] += 1
     out = []
     for name, w in range_name_breakdown(trace_nvtx, pyspy.samples, pyspy.frames, err,
-                                        pyspy.period_ns).items():
+                                        pyspy.period_ns, breakdown=per).items():
         out.append({"name": name, "samples": w.samples, "refused": w.refused,
-                    "frames": [{"frame": f.label, "share": round(f.share, 4),
-                                "samples": f.samples} for f in w.frames[:5]]})
+                    "context": [_label(f) for f in w.context],
+                    "frames": _frame_rows(w.frames),
+                    "instances": sum(tops[name].values()) + refused[name],
+                    "instances_refused": refused[name],
+                    "instance_top_frames": [{"frame": label, "instances": n}
+                                            for label, n in tops[name].most_common(5)]})
     return out
 
 
 def python_frames(findings: list[Finding], attributions: list[GapAttribution],
                   pyspy: AlignedPyspy, nvtx: pd.DataFrame) -> tuple[list[Finding], PythonSummary]:
-    """Findings with Python frames added to host-side gap findings, plus the summary."""
+    """Findings with Python frames added to host-side gap findings, plus the summary.
+
+    Per finding (category + site), the launching thread's stacks in each of its gaps are
+    weighted by that gap's idle time of the category and pooled, then summarised once, so
+    every finding's frames sit at one level of one call tree.
+    """
     if pyspy.samples is None or pyspy.alignment is None:
         return findings, PythonSummary(None, pyspy.notes, aggregate=_aggregate(pyspy))
     err = int(pyspy.alignment.error_ns)
     by_tid: dict[int, list[GapAttribution]] = defaultdict(list)
     for a in attributions:
-        if a.global_tid is not None and any(c in a.parts for c in HOST):
+        if a.global_tid is not None:
             by_tid[a.global_tid & 0xFFFFFF].append(a)
-    weights: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    samples: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    weights: dict[tuple[str, str], Counter[tuple[Frame, ...]]] = defaultdict(Counter)
+    samples: dict[tuple[str, str], Counter[tuple[Frame, ...]]] = defaultdict(Counter)
+    attributed: Counter[tuple[str, str]] = Counter()
     refused: Counter[tuple[str, str]] = Counter()
     windows: list[tuple[int, int, int]] = []
     for tid, atts in by_tid.items():
-        results = windows_stacks(pyspy.samples, pyspy.frames, tid,
-                                 [(a.start_ns, a.end_ns) for a in atts], err, pyspy.period_ns)
-        for a, w in zip(atts, results, strict=True):
-            windows.append((tid, a.start_ns, a.end_ns))
+        windows += [(tid, a.start_ns, a.end_ns) for a in atts]
+        atts = [a for a in atts if any(a.parts.get(c, 0) > 0 for c in HOST)]
+        results = windows_counts(pyspy.samples, pyspy.frames, tid,
+                                 [(a.start_ns, a.end_ns) for a in atts], err)
+        for a, counts in zip(atts, results, strict=True):
+            n = sum(counts.values()) if counts is not None else 0
             for cat in HOST:
                 ns = a.parts.get(cat, 0)
                 if ns <= 0:
                     continue
                 key = (cat, site_of(a, cat))
-                if w.refused is not None:
+                if counts is None:
                     refused[key] += 1
                     continue
-                for fr in w.frames:
-                    weights[key][fr.label] += round(ns * fr.share)
-                    samples[key][fr.label] += fr.samples
+                if n == 0:
+                    continue
+                attributed[key] += ns
+                for stack, c in counts.items():
+                    weights[key][stack] += round(ns * c / n)
+                    samples[key][stack] += c
     out = []
     for f in findings:
         key = (f.category, str(f.evidence.get("site")))
@@ -112,18 +161,56 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
             continue
         ev = dict(f.evidence)
         idle = max(1, int(ev.get("gpu_idle_ns", 1)))
-        top = weights[key].most_common(5)
+        context, frames, _ = summarize_stacks(weights[key], 5, samples[key])
+        top = [(fr.label, round(fr.share * attributed[key]), fr.samples) for fr in frames]
         ev["python_frames"] = [{"frame": label, "idle_ns": ns, "share_of_idle": round(ns / idle, 4),
-                                "samples": samples[key][label]} for label, ns in top]
+                                "samples": n} for label, ns, n in top]
+        ev["python_context"] = [_label(fr) for fr in context]
         ev["python_refused_gaps"] = refused[key]
         ev["alignment_error_ns"] = err
         title = f.title
         if top and top[0][1] / idle >= 0.25:
             active = f.impact_ns / f.share if f.share > 0 else 0
             pct = f" ({100 * idle / active:.0f} % of the GPU's active span)" if active else ""
-            title = f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` — {f.title}"
+            site, _, rest = f.title.partition(": ")
+            title = (f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` ({site}; "
+                     f"{rest.split('; ', 1)[-1]})")
         out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
                            f.recommendation))
     summary = PythonSummary(err, pyspy.notes, _ranges(nvtx, pyspy, err),
                             _aggregate(pyspy), windows)
     return out, summary
+
+
+def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
+                   attributions: list[GapAttribution] | None = None,
+                   min_window_ns: int | None = None) -> str:
+    """"CPU while the GPU was idle": py-spy collapsed-stack text (``raw`` format; opens in
+    speedscope and flamegraph tools) of each GPU idle gap's launching thread during the gap.
+
+    ``attributions``: :attr:`AnalysisResult.attributions` when the caller already ran the
+    analyses (else they are computed). Gaps shorter than ``min_window_ns`` (default: the
+    py-spy alignment error) are left out. Raises :class:`InputError` when the profile has no
+    samples on the nsys timeline (no timestamps, or no clock alignment).
+    """
+    if pyspy.samples is None or pyspy.alignment is None:
+        why = "; ".join(pyspy.notes) or "the py-spy profile has no timestamps"
+        raise InputError(f"cannot export CPU stacks while the GPU was idle: {why}")
+    if attributions is None:
+        attributions = attribute_gaps(trace, device_timelines(trace)) if (
+            trace.has_gpu_activity) else []
+    floor = pyspy.alignment.error_ns if min_window_ns is None else min_window_ns
+    by_tid: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for a in attributions:
+        if a.global_tid is not None and a.end_ns - a.start_ns >= floor:
+            by_tid[a.global_tid & 0xFFFFFF].append((a.start_ns, a.end_ns))
+    out = []
+    for tid, windows in sorted(by_tid.items()):
+        merged: list[tuple[int, int]] = []  # gaps of several devices may overlap
+        for lo, hi in sorted(windows):
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        out.append(collapsed_in_windows(pyspy.samples, pyspy.frames, tid, merged))
+    return "".join(out)

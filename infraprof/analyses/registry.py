@@ -22,6 +22,7 @@ from infraprof.analyses.attribution import (
 )
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import GapFindingParams, gap_findings
+from infraprof.analyses.ncu_kernels import profiling_suggestions, suggestion_text
 from infraprof.analyses.python_frames import PythonSummary, python_frames
 from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
 from infraprof.model import Trace
@@ -38,6 +39,7 @@ class AnalysisParams:
     launch: launch.LaunchParams = field(default_factory=launch.LaunchParams)
     copies: copies.CopyParams = field(default_factory=copies.CopyParams)
     host_bound_share: float = 0.10
+    suggest_ncu: bool = True
     disabled: frozenset[str] = frozenset()
 
 
@@ -103,6 +105,22 @@ def _host_bound(trace: Trace, timelines: list[DeviceTimeline], findings: list[Fi
                        "work is too small to hide it.")
 
 
+def _ncu_suggestion(trace: Trace) -> Finding | None:
+    """Info finding naming the kernels worth profiling with Nsight Compute, with commands."""
+    hot = profiling_suggestions(trace)
+    if not hot:
+        return None
+    names = ", ".join(f"{s.short_name} ({100 * s.share:.0f} %)" for s in hot)
+    return Finding(
+        id="kernel.profile_suggestion", category="kernel",
+        title=f"No Nsight Compute data; worth profiling: {names} of GPU kernel time",
+        severity="info", impact_ns=0, share=0.0,
+        evidence={"kernels": [{"name": s.name, "short_name": s.short_name,
+                               "total_ns": int(s.gpu_time_ns), "share": round(s.share, 4),
+                               "launches": s.launches, "command": s.command} for s in hot]},
+        recommendation=suggestion_text(hot))
+
+
 def _decorate(findings: list[Finding], trace: Trace, bound: pd.DataFrame) -> list[Finding]:
     """Add host-blocked totals to call sites and the launch-bound kernel table."""
     api = trace.api_calls
@@ -157,6 +175,9 @@ def run_all(trace: Trace, params: AnalysisParams | None = None,
         if pyspy is not None:
             gap, python = python_frames(gap, atts, pyspy, trace.nvtx)
         findings += gap + ([host] if host else [])
+    if p.suggest_ncu and len(trace.kernels):
+        hint = _ncu_suggestion(trace)
+        findings += [hint] if hint else []
     if "launch" not in p.disabled:
         findings += launch.launch_latency_findings(launches, p.launch)
     if "copies" not in p.disabled:

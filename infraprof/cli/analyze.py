@@ -12,13 +12,19 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infraprof.analyses.ncu_kernels import join_ncu
+from infraprof.analyses.ncu_kernels import diagnose, join_ncu
+from infraprof.analyses.registry import AnalysisParams
 from infraprof.errors import InputError, UsageError
 from infraprof.model import load_trace
 from infraprof.model.clock import align_pyspy, load_capture_pyspy, read_manifest
 from infraprof.model.kernel_metrics import load_ncu
 from infraprof.ranking import build_report
+from infraprof.readers.ncu_csv import csv_page
+from infraprof.readers.ncu_report import is_ncu_report
+from infraprof.render.html import render_html
 from infraprof.render.json_report import render_json
+from infraprof.render.markdown import render_markdown
+from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
 from infraprof.render.terminal import render_terminal
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -45,9 +51,13 @@ def parse_duration_ns(text: str) -> int:
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    markdown = "markdown"
+    md = "md"
+    html = "html"
 
 
-_SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table}
+_SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table,
+                   ".md": OutputFormat.markdown, ".html": OutputFormat.html}
 
 
 @contextmanager
@@ -58,6 +68,44 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
     console = Console(stderr=True)
     with console.status("Working…") as status:
         yield lambda message: status.update(message)
+
+
+def _is_ncu_input(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    return is_ncu_report(path) or path.suffix == ".ncu-rep" or (
+        path.suffix.lower() == ".csv" and csv_page(path) is not None)
+
+
+def _folder_ncu(path: Path, given: list[Path]) -> list[Path]:
+    """Nsight Compute reports inside a capture folder (``profile.ncu-rep``), unless given."""
+    if not path.is_dir() or given:
+        return []
+    return sorted(p for p in path.glob("*.ncu-rep") if p.is_file())
+
+
+def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
+                 top: int) -> None:
+    diagnoses = diagnose(load_ncu(path))
+    if fmt is OutputFormat.json:
+        _emit(render_ncu_json(str(path), diagnoses), output)
+    else:
+        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+        _emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give a file name for -o")
+    try:
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write the report ({exc.strerror})") from exc
 
 
 def _color_wanted(no_color: bool) -> bool:
@@ -93,6 +141,10 @@ def analyze(
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
             OutputFormat.table)
+    if _is_ncu_input(input_path):
+        _analyze_ncu(input_path, fmt, output, width, top)
+        return
+    ncu = [*ncu, *_folder_ncu(input_path, ncu)]
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         trace = load_trace(input_path, progress)
@@ -107,22 +159,16 @@ def analyze(
                                   trace.meta.session_start_utc_ns)
         elif input_path.is_dir():
             aligned = load_capture_pyspy(input_path, trace.nvtx, trace.meta.session_start_utc_ns)
-        report = build_report(trace, extra, min_impact_ns=parse_duration_ns(min_impact),
-                              pyspy=aligned)
+        report = build_report(trace, extra, AnalysisParams(suggest_ncu=not ncu),
+                              min_impact_ns=parse_duration_ns(min_impact), pyspy=aligned)
     if fmt is OutputFormat.json:
         text = render_json(report)
+    elif fmt in (OutputFormat.markdown, OutputFormat.md):
+        text = render_markdown(report, top=top)
+    elif fmt is OutputFormat.html:
+        text = render_html(report, top=top)
     else:
         color = output is None and _color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
         text = render_terminal(report, width=cols, color=color, top=top)
-    if output is None:
-        sys.stdout.write(text)
-        return
-    if output.is_dir():
-        raise UsageError(f"{output}: is a directory; give a file name for -o")
-    try:
-        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write the report ({exc.strerror})") from exc
+    _emit(text, output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from infraprof.analyses.ncu_kernels import profiling_suggestions
 from infraprof.capture.manifest import update_manifest
+from infraprof.capture.ncu import NcuOptions, run_ncu
 from infraprof.capture.runner import (
     DEFAULT_RATE_HZ,
     PYSPY_RAW,
@@ -60,6 +63,23 @@ def postprocess(result: CaptureResult, log: Any) -> dict[str, Any] | None:
     return record
 
 
+def _ncu_options(set_name: str, kernel: str | None, skip: int | None, count: int | None,
+                 clock: str, source: Path | None, log: Any) -> NcuOptions:
+    if clock not in ("none", "base"):
+        raise UsageError(f"--clock-control must be none or base, not {clock!r}")
+    if source is not None and kernel is None:
+        hot = profiling_suggestions(load_trace(source))
+        if hot:
+            kernel = "|".join("^" + re.escape(s.short_name) + "$" for s in hot)
+            count = count or len(hot)
+            log("ncu: profiling the hottest kernels of " + str(source) + ": "
+                + ", ".join(s.short_name for s in hot))
+        else:
+            log(f"ncu: {source} has no hot kernels; profiling every launch")
+    return NcuOptions(set_name=set_name, kernel_regex=kernel, launch_skip=skip,
+                      launch_count=count, clock_control=clock)
+
+
 def _summary(result: CaptureResult, alignment: dict[str, Any] | None, err: Console) -> None:
     parts = [f"capture folder: {result.folder}",
              f"app exit code: {result.exit_code}",
@@ -100,6 +120,24 @@ def capture(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.1,
         help="Stop the app after this many seconds (the report is still written)."),
+    ncu: bool = typer.Option(
+        False, "--ncu", help="Also run the app under Nsight Compute (separately; kernels are "
+        "replayed) and store profile.ncu-rep in the folder."),
+    ncu_set: str = typer.Option("full", "--ncu-set", help="ncu section set (full, detailed, "
+                                "basic, roofline, ...)."),
+    kernel: str | None = typer.Option(
+        None, "--kernel", help="Profile only kernels whose function name matches this regex."),
+    launch_skip: int | None = typer.Option(None, "--launch-skip", min=0,
+                                           help="ncu: skip this many matching launches."),
+    launch_count: int | None = typer.Option(None, "--launch-count", min=1,
+                                            help="ncu: profile this many matching launches."),
+    clock_control: str = typer.Option("none", "--clock-control",
+                                      help="ncu clock control: none (app clocks) or base."),
+    from_capture: Path | None = typer.Option(
+        None, "--from", help="With --ncu: profile the hottest kernels of this earlier capture "
+        "(folder or nsys file) instead of every launch."),
+    nsys: bool = typer.Option(True, "--nsys/--no-nsys",
+                              help="Run the Nsight Systems capture (default on)."),
 ) -> None:
     """Run COMMAND under Nsight Systems (and py-spy for Python) and write report, SQLite export,
     py-spy samples and manifest.json into one folder for `infraprof analyze`."""
@@ -121,14 +159,24 @@ def capture(
             log(f"run {k + 1} of {repeat} → {target}")
         opts = CaptureOptions(command=tuple(argv), output=target, pyspy=pyspy, rate_hz=rate,
                               sample=sample, nsys_args=tuple(nsys_arg), timeout_s=timeout)
-        result = run_capture(opts, log)
-        alignment = None
-        with contextlib.suppress(OSError):
-            alignment = postprocess(result, log)
-        _summary(result, alignment, err)
-        if result.tool_failure:
-            raise ToolError(f"{result.tool_failure}; what was captured is in {target}")
-        exit_code = result.exit_code
+        if nsys:
+            result = run_capture(opts, log)
+            alignment = None
+            with contextlib.suppress(OSError):
+                alignment = postprocess(result, log)
+            _summary(result, alignment, err)
+            if result.tool_failure:
+                raise ToolError(f"{result.tool_failure}; what was captured is in {target}")
+            exit_code = result.exit_code
+        if ncu:
+            nopts = _ncu_options(ncu_set, kernel, launch_skip, launch_count, clock_control,
+                                 from_capture, log)
+            target.mkdir(parents=True, exist_ok=True)
+            outcome = run_ncu(argv, target, nopts)
+            update_manifest(target, ncu=outcome.to_manifest())
+            log(f"ncu: {outcome.message}")
+            if outcome.status == "missing" and not nsys:
+                raise ToolError(outcome.message)
         if exit_code != 0:
             if repeat > 1 and k + 1 < repeat:
                 log(f"app exited with {exit_code}; remaining repeats skipped")

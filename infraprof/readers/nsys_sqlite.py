@@ -103,7 +103,9 @@ class _Strings:
                     "SELECT s.id, s.value FROM StringIds s JOIN temp._ids t ON t.id = s.id"
                 )
                 self.cache.update((int(i), str(v)) for i, v in rows)
-        return ids.map(lambda i: None if pd.isna(i) else self.cache.get(int(i)))
+        mapped = ids.map(self.cache)
+        result: pd.Series = mapped.astype(object).where(mapped.notna(), None)
+        return result
 
 
 def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
