@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_TRACE ?= sample_traces/demo_host_stall.sqlite
 
-.PHONY: venv tools tools-if-root demo test lint typecheck check bench clean
+.PHONY: venv tools tools-if-root demo test lint typecheck check bench clean docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,20 @@ tools-if-root:
 	elif [ "$$(id -u)" = 0 ] && [ -r /etc/apt/sources.list.d/debian.sources ]; then sh scripts/install-nsight.sh; \
 	elif [ "$${CI:-}" = true ]; then echo "CI: nsys missing and cannot be installed" >&2; exit 1; \
 	else echo "nsys not installed (run 'sudo make tools'); tests that need it will skip"; fi
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then sh scripts/install-chromium.sh; \
+	elif [ "$${CI:-}" = true ]; then echo "CI: chromium missing and cannot be installed" >&2; exit 1; \
+	else echo "chromium not installed (sudo sh scripts/install-chromium.sh); the HTML browser test will skip"; fi
 
 demo: venv
 	$(VENV)/bin/infraprof analyze $(DEMO_TRACE)
 
 test: venv tools-if-root
 	$(PY) -m pytest -q
+
+# Regenerate docs/cli-reference.md from every command's --help (tests/test_docs.py checks it).
+docs: venv
+	$(PY) scripts/gen_cli_docs.py
 
 lint: venv
 	$(VENV)/bin/ruff check infraprof tests scripts

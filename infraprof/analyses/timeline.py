@@ -4,7 +4,7 @@ Busy time is the union of kernels, memcpys and memsets. A device's *active span*
 first operation's start to its last operation's end; idle time inside it is split into gaps.
 Idle before the first / after the last operation of the whole trace span is reported apart
 (``leading_idle_ns`` / ``trailing_idle_ns``), never as application idle. Profiler overhead
-(``PROFILER_OVERHEAD`` rows of the device's processes: buffer flushes) overlapping a gap is
+(``PROFILER_OVERHEAD`` "CUDA profiling ..." rows of the device's processes) overlapping a gap is
 counted as ``overhead_ns`` and excluded from the gap's attributable time, as nsys' ``gpu_gaps``
 rule counts such rows as busy::
 
@@ -81,11 +81,15 @@ class DeviceTimeline:
 
 
 def _overhead(trace: Trace, pids: set[int]) -> pd.DataFrame:
+    """Overhead rows that stall the GPU work of ``pids``: CUDA profiling flush/stop overhead
+    (nsys matches three exact names; newer captures drop the " overhead" suffix, so the prefix
+    is matched). Host-only rows (CUPTI buffer flush, TLS allocation) are not GPU overhead."""
     o = trace.overhead
     if o.empty:
         return o
     gtid = o["global_tid"].to_numpy(dtype=np.int64)
-    keep = np.isin((gtid >> 24) & 0xFFFFFF, list(pids)) | (gtid == 0)
+    named = o["name"].fillna("").str.startswith("CUDA profiling").to_numpy(dtype=bool)
+    keep = (np.isin((gtid >> 24) & 0xFFFFFF, list(pids)) | (gtid == 0)) & named
     return T.as_frame(o[keep])
 
 

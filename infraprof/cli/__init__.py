@@ -14,6 +14,7 @@ from rich.console import Console
 from infraprof import __version__
 from infraprof.cli.analyze import analyze
 from infraprof.cli.capture import capture
+from infraprof.cli.export import export
 from infraprof.errors import ExitCode, InfraprofError
 
 EPILOG = (
@@ -55,6 +56,7 @@ from infraprof.cli.gate import baseline_app, compare_command, gate_command  # no
 app.command("compare", epilog=EPILOG)(compare_command)
 app.command("gate", epilog=EPILOG)(gate_command)
 app.add_typer(baseline_app, name="baseline")
+app.command(epilog=EPILOG)(export)
 
 
 def main() -> None:

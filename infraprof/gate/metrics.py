@@ -52,6 +52,9 @@ from infraprof import intervals
 from infraprof.analyses import summary
 from infraprof.errors import InputError
 from infraprof.model import Trace, load_trace
+from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
+from infraprof.readers.ncu_csv import csv_page
+from infraprof.readers.ncu_report import is_ncu_report
 
 SCHEMA = "infraprof.gate.run/1"
 STEP_SYNC_APIS = ("cuCtxSynchronize", "cudaDeviceSynchronize")
@@ -339,9 +342,40 @@ def _from_report_dict(doc: Mapping[str, Any], source: str) -> RunMetrics:
     return run
 
 
+def metrics_from_ncu(km: KernelMetrics, source: str) -> RunMetrics:
+    """Per profiled kernel (short name): ``ncu:<kernel>:duration_ns`` (median over launches;
+    every launch is a sample), ``:cpi``, ``:stall:<reason>`` (warp cycles per issued
+    instruction spent in that stall), and report-only ``:sm_sol_pct``, ``:mem_sol_pct``,
+    ``:dram_bytes_per_s``. One ncu report is one run; its values are single measurements."""
+    run = RunMetrics(source=source, context={"source": source, "tool": "ncu"})
+    k = km.kernels
+    if k.empty:
+        return run
+    stalls = km.stalls.merge(k[["launch_id", "short_name"]], on="launch_id", how="inner")
+    for name, g in k.groupby("short_name", sort=True):
+        key = f"ncu:{name}"
+        durations = g["duration_ns"].dropna().to_numpy(dtype=np.float64)
+        if durations.size:
+            run.values[f"{key}:duration_ns"] = float(np.median(durations))
+            run.samples[f"{key}:duration_ns"] = [float(x) for x in durations]
+        for col, metric in (("cpi", "cpi"), ("sm_sol_pct", "sm_sol_pct"),
+                            ("mem_sol_pct", "mem_sol_pct"),
+                            ("dram_throughput_bytes_per_s", "dram_bytes_per_s")):
+            vals = g[col].dropna().to_numpy(dtype=np.float64)
+            if vals.size:
+                run.values[f"{key}:{metric}"] = float(np.median(vals))
+        s = stalls[(stalls["short_name"] == name) & stalls["ratio_per_issue_active"].notna()]
+        for reason, r in s.groupby("reason"):
+            run.values[f"{key}:stall:{reason}"] = float(r["ratio_per_issue_active"].median())
+    return run
+
+
 def load_run(path: Path, step: str = "auto") -> RunMetrics:
     """One run from a capture folder, nsys report/SQLite export, analyze JSON or gate metrics
     JSON. Raises ``InputError`` (exit 3) for anything unreadable."""
+    if path.is_file() and (is_ncu_report(path) or path.suffix == ".ncu-rep" or (
+            path.suffix.lower() == ".csv" and csv_page(path) is not None)):
+        return metrics_from_ncu(load_ncu(path), str(path))
     if path.is_file():
         try:
             with path.open("rb") as fh:

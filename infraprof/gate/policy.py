@@ -73,7 +73,8 @@ class Policy:
     overrides: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ("nvtx:*:total_ns",)
-    report_only: tuple[str, ...] = ("kernel:*:p50_ns", "launch:latency:*")
+    report_only: tuple[str, ...] = ("kernel:*:p50_ns", "launch:latency:*", "ncu:*:sm_sol_pct",
+                                    "ncu:*:mem_sol_pct", "ncu:*:dram_bytes_per_s")
     alpha: float = 0.01
     min_samples: int = 20
     min_runs: int = 3

@@ -34,8 +34,16 @@ def _gap_lines(ev: dict[str, Any]) -> list[str]:
     for t in ev.get("threads", [])[:2]:
         lines.append(f"thread {t['tid']}" + (f" ({t['name']})" if t.get("name") else ""))
     for e in ev.get("examples", [])[:3]:
-        width = fmt_ns(e["gap_end_ns"] - e["gap_start_ns"])
-        lines.append(f"e.g. gap at {e['gap_start_ns']} ns, {width} before {e['next_op']}")
+        if "gap_end_ns" in e:
+            width = fmt_ns(e["gap_end_ns"] - e["gap_start_ns"])
+            lines.append(f"e.g. gap at {e['gap_start_ns']} ns, {width} before {e['next_op']}")
+        elif "latency_ns" in e:
+            lines.append(f"e.g. {e['name']} launched at {e['api_start_ns']} ns, started "
+                         f"{fmt_ns(e['latency_ns'])} later")
+    for k in ev.get("kernels", [])[:3]:
+        if "median_latency_ns" in k:
+            lines.append(f"kernel {k['name']}: ×{k['count']}, launch latency median "
+                         f"{fmt_ns(k['median_latency_ns'])}, max {fmt_ns(k['max_latency_ns'])}")
     return lines
 
 

@@ -1,0 +1,99 @@
+"""``infraprof export``: the trace for other viewers (Perfetto UI, chrome://tracing, speedscope,
+flame-graph tools)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from infraprof.errors import InputError, UsageError
+from infraprof.model import load_trace
+from infraprof.ranking import build_report
+from infraprof.render.chrome_trace import render_chrome_trace
+from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
+
+
+class ExportFormat(str, Enum):
+    perfetto = "perfetto"
+    chrome = "chrome"
+    speedscope = "speedscope"
+    collapsed = "collapsed"
+
+
+_SUFFIXES = ((".speedscope.json", ExportFormat.speedscope), (".json", ExportFormat.chrome),
+             (".collapsed", ExportFormat.collapsed), (".folded", ExportFormat.collapsed))
+_STACKS = (ExportFormat.speedscope, ExportFormat.collapsed)
+
+
+def _guess(output: Path | None) -> ExportFormat:
+    name = output.name.lower() if output else ""
+    for suffix, fmt in _SUFFIXES:
+        if name.endswith(suffix):
+            return fmt
+    raise UsageError("give --to perfetto|chrome|speedscope|collapsed (or an -o name ending in "
+                     ".json, .speedscope.json, .collapsed or .folded)")
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give a file name for -o")
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{output}: cannot write the export ({exc.strerror})") from exc
+
+
+def export(
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT",
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+    to: ExportFormat | None = typer.Option(
+        None, "--to", "-t",
+        help="perfetto or chrome: Chrome trace-event JSON (GPU streams, CUDA API and OS "
+        "runtime calls per thread, NVTX, idle gaps with their cause, launch->kernel arrows); "
+        "speedscope: CPU sample stacks for speedscope.app; collapsed: folded stacks for "
+        "flamegraph.pl/inferno. Default: from the -o name."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write to this file instead of stdout."),
+    idle_only: bool = typer.Option(
+        False, "--idle-only",
+        help="speedscope/collapsed: only CPU samples taken while a GPU was idle."),
+) -> None:
+    """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
+    sample stacks for speedscope and flame-graph tools."""
+    fmt = to or _guess(output)
+    if idle_only and fmt not in _STACKS:
+        raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
+    trace = load_trace(input_path, None)
+    if fmt in _STACKS and trace.cpu_samples.empty:
+        raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
+                         "sampling (`infraprof capture --sample` or `nsys profile "
+                         "--sample=process-tree`)")
+    report = build_report(trace)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt in _STACKS and not thread_stacks(report, idle_only):
+        err.print("infraprof: note: no CPU sample with a callchain"
+                  + (" was taken during GPU idle" if idle_only else ""), markup=False)
+    if fmt is ExportFormat.speedscope:
+        text = render_speedscope(report, idle_only)
+    elif fmt is ExportFormat.collapsed:
+        text = render_collapsed(report, idle_only)
+    else:
+        text = render_chrome_trace(report)
+    _write(text, output)
+    if output is not None:
+        hint = {ExportFormat.speedscope: "open it in https://www.speedscope.app",
+                ExportFormat.collapsed: "feed it to flamegraph.pl or inferno-flamegraph"}.get(
+            fmt, "open it in https://ui.perfetto.dev or chrome://tracing")
+        err.print(f"infraprof: wrote {output} ({fmt.value}); {hint}", markup=False)

@@ -1,0 +1,202 @@
+"""``infraprof export``: Chrome trace-event JSON checked structurally against the format
+(required fields per phase, µs timestamps with ns precision, nested ``X`` slices, paired flows,
+names for every process and thread), speedscope and collapsed stacks, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers_reports import DEMO, MINIWEATHER, report_for
+from helpers_traces import TraceFiles
+
+from infraprof import tables as T
+from infraprof.analyses.attribution import CATEGORIES
+from infraprof.cli import main
+from infraprof.ranking import Report
+from infraprof.render.chrome_trace import render_chrome_trace
+from infraprof.render.stacks import SPEEDSCOPE_SCHEMA, idle_mask, render_speedscope
+
+REQUIRED = {
+    "X": {"name", "cat", "ph", "ts", "dur", "pid", "tid"},
+    "b": {"name", "cat", "ph", "ts", "pid", "tid", "id"},
+    "e": {"name", "cat", "ph", "ts", "pid", "tid", "id"},
+    "s": {"name", "cat", "ph", "ts", "pid", "tid", "id"},
+    "f": {"name", "cat", "ph", "ts", "pid", "tid", "id", "bp"},
+    "i": {"name", "ph", "ts", "pid", "tid", "s"},
+    "M": {"name", "ph", "pid", "args"},
+}
+
+
+def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["infraprof", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def mw(trace_files: TraceFiles) -> Report:
+    return report_for(trace_files.path(MINIWEATHER))
+
+
+def _check_structure(data: dict[str, Any], report: Report) -> list[dict[str, Any]]:
+    assert data["displayTimeUnit"] == "ns"
+    events: list[dict[str, Any]] = data["traceEvents"]
+    for ev in events:
+        assert REQUIRED[ev["ph"]] <= ev.keys(), ev
+        assert isinstance(ev["pid"], int)
+        if ev["ph"] != "M":
+            assert isinstance(ev["ts"], (int, float)) and ev["ts"] >= 0
+            assert isinstance(ev["tid"], int)
+        if ev["ph"] == "X":
+            assert isinstance(ev["dur"], (int, float)) and ev["dur"] >= 0
+    # Metadata names every process and thread that has events.
+    procs = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    threads = {(e["pid"], e["tid"]) for e in events
+               if e["ph"] == "M" and e["name"] == "thread_name"}
+    tracks = {(e["pid"], e["tid"]) for e in events if e["ph"] != "M"}
+    assert {p for p, _ in tracks} <= procs and tracks <= threads
+    assert all(e["args"]["name"] for e in events if e["name"].endswith("_name"))
+    # Complete slices nest per track (tolerance: float rounding of ns / 1000).
+    by_track: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
+    for e in events:
+        if e["ph"] == "X":
+            by_track[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
+    for spans in by_track.values():
+        stack: list[float] = []
+        for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
+            while stack and stack[-1] <= start + 1e-6:
+                stack.pop()
+            assert not stack or end <= stack[-1] + 1e-6
+            stack.append(end)
+    # Async pairs and flows are paired by id.
+    pairs = Counter((e["cat"], e["id"], e["ph"]) for e in events if e["ph"] in "be")
+    assert all(pairs[(c, i, "e")] == n for (c, i, ph), n in pairs.items() if ph == "b")
+    flows: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for e in events:
+        if e["ph"] in "sf":
+            assert e["ph"] not in flows[e["id"]], f"flow id {e['id']} reused"
+            flows[e["id"]][e["ph"]] = e
+    for pair in flows.values():
+        assert pair.keys() == {"s", "f"} and pair["f"]["bp"] == "e"
+        assert pair["s"]["ts"] <= pair["f"]["ts"]
+    return events
+
+
+def test_chrome_trace_of_a_real_trace(mw: Report) -> None:
+    data = json.loads(render_chrome_trace(mw))
+    events = _check_structure(data, mw)
+    t = mw.trace
+    kernels = [e for e in events if e["ph"] == "X" and e["cat"] == "kernel"]
+    assert len(kernels) == len(t.kernels)
+    # µs as floats with the nanoseconds kept.
+    assert sorted(round(e["ts"] * 1000) for e in kernels) == sorted(t.kernels["start_ns"])
+    assert sorted(round(e["dur"] * 1000) for e in kernels) == sorted(
+        t.kernels["end_ns"] - t.kernels["start_ns"])
+    assert any(e["ts"] != int(e["ts"]) for e in kernels)
+    api = [e for e in events if e.get("cat") == "cuda_api" and e["ph"] in "Xb"]
+    osrt = [e for e in events if e.get("cat") == "osrt" and e["ph"] in "Xb"]
+    assert len(api) == len(t.api_calls) and len(osrt) == len(t.osrt)
+    gaps = [e for e in events if e.get("cat") == "gpu_idle"]
+    assert mw.analysis is not None and len(gaps) == mw.analysis.gaps_attributed > 0
+    assert {e["args"]["cause"] for e in gaps} <= set(CATEGORIES)
+    assert sum(1 for e in events if e["ph"] == "s") == len(t.gpu_ops())
+    names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert "GPU 0: Quadro GP100" in names
+
+
+def test_chrome_trace_of_the_demo_trace() -> None:
+    report = report_for(DEMO)
+    events = _check_structure(json.loads(render_chrome_trace(report)), report)
+    nvtx = [e for e in events if e.get("cat") == "nvtx"]
+    assert {"step", "load_batch", "compute"} <= {e["name"] for e in nvtx}
+
+
+def test_speedscope_of_a_real_trace(mw: Report) -> None:
+    data = json.loads(render_speedscope(mw))
+    assert data["$schema"] == SPEEDSCOPE_SCHEMA
+    frames = data["shared"]["frames"]
+    total = 0
+    for p in data["profiles"]:
+        assert p["type"] == "sampled" and p["unit"] == "none"
+        assert len(p["samples"]) == len(p["weights"]) == p["endValue"]
+        assert all(0 <= i < len(frames) for s in p["samples"] for i in s)
+        total += sum(p["weights"])
+    with_chain = set(mw.trace.callchains.query("source == 'sampling'")["callchain_id"])
+    assert total == int(mw.trace.cpu_samples["callchain_id"].isin(with_chain).sum()) > 0
+    idle = json.loads(render_speedscope(mw, idle_only=True))
+    n_idle = sum(sum(p["weights"]) for p in idle["profiles"])
+    assert 0 < n_idle < total
+
+
+def test_idle_mask_matches_the_gaps(mw: Report) -> None:
+    assert mw.analysis is not None
+    (tl,) = mw.analysis.timelines
+    times = np.array([tl.gaps.starts[0], tl.gaps.ends[0], tl.gaps.starts[0] - 1,
+                      tl.gaps.ends[0] - 1], dtype=np.int64)
+    assert idle_mask(mw, times).tolist() == [True, False, False, True]
+
+
+def test_cli_collapsed_idle_only(trace_files: TraceFiles, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "idle.folded"
+    code, _, err = run_main(["export", str(trace_files.path(MINIWEATHER)), "--idle-only",
+                             "-o", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines and all(line.rsplit(" ", 1)[1].isdigit() for line in lines)
+    assert all(";" in line and "\t" not in line for line in lines)
+    assert "wrote" in err
+
+
+def test_cli_perfetto_equals_chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.trace"
+    assert run_main(["export", str(DEMO), "-o", str(a)], monkeypatch, capsys)[0] == 0
+    assert run_main(["export", str(DEMO), "--to", "perfetto", "-o", str(b)], monkeypatch,
+                    capsys)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads(a.read_text(encoding="utf-8"))["traceEvents"]
+
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["--to", "speedscope"], 3, "no CPU samples"),
+    (["--to", "chrome", "--idle-only"], 2, "--idle-only applies"),
+    (["-o", "out.bin"], 2, "give --to"),
+])
+def test_cli_errors(argv: list[str], code: int, message: str, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    got, _, err = run_main(["export", str(DEMO), *argv], monkeypatch, capsys)
+    assert got == code and message in err
+
+
+def test_overlapping_ranges_become_async_pairs() -> None:
+    report = report_for(DEMO)
+    gtid = int(report.trace.nvtx["global_tid"].iloc[0])
+    pid, tid = gtid >> 24 & 0xFFFFFF, gtid & 0xFFFFFF
+    # nvtxRangeStart/End ranges that cross: [100, 300) and [200, 400) on one thread.
+    extra = pd.DataFrame({"start_ns": [100, 200], "end_ns": [300, 400], "global_tid": [gtid] * 2,
+                          "pid": [pid] * 2, "tid": [tid] * 2, "name": ["a", "b"],
+                          "domain": [None, None], "event_type": [60, 60],
+                          "kind": ["range", "range"]})
+    nvtx = T.conform(pd.concat([report.trace.nvtx, extra], ignore_index=True), T.NVTX)
+    crossed = replace(report, trace=replace(report.trace, nvtx=nvtx))
+    events = _check_structure(json.loads(render_chrome_trace(crossed)), crossed)
+    begins = [e for e in events if e["ph"] == "b"]
+    assert [(e["name"], e["ts"]) for e in begins] == [("b", 0.2)]
+    assert sum(1 for e in events if e["ph"] == "X" and e["name"] == "a") == 1
