@@ -257,3 +257,30 @@ def test_untimed_pyspy_gives_the_aggregate_profile_only(shared_traces: Path) -> 
     aligned = align_pyspy(trace.nvtx, speedscope)
     with pytest.raises(InputError, match="time correlation not possible"):
         idle_collapsed(trace, aligned)
+
+
+@pytest.mark.nsys
+def test_exports_carry_python_stacks(gpu_capture: tuple[Path, dict[str, Any]], nsys_bin: str,
+                                     tmp_path: Path) -> None:
+    """Perfetto export of a capture folder has py-spy tracks; the collapsed "CPU while the GPU
+    was idle" export comes from py-spy when nsys took no CPU samples."""
+    folder, _ = gpu_capture
+    env = _env(nsys_bin)
+    out = tmp_path / "trace.json"
+    run = subprocess.run([PY, "-m", "infraprof", "export", str(folder), "--to", "perfetto",
+                          "-o", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    py = [e for e in events if e.get("cat") == "py-spy"]
+    assert py and all(e["ph"] == "X" and e["dur"] > 0 for e in py)
+    assert any("load_batch" in e["name"] or "load_batch" in e["args"]["stack"] for e in py)
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert any(n.startswith("py-spy ") for n in names)
+    run = subprocess.run([PY, "-m", "infraprof", "export", str(folder), "--to", "collapsed",
+                          "--idle-only"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
+    total = sum(int(ln.rsplit(" ", 1)[1]) for ln in lines)
+    stall = sum(int(ln.rsplit(" ", 1)[1]) for ln in lines
+                if any(f";{fn} (" in ln for fn in STALL_FUNCTIONS))
+    assert total > 0 and stall / total >= 0.6

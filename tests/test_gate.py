@@ -219,3 +219,15 @@ def test_bad_input_exit_3_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 3, proc.stderr
         assert proc.stderr.startswith("infraprof: error: ")
         assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+
+
+def test_repeat_folder_counts_as_k_runs(tmp_path: Path) -> None:
+    from infraprof.cli.gate import _expand
+
+    for k in (1, 2, 10):
+        (tmp_path / "runs" / f"run-{k}").mkdir(parents=True)
+    (tmp_path / "runs" / "run-x").mkdir()
+    single = tmp_path / "one.sqlite"
+    single.write_bytes(b"")
+    got = _expand([tmp_path / "runs", single])
+    assert [p.name for p in got] == ["run-1", "run-2", "run-10", "one.sqlite"]

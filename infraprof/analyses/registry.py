@@ -59,6 +59,7 @@ class AnalysisResult:
     gaps_attributed: int
     attributions: list[GapAttribution] = field(default_factory=list)
     python: PythonSummary | None = None
+    pyspy: AlignedPyspy | None = None
 
 
 def _no_gpu_finding(trace: Trace) -> Finding:
@@ -195,6 +196,7 @@ def run_all(trace: Trace, params: AnalysisParams | None = None,
         nvtx_gpu=nvtx_gpu,
         gaps_attributed=n_att,
         attributions=atts,
+        pyspy=pyspy,
         python=python if python is not None or pyspy is None else python_frames(
             [], [], pyspy, trace.nvtx)[1],
     )

@@ -14,9 +14,10 @@ from rich.console import Console
 
 from infraprof.analyses.ncu_kernels import diagnose, join_ncu
 from infraprof.analyses.registry import AnalysisParams
-from infraprof.errors import InputError, UsageError
+from infraprof.cli.output import color_wanted, emit
+from infraprof.errors import UsageError
 from infraprof.model import load_trace
-from infraprof.model.clock import align_pyspy, load_capture_pyspy, read_manifest
+from infraprof.model.clock import pyspy_for
 from infraprof.model.kernel_metrics import load_ncu
 from infraprof.ranking import build_report
 from infraprof.readers.ncu_csv import csv_page
@@ -88,30 +89,10 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
                  top: int) -> None:
     diagnoses = diagnose(load_ncu(path))
     if fmt is OutputFormat.json:
-        _emit(render_ncu_json(str(path), diagnoses), output)
+        emit(render_ncu_json(str(path), diagnoses), output)
     else:
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        _emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    if output.is_dir():
-        raise UsageError(f"{output}: is a directory; give a file name for -o")
-    try:
-        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write the report ({exc.strerror})") from exc
-
-
-def _color_wanted(no_color: bool) -> bool:
-    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+        emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
 
 
 def analyze(
@@ -151,14 +132,7 @@ def analyze(
         extra = []
         for path in ncu:
             extra += join_ncu(trace, load_ncu(path))
-        aligned = None
-        if pyspy is not None:
-            if not pyspy.is_file():
-                raise InputError(f"{pyspy}: no such py-spy file; check the --pyspy path")
-            aligned = align_pyspy(trace.nvtx, pyspy, read_manifest(pyspy.parent),
-                                  trace.meta.session_start_utc_ns)
-        elif input_path.is_dir():
-            aligned = load_capture_pyspy(input_path, trace.nvtx, trace.meta.session_start_utc_ns)
+        aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
         report = build_report(trace, extra, AnalysisParams(suggest_ncu=not ncu),
                               min_impact_ns=parse_duration_ns(min_impact), pyspy=aligned)
     if fmt is OutputFormat.json:
@@ -168,7 +142,7 @@ def analyze(
     elif fmt is OutputFormat.html:
         text = render_html(report, top=top)
     else:
-        color = output is None and _color_wanted(no_color)
+        color = output is None and color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
         text = render_terminal(report, width=cols, color=color, top=top)
-    _emit(text, output)
+    emit(text, output)

@@ -3,16 +3,17 @@ flame-graph tools)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from infraprof.analyses.python_frames import idle_collapsed
+from infraprof.cli.output import emit
 from infraprof.errors import InputError, UsageError
 from infraprof.model import load_trace
+from infraprof.model.clock import pyspy_for
 from infraprof.ranking import build_report
 from infraprof.render.chrome_trace import render_chrome_trace
 from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
@@ -39,21 +40,6 @@ def _guess(output: Path | None) -> ExportFormat:
                      ".json, .speedscope.json, .collapsed or .folded)")
 
 
-def _write(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    if output.is_dir():
-        raise UsageError(f"{output}: is a directory; give a file name for -o")
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{output}: cannot write the export ({exc.strerror})") from exc
-
-
 def export(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
@@ -69,6 +55,10 @@ def export(
     idle_only: bool = typer.Option(
         False, "--idle-only",
         help="speedscope/collapsed: only CPU samples taken while a GPU was idle."),
+    pyspy: Path | None = typer.Option(
+        None, "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
+        "folders): Python stacks in the Perfetto trace; collapsed stacks when the nsys trace "
+        "has no CPU samples."),
 ) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
@@ -76,11 +66,18 @@ def export(
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
     trace = load_trace(input_path, None)
+    aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
+    if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
+        report = build_report(trace, pyspy=aligned)
+        attributions = report.analysis.attributions if report.analysis else None
+        emit(idle_collapsed(trace, aligned, attributions) if idle_only
+             else aligned.profile.collapsed(), output)
+        return
     if fmt in _STACKS and trace.cpu_samples.empty:
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
                          "sampling (`infraprof capture --sample` or `nsys profile "
                          "--sample=process-tree`)")
-    report = build_report(trace)
+    report = build_report(trace, pyspy=aligned)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if fmt in _STACKS and not thread_stacks(report, idle_only):
         err.print("infraprof: note: no CPU sample with a callchain"
@@ -91,7 +88,7 @@ def export(
         text = render_collapsed(report, idle_only)
     else:
         text = render_chrome_trace(report)
-    _write(text, output)
+    emit(text, output)
     if output is not None:
         hint = {ExportFormat.speedscope: "open it in https://www.speedscope.app",
                 ExportFormat.collapsed: "feed it to flamegraph.pl or inferno-flamegraph"}.get(

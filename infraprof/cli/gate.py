@@ -9,7 +9,6 @@ with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,11 +20,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from infraprof.cli.output import color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
 from infraprof.gate import baseline as store
 from infraprof.gate.github import render_github, write_step_summary
 from infraprof.gate.gitlab import render_gitlab
-from infraprof.gate.junit import render_junit, write_atomic
+from infraprof.gate.junit import render_junit
 from infraprof.gate.metrics import RunMetrics, load_run
 from infraprof.gate.openmetrics import render_openmetrics
 from infraprof.gate.policy import load_policy
@@ -51,24 +51,6 @@ _SUFFIX = {".json": GateFormat.json, ".md": GateFormat.markdown, ".txt": GateFor
            ".prom": GateFormat.openmetrics}
 
 
-def _color(no_color: bool) -> bool:
-    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    if output.is_dir():
-        raise UsageError(f"{output}: is a directory; give a file name for -o")
-    try:
-        write_atomic(output, text)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write ({exc.strerror})") from exc
-
-
 def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str:
     if fmt is GateFormat.json:
         return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -89,9 +71,19 @@ def _overrides(**values: Any) -> dict[str, Any]:
     return out
 
 
+def _expand(paths: list[Path]) -> list[Path]:
+    """A folder written by ``capture --repeat K`` (``run-1`` … ``run-K``) stands for K runs."""
+    out: list[Path] = []
+    for path in paths:
+        runs = sorted((p for p in path.glob("run-*") if p.is_dir() and p.name[4:].isdigit()),
+                      key=lambda p: int(p.name[4:])) if path.is_dir() else []
+        out.extend(runs or [path])
+    return out
+
+
 def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
     runs = []
-    for path in paths:
+    for path in _expand(paths):
         try:
             runs.append(load_run(path, step))
         except InputError as exc:
@@ -102,7 +94,8 @@ def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
 def _make(is_gate: bool) -> Callable[..., None]:
     def command(
         base: list[Path] = typer.Option([], "--base", "-b", help="Baseline run (repeat for K "
-                                        "runs): capture folder, nsys report/SQLite, JSON."),
+                                        "runs): capture folder, nsys report/SQLite, JSON; a "
+                                        "`capture --repeat K` folder counts as K runs."),
         cand: list[Path] = typer.Option([], "--cand", "-c", help="Candidate run (repeatable)."),
         base_db: Path | None = typer.Option(None, "--base-db", help="Take baseline runs from "
                                             "this store (see `infraprof baseline`)."),
@@ -163,11 +156,11 @@ def _make(is_gate: bool) -> Callable[..., None]:
         result = compare(base_runs, cand_runs, policy)
         fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
                                 if output else GateFormat.table)
-        color = output is None and _color(no_color)
+        color = output is None and color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        _emit(_render(result, fmt, color, cols), output)
+        emit(_render(result, fmt, color, cols), output)
         if junit is not None:
-            _emit(render_junit(result), junit)
+            emit(render_junit(result), junit)
         if is_gate and result.failed:
             failed = [r.metric for r in result.results if r.failed]
             shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5

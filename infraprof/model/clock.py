@@ -317,3 +317,17 @@ def load_capture_pyspy(folder: Path, nvtx: pd.DataFrame, session_start_utc_ns: i
     if path is None:
         return None
     return align_pyspy(nvtx, path, read_manifest(folder), session_start_utc_ns)
+
+
+def pyspy_for(input_path: Path, pyspy_file: Path | None, nvtx: pd.DataFrame,
+              session_start_utc_ns: int | None) -> AlignedPyspy | None:
+    """py-spy data for an ``analyze``/``export`` input: ``pyspy_file`` when given (its folder's
+    manifest is used if present), else the py-spy file of a capture folder, else ``None``."""
+    if pyspy_file is not None:
+        if not pyspy_file.is_file():
+            raise InputError(f"{pyspy_file}: no such py-spy file; check the --pyspy path")
+        return align_pyspy(nvtx, pyspy_file, read_manifest(pyspy_file.parent),
+                           session_start_utc_ns)
+    if input_path.is_dir():
+        return load_capture_pyspy(input_path, nvtx, session_start_utc_ns)
+    return None

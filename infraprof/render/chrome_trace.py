@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Any, TypedDict
 
 import numpy as np
@@ -202,8 +203,8 @@ def _flows(report: Report) -> list[TraceEvent]:
     return out
 
 
-def _metadata(report: Report, events: list[TraceEvent], names: dict[int, str]
-              ) -> list[TraceEvent]:
+def _metadata(report: Report, events: list[TraceEvent], names: dict[int, str],
+              track_names: dict[tuple[int, int], str] | None = None) -> list[TraceEvent]:
     t = report.trace
     procs = {int(p): str(n) for p, n in zip(t.processes["pid"], t.processes["name"],
                                             strict=True)}
@@ -224,9 +225,59 @@ def _metadata(report: Report, events: list[TraceEvent], names: dict[int, str]
             label = "GPU idle (attributed cause)" if tid == GAP_TID else f"stream {tid}"
             out.append(_meta("thread_sort_index", pid, -1 if tid == GAP_TID else tid, tid))
         else:
-            label = f"{tnames.get((pid, tid)) or 'thread'} ({tid})"
+            label = (track_names or {}).get((pid, tid)) or (
+                f"{tnames.get((pid, tid)) or 'thread'} ({tid})")
         out.append(_meta("thread_name", pid, label, tid))
     return out
+
+
+PYSPY_TID_OFFSET = 1 << 30
+
+
+def _pyspy_slices(report: Report) -> tuple[list[TraceEvent], dict[tuple[int, int], str]]:
+    """py-spy samples (aligned to the nsys timeline) as slices on a ``py-spy <tid>`` track per
+    thread: consecutive samples with the same leaf frame merge into one slice of
+    ``samples × period``; ``args.stack`` holds the whole stack (root first)."""
+    py = report.analysis.pyspy if report.analysis else None
+    if py is None or py.samples is None or py.samples.empty:
+        return [], {}
+    frames = py.frames.sort_values(["stack_id", "depth"])
+    stacks: dict[int, list[str]] = {}
+    for sid, fn, path, line in zip(frames["stack_id"], frames["function"], frames["file"],
+                                   frames["line"], strict=True):
+        where = f" ({PurePath(str(path)).name}:{int(line)})" if path else ""
+        stacks.setdefault(int(sid), []).append(f"{fn}{where}")
+    pid = int(report.trace.processes["pid"].iloc[0]) if len(report.trace.processes) else 0
+    if len(report.trace.nvtx):
+        pid = int(report.trace.nvtx["pid"].mode().iloc[0])
+    period = py.period_ns
+    out: list[TraceEvent] = []
+    names: dict[tuple[int, int], str] = {}
+    s = py.samples.sort_values(["tid", "start_ns"])
+    for tid, g in s.groupby("tid", sort=True):
+        track = PYSPY_TID_OFFSET + int(str(tid))
+        names[(pid, track)] = f"py-spy {tid}"
+        run: tuple[int, int, int] | None = None  # (start, end, stack)
+        for start, sid in zip(g["start_ns"].tolist(), g["stack_id"].tolist(), strict=True):
+            leaf = stacks.get(int(sid), ["?"])[-1]
+            if run is not None and stacks.get(run[2], ["?"])[-1] == leaf and start <= run[1]:
+                run = (run[0], int(start) + period, run[2])
+                continue
+            if run is not None:
+                out.append(_pyspy_event((run[0], min(run[1], int(start)), run[2]), stacks, pid,
+                                        track))
+            run = (int(start), int(start) + period, int(sid))
+        if run is not None:
+            out.append(_pyspy_event(run, stacks, pid, track))
+    return out, names
+
+
+def _pyspy_event(run: tuple[int, int, int], stacks: dict[int, list[str]], pid: int,
+                 track: int) -> TraceEvent:
+    stack = stacks.get(run[2], ["?"])
+    return {"name": stack[-1], "cat": "py-spy", "ph": "X", "ts": _us(run[0]),
+            "dur": _us(run[1] - run[0]), "pid": pid, "tid": track,
+            "args": {"stack": " > ".join(stack)}}
 
 
 def trace_events(report: Report) -> list[TraceEvent]:
@@ -234,7 +285,8 @@ def trace_events(report: Report) -> list[TraceEvent]:
     t = report.trace
     names = {int(g): str(n) for g, n in zip(t.threads["global_tid"], t.threads["name"],
                                             strict=True) if n is not None}
-    slices = [*_gpu_slices(report), *_host_slices(report), *_gaps(report, names)]
+    py_slices, py_names = _pyspy_slices(report)
+    slices = [*_gpu_slices(report), *_host_slices(report), *_gaps(report, names), *py_slices]
     by_track: dict[tuple[int, int], list[TraceEvent]] = {}
     for ev in slices:
         by_track.setdefault((ev["pid"], ev["tid"]), []).append(ev)
@@ -246,7 +298,7 @@ def trace_events(report: Report) -> list[TraceEvent]:
         rest += r
     flows = _flows(report)
     body = [*kept, *_async(rest, len(flows) + 1), *_nvtx_marks(report), *flows]
-    return [*_metadata(report, body, names), *body]
+    return [*_metadata(report, body, names, py_names), *body]
 
 
 def render_chrome_trace(report: Report) -> str:

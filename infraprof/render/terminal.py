@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infraprof.ranking import Report
+from infraprof.render.evidence import evidence_lines
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".txt"
@@ -71,32 +72,9 @@ def _findings(report: Report, console: Console, top: int) -> None:
 def _evidence(report: Report, console: Console, n: int = 3) -> None:
     shown = [f for f in report.findings if f.impact_ns > 0][:n]
     for i, f in enumerate(shown, 1):
-        ev = f.evidence
         console.print(Text(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
                            style="bold"))
-        lines = []
-        if "gpu_idle_ns" in ev:
-            lines.append(f"GPU idle attributed: {fmt_ns(ev['gpu_idle_ns'])} in {ev['gaps']} gaps"
-                         f" (not recoverable by this fix: {fmt_ns(ev['not_recoverable_ns'])})")
-        if "site_calls" in ev:
-            lines.append(f"{ev['site']}: {ev['site_calls']} calls, host blocked "
-                         f"{fmt_ns(ev['site_host_blocked_ns'])} in total")
-        for k in ev.get("launch_bound_kernels", [])[:3]:
-            lines.append(f"kernel {k['name']}: ×{k['count']}, GPU {fmt_ns(k['kernel_avg_ns'])} "
-                         f"vs launch call {fmt_ns(k['launch_call_avg_ns'])} on average")
-        for c in ev.get("calls_in_gaps", [])[:3]:
-            lines.append(f"calls overlapping the gaps: {c['name']} ×{c['count']}")
-        nv = [r for r in ev.get("nvtx_ranges", []) if r["name"] != "(none)"][:2]
-        for r in nv:
-            lines.append(f"NVTX range {r['name']}: {fmt_ns(r['idle_ns'])} of the idle time")
-        for pf in ev.get("python_frames", [])[:3]:
-            lines.append(f"python: {pf['frame']} {fmt_pct(pf['share_of_idle'])} of the idle "
-                         f"time ({pf['samples']} samples)")
-        for t in ev.get("threads", [])[:1]:
-            lines.append(f"thread {t['tid']}" + (f" ({t['name']})" if t.get("name") else ""))
-        for e in ev.get("examples", [])[:1]:
-            width = fmt_ns(e["gap_end_ns"] - e["gap_start_ns"])
-            lines.append(f"e.g. gap at {e['gap_start_ns']} ns, {width} before {e['next_op']}")
+        lines = evidence_lines(f)[:12]
         for line in lines:
             console.print(Text("   " + line))
         console.print(Text("   → " + f.recommendation, style="italic"))
