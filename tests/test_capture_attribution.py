@@ -284,3 +284,15 @@ def test_exports_carry_python_stacks(gpu_capture: tuple[Path, dict[str, Any]], n
     stall = sum(int(ln.rsplit(" ", 1)[1]) for ln in lines
                 if any(f";{fn} (" in ln for fn in STALL_FUNCTIONS))
     assert total > 0 and stall / total >= 0.6
+
+
+@pytest.mark.nsys
+def test_html_report_shows_python_frames(gpu_capture: tuple[Path, dict[str, Any]],
+                                         nsys_bin: str, tmp_path: Path) -> None:
+    folder, _ = gpu_capture
+    out = tmp_path / "r.html"
+    run = subprocess.run([PY, "-m", "infraprof", "analyze", str(folder), "-o", str(out)],
+                         env=_env(nsys_bin), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "load_batch() stall_app.py:" in html

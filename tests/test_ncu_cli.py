@@ -117,3 +117,14 @@ def test_compare_two_ncu_reports_shows_the_change(trace_files: TraceFiles) -> No
     ls = rows["ncu:compute_tendencies_x_279_gpu:stall:long_scoreboard"]
     assert ls["base"] == pytest.approx(2.83, abs=0.01)
     assert ls["cand"] == pytest.approx(8.59, abs=0.01)
+
+
+@pytest.mark.realtraces
+def test_html_with_ncu_shows_stalls(trace_files: TraceFiles, tmp_path: Path) -> None:
+    nsys = trace_files.path("ncar-miniweather-nsys/miniweather_baseline.sqlite")
+    out = tmp_path / "r.html"
+    run = _run("analyze", str(nsys), "--ncu", str(trace_files.path(MW_NCU)), "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "Warp stalls of the profiled kernels (ncu)" in html
+    assert "long_scoreboard" in html
