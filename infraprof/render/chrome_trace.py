@@ -68,6 +68,9 @@ def _meta(name: str, pid: int, value: str | int, tid: int | None = None) -> Trac
     return ev
 
 
+_EPS_US = 5e-4  # times are whole ns; float µs sums may be off by far less than half a ns
+
+
 def _nested(events: list[TraceEvent]) -> tuple[list[TraceEvent], list[TraceEvent]]:
     """Split one track's slices into those that nest (kept as ``X``) and the rest."""
     order = sorted(events, key=lambda e: (e["ts"], -e["dur"]))
@@ -75,9 +78,9 @@ def _nested(events: list[TraceEvent]) -> tuple[list[TraceEvent], list[TraceEvent
     keep, rest = [], []
     for ev in order:
         start, end = ev["ts"], ev["ts"] + ev["dur"]
-        while stack and stack[-1] <= start:
+        while stack and stack[-1] <= start + _EPS_US:
             stack.pop()
-        if stack and end > stack[-1]:
+        if stack and end > stack[-1] + _EPS_US:
             rest.append(ev)
             continue
         stack.append(end)
@@ -260,6 +263,8 @@ def _pyspy_slices(report: Report) -> tuple[list[TraceEvent], dict[tuple[int, int
         run: tuple[int, int, int] | None = None  # (start, end, stack)
         for start, sid in zip(g["start_ns"].tolist(), g["stack_id"].tolist(), strict=True):
             leaf = stacks.get(int(sid), ["?"])[-1]
+            if run is not None and int(start) <= run[0]:
+                continue  # same timestamp as the open slice (py-spy's µs resolution)
             if run is not None and stacks.get(run[2], ["?"])[-1] == leaf and start <= run[1]:
                 run = (run[0], int(start) + period, run[2])
                 continue
