@@ -89,6 +89,7 @@ class GapAttribution:
     drain: dict[str, Any] | None = None
     where: dict[str, str] = field(default_factory=dict)
     exposed_by: str | None = None
+    segments: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def dur_ns(self) -> int:
@@ -263,15 +264,26 @@ def _where(entry: dict[str, Any], bounds: np.ndarray, cats: np.ndarray) -> dict[
     return out
 
 
-def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams) -> dict[str, int]:
-    parts: dict[str, int] = {}
+def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams
+           ) -> tuple[dict[str, int], dict[str, list[tuple[int, int]]]]:
+    """Per-category totals and time segments (adjacent segments merged), after rule 4."""
+    total: dict[str, int] = {}
     for cat, n in zip(cats, np.diff(bounds), strict=True):
-        parts[str(cat)] = parts.get(str(cat), 0) + int(n)
-    cpu = parts.get("host-cpu", 0)
-    if 0 < cpu < p.launch_host_max_ns:
-        parts["launch-overhead"] = parts.get("launch-overhead", 0) + cpu
-        del parts["host-cpu"]
-    return {k: v for k, v in parts.items() if v > 0}
+        total[str(cat)] = total.get(str(cat), 0) + int(n)
+    cpu = total.get("host-cpu", 0)
+    rename = {"host-cpu": "launch-overhead"} if 0 < cpu < p.launch_host_max_ns else {}
+    segments: dict[str, list[tuple[int, int]]] = {}
+    for cat, a, b in zip(cats, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if b <= a:
+            continue
+        c = rename.get(str(cat), str(cat))
+        seg = segments.setdefault(c, [])
+        if seg and seg[-1][1] == a:
+            seg[-1] = (seg[-1][0], b)
+        else:
+            seg.append((a, b))
+    parts = {c: sum(b - a for a, b in s) for c, s in segments.items()}
+    return {k: v for k, v in parts.items() if v > 0}, segments
 
 
 def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
@@ -334,8 +346,9 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
                                            "cap": p.max_run_ahead_ns, "used": False})
             pool["used"] = False
             bounds, cats = _expose(bounds, cats, drain, pool, g1)
-        out.append(GapAttribution(device, g0, g1, _parts(bounds, cats, p), next_op, launch, gtid,
+        parts, segments = _parts(bounds, cats, p)
+        out.append(GapAttribution(device, g0, g1, parts, next_op, launch, gtid,
                                   nvtx, calls, drain, _where(entry, bounds, cats),
                                   str(pool["name"]) if p.drain_exposure and pool["used"]
-                                  else None))
+                                  else None, segments))
     return out

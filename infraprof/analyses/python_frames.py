@@ -115,9 +115,10 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
                   pyspy: AlignedPyspy, nvtx: pd.DataFrame) -> tuple[list[Finding], PythonSummary]:
     """Findings with Python frames added to host-side gap findings, plus the summary.
 
-    Per finding (category + site), the launching thread's stacks in each of its gaps are
-    weighted by that gap's idle time of the category and pooled, then summarised once, so
-    every finding's frames sit at one level of one call tree.
+    Per finding (category + site), the launching thread's stacks during the time segments of
+    each gap that have that category (``GapAttribution.segments``) are weighted by that gap's
+    idle time of the category and pooled, then summarised once, so every finding's frames sit
+    at one level of one call tree. Gaps shorter than the alignment error are refused.
     """
     if pyspy.samples is None or pyspy.alignment is None:
         return findings, PythonSummary(None, pyspy.notes, aggregate=_aggregate(pyspy))
@@ -134,24 +135,26 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
     for tid, atts in by_tid.items():
         windows += [(tid, a.start_ns, a.end_ns) for a in atts]
         atts = [a for a in atts if any(a.parts.get(c, 0) > 0 for c in HOST)]
-        results = windows_counts(pyspy.samples, pyspy.frames, tid,
-                                 [(a.start_ns, a.end_ns) for a in atts], err)
-        for a, counts in zip(atts, results, strict=True):
-            n = sum(counts.values()) if counts is not None else 0
-            for cat in HOST:
-                ns = a.parts.get(cat, 0)
-                if ns <= 0:
-                    continue
-                key = (cat, site_of(a, cat))
-                if counts is None:
-                    refused[key] += 1
-                    continue
-                if n == 0:
-                    continue
-                attributed[key] += ns
-                for stack, c in counts.items():
-                    weights[key][stack] += round(ns * c / n)
-                    samples[key][stack] += c
+        jobs = [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
+        flat = [(i, w) for i, (a, cat) in enumerate(jobs)
+                for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
+        seg_counts = windows_counts(pyspy.samples, pyspy.frames, tid, [w for _, w in flat], 0)
+        per_job: list[Counter[tuple[Frame, ...]]] = [Counter() for _ in jobs]
+        for (i, _), found in zip(flat, seg_counts, strict=True):
+            per_job[i].update(found or Counter())
+        for (a, cat), counts in zip(jobs, per_job, strict=True):
+            ns = a.parts[cat]
+            key = (cat, site_of(a, cat))
+            if a.end_ns - a.start_ns < err:
+                refused[key] += 1
+                continue
+            n = sum(counts.values())
+            if n == 0:
+                continue
+            attributed[key] += ns
+            for stack, c in counts.items():
+                weights[key][stack] += round(ns * c / n)
+                samples[key][stack] += c
     out = []
     for f in findings:
         key = (f.category, str(f.evidence.get("site")))
