@@ -13,13 +13,11 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers_cli import Result, run_main
 from helpers_traces import TraceFiles, sha256
-
-from infraprof.cli import main
 
 MW_SQLITE = "ncar-miniweather-nsys/miniweather_baseline.nsys2022.4-export.sqlite"
 MW_QDREP = "ncar-miniweather-nsys/miniweather_baseline.qdrep"
@@ -28,23 +26,8 @@ CUDAQ_TOO_NEW = "cudaq-vqe-nsys-pyspy/report1.nsys-rep"
 INPUT, TOOL = 3, 4
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
 
 
-def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> Result:
-    monkeypatch.setattr(sys, "argv", ["infraprof", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> Result:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_cli import run_main
 from helpers_traces import TraceFiles, sha256
 
-from infraprof.cli import main
 from infraprof.ranking.report import SCHEMA_VERSION
 
 pytestmark = pytest.mark.realtraces
@@ -40,16 +40,6 @@ def _check_report(data: dict[str, Any], source: Path) -> None:
     assert "compute_tendencies_z_334_gpu" in names
 
 
-def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["infraprof", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_json_to_stdout_subprocess(trace_files: TraceFiles) -> None:

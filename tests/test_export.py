@@ -5,7 +5,6 @@ names for every process and thread), speedscope and collapsed stacks, and CLI er
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_cli import run_main
 from helpers_reports import DEMO, MINIWEATHER, report_for
 from helpers_traces import TraceFiles
 
 from infraprof import tables as T
 from infraprof.analyses.attribution import CATEGORIES
-from infraprof.cli import main
 from infraprof.ranking import Report
 from infraprof.render.chrome_trace import render_chrome_trace
 from infraprof.render.stacks import SPEEDSCOPE_SCHEMA, idle_mask, render_speedscope
@@ -35,16 +34,6 @@ REQUIRED = {
 }
 
 
-def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["infraprof", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
