@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     help="Tells you why your GPU program is slow, with evidence, and fails CI when it gets "
     "slower.",
     epilog=EPILOG,
