@@ -222,9 +222,3 @@ def decode_tid(global_tid: npt.ArrayLike) -> IntArray:
     """TID from an nsys ``globalTid``: bits 0-23."""
     ids: IntArray = np.asarray(global_tid, dtype=np.int64)
     return ids & 0xFFFFFF
-
-
-def global_pid_of(global_tid: npt.ArrayLike) -> IntArray:
-    """The ``globalPid`` of a ``globalTid``: the TID bits cleared."""
-    ids: IntArray = np.asarray(global_tid, dtype=np.int64)
-    return ids & ~0xFFFFFF

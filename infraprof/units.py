@@ -1,6 +1,18 @@
-"""Human formatting of integer nanoseconds, bytes and rates (renderers only)."""
+"""Human formatting of integer nanoseconds, bytes and rates, and parsing of durations."""
 
 from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(ns|us|µs|ms|s)\s*$")
+_NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def parse_duration(text: str) -> float | None:
+    """``"250us"`` -> ``250000.0`` (ns); ``None`` unless ``text`` is a number with a unit
+    (ns, us/µs, ms, s)."""
+    m = _DURATION.match(text)
+    return None if m is None else float(m.group(1)) * _NS_PER_UNIT[m.group(2)]
 
 
 def fmt_ns(ns: float | int | None) -> str:

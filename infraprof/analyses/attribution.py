@@ -33,10 +33,12 @@ No launch call found (correlation missing) -> ``unknown``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from infraprof.analyses.api_classes import api_category, osrt_category
 from infraprof.analyses.timeline import DeviceTimeline
@@ -121,21 +123,9 @@ class _ThreadIndex:
         n = self.nvtx_by_tid.get(gtid)
         entry: dict[str, Any] = {"traced": a is not None or o is not None}
         if a is not None:
-            a = a.sort_values("start_ns")
-            entry["api_s"] = a["start_ns"].to_numpy(dtype=np.int64)
-            entry["api_e"] = a["end_ns"].to_numpy(dtype=np.int64)
-            entry["api_emax"] = np.maximum.accumulate(entry["api_e"])
-            entry["api_name"] = a["name"].to_numpy(dtype=object)
-            entry["api_cat"] = np.array([_API_TO_CAT[api_category(str(x))]
-                                         for x in entry["api_name"]], dtype=object)
+            entry["api"] = _Calls.of(a, lambda name: _API_TO_CAT[api_category(name)])
         if o is not None:
-            o = o.sort_values("start_ns")
-            entry["os_s"] = o["start_ns"].to_numpy(dtype=np.int64)
-            entry["os_e"] = o["end_ns"].to_numpy(dtype=np.int64)
-            entry["os_emax"] = np.maximum.accumulate(entry["os_e"])
-            entry["os_name"] = o["name"].to_numpy(dtype=object)
-            entry["os_cat"] = np.array([osrt_category(str(x)) for x in entry["os_name"]],
-                                       dtype=object)
+            entry["os"] = _Calls.of(o, osrt_category)
         if n is not None:
             n = n.sort_values("start_ns")
             entry["nv_s"] = n["start_ns"].to_numpy(dtype=np.int64)
@@ -145,14 +135,31 @@ class _ThreadIndex:
         return entry
 
 
-def _overlapping(s: np.ndarray, e: np.ndarray, emax: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Indices of intervals (sorted by start) overlapping ``[a, b)``."""
-    hi = int(np.searchsorted(s, b, side="left"))
-    lo = int(np.searchsorted(emax, a, side="right"))
-    if hi <= lo:
-        return np.empty(0, dtype=np.int64)
-    idx = np.arange(lo, hi)
-    return idx[e[idx] > a]
+class _Calls(NamedTuple):
+    """One thread's calls sorted by start; ``emax`` is the running maximum of the ends."""
+
+    s: np.ndarray
+    e: np.ndarray
+    emax: np.ndarray
+    name: np.ndarray
+    cat: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, classify: Callable[[str], str]) -> _Calls:
+        f = frame.sort_values("start_ns")
+        ends = f["end_ns"].to_numpy(dtype=np.int64)
+        names = f["name"].to_numpy(dtype=object)
+        return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
+                   names, np.array([classify(str(x)) for x in names], dtype=object))
+
+    def overlapping(self, a: int, b: int) -> np.ndarray:
+        """Indices of the calls overlapping ``[a, b)``."""
+        hi = int(np.searchsorted(self.s, b, side="left"))
+        lo = int(np.searchsorted(self.emax, a, side="right"))
+        if hi <= lo:
+            return np.empty(0, dtype=np.int64)
+        idx = np.arange(lo, hi)
+        return idx[self.e[idx] > a]
 
 
 def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
@@ -192,30 +199,23 @@ def _attribute_host(g0: int, g1: int, launch: dict[str, Any], entry: dict[str, A
     spans: list[tuple[int, int, str]] = []
     calls: list[dict[str, Any]] = []
     drain: dict[str, Any] | None = None
-    if "api_s" in entry:
-        for i in _overlapping(entry["api_s"], entry["api_e"], entry["api_emax"], g0, g1):
-            s, e, cat = int(entry["api_s"][i]), int(entry["api_e"][i]), str(entry["api_cat"][i])
+    for key in ("api", "os"):
+        table: _Calls | None = entry.get(key)
+        if table is None:
+            continue
+        for i in table.overlapping(g0, g1):
+            s, e, cat = int(table.s[i]), int(table.e[i]), str(table.cat[i])
+            name = str(table.name[i])
             spans.append((max(s, g0), min(e, g1), cat))
-            calls.append({"name": str(entry["api_name"][i]), "start_ns": s, "dur_ns": e - s,
-                          "category": cat})
+            calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
             if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
-                drain = {"name": str(entry["api_name"][i]), "start_ns": s, "end_ns": e,
-                         "category": cat, "blocked_before_gap_ns": g0 - s}
-    if "os_s" in entry:
-        for i in _overlapping(entry["os_s"], entry["os_e"], entry["os_emax"], g0, g1):
-            s, e, cat = int(entry["os_s"][i]), int(entry["os_e"][i]), str(entry["os_cat"][i])
-            spans.append((max(s, g0), min(e, g1), cat))
-            calls.append({"name": str(entry["os_name"][i]), "start_ns": s, "dur_ns": e - s,
-                          "category": cat})
-    base = "host-cpu" if entry["traced"] else "unknown"
-    bounds, cats = _paint(g0, g1, spans, base)
+                drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
+                         "blocked_before_gap_ns": g0 - s}
     q0 = max(int(launch["end_ns"]), g0)
+    queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
+    bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if entry["traced"] else "unknown")
     if q0 < g1:
         cats[bounds[:-1] >= q0] = "launch-overhead"
-        if q0 not in bounds:
-            bounds = np.sort(np.append(bounds, q0))
-            bounds, cats = _paint(g0, g1, [*spans, (q0, g1, "launch-overhead")], base)
-            cats[bounds[:-1] >= q0] = "launch-overhead"
     calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
     return bounds, cats, calls[:5], drain
 

@@ -48,7 +48,7 @@ RECOMMENDATIONS = {
                   "cross-stream waits and load balance between streams/devices.",
     "unknown": "The launching call was not traced; capture with `-t cuda` to attribute it.",
 }
-_WHAT = {
+WHAT = {
     "sync": "the host was blocked in synchronization",
     "memcpy": "the host was blocked in memory copies",
     "allocation": "the host was in memory allocation",
@@ -94,8 +94,7 @@ def site_of(a: GapAttribution, category: str) -> str:
         return str(a.drain["name"])
     if category in ("sync", "memcpy", "allocation", "host-wait"):
         for c in a.calls:
-            own = {"host-wait": ("host-wait",)}.get(category, (category,))
-            if c["category"] in own:
+            if c["category"] == category:
                 return str(c["name"])
         if a.exposed_by is not None and category != "host-wait":
             return a.exposed_by
@@ -150,8 +149,7 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
             if cat == "launch-overhead":
                 rec["kernels"][a.next_op["name"]] += ns
             for c in a.calls:
-                if c["category"] == cat or (cat == "launch-overhead" and c["category"] in (
-                        "launch-overhead",)):
+                if c["category"] == cat:
                     rec["calls"][c["name"]][0] += 1
                     rec["calls"][c["name"]][1] += int(c["dur_ns"])
             if len(rec["examples"]) < p.examples or ns > rec["examples"][-1]["attributed_ns"]:
@@ -172,7 +170,7 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
         threads = sorted(rec["threads"])
         calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
         nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
-        title = f"{site}: GPU idle {_fmt(rec['idle'])} in {rec['gaps']} gaps; {_WHAT[cat]}"
+        title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
         findings.append(Finding(
             id=f"gap.{cat}",
             category=cat,
@@ -199,7 +197,8 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
     return findings
 
 
-def _fmt(ns: int) -> str:
+def idle_text(ns: int) -> str:
+    """Idle time as finding titles print it (``68.0 ms``, ``1.25 s``, ``575 µs``)."""
     if ns >= 1_000_000_000:
         return f"{ns / 1e9:.2f} s"
     if ns >= 1_000_000:

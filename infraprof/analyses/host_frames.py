@@ -193,15 +193,6 @@ def stacks_in_window(samples: pd.DataFrame, frames: pd.DataFrame, tid: int, star
     return WindowStacks(tid, start_ns, end_ns, n, coverage, context, shares, stacks)
 
 
-def windows_stacks(samples: pd.DataFrame, frames: pd.DataFrame, tid: int,
-                   windows: Iterable[tuple[int, int]], alignment_error_ns: int, period_ns: int,
-                   top: int = 5) -> list[WindowStacks]:
-    """:func:`stacks_in_window` for many windows of one thread (sorted once)."""
-    cache = _ThreadSamples(samples, frames, tid)
-    return [stacks_in_window(samples, frames, tid, a, b, alignment_error_ns, period_ns, top,
-                             _cache=cache) for a, b in windows]
-
-
 def windows_counts(samples: pd.DataFrame, frames: pd.DataFrame, tid: int,
                    windows: Iterable[tuple[int, int]], alignment_error_ns: int
                    ) -> list[Counter[tuple[Frame, ...]] | None]:

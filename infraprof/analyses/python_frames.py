@@ -31,7 +31,7 @@ import pandas as pd
 
 from infraprof.analyses.attribution import GapAttribution, attribute_gaps
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_findings import site_of
+from infraprof.analyses.gap_findings import WHAT, site_of
 from infraprof.analyses.host_frames import (
     Frame,
     FrameShare,
@@ -57,8 +57,6 @@ class PythonSummary:
     notes: tuple[str, ...]
     ranges: list[dict[str, Any]] = field(default_factory=list)
     aggregate: list[dict[str, Any]] = field(default_factory=list)
-    idle_windows: list[tuple[int, int, int]] = field(default_factory=list)
-    """``(tid, start_ns, end_ns)`` of every gap whose launching thread is known."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"alignment_error_ns": self.alignment_error_ns, "notes": list(self.notes),
@@ -131,9 +129,7 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
     samples: dict[tuple[str, str], Counter[tuple[Frame, ...]]] = defaultdict(Counter)
     attributed: Counter[tuple[str, str]] = Counter()
     refused: Counter[tuple[str, str]] = Counter()
-    windows: list[tuple[int, int, int]] = []
     for tid, atts in by_tid.items():
-        windows += [(tid, a.start_ns, a.end_ns) for a in atts]
         atts = [a for a in atts if any(a.parts.get(c, 0) > 0 for c in HOST)]
         jobs = [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
@@ -175,13 +171,11 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
         if top and top[0][1] / idle >= 0.25:
             active = f.impact_ns / f.share if f.share > 0 else 0
             pct = f" ({100 * idle / active:.0f} % of the GPU's active span)" if active else ""
-            site, _, rest = f.title.partition(": ")
-            title = (f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` ({site}; "
-                     f"{rest.split('; ', 1)[-1]})")
+            title = (f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` "
+                     f"({ev['site']}; {WHAT[f.category]})")
         out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
                            f.recommendation))
-    summary = PythonSummary(err, pyspy.notes, _ranges(nvtx, pyspy, err),
-                            _aggregate(pyspy), windows)
+    summary = PythonSummary(err, pyspy.notes, _ranges(nvtx, pyspy, err), _aggregate(pyspy))
     return out, summary
 
 

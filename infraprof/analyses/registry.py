@@ -21,7 +21,7 @@ from infraprof.analyses.attribution import (
     attribute_gaps,
 )
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_findings import GapFindingParams, gap_findings
+from infraprof.analyses.gap_findings import GapFindingParams, gap_findings, idle_text
 from infraprof.analyses.ncu_kernels import profiling_suggestions, suggestion_text
 from infraprof.analyses.python_frames import PythonSummary, python_frames
 from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
@@ -142,7 +142,8 @@ def _decorate(findings: list[Finding], trace: Trace, bound: pd.DataFrame) -> lis
                 for r in bound.head(10).itertuples()]
             n = int(bound["count"].sum())
             title = (f"Launch-bound: {n} launches of {len(bound)} short kernels cost more CPU "
-                     f"to launch than GPU to run; {title.split('; ')[0].split(': ', 1)[1]}")
+                     f"to launch than GPU to run; GPU idle {idle_text(ev['gpu_idle_ns'])} in "
+                     f"{ev['gaps']} gaps")
         out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
                            f.recommendation))
     return out
@@ -158,14 +159,12 @@ def run_all(trace: Trace, params: AnalysisParams | None = None,
     launches = launch.kernel_launches(trace)
     summary = launch.launch_summary(launches)
     bound = launch.launch_bound_kernels(summary, p.launch)
-    n_att = 0
     atts: list[GapAttribution] = []
     python: PythonSummary | None = None
     if not trace.has_gpu_activity:
         findings.append(_no_gpu_finding(trace))
     elif "attribution" not in p.disabled:
         atts = attribute_gaps(trace, timelines, p.attribution)
-        n_att = len(atts)
         for a in atts:
             for k, v in a.parts.items():
                 breakdown[k] += v
@@ -185,6 +184,8 @@ def run_all(trace: Trace, params: AnalysisParams | None = None,
         findings += copies.copy_findings(trace)
     nvtx_gpu = (nvtx_proj.nvtx_distributions(nvtx_proj.nvtx_projection(trace))
                 if "nvtx" not in p.disabled else pd.DataFrame())
+    if pyspy is not None and python is None:
+        python = python_frames([], [], pyspy, trace.nvtx)[1]
     return AnalysisResult(
         findings=findings,
         timelines=timelines,
@@ -194,9 +195,8 @@ def run_all(trace: Trace, params: AnalysisParams | None = None,
         launch_percentiles=launch.latency_percentiles(launches),
         copy_bandwidth=copies.copy_bandwidth(trace, p.copies),
         nvtx_gpu=nvtx_gpu,
-        gaps_attributed=n_att,
+        gaps_attributed=len(atts),
         attributions=atts,
         pyspy=pyspy,
-        python=python if python is not None or pyspy is None else python_frames(
-            [], [], pyspy, trace.nvtx)[1],
+        python=python,
     )

@@ -27,26 +27,22 @@ from infraprof.render.json_report import render_json
 from infraprof.render.markdown import render_markdown
 from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
 from infraprof.render.terminal import render_terminal
-
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+from infraprof.units import parse_duration
 
 
 def parse_duration_ns(text: str) -> int:
     """``"500us"`` -> 500000; a plain number is nanoseconds. Raises ``UsageError``."""
     t = text.strip().lower()
-    for unit in sorted(_UNITS, key=len, reverse=True):
-        if t.endswith(unit):
-            number, scale = t[: -len(unit)].strip(), _UNITS[unit]
-            break
-    else:
-        number, scale = t, 1
-    try:
-        value = float(number)
-    except ValueError:
-        raise UsageError(f"--min-impact: cannot read duration {text!r} (try 500us, 2ms)") from None
+    value = parse_duration(t)
+    if value is None:
+        try:
+            value = float(t)
+        except ValueError:
+            raise UsageError(
+                f"--min-impact: cannot read duration {text!r} (try 500us, 2ms)") from None
     if value < 0:
         raise UsageError(f"--min-impact: duration must not be negative, got {text!r}")
-    return round(value * scale)
+    return round(value)
 
 
 class OutputFormat(str, Enum):

@@ -11,11 +11,9 @@ Validates against ``tests/data/junit.xsd``.
 
 from __future__ import annotations
 
-import os
 import socket
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from pathlib import Path
 
 from infraprof.gate.verdict import GateResult, MetricResult, Verdict
 
@@ -71,14 +69,3 @@ def render_junit(result: GateResult) -> str:
     ET.indent(suite)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             + ET.tostring(suite, encoding="unicode") + "\n")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -50,6 +50,7 @@ import pandas as pd
 
 from infraprof import intervals
 from infraprof.analyses import summary
+from infraprof.analyses.api_classes import LAUNCH_RE
 from infraprof.errors import InputError
 from infraprof.model import Trace, load_trace
 from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
@@ -66,8 +67,6 @@ TOP_KERNEL_SAMPLES = 10
 QUANTILE_STATS = {"p50_ns": 0.5, "p90_ns": 0.9, "p99_ns": 0.99}
 _STEP_NAME = re.compile(r"^(train(ing)?[_ ]?)?(step|iter|iteration)( <n>)?$", re.IGNORECASE)
 _TRAILING_NUMBER = re.compile(r"\s*#?\d+$")
-_LAUNCH = re.compile(r"^cu(da)?(Graph)?Launch")
-_VERSION_SUFFIX = re.compile(r"_v\d{4,5}$")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -164,8 +163,7 @@ def _steps(trace: Trace, step: str) -> tuple[str, pd.DataFrame] | None:
         return "nvtx", frame.sort_values("start_ns").reset_index(drop=True)
     apis = (step[5:],) if step.startswith("sync:") else STEP_SYNC_APIS
     calls = trace.api_calls
-    base_names = calls["name"].fillna("").astype(str).str.replace(_VERSION_SUFFIX, "", regex=True)
-    syncs = calls[base_names.isin(apis)]
+    syncs = calls[calls["name"].isin(apis)]  # the reader already stripped _vNNNN suffixes
     if len(syncs) <= MIN_STEPS:
         return None
     pid = int(syncs["pid"].value_counts().index[0])
@@ -236,7 +234,7 @@ def _api_metrics(trace: Trace, run: RunMetrics) -> None:
     syncs = calls[names.str.contains("Synchronize")]
     run.values["sync:api_ns"] = float(_durations(syncs).sum())
     run.values["sync:calls"] = float(len(syncs))
-    launches = calls[names.str.match(_LAUNCH)]
+    launches = calls[[bool(LAUNCH_RE.search(n)) for n in names]]
     run.values["launch:calls"] = float(len(launches))
     if len(launches) and len(trace.kernels):
         joined = trace.kernels[["correlation_id", "pid", "start_ns"]].merge(
@@ -316,7 +314,7 @@ def _from_report_dict(doc: Mapping[str, Any], source: str) -> RunMetrics:
     run.values["sync:api_ns"] = float(sum(int(a["total_ns"]) for a in syncs))
     run.values["sync:calls"] = float(sum(int(a["count"]) for a in syncs))
     run.values["launch:calls"] = float(sum(int(a["count"]) for a in apis
-                                           if _LAUNCH.match(str(a["name"]))))
+                                           if LAUNCH_RE.search(str(a["name"]))))
     totals: dict[str, float] = {}
     medians: dict[str, list[float]] = {}
     for k in doc.get("kernels", []):

@@ -33,7 +33,6 @@ abs_threshold)``.
 from __future__ import annotations
 
 import fnmatch
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,14 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from infraprof.errors import UsageError
+from infraprof.units import parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(ns|us|µs|ms|s)\s*$")
-_UNIT_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
 
 
 @dataclass(frozen=True)
@@ -117,9 +115,9 @@ def parse_absolute(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = float(value)
     else:
-        m = _DURATION.match(str(value))
-        if m:
-            out = float(m.group(1)) * _UNIT_NS[m.group(2)]
+        duration = parse_duration(str(value))
+        if duration is not None:
+            out = duration
         else:
             try:
                 out = float(str(value))
@@ -140,7 +138,7 @@ def _apply_metric(mp: MetricPolicy, raw: Mapping[str, Any], where: str) -> Metri
     changes: dict[str, Any] = {}
     if "max_regression" in values:
         v = values["max_regression"]
-        if isinstance(v, str) and _DURATION.match(v):
+        if isinstance(v, str) and parse_duration(v) is not None:
             changes["abs_threshold"] = parse_absolute(v, f"{where}: max-regression")
             changes["max_regression"] = 0.0
         else:

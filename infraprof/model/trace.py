@@ -8,6 +8,7 @@ convention: analyses read it and never modify its tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,11 @@ class Trace:
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
         correlation_id, pid, kind, name`` sorted by start (``kind`` is ``kernel``/``memcpy``/
-        ``memset``; a memcpy's name is its direction)."""
+        ``memset``; a memcpy's name is its direction). Built once per trace; do not modify."""
+        return self._gpu_ops
+
+    @cached_property
+    def _gpu_ops(self) -> pd.DataFrame:
         cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
         parts = []
         if len(self.kernels):

@@ -78,10 +78,6 @@ STALL_RATIO_RE: Final = re.compile(
 STALL_PCSAMP_RE: Final = re.compile(r"^smsp__pcsamp_warps_issue_stalled_(\w+)$")
 
 
-def is_stall_metric(name: str) -> bool:
-    return bool(STALL_RATIO_RE.match(name) or STALL_PCSAMP_RE.match(name))
-
-
 def _num(values: Mapping[str, Value], name: str) -> float | None:
     v = values.get(name)
     if v is None or isinstance(v, str):

@@ -24,7 +24,6 @@ from infraprof.errors import InputError, ToolError
 from infraprof.readers.sqlite_db import has_sqlite_header
 
 REPORT_MAGIC = b"NVIDIA Tegra Profiler Report"
-REPORT_SUFFIXES = (".nsys-rep", ".qdrep")
 _VERSION_PATTERNS = (
     re.compile(rb"NSIGHT_SYSTEMS_VERSION=(\d{4}\.\d+(?:\.\d+)*)"),
     re.compile(rb"NsightSystems-cli-(\d{4}\.\d+(?:\.\d+)*)"),
