@@ -18,9 +18,8 @@ from helpers_traces import TraceFiles, nsys_sqlite_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.analyses.attribution import attribute_gaps
-from infraprof.analyses.registry import run_all
 from infraprof.analyses.timeline import device_timelines
 from infraprof.model import Trace, TraceMeta, load_trace
 from infraprof.ranking import build_report
@@ -112,8 +111,8 @@ def _synthetic(ops: list[tuple[int, int, int, int]]) -> Trace:
                       "pid": 7, "tid": 7, "correlation_id": 10_000 + i,
                       "name": "cudaStreamSynchronize", "api": "runtime"})
     return Trace(meta=TraceMeta(source="synthetic", sqlite_path=""),
-                 kernels=T.conform(pd.DataFrame(k), T.KERNELS),
-                 api_calls=T.conform(pd.DataFrame(a), T.API_CALLS))
+                 kernels=table_schema.conform(pd.DataFrame(k), table_schema.KERNELS),
+                 api_calls=table_schema.conform(pd.DataFrame(a), table_schema.API_CALLS))
 
 
 @given(st.lists(st.tuples(st.integers(0, 200_000), st.integers(1, 5_000), st.integers(0, 9_000),
@@ -127,8 +126,8 @@ def test_attribution_never_assigns_more_than_the_gap(ops: list[tuple[int, int, i
     assert sum(a.dur_ns for a in atts) == sum(t.gaps.total_ns for t in tls)
     for a in atts:
         assert sum(a.parts.values()) == a.dur_ns
-    result = run_all(trace)
-    gap_impact = sum(f.impact_ns for f in result.findings if f.id.startswith("gap."))
+    findings = build_report(trace).findings
+    gap_impact = sum(f.impact_ns for f in findings if f.id.startswith("gap."))
     assert gap_impact <= sum(t.idle_ns for t in tls)
 
 
@@ -250,4 +249,5 @@ def test_sync_detection_is_superset_of_cuda_sync_api(nsys_bin: str, tmp_path: Pa
         ours = set(api.loc[api["name"].str.contains("Synchronize"), "start_ns"].astype(int))
         theirs = {int(r["Start (ns)"]) for r in rows}
         assert theirs and theirs <= ours
-        assert np.all([f.category != "sync" or f.impact_ns >= 0 for f in run_all(trace).findings])
+        findings = build_report(trace).findings
+        assert np.all([f.category != "sync" or f.impact_ns >= 0 for f in findings])

@@ -17,7 +17,7 @@ from helpers_cli import run_main
 from helpers_reports import DEMO, MINIWEATHER, report_for
 from helpers_traces import TraceFiles
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.analyses.attribution import CATEGORIES
 from infraprof.ranking import Report
 from infraprof.render.chrome_trace import render_chrome_trace
@@ -183,7 +183,8 @@ def test_overlapping_ranges_become_async_pairs() -> None:
                           "pid": [pid] * 2, "tid": [tid] * 2, "name": ["a", "b"],
                           "domain": [None, None], "event_type": [60, 60],
                           "kind": ["range", "range"]})
-    nvtx = T.conform(pd.concat([report.trace.nvtx, extra], ignore_index=True), T.NVTX)
+    nvtx = table_schema.conform(pd.concat([report.trace.nvtx, extra], ignore_index=True),
+                                table_schema.NVTX)
     crossed = replace(report, trace=replace(report.trace, nvtx=nvtx))
     events = _check_structure(json.loads(render_chrome_trace(crossed)), crossed)
     begins = [e for e in events if e["ph"] == "b"]

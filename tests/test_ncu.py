@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from infraprof.analyses import ncu_kernels as NK
+from infraprof.analyses import ncu_findings, ncu_kernels
 from infraprof.errors import InputError, ToolError
 from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
 from infraprof.model.load import load_trace
-from infraprof.readers import ncu_report as NR
+from infraprof.readers import ncu_report
 from infraprof.readers.ncu_metrics import parse_number, short_name_of, to_base
 
 MW = "ncar-miniweather-ncu"
@@ -81,13 +81,13 @@ def test_short_name_of(name: str, short: str) -> None:
 ])
 def test_classify_bound(sm: float | None, mem: float | None, waves: float | None,
                         bound: str) -> None:
-    assert NK.classify_bound(sm, mem, waves)[0] == bound
+    assert ncu_kernels.classify_bound(sm, mem, waves)[0] == bound
 
 
 def test_missing_wheel_is_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ncu_report", None)
     with pytest.raises(ToolError, match="pip install ncu-report"):
-        NR.import_ncu_report()
+        ncu_report.import_ncu_report()
 
 
 RAW_CSV = "\n".join([
@@ -202,10 +202,10 @@ def test_rep_and_csv_agree(shared_traces: Path, stem: str, page: str) -> None:
 
 @pytest.mark.realtraces
 def test_values_equal_ncu_report(shared_traces: Path) -> None:
-    ncu_report = pytest.importorskip("ncu_report")
+    ncu_module = pytest.importorskip("ncu_report")
     path = shared_traces / f"{MW}/MW_Baseline.ncu-rep"
     km = load(shared_traces, f"{MW}/MW_Baseline.ncu-rep")
-    rng = ncu_report.load_report(str(path)).range_by_idx(0)
+    rng = ncu_module.load_report(str(path)).range_by_idx(0)
     checks = {
         "duration_ns": "gpu__time_duration.sum",
         "sm_sol_pct": "sm__throughput.avg.pct_of_peak_sustained_elapsed",
@@ -262,8 +262,9 @@ def test_miniweather_figures(shared_traces: Path, kernel: str, variant: str, ind
 
 @pytest.mark.realtraces
 def test_miniweather_diagnosis(shared_traces: Path) -> None:
-    base = {d.short_name: d for d in NK.diagnose(load(shared_traces, f"{MW}/MW_Baseline.ncu-rep"))}
-    after = {d.short_name: d for d in NK.diagnose(
+    base = {d.short_name: d for d in ncu_kernels.diagnose(
+        load(shared_traces, f"{MW}/MW_Baseline.ncu-rep"))}
+    after = {d.short_name: d for d in ncu_kernels.diagnose(
         load(shared_traces, f"{MW}/MW_DivToMult.ncu-rep"))}
     assert base["compute_tendencies_x_279_gpu"].bound == "compute"
     assert after["compute_tendencies_x_279_gpu"].bound == "memory"
@@ -293,8 +294,8 @@ def test_esmm_basic_set_ladder_without_stalls(shared_traces: Path, ext: str) -> 
     assert by_short(km, "basic")["duration_ns"] / 1e6 == pytest.approx(10.78, abs=0.006)
     assert not km.has_stalls and km.stalls.empty
     assert km.kernels["cpi"].isna().all()  # missing, never 0
-    for d in NK.diagnose(km):
-        assert d.stalls == () and d.stalls_note == NK.NO_STALLS_NOTE
+    for d in ncu_kernels.diagnose(km):
+        assert d.stalls == () and d.stalls_note == ncu_kernels.NO_STALLS_NOTE
         assert d.bound in {"compute", "memory", "latency", "balanced"}
 
 
@@ -311,8 +312,8 @@ def test_copy_blocked_newer_details_layout(shared_traces: Path) -> None:
     assert len(km.rules) == 11
     assert km.rules["type"].value_counts().to_dict() == {"OPT": 8, "INF": 2, "WRN": 1}
     assert km.rules["estimated_speedup_pct"].max() == pytest.approx(98.86)
-    (d,) = NK.diagnose(km)
-    assert d.headroom_source == "ncu estimated speedup" and d.headroom == NK.MAX_HEADROOM
+    (d,) = ncu_kernels.diagnose(km)
+    assert d.headroom_source == "ncu estimated speedup" and d.headroom == ncu_kernels.MAX_HEADROOM
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,7 @@ def mw_trace(shared_traces: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.realtraces
 def test_join_miniweather_nsys_with_ncu(shared_traces: Path, mw_trace) -> None:  # type: ignore[no-untyped-def]
     km = load(shared_traces, f"{MW}/MW_Baseline.ncu-rep")
-    findings = NK.join_ncu(mw_trace, km)
+    findings = ncu_kernels.join_ncu(mw_trace, km)
     assert all(f.category == "kernel" for f in findings)
     by_id: dict[str, list] = {}  # type: ignore[type-arg]
     for f in findings:
@@ -352,7 +353,7 @@ def test_join_miniweather_nsys_with_ncu(shared_traces: Path, mw_trace) -> None: 
 @pytest.mark.realtraces
 def test_ncu_kernel_absent_from_timeline(shared_traces: Path, mw_trace) -> None:  # type: ignore[no-untyped-def]
     km = load(shared_traces, "esmm-sgemm-ncu/profile_output.ncu-rep")
-    findings = NK.join_ncu(mw_trace, km)
+    findings = ncu_kernels.join_ncu(mw_trace, km)
     absent = [f for f in findings if f.id == "kernel.not_in_timeline"]
     assert len(absent) == 4 and all(f.impact_ns == 0 for f in absent)
     assert any(f.id == "kernel.gpu_mismatch" for f in findings)
@@ -360,9 +361,9 @@ def test_ncu_kernel_absent_from_timeline(shared_traces: Path, mw_trace) -> None:
 
 @pytest.mark.realtraces
 def test_profiling_suggestions_without_ncu(mw_trace) -> None:  # type: ignore[no-untyped-def]
-    sugg = NK.profiling_suggestions(mw_trace)
+    sugg = ncu_findings.profiling_suggestions(mw_trace)
     assert [s.short_name for s in sugg][:2] == ["compute_tendencies_z_334_gpu",
                                                 "compute_tendencies_x_278_gpu"]
-    text = NK.suggestion_text(sugg)
+    text = ncu_findings.suggestion_text(sugg)
     assert ("infraprof capture --ncu --kernel '^compute_tendencies_z_334_gpu$' "
             "--launch-count 1 -- ") in text

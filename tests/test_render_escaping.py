@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from helpers_reports import HOSTILE, hostile_copy
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.model import load_trace
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.ranking import Report, build_report
@@ -126,9 +126,9 @@ def _cpu_report() -> Report:
     threads = pd.DataFrame({"global_tid": [gtid], "pid": [4242], "tid": [4243],
                             "name": ["worker;1 <t>"]})
     trace = Trace(meta=TraceMeta(source="cpu.sqlite", sqlite_path="cpu.sqlite"),
-                  cpu_samples=T.conform(samples, T.CPU_SAMPLES),
-                  callchains=T.conform(frames, T.CALLCHAIN_FRAMES),
-                  threads=T.conform(threads, T.THREADS))
+                  cpu_samples=table_schema.conform(samples, table_schema.CPU_SAMPLES),
+                  callchains=table_schema.conform(frames, table_schema.CALLCHAIN_FRAMES),
+                  threads=table_schema.conform(threads, table_schema.THREADS))
     return build_report(trace)
 
 

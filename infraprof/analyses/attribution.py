@@ -35,14 +35,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from infraprof.analyses.api_classes import api_category, osrt_category
+from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
+from infraprof.model.correlation import join_launch_calls
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 CATEGORIES = (
     "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
@@ -293,11 +298,7 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
     ops = trace.gpu_ops()
     if ops.empty:
         return []
-    api = trace.api_calls[["pid", "correlation_id", "global_tid", "start_ns", "end_ns", "name"]]
-    api = api.drop_duplicates(["pid", "correlation_id"])
-    joined = ops.merge(api.rename(columns={"start_ns": "api_start_ns", "end_ns": "api_end_ns",
-                                           "name": "api_name"}),
-                       on=["pid", "correlation_id"], how="left")
+    joined = join_launch_calls(ops, trace.api_calls)
     index = _ThreadIndex(trace)
     pending: list[tuple[int, int, int, int, dict[str, np.ndarray]]] = []
     for tl in timelines:
@@ -352,3 +353,19 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
                                   str(pool["name"]) if p.drain_exposure and pool["used"]
                                   else None, segments))
     return out
+
+
+def _run_attribution(ctx: AnalysisContext, params: AttributionParams) -> Output:
+    breakdown = dict.fromkeys(CATEGORIES, 0)
+    for a in ctx.attributions:
+        for category, ns in a.parts.items():
+            breakdown[category] += ns
+    return Output(tables={"attributions": ctx.attributions, "idle_breakdown_ns": breakdown,
+                          "gaps_attributed": len(ctx.attributions)})
+
+
+ATTRIBUTION = Analysis(
+    id="attribution", summary="every nanosecond of every GPU idle gap gets one cause",
+    finding_ids=(), params_type=AttributionParams, run=_run_attribution,
+    settings=(Setting("drain-cap", "max_run_ahead_ns", "duration",
+                      "run-ahead a sync's drain may re-attribute to it (default 5ms)"),))

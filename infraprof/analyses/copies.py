@@ -16,14 +16,18 @@ They carry the GPU idle time of their own copies in the evidence for cross-refer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from infraprof import tables as T
 from infraprof.analyses.api_classes import SYNC_MEMCPY_EXEMPT_BYTES, is_blocking_copy_api
-from infraprof.analyses.findings import Finding
+from infraprof.analyses.base import Analysis, Output
+from infraprof.analyses.findings import Finding, info_finding
 from infraprof.model import Trace
+from infraprof.model.correlation import join_launch_calls
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,7 @@ class CopyParams:
 
 
 def _copies_with_api(trace: Trace) -> pd.DataFrame:
-    m = trace.memcpy
-    a = trace.api_calls[["pid", "correlation_id", "name", "global_tid", "start_ns", "end_ns"]]
-    a = a.drop_duplicates(["pid", "correlation_id"]).rename(columns={
-        "name": "api_name", "start_ns": "api_start_ns", "end_ns": "api_end_ns"})
-    return T.as_frame(m.merge(a, on=["pid", "correlation_id"], how="left"))
+    return join_launch_calls(trace.memcpy, trace.api_calls)
 
 
 def _site_list(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -62,31 +62,29 @@ def copy_findings(trace: Trace) -> list[Finding]:
     out = []
     pa = c[pageable & is_async]
     if len(pa):
-        out.append(Finding(
-            id="copy.pageable_async", category="memcpy",
-            title=f"{len(pa)} asynchronous copies use pageable host memory "
-                  f"({pa['bytes'].sum() / 1e6:.1f} MB) and are therefore synchronous",
-            severity="medium" if len(pa) >= 10 else "low", impact_ns=0, share=0.0,
-            evidence={"copies": len(pa), "bytes": int(pa["bytes"].sum()),
+        out.append(info_finding(
+            "copy.pageable_async", "memcpy",
+            f"{len(pa)} asynchronous copies use pageable host memory "
+            f"({pa['bytes'].sum() / 1e6:.1f} MB) and are therefore synchronous",
+            {"copies": len(pa), "bytes": int(pa["bytes"].sum()),
                       "gpu_copy_ns": int((pa["end_ns"] - pa["start_ns"]).sum()),
                       "sites": _site_list(pa), "rule": "nsys cuda-async-memcpy"},
-            recommendation="Allocate the host buffers pinned (cudaMallocHost / "
+            "Allocate the host buffers pinned (cudaMallocHost / "
                            "tensor.pin_memory()) so the copies overlap with compute."))
     blocking = names.map(lambda n: is_blocking_copy_api(str(n)))
     small_h2d = (c["direction"] == "HtoD") & (c["bytes"] <= SYNC_MEMCPY_EXEMPT_BYTES)
     same_dev = c["direction"] == "DtoD"
     sc = c[blocking & ~small_h2d & ~same_dev]
     if len(sc):
-        out.append(Finding(
-            id="copy.sync", category="memcpy",
-            title=f"{len(sc)} synchronous copies block the host "
-                  f"({sc['api_dur'].sum() / 1e6:.2f} ms in the API calls)",
-            severity="medium" if len(sc) >= 10 else "low", impact_ns=0, share=0.0,
-            evidence={"copies": len(sc), "bytes": int(sc["bytes"].sum()),
+        out.append(info_finding(
+            "copy.sync", "memcpy",
+            f"{len(sc)} synchronous copies block the host "
+            f"({sc['api_dur'].sum() / 1e6:.2f} ms in the API calls)",
+            {"copies": len(sc), "bytes": int(sc["bytes"].sum()),
                       "host_blocked_ns": int(sc["api_dur"].sum()),
                       "sites": _site_list(sc), "rule": "nsys cuda-sync-memcpy (64000 B H2D "
                                                         "exemption)"},
-            recommendation="Use cudaMemcpyAsync from pinned memory on a stream and synchronize "
+            "Use cudaMemcpyAsync from pinned memory on a stream and synchronize "
                            "once, when the data is needed."))
     return out
 
@@ -106,3 +104,13 @@ def copy_bandwidth(trace: Trace, params: CopyParams | None = None) -> list[dict[
                      "reference_bytes_per_s": ref,
                      "share_of_reference": None if ref is None else round(bw / ref, 4)})
     return rows
+
+
+def _run(ctx: AnalysisContext, params: CopyParams) -> Output:
+    return Output(findings=copy_findings(ctx.trace),
+                  tables={"bandwidth": copy_bandwidth(ctx.trace, params)})
+
+
+COPIES = Analysis(
+    id="copies", summary="nsys' pageable-async and synchronous copy rules; achieved bandwidth",
+    finding_ids=("copy.pageable_async", "copy.sync"), params_type=CopyParams, run=_run)

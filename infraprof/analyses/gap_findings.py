@@ -21,44 +21,23 @@ launch overhead.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from infraprof import intervals as iv
-from infraprof.analyses.attribution import GapAttribution
-from infraprof.analyses.findings import Finding, Severity
+import pandas as pd
+
+from infraprof import intervals
+from infraprof.analyses.attribution import CATEGORIES, GapAttribution
+from infraprof.analyses.base import Analysis, Output
+from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.python_frames import with_python_frames
+from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, site_of
 from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.tables import decode_tid
 
-RECOMMENDATIONS = {
-    "sync": "Remove or defer the synchronization: keep work queued (async copies into pinned "
-            "buffers, events instead of device/stream syncs, read results back once per step).",
-    "memcpy": "Make the copies asynchronous from pinned (page-locked) memory, batch small "
-              "copies, and avoid per-iteration device-to-host read-backs (.item(), .cpu()).",
-    "allocation": "Allocate once and reuse (a caching allocator or memory pool, "
-                  "cudaMallocAsync); avoid cudaFree/cudaMalloc in the loop (cudaFree syncs).",
-    "launch-overhead": "Launch fewer, larger kernels: capture the loop in a CUDA graph, fuse "
-                       "small kernels, or batch work per launch.",
-    "host-cpu": "Move the host work off the critical path: overlap it with GPU work (a worker "
-                "thread or process, prefetching), or speed it up (profile the host code).",
-    "host-wait": "The host blocked in I/O, locks or sleeps: prefetch/pipeline data loading "
-                 "(more loader workers, pinned memory, async I/O) so the GPU never waits.",
-    "dependency": "Work was queued but waited on another stream, event or device: check "
-                  "cross-stream waits and load balance between streams/devices.",
-    "unknown": "The launching call was not traced; capture with `-t cuda` to attribute it.",
-}
-WHAT = {
-    "sync": "the host was blocked in synchronization",
-    "memcpy": "the host was blocked in memory copies",
-    "allocation": "the host was in memory allocation",
-    "launch-overhead": "kernel launch overhead (host launch cost and queue latency)",
-    "host-cpu": "the host thread was busy on the CPU",
-    "host-wait": "the host thread waited (I/O, locks, sleeps)",
-    "dependency": "queued work waited on another stream/event/device",
-    "unknown": "the launching call is unknown",
-}
-
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 @dataclass(frozen=True)
 class GapFindingParams:
@@ -68,51 +47,9 @@ class GapFindingParams:
     examples: int = 3
 
 
-def severity_for(share: float) -> Severity:
-    """high ≥ 20 % of the GPU active span, medium ≥ 5 %, low ≥ 1 %, else info."""
-    if share >= 0.20:
-        return "high"
-    if share >= 0.05:
-        return "medium"
-    if share >= 0.01:
-        return "low"
-    return "info"
-
-
-_DIGITS = re.compile(r"\d+")
-
-
-def _normalize(name: str) -> str:
-    """Group per-iteration names (``IO 190``, ``data copy in 12``) into one site."""
-    return _DIGITS.sub("<n>", name)
-
-
-def site_of(a: GapAttribution, category: str) -> str:
-    """The site a gap's ``category`` time is charged to (see the module docstring)."""
-    if category in ("sync", "memcpy", "allocation") and a.drain is not None and (
-            a.drain["category"] == category):
-        return str(a.drain["name"])
-    if category in ("sync", "memcpy", "allocation", "host-wait"):
-        for c in a.calls:
-            if c["category"] == category:
-                return str(c["name"])
-        if a.exposed_by is not None and category != "host-wait":
-            return a.exposed_by
-        if a.launch is not None and category == "memcpy":
-            return str(a.launch["name"])
-    if category == "launch-overhead":
-        return "kernel launches"
-    if category == "dependency":
-        return f"stream {a.next_op['stream_id']}"
-    if category in ("host-cpu", "host-wait"):
-        where = a.where.get(category) or a.nvtx
-        return _normalize(where) if where else "(no NVTX range)"
-    return "(unknown)"
-
-
 def _busy_between(timelines: dict[int, DeviceTimeline], device: int, t0: int, t1: int) -> int:
     tl = timelines.get(device)
-    return 0 if tl is None else iv.overlap_total(tl.busy, t0, t1)
+    return 0 if tl is None else intervals.overlap_total(tl.busy, t0, t1)
 
 
 def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimeline],
@@ -166,23 +103,17 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
     for (cat, site), rec in acc.items():
         if rec["impact"] <= 0:
             continue
-        share = rec["impact"] / active
         threads = sorted(rec["threads"])
         calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
         nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
         title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
-        findings.append(Finding(
-            id=f"gap.{cat}",
-            category=cat,
-            title=title,
-            severity=severity_for(share),
-            impact_ns=int(rec["impact"]),
-            share=share,
-            evidence={
+        findings.append(impact_finding(
+            f"gap.{cat}", cat, title, int(rec["impact"]), active,
+            {
                 "site": site,
                 "gpu_idle_ns": int(rec["idle"]),
                 "gaps": int(rec["gaps"]),
-                "threads": [{"global_tid": t, "tid": t & 0xFFFFFF,
+                "threads": [{"global_tid": t, "tid": int(decode_tid(t)),
                              "name": thread_names.get(t)} for t in threads[:5]],
                 "nvtx_ranges": [{"name": n, "idle_ns": int(v)} for n, v in nvtx],
                 "calls_in_gaps": [{"name": n, "count": c, "in_gap_call_ns": d}
@@ -192,7 +123,7 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
                     rec["kernels"].items(), key=lambda kv: -kv[1])[: p.max_sites]],
                 "not_recoverable_ns": int(rec["idle"] - rec["impact"]),
             },
-            recommendation=RECOMMENDATIONS[cat],
+            RECOMMENDATIONS[cat],
         ))
     return findings
 
@@ -204,3 +135,56 @@ def idle_text(ns: int) -> str:
     if ns >= 1_000_000:
         return f"{ns / 1e6:.1f} ms"
     return f"{ns / 1e3:.0f} µs"
+
+
+def _site_totals(api_calls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per API name over the whole trace: call count and total host time (ns)."""
+    if not len(api_calls):
+        empty = pd.Series(dtype="int64")
+        return empty, empty
+    count = api_calls.groupby("name")["end_ns"].count()
+    total = (api_calls["end_ns"] - api_calls["start_ns"]).groupby(api_calls["name"]).sum()
+    return count, total
+
+
+def _with_site_totals(finding: Finding, totals: tuple[pd.Series, pd.Series]) -> Finding:
+    """Blocking-call findings also say how often, and how long, the host was in that call."""
+    count, total = totals
+    site = str(finding.evidence.get("site"))
+    if finding.category not in ("sync", "memcpy", "allocation") or site not in count.index:
+        return finding
+    evidence = {**finding.evidence, "site_calls": int(count[site]),
+                "site_host_blocked_ns": int(total[site])}
+    return replace(finding, evidence=evidence)
+
+
+def _with_launch_bound(finding: Finding, bound: pd.DataFrame) -> Finding:
+    """Launch-overhead findings list the launch-bound kernels and are titled by them."""
+    if finding.id != "gap.launch-overhead" or not len(bound):
+        return finding
+    ev = dict(finding.evidence)
+    ev["launch_bound_kernels"] = [
+        {"name": str(r.name), "count": int(r.count),
+         "kernel_avg_ns": round(float(r.kernel_avg_ns)),
+         "launch_call_avg_ns": round(float(r.api_avg_ns))}
+        for r in bound.head(10).itertuples()]
+    launches = int(bound["count"].sum())
+    title = (f"Launch-bound: {launches} launches of {len(bound)} short kernels cost more CPU "
+             f"to launch than GPU to run; GPU idle {idle_text(ev['gpu_idle_ns'])} in "
+             f"{ev['gaps']} gaps")
+    return replace(finding, title=title, evidence=ev)
+
+
+def _run_gaps(ctx: AnalysisContext, params: GapFindingParams) -> Output:
+    totals = _site_totals(ctx.trace.api_calls)
+    findings = [
+        with_python_frames(_with_launch_bound(_with_site_totals(f, totals), ctx.launch_bound),
+                           ctx.python_pools)
+        for f in gap_findings(ctx.attributions, ctx.timelines, ctx.thread_names, params)]
+    return Output(findings=findings)
+
+
+GAPS = Analysis(
+    id="gaps", summary="gap causes aggregated per (category, site) with recoverable time",
+    finding_ids=tuple(f"gap.{c}" for c in CATEGORIES), params_type=GapFindingParams,
+    run=_run_gaps, requires=("attribution",))

@@ -18,13 +18,19 @@ the CPU spends as long launching it as the GPU spends running it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
-from infraprof.analyses.findings import Finding
+from infraprof import tables as table_schema
+from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.findings import Finding, info_finding
 from infraprof.model import Trace
+from infraprof.model.correlation import join_launch_calls
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 
 @dataclass(frozen=True)
@@ -40,23 +46,20 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
     api_end_ns, global_tid, api_ns, queue_ns (NaN when negative), latency_ns, kernel_ns``."""
     k = trace.kernels[["start_ns", "end_ns", "pid", "correlation_id", "name", "short_name",
                        "device_id", "stream_id"]]
-    a = trace.api_calls[["pid", "correlation_id", "start_ns", "end_ns", "name", "global_tid"]]
-    a = a.drop_duplicates(["pid", "correlation_id"]).rename(columns={
-        "start_ns": "api_start_ns", "end_ns": "api_end_ns", "name": "api_name"})
-    j = k.merge(a, on=["pid", "correlation_id"], how="inner")
+    j = join_launch_calls(k, trace.api_calls, how="inner")
     j["api_ns"] = j["api_end_ns"] - j["api_start_ns"]
     q = (j["start_ns"] - j["api_end_ns"]).astype("float64")
     j["queue_ns"] = q.where(q >= 0)
     j["latency_ns"] = j["start_ns"] - j["api_start_ns"]
     j["kernel_ns"] = j["end_ns"] - j["start_ns"]
-    return T.as_frame(j)
+    return table_schema.as_frame(j)
 
 
 def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
     """Per kernel name: ``count, kernel_avg_ns, api_avg_ns, queue_avg_ns, queue_count,
     latency_p50_ns, latency_p99_ns``, sorted by count."""
     if launches.empty:
-        return T.as_frame(pd.DataFrame(columns=[
+        return table_schema.as_frame(pd.DataFrame(columns=[
             "name", "count", "kernel_avg_ns", "api_avg_ns", "queue_avg_ns", "queue_count",
             "latency_p50_ns", "latency_p99_ns"]))
     g = launches.groupby("name")
@@ -69,7 +72,7 @@ def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
         "latency_p50_ns": g["latency_ns"].median(),
         "latency_p99_ns": g["latency_ns"].quantile(0.99),
     }).reset_index()
-    return T.as_frame(out.sort_values(["count", "name"], ascending=[False, True])
+    return table_schema.as_frame(out.sort_values(["count", "name"], ascending=[False, True])
                       .reset_index(drop=True))
 
 
@@ -82,7 +85,7 @@ def launch_bound_kernels(summary: pd.DataFrame, params: LaunchParams | None = No
     m = ((summary["count"] >= p.min_launches)
          & (summary["kernel_avg_ns"] < p.short_kernel_ns)
          & (summary["api_avg_ns"] >= p.cpu_gpu_ratio * summary["kernel_avg_ns"]))
-    return T.as_frame(summary[m].reset_index(drop=True))
+    return table_schema.as_frame(summary[m].reset_index(drop=True))
 
 
 def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None = None
@@ -100,15 +103,12 @@ def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None 
     by_name = slow.groupby("name")["latency_ns"].agg(["count", "max", "median"])
     by_name = by_name.sort_values("count", ascending=False).head(5)
     worst = slow.sort_values("latency_ns", ascending=False).head(3)
-    return [Finding(
-        id="launch.latency",
-        category="launch-overhead",
-        title=(f"{len(slow)} of {len(launches)} kernel launches waited more than "
-               f"{p.latency_threshold_ns / 1e6:.1f} ms from launch call to start"),
-        severity="info",
-        impact_ns=0,
-        share=0.0,
-        evidence={
+    return [info_finding(
+        "launch.latency",
+        "launch-overhead",
+        (f"{len(slow)} of {len(launches)} kernel launches waited more than "
+         f"{p.latency_threshold_ns / 1e6:.1f} ms from launch call to start"),
+        {
             "threshold_ns": p.latency_threshold_ns,
             "launches_over_threshold": len(slow),
             "kernels": [{"name": str(n), "count": int(r["count"]),
@@ -120,7 +120,7 @@ def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None 
             "note": "long queue time means the host ran ahead; GPU idle it causes is counted "
                     "by gap findings",
         },
-        recommendation="Usually benign (the host runs ahead). If it coincides with GPU idle, "
+        "Usually benign (the host runs ahead). If it coincides with GPU idle, "
                        "look at the gap findings for what the GPU waited on.",
     )]
 
@@ -138,3 +138,22 @@ def latency_percentiles(launches: pd.DataFrame) -> dict[str, int | None]:
         "api_p50_ns": round(float(np.percentile(api, 50))),
         "api_p99_ns": round(float(np.percentile(api, 99))),
     }
+
+
+def _run(ctx: AnalysisContext, params: LaunchParams) -> Output:
+    return Output(findings=launch_latency_findings(ctx.launches, params), tables={
+        "per_kernel": ctx.launch_summary, "launch_bound": ctx.launch_bound,
+        "percentiles": latency_percentiles(ctx.launches)})
+
+
+LAUNCH = Analysis(
+    id="launch", summary="launch-to-start latency, launch cost and launch-bound kernels",
+    finding_ids=("launch.latency",), params_type=LaunchParams, run=_run,
+    settings=(
+        Setting("launch-latency-threshold", "latency_threshold_ns", "duration",
+                "launch-to-start latency above which launch.latency lists a launch (1.2ms)"),
+        Setting("short-kernel", "short_kernel_ns", "duration",
+                "average kernel time below which a kernel can be launch-bound (10us)"),
+        Setting("min-launches", "min_launches", "int",
+                "launches a kernel needs before it can be launch-bound (100)"),
+    ))

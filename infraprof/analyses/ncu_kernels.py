@@ -39,8 +39,8 @@ from typing import Any, Final
 
 import pandas as pd
 
-from infraprof.analyses.findings import Finding, Severity
-from infraprof.analyses.summary import kernel_summary
+from infraprof.analyses.findings import Finding, impact_finding, info_finding
+from infraprof.analyses.summary import device_busy, kernel_summary
 from infraprof.model import Trace
 from infraprof.model.kernel_metrics import KernelMetrics
 
@@ -290,7 +290,7 @@ _OPENACC = re.compile(r"^(.*)_(\d+)_gpu$")
 
 
 @dataclass(frozen=True)
-class _NsysKernel:
+class NsysKernel:
     name: str
     short_name: str
     total_ns: int
@@ -298,7 +298,7 @@ class _NsysKernel:
     shapes: frozenset[tuple[int, ...]]
 
 
-def _nsys_kernels(trace: Trace) -> list[_NsysKernel]:
+def nsys_kernels(trace: Trace) -> list[NsysKernel]:
     summary = kernel_summary(trace)
     k = trace.kernels
     dims = ["grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z"]
@@ -308,7 +308,7 @@ def _nsys_kernels(trace: Trace) -> list[_NsysKernel]:
         for name, g in k.groupby("name", sort=False)
     } if len(k) else {}
     return [
-        _NsysKernel(str(r["name"]), str(r["short_name"]), int(r["total_ns"]), int(r["count"]),
+        NsysKernel(str(r["name"]), str(r["short_name"]), int(r["total_ns"]), int(r["count"]),
                     shapes.get(str(r["name"]), frozenset()))
         for r in summary.to_dict("records")
     ]
@@ -321,7 +321,7 @@ def _shape(row: pd.Series) -> tuple[int, ...] | None:
     return tuple(int(v) for v in dims)
 
 
-def match_kernel(row: pd.Series, nsys: list[_NsysKernel]) -> tuple[_NsysKernel, str] | None:
+def match_kernel(row: pd.Series, nsys: list[NsysKernel]) -> tuple[NsysKernel, str] | None:
     """The nsys kernel name an ncu launch belongs to, and how it was matched."""
     name, short = str(row["name"]), str(row["short_name"])
     exact = [k for k in nsys if k.name == name]
@@ -373,18 +373,14 @@ def _gpu_caveat(trace: Trace, metrics: KernelMetrics) -> Finding | None:
             return None
         what, ncu_dev, nsys_dev = "compute capability", ", ".join(sorted(ncu_cc)), \
             ", ".join(sorted(nsys_cc))
-    return Finding(
-        id="kernel.gpu_mismatch", category="kernel", severity="info", impact_ns=0, share=0.0,
+    return info_finding(
+        id="kernel.gpu_mismatch", category="kernel",
         title=f"ncu profiled on {ncu_dev} but the nsys trace ran on {nsys_dev}: kernel metrics "
               "may not transfer",
         evidence={"ncu_devices": ncu_dev, "nsys_devices": nsys_dev, "compared": what},
         recommendation="Profile with ncu on the same GPU model as the timeline before acting on "
                        "bound classes and stall shares.",
     )
-
-
-def _severity(share: float) -> Severity:
-    return "high" if share >= 0.10 else "medium" if share >= 0.03 else "low"
 
 
 def _title(d: KernelDiagnosis, gpu_share: float) -> str:
@@ -407,7 +403,7 @@ def _title(d: KernelDiagnosis, gpu_share: float) -> str:
     return title
 
 
-def _evidence(d: KernelDiagnosis, k: _NsysKernel, method: str, launch_ids: list[int],
+def _evidence(d: KernelDiagnosis, k: NsysKernel, method: str, launch_ids: list[int],
               gpu_share: float) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "nsys_kernel": k.name, "nsys_gpu_time_ns": k.total_ns, "nsys_launches": k.count,
@@ -439,28 +435,31 @@ def _recommendation(d: KernelDiagnosis) -> str:
     return text
 
 
-def join_ncu(trace: Trace, metrics: KernelMetrics) -> list[Finding]:
+def join_ncu(trace: Trace, metrics: KernelMetrics, active_span_ns: int | None = None
+             ) -> list[Finding]:
     """Findings (category ``kernel``) for the ncu-profiled kernels, weighted by nsys time.
 
     One ``kernel.<bound>_bound``/``kernel.balanced``/``kernel.unknown`` finding per matched
     nsys kernel name (ncu launches of one name are represented by the longest one), plus
     ``info`` findings with ``impact_ns = 0``: ``kernel.not_in_timeline`` (profiled, absent in
     nsys), ``kernel.not_profiled`` (nsys kernels with ≥ :data:`HOT_SHARE` of kernel time that
-    ncu did not profile) and ``kernel.gpu_mismatch``.
+    ncu did not profile) and ``kernel.gpu_mismatch``. ``active_span_ns``: the share
+    denominator (default: the devices' active spans, summed).
     """
-    nsys = _nsys_kernels(trace)
+    nsys = nsys_kernels(trace)
     total = sum(k.total_ns for k in nsys)
+    active = (active_span_ns if active_span_ns is not None
+              else sum(d.span_ns for d in device_busy(trace)))
     diags = {d.launch_id: d for d in diagnose(metrics)}
-    groups: dict[str, tuple[_NsysKernel, str, list[KernelDiagnosis]]] = {}
+    groups: dict[str, tuple[NsysKernel, str, list[KernelDiagnosis]]] = {}
     findings: list[Finding] = []
     for _, row in metrics.kernels.iterrows():
         d = diags[int(row["launch_id"])]
         hit = match_kernel(row, nsys)
         if hit is None:
-            findings.append(Finding(
-                id="kernel.not_in_timeline", category="kernel", severity="info", impact_ns=0,
-                share=0.0, title=f"kernel {d.short_name}: profiled by ncu but absent from the "
-                                 "nsys timeline",
+            findings.append(info_finding(
+                id="kernel.not_in_timeline", category="kernel",
+                title=f"kernel {d.short_name}: profiled by ncu but absent from the nsys timeline",
                 evidence={"ncu_kernel": d.name, "ncu_launch_id": d.launch_id},
                 recommendation="Check that ncu and nsys profiled the same program and build.",
             ))
@@ -471,22 +470,18 @@ def join_ncu(trace: Trace, metrics: KernelMetrics) -> list[Finding]:
         d = max(ds, key=lambda x: (x.duration_ns if not math.isnan(x.duration_ns) else -1))
         gpu_share = k.total_ns / total if total else 0.0
         impact = round(k.total_ns * d.headroom)
-        share = impact / total if total else 0.0
         suffix = "balanced" if d.bound in ("balanced", "unknown") else f"{d.bound}_bound"
-        findings.append(Finding(
-            id=f"kernel.{suffix}" if d.bound != "unknown" else "kernel.unknown",
-            category="kernel", title=_title(d, gpu_share), severity=_severity(share),
-            impact_ns=impact, share=share,
-            evidence=_evidence(d, k, method, [x.launch_id for x in ds], gpu_share),
-            recommendation=_recommendation(d),
-        ))
+        findings.append(impact_finding(
+            f"kernel.{suffix}" if d.bound != "unknown" else "kernel.unknown", "kernel",
+            _title(d, gpu_share), impact, active,
+            _evidence(d, k, method, [x.launch_id for x in ds], gpu_share), _recommendation(d)))
     for k in nsys:
         if k.name in groups or not total or k.total_ns / total < HOT_SHARE:
             continue
-        findings.append(Finding(
-            id="kernel.not_profiled", category="kernel", severity="info", impact_ns=0,
-            share=0.0, title=f"kernel {k.short_name}: {100 * k.total_ns / total:.0f} % of GPU "
-                             "time but not profiled by ncu",
+        findings.append(info_finding(
+            id="kernel.not_profiled", category="kernel",
+            title=f"kernel {k.short_name}: {100 * k.total_ns / total:.0f} % of GPU time but not "
+                  "profiled by ncu",
             evidence={"nsys_kernel": k.name, "nsys_gpu_time_ns": k.total_ns,
                       "nsys_launches": k.count},
             recommendation=capture_command(k.short_name, trace.meta.capture_command),
@@ -495,20 +490,6 @@ def join_ncu(trace: Trace, metrics: KernelMetrics) -> list[Finding]:
     if caveat is not None:
         findings.append(caveat)
     return findings
-
-
-# --- no ncu data: what to profile -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProfilingSuggestion:
-    """A hot nsys kernel worth an ncu profile, with the command that captures it."""
-
-    name: str
-    short_name: str
-    gpu_time_ns: int
-    share: float
-    launches: int
-    command: str
 
 
 def capture_command(short_name: str, program: str | None, launch_count: int = 1) -> str:
@@ -521,30 +502,3 @@ def capture_command(short_name: str, program: str | None, launch_count: int = 1)
     regex = "^" + re.escape(short_name) + "$"
     return (f"infraprof capture --ncu --kernel {shlex.quote(regex)} --launch-count "
             f"{launch_count} -- {program or '<cmd>'}")
-
-
-def profiling_suggestions(trace: Trace, top: int = 3,
-                          min_share: float = HOT_SHARE) -> list[ProfilingSuggestion]:
-    """Up to ``top`` kernel names with at least ``min_share`` of kernel time, hottest first."""
-    nsys = _nsys_kernels(trace)
-    total = sum(k.total_ns for k in nsys)
-    out: list[ProfilingSuggestion] = []
-    for k in sorted(nsys, key=lambda k: -k.total_ns):
-        share = k.total_ns / total if total else 0.0
-        if share < min_share or len(out) >= top:
-            break
-        out.append(ProfilingSuggestion(k.name, k.short_name, k.total_ns, share, k.count,
-                                       capture_command(k.short_name, trace.meta.capture_command)))
-    return out
-
-
-def suggestion_text(suggestions: list[ProfilingSuggestion]) -> str:
-    """Plain text: why and how to profile the suggested kernels (empty when none)."""
-    if not suggestions:
-        return ""
-    lines = ["No Nsight Compute data. To see why the hottest kernels are slow, profile them:"]
-    for s in suggestions:
-        lines.append(f"  {s.short_name} ({100 * s.share:.0f} % of GPU time, {s.launches} "
-                     f"launches):")
-        lines.append(f"    {s.command}")
-    return "\n".join(lines)

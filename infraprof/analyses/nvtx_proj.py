@@ -9,11 +9,19 @@ P50/P90/P99/max of the CPU-side duration and of the projected GPU duration, and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
+from infraprof.analyses.base import Analysis, Output
 from infraprof.model import Trace
+from infraprof.model.correlation import join_launch_calls
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 
 def nvtx_projection(trace: Trace) -> pd.DataFrame:
@@ -24,9 +32,7 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r["end_ns"] = r["end_ns"].astype("int64")
     r["domain"] = r["domain"].fillna("")
     ops = trace.gpu_ops()
-    a = trace.api_calls[["pid", "correlation_id", "global_tid", "start_ns"]].drop_duplicates(
-        ["pid", "correlation_id"]).rename(columns={"start_ns": "api_start_ns"})
-    j = ops.merge(a, on=["pid", "correlation_id"], how="inner")
+    j = join_launch_calls(ops, trace.api_calls, ("global_tid", "start_ns"), how="inner")
     gpu_start = np.full(len(r), np.nan)
     gpu_end = np.full(len(r), np.nan)
     n_ops = np.zeros(len(r), dtype=np.int64)
@@ -48,14 +54,14 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r["gpu_start_ns"] = gpu_start
     r["gpu_end_ns"] = gpu_end
     r["gpu_ops"] = n_ops
-    return T.as_frame(r)
+    return table_schema.as_frame(r)
 
 
 def nvtx_distributions(projection: pd.DataFrame) -> pd.DataFrame:
     """Per (domain, name): ``count, p50_ns, p90_ns, p99_ns, max_ns, gpu_p50_ns, gpu_p99_ns,
     gpu_ops, per_s`` sorted by total range time."""
     if projection.empty:
-        return T.as_frame(pd.DataFrame(columns=[
+        return table_schema.as_frame(pd.DataFrame(columns=[
             "domain", "name", "count", "total_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns",
             "gpu_p50_ns", "gpu_p99_ns", "gpu_ops", "per_s"]))
     p = projection.assign(dur=projection["end_ns"] - projection["start_ns"],
@@ -75,4 +81,18 @@ def nvtx_distributions(projection: pd.DataFrame) -> pd.DataFrame:
             "per_s": (len(g) / (span / 1e9)) if span > 0 else None,
         })
     out = pd.DataFrame(rows).sort_values(["total_ns", "name"], ascending=[False, True])
-    return T.as_frame(out.reset_index(drop=True))
+    return table_schema.as_frame(out.reset_index(drop=True))
+
+
+@dataclass(frozen=True)
+class NvtxParams:
+    """NVTX projection has no parameters."""
+
+
+def _run(ctx: AnalysisContext, params: NvtxParams) -> Output:
+    return Output(tables={"distributions": nvtx_distributions(nvtx_projection(ctx.trace))})
+
+
+NVTX = Analysis(
+    id="nvtx", summary="NVTX ranges projected onto the GPU work they launched",
+    finding_ids=(), params_type=NvtxParams, run=_run)

@@ -23,15 +23,15 @@ note that time correlation was not possible.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from infraprof.analyses.attribution import GapAttribution, attribute_gaps
+from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_findings import WHAT, site_of
 from infraprof.analyses.host_frames import (
     Frame,
     FrameShare,
@@ -41,10 +41,15 @@ from infraprof.analyses.host_frames import (
     summarize_stacks,
     windows_counts,
 )
+from infraprof.analyses.sites import WHAT, site_of
 from infraprof.analyses.timeline import device_timelines
 from infraprof.errors import InputError
 from infraprof.model import Trace
 from infraprof.model.clock import AlignedPyspy
+from infraprof.tables import decode_tid
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 HOST = ("host-cpu", "host-wait")
 
@@ -109,29 +114,37 @@ def _ranges(trace_nvtx: pd.DataFrame, pyspy: AlignedPyspy, err: int) -> list[dic
     return out
 
 
-def python_frames(findings: list[Finding], attributions: list[GapAttribution],
-                  pyspy: AlignedPyspy, nvtx: pd.DataFrame) -> tuple[list[Finding], PythonSummary]:
-    """Findings with Python frames added to host-side gap findings, plus the summary.
+@dataclass
+class FramePools:
+    """py-spy stacks pooled per (category, site) of host-side gap time: ``weights`` (stack →
+    idle ns it stands for), ``samples`` (stack → sample count), ``attributed`` (idle ns with
+    samples), ``refused`` (gaps shorter than the alignment error ``error_ns``)."""
 
-    Per finding (category + site), the launching thread's stacks during the time segments of
-    each gap that have that category (``GapAttribution.segments``) are weighted by that gap's
-    idle time of the category and pooled, then summarised once, so every finding's frames sit
-    at one level of one call tree. Gaps shorter than the alignment error are refused.
-    """
+    error_ns: int
+    weights: dict[tuple[str, str], Counter[tuple[Frame, ...]]]
+    samples: dict[tuple[str, str], Counter[tuple[Frame, ...]]]
+    attributed: Counter[tuple[str, str]]
+    refused: Counter[tuple[str, str]]
+
+
+def _thread_jobs(atts: list[GapAttribution]) -> list[tuple[GapAttribution, str]]:
+    return [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
+
+
+def frame_pools(attributions: list[GapAttribution], pyspy: AlignedPyspy) -> FramePools | None:
+    """Pool, per (category, site), the launching thread's stacks during the time segments of
+    each gap that have that category (``GapAttribution.segments``), each weighted by that
+    gap's idle time of the category. None when the profile is not on the nsys timeline."""
     if pyspy.samples is None or pyspy.alignment is None:
-        return findings, PythonSummary(None, pyspy.notes, aggregate=_aggregate(pyspy))
-    err = int(pyspy.alignment.error_ns)
+        return None
+    pools = FramePools(int(pyspy.alignment.error_ns), defaultdict(Counter), defaultdict(Counter),
+                       Counter(), Counter())
     by_tid: dict[int, list[GapAttribution]] = defaultdict(list)
     for a in attributions:
         if a.global_tid is not None:
-            by_tid[a.global_tid & 0xFFFFFF].append(a)
-    weights: dict[tuple[str, str], Counter[tuple[Frame, ...]]] = defaultdict(Counter)
-    samples: dict[tuple[str, str], Counter[tuple[Frame, ...]]] = defaultdict(Counter)
-    attributed: Counter[tuple[str, str]] = Counter()
-    refused: Counter[tuple[str, str]] = Counter()
+            by_tid[int(decode_tid(a.global_tid))].append(a)
     for tid, atts in by_tid.items():
-        atts = [a for a in atts if any(a.parts.get(c, 0) > 0 for c in HOST)]
-        jobs = [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
+        jobs = _thread_jobs(atts)
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
                 for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
         seg_counts = windows_counts(pyspy.samples, pyspy.frames, tid, [w for _, w in flat], 0)
@@ -139,44 +152,57 @@ def python_frames(findings: list[Finding], attributions: list[GapAttribution],
         for (i, _), found in zip(flat, seg_counts, strict=True):
             per_job[i].update(found or Counter())
         for (a, cat), counts in zip(jobs, per_job, strict=True):
-            ns = a.parts[cat]
-            key = (cat, site_of(a, cat))
-            if a.end_ns - a.start_ns < err:
-                refused[key] += 1
-                continue
-            n = sum(counts.values())
-            if n == 0:
-                continue
-            attributed[key] += ns
-            for stack, c in counts.items():
-                weights[key][stack] += round(ns * c / n)
-                samples[key][stack] += c
-    out = []
-    for f in findings:
-        key = (f.category, str(f.evidence.get("site")))
-        if not f.id.startswith("gap.") or f.category not in HOST or (
-                key not in weights and key not in refused):
-            out.append(f)
-            continue
-        ev = dict(f.evidence)
-        idle = max(1, int(ev.get("gpu_idle_ns", 1)))
-        context, frames, _ = summarize_stacks(weights[key], 5, samples[key])
-        top = [(fr.label, round(fr.share * attributed[key]), fr.samples) for fr in frames]
-        ev["python_frames"] = [{"frame": label, "idle_ns": ns, "share_of_idle": round(ns / idle, 4),
-                                "samples": n} for label, ns, n in top]
-        ev["python_context"] = [_label(fr) for fr in context]
-        ev["python_refused_gaps"] = refused[key]
-        ev["alignment_error_ns"] = err
-        title = f.title
-        if top and top[0][1] / idle >= 0.25:
-            active = f.impact_ns / f.share if f.share > 0 else 0
-            pct = f" ({100 * idle / active:.0f} % of the GPU's active span)" if active else ""
-            title = (f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` "
-                     f"({ev['site']}; {WHAT[f.category]})")
-        out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
-                           f.recommendation))
-    summary = PythonSummary(err, pyspy.notes, _ranges(nvtx, pyspy, err), _aggregate(pyspy))
-    return out, summary
+            _pool_job(pools, a, cat, counts)
+    return pools
+
+
+def _pool_job(pools: FramePools, a: GapAttribution, cat: str,
+              counts: Counter[tuple[Frame, ...]]) -> None:
+    ns = a.parts[cat]
+    key = (cat, site_of(a, cat))
+    if a.end_ns - a.start_ns < pools.error_ns:
+        pools.refused[key] += 1
+        return
+    n = sum(counts.values())
+    if n == 0:
+        return
+    pools.attributed[key] += ns
+    for stack, c in counts.items():
+        pools.weights[key][stack] += round(ns * c / n)
+        pools.samples[key][stack] += c
+
+
+def with_python_frames(finding: Finding, pools: FramePools | None) -> Finding:
+    """``finding`` (a host-side gap finding) with its pooled Python frames in the evidence,
+    titled by the dominant frame when that holds ≥ 25 % of the idle time."""
+    key = (finding.category, str(finding.evidence.get("site")))
+    if pools is None or finding.category not in HOST or (
+            key not in pools.weights and key not in pools.refused):
+        return finding
+    ev = dict(finding.evidence)
+    idle = max(1, int(ev.get("gpu_idle_ns", 1)))
+    context, frames, _ = summarize_stacks(pools.weights[key], 5, pools.samples[key])
+    top = [(fr.label, round(fr.share * pools.attributed[key]), fr.samples) for fr in frames]
+    ev["python_frames"] = [{"frame": label, "idle_ns": ns, "share_of_idle": round(ns / idle, 4),
+                            "samples": n} for label, ns, n in top]
+    ev["python_context"] = [_label(fr) for fr in context]
+    ev["python_refused_gaps"] = pools.refused[key]
+    ev["alignment_error_ns"] = pools.error_ns
+    title = finding.title
+    if top and top[0][1] / idle >= 0.25:
+        active = finding.impact_ns / finding.share if finding.share > 0 else 0
+        pct = f" ({100 * idle / active:.0f} % of the GPU's active span)" if active else ""
+        title = (f"GPU idle {idle / 1e6:.1f} ms{pct}: host in `{top[0][0]}` "
+                 f"({ev['site']}; {WHAT[finding.category]})")
+    return replace(finding, title=title, evidence=ev)
+
+
+def python_summary(pyspy: AlignedPyspy, nvtx: pd.DataFrame) -> PythonSummary:
+    """Alignment, notes, per-NVTX-range frames and the aggregate profile."""
+    if pyspy.samples is None or pyspy.alignment is None:
+        return PythonSummary(None, pyspy.notes, aggregate=_aggregate(pyspy))
+    err = int(pyspy.alignment.error_ns)
+    return PythonSummary(err, pyspy.notes, _ranges(nvtx, pyspy, err), _aggregate(pyspy))
 
 
 def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
@@ -200,7 +226,7 @@ def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
     by_tid: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for a in attributions:
         if a.global_tid is not None and a.end_ns - a.start_ns >= floor:
-            by_tid[a.global_tid & 0xFFFFFF].append((a.start_ns, a.end_ns))
+            by_tid[int(decode_tid(a.global_tid))].append((a.start_ns, a.end_ns))
     out = []
     for tid, windows in sorted(by_tid.items()):
         merged: list[tuple[int, int]] = []  # gaps of several devices may overlap
@@ -211,3 +237,19 @@ def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
                 merged.append((lo, hi))
         out.append(collapsed_in_windows(pyspy.samples, pyspy.frames, tid, merged))
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class PythonParams:
+    """The Python summary has no parameters (frames per finding: see the gaps analysis)."""
+
+
+def _run(ctx: AnalysisContext, params: PythonParams) -> Output:
+    if ctx.pyspy is None:
+        return Output()
+    return Output(tables={"summary": python_summary(ctx.pyspy, ctx.trace.nvtx)})
+
+
+PYTHON = Analysis(
+    id="python", summary="py-spy profile: alignment, per-NVTX-range and aggregate frames",
+    finding_ids=(), params_type=PythonParams, run=_run)

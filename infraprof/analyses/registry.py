@@ -1,202 +1,161 @@
-"""Run every analysis on a trace, in a fixed, documented order.
+"""The registry: every analysis, in the order it runs, and the settings that tune them.
 
-``run_all(trace, params)`` returns an :class:`AnalysisResult`: the findings (unsorted; ranking
-sorts them) plus the tables the report shows. Each analysis is a pure function of the trace and
-its params dataclass; the default list is :data:`DEFAULT_ANALYSES` (ids), and
-``AnalysisParams.disabled`` turns analyses off by id.
+:data:`ANALYSES` is an ordered list (as pyinstrument's processors are): an analysis runs after
+the ones whose outputs it reads (``requires``), and findings come out in list order before
+ranking. Adding an analysis is one module declaring an :class:`~infraprof.analyses.base.Analysis`
+plus one entry here (checklist: ``docs/architecture.md``).
+
+:func:`build_config` turns a config file's table and command-line values into an
+:class:`AnalysisConfig` (params per analysis, what is disabled, and where every value came
+from); :func:`run_analyses` runs the enabled analyses on one :class:`AnalysisContext`.
+
+``--disable ID`` takes an analysis id (its findings and tables go, and so do analyses that
+require it) or a finding id / pattern (``gap.sync``, ``gap.*``: those findings are dropped
+after every analysis ran, so other analyses still see them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pandas as pd
-
-from infraprof.analyses import copies, launch, nvtx_proj
-from infraprof.analyses.attribution import (
-    CATEGORIES,
-    AttributionParams,
-    GapAttribution,
-    attribute_gaps,
-)
+from infraprof.analyses.attribution import ATTRIBUTION
+from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.context import AnalysisContext
+from infraprof.analyses.copies import COPIES
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_findings import GapFindingParams, gap_findings, idle_text
-from infraprof.analyses.ncu_kernels import profiling_suggestions, suggestion_text
-from infraprof.analyses.python_frames import PythonSummary, python_frames
-from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
-from infraprof.model import Trace
-from infraprof.model.clock import AlignedPyspy
+from infraprof.analyses.gap_findings import GAPS
+from infraprof.analyses.host_bound import HOST_BOUND
+from infraprof.analyses.launch import LAUNCH
+from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
+from infraprof.analyses.nvtx_proj import NVTX
+from infraprof.analyses.python_frames import PYTHON
+from infraprof.analyses.summary import SUMMARY
+from infraprof.analyses.timeline import TIMELINE
+from infraprof.config import CLI_SOURCE, DEFAULT_SOURCE, ConfigValue, parse_setting
+from infraprof.errors import UsageError
 
-DEFAULT_ANALYSES = ("timeline", "attribution", "launch", "copies", "nvtx")
+ANALYSES: tuple[Analysis, ...] = (
+    SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
+    PYTHON, NCU,
+)
+
+REPORT_SETTINGS: tuple[Setting, ...] = (
+    Setting("top", "top", "int", "rows per table and findings shown (10)"),
+    Setting("min-impact", "min_impact_ns", "duration",
+            "hide findings that recover less than this (0; informational ones stay)"),
+)
+DISABLE_KEY = "disable"
 
 
 @dataclass(frozen=True)
-class AnalysisParams:
-    timeline: TimelineParams = field(default_factory=TimelineParams)
-    attribution: AttributionParams = field(default_factory=AttributionParams)
-    gaps: GapFindingParams = field(default_factory=GapFindingParams)
-    launch: launch.LaunchParams = field(default_factory=launch.LaunchParams)
-    copies: copies.CopyParams = field(default_factory=copies.CopyParams)
-    host_bound_share: float = 0.10
-    suggest_ncu: bool = True
+class AnalysisConfig:
+    """Effective settings: ``params`` (analysis id → params object), ``disabled`` (analysis
+    ids and finding-id patterns), report options, and every value's source."""
+
+    params: dict[str, Any] = field(default_factory=dict)
     disabled: frozenset[str] = frozenset()
+    top: int = 10
+    min_impact_ns: int = 0
+    values: dict[str, ConfigValue] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
-    """What :func:`run_all` found. ``attributions`` holds every attributed gap (for renderers
-    that draw the timeline; empty when attribution is disabled or there is no GPU activity)."""
-
-    findings: list[Finding]
-    timelines: list[DeviceTimeline]
-    idle_breakdown_ns: dict[str, int]
-    launch_summary: pd.DataFrame
-    launch_bound: pd.DataFrame
-    launch_percentiles: dict[str, int | None]
-    copy_bandwidth: list[dict[str, Any]]
-    nvtx_gpu: pd.DataFrame
-    gaps_attributed: int
-    attributions: list[GapAttribution] = field(default_factory=list)
-    python: PythonSummary | None = None
-    pyspy: AlignedPyspy | None = None
+def analysis_ids() -> list[str]:
+    return [a.id for a in ANALYSES]
 
 
-def _no_gpu_finding(trace: Trace) -> Finding:
-    what = ("GPUs are listed but no kernels, copies or memsets were recorded"
-            if len(trace.gpus) else "no GPU activity was recorded (CPU-only capture)")
-    return Finding(
-        id="trace.no_gpu_activity", category="unknown",
-        title=f"Nothing to correlate: {what}", severity="info", impact_ns=0, share=0.0,
-        evidence={"gpus_in_node": len(trace.gpus), "api_calls": len(trace.api_calls),
-                  "osrt_calls": len(trace.osrt), "nvtx_events": len(trace.nvtx)},
-        recommendation="Capture with CUDA tracing on (`nsys profile -t cuda,nvtx,osrt`) while "
-                       "the GPU work runs, or use the NVTX/host summaries for CPU-only runs.")
+def finding_ids() -> list[str]:
+    """Every finding id any registered analysis can emit (``docs/findings.md`` lists each)."""
+    return [fid for a in ANALYSES for fid in a.finding_ids]
 
 
-def _host_bound(trace: Trace, timelines: list[DeviceTimeline], findings: list[Finding],
-                threshold: float) -> Finding | None:
-    """``host.bound``: the GPU is busy less than ``threshold`` of its active span. Impact is the
-    host-side idle that overlapping cannot hide (the ``not_recoverable_ns`` of the host-cpu and
-    host-wait findings), i.e. what only a faster host (or moving the work to the GPU) recovers —
-    disjoint from those findings' own impact."""
-    span = sum(t.span_ns for t in timelines)
-    busy = sum(t.busy_ns for t in timelines)
-    if span <= 0 or busy / span >= threshold:
-        return None
-    rest = sum(int(f.evidence.get("not_recoverable_ns", 0)) for f in findings
-               if f.category in ("host-cpu", "host-wait"))
-    if rest <= 0:
-        return None
-    o = trace.osrt
-    top_os = []
-    if len(o):
-        d = (o["end_ns"] - o["start_ns"]).groupby(o["name"]).agg(["sum", "count"])
-        top_os = [{"name": str(n), "total_ns": int(r["sum"]), "calls": int(r["count"])}
-                  for n, r in d.sort_values("sum", ascending=False).head(5).iterrows()]
-    hint = f" (OS runtime dominated by {top_os[0]['name']})" if top_os else ""
-    return Finding(
-        id="host.bound", category="host-cpu",
-        title=(f"Host-bound: the GPU is busy {100 * busy / span:.2f} % of its active span; "
-               f"the host's own work leaves it idle{hint}"),
-        severity="high" if rest / span >= 0.2 else "medium", impact_ns=rest, share=rest / span,
-        evidence={"gpu_busy_ns": busy, "active_span_ns": span, "busy_share": busy / span,
-                  "threshold": threshold, "osrt_top": top_os},
-        recommendation="Profile and speed up the host code (or move it to the GPU); the GPU "
-                       "work is too small to hide it.")
+def all_settings() -> list[tuple[str, Setting]]:
+    """``(owner, setting)`` for every key: owner ``report`` or an analysis id."""
+    return [("report", s) for s in REPORT_SETTINGS] + [
+        (a.id, s) for a in ANALYSES for s in a.settings]
 
 
-def _ncu_suggestion(trace: Trace) -> Finding | None:
-    """Info finding naming the kernels worth profiling with Nsight Compute, with commands."""
-    hot = profiling_suggestions(trace)
-    if not hot:
-        return None
-    names = ", ".join(f"{s.short_name} ({100 * s.share:.0f} %)" for s in hot)
-    return Finding(
-        id="kernel.profile_suggestion", category="kernel",
-        title=f"No Nsight Compute data; worth profiling: {names} of GPU kernel time",
-        severity="info", impact_ns=0, share=0.0,
-        evidence={"kernels": [{"name": s.name, "short_name": s.short_name,
-                               "total_ns": int(s.gpu_time_ns), "share": round(s.share, 4),
-                               "launches": s.launches, "command": s.command} for s in hot]},
-        recommendation=suggestion_text(hot))
+def _check_disable(patterns: Iterable[str], source: str) -> frozenset[str]:
+    by_id = {a.id: a for a in ANALYSES}
+    known = finding_ids()
+    out = set()
+    for pattern in patterns:
+        item = str(pattern).strip()
+        if item in by_id and not by_id[item].optional:
+            raise UsageError(f"{source}: analysis {item!r} cannot be disabled (the report is "
+                             "built on it)")
+        if item not in by_id and not fnmatch.filter(known, item):
+            raise UsageError(
+                f"{source}: --disable {item!r} names no analysis or finding; analyses: "
+                f"{', '.join(a.id for a in ANALYSES if a.optional)}; findings: "
+                f"{', '.join(known)}")
+        out.add(item)
+    return frozenset(out)
 
 
-def _decorate(findings: list[Finding], trace: Trace, bound: pd.DataFrame) -> list[Finding]:
-    """Add host-blocked totals to call sites and the launch-bound kernel table."""
-    api = trace.api_calls
-    by_name = api.groupby("name")["end_ns"].count() if len(api) else pd.Series(dtype="int64")
-    dur = (api["end_ns"] - api["start_ns"]).groupby(api["name"]).sum() if len(api) else by_name
-    out = []
-    for f in findings:
-        ev = dict(f.evidence)
-        title = f.title
-        if f.category in ("sync", "memcpy", "allocation") and ev.get("site") in by_name.index:
-            ev["site_calls"] = int(by_name[ev["site"]])
-            ev["site_host_blocked_ns"] = int(dur[ev["site"]])
-        if f.id == "gap.launch-overhead" and len(bound):
-            ev["launch_bound_kernels"] = [
-                {"name": str(r.name), "count": int(r.count),
-                 "kernel_avg_ns": round(float(r.kernel_avg_ns)),
-                 "launch_call_avg_ns": round(float(r.api_avg_ns))}
-                for r in bound.head(10).itertuples()]
-            n = int(bound["count"].sum())
-            title = (f"Launch-bound: {n} launches of {len(bound)} short kernels cost more CPU "
-                     f"to launch than GPU to run; GPU idle {idle_text(ev['gpu_idle_ns'])} in "
-                     f"{ev['gaps']} gaps")
-        out.append(Finding(f.id, f.category, title, f.severity, f.impact_ns, f.share, ev,
-                           f.recommendation))
-    return out
+def _effective(table: Mapping[str, Any], table_source: str, cli: Mapping[str, Any]
+               ) -> dict[str, ConfigValue]:
+    """Every known key's value and source; unknown keys in the file are usage errors."""
+    keys = {s.key: s for _, s in all_settings()}
+    unknown = sorted(set(table) - set(keys) - {DISABLE_KEY})
+    if unknown:
+        raise UsageError(f"{table_source}: unknown setting(s) {', '.join(unknown)}; run "
+                         "`infraprof config` for the list")
+    values: dict[str, ConfigValue] = {}
+    for key, setting in keys.items():
+        if cli.get(key) is not None:
+            values[key] = ConfigValue(parse_setting(setting.kind, cli[key], f"--{key}"),
+                                      CLI_SOURCE)
+        elif key in table:
+            values[key] = ConfigValue(parse_setting(setting.kind, table[key],
+                                                    f"{table_source}: {key}"), table_source)
+    return values
 
 
-def run_all(trace: Trace, params: AnalysisParams | None = None,
-            pyspy: AlignedPyspy | None = None) -> AnalysisResult:
-    """Every enabled analysis over ``trace`` (``pyspy``: aligned py-spy samples, optional)."""
-    p = params or AnalysisParams()
-    findings: list[Finding] = []
-    timelines = device_timelines(trace, p.timeline)
-    breakdown = dict.fromkeys(CATEGORIES, 0)
-    launches = launch.kernel_launches(trace)
-    summary = launch.launch_summary(launches)
-    bound = launch.launch_bound_kernels(summary, p.launch)
-    atts: list[GapAttribution] = []
-    python: PythonSummary | None = None
-    if not trace.has_gpu_activity:
-        findings.append(_no_gpu_finding(trace))
-    elif "attribution" not in p.disabled:
-        atts = attribute_gaps(trace, timelines, p.attribution)
-        for a in atts:
-            for k, v in a.parts.items():
-                breakdown[k] += v
-        names = {int(g): str(n) for g, n in zip(trace.threads["global_tid"],
-                                                  trace.threads["name"], strict=True)}
-        gap = _decorate(gap_findings(atts, timelines, names, p.gaps), trace, bound)
-        host = _host_bound(trace, timelines, gap, p.host_bound_share)
-        if pyspy is not None:
-            gap, python = python_frames(gap, atts, pyspy, trace.nvtx)
-        findings += gap + ([host] if host else [])
-    if p.suggest_ncu and len(trace.kernels):
-        hint = _ncu_suggestion(trace)
-        findings += [hint] if hint else []
-    if "launch" not in p.disabled:
-        findings += launch.launch_latency_findings(launches, p.launch)
-    if "copies" not in p.disabled:
-        findings += copies.copy_findings(trace)
-    nvtx_gpu = (nvtx_proj.nvtx_distributions(nvtx_proj.nvtx_projection(trace))
-                if "nvtx" not in p.disabled else pd.DataFrame())
-    if pyspy is not None and python is None:
-        python = python_frames([], [], pyspy, trace.nvtx)[1]
-    return AnalysisResult(
-        findings=findings,
-        timelines=timelines,
-        idle_breakdown_ns=breakdown,
-        launch_summary=summary,
-        launch_bound=bound,
-        launch_percentiles=launch.latency_percentiles(launches),
-        copy_bandwidth=copies.copy_bandwidth(trace, p.copies),
-        nvtx_gpu=nvtx_gpu,
-        gaps_attributed=len(atts),
-        attributions=atts,
-        pyspy=pyspy,
-        python=python,
-    )
+def build_config(table: Mapping[str, Any] | None = None, table_source: str = DEFAULT_SOURCE,
+                 cli: Mapping[str, Any] | None = None) -> AnalysisConfig:
+    """Defaults, then ``table`` (a config file's analysis table from ``table_source``), then
+    ``cli`` (flag values; None means not given; ``disable`` adds to the file's list)."""
+    table, cli = dict(table or {}), dict(cli or {})
+    values = _effective(table, table_source, cli)
+    params: dict[str, Any] = {}
+    for analysis in ANALYSES:
+        given = {s.field: values[s.key].value for s in analysis.settings if s.key in values}
+        params[analysis.id] = replace(analysis.params_type(), **given)
+    from_file = table.get(DISABLE_KEY, [])
+    if isinstance(from_file, str) or not isinstance(from_file, list):
+        raise UsageError(f"{table_source}: disable must be a list of ids, got {from_file!r}")
+    disabled = _check_disable(from_file, table_source) | _check_disable(
+        cli.get(DISABLE_KEY) or [], "--disable")
+    if disabled:
+        sources = [s for s, given in ((table_source, from_file),
+                                      (CLI_SOURCE, cli.get(DISABLE_KEY))) if given]
+        values[DISABLE_KEY] = ConfigValue(sorted(disabled), " + ".join(sources))
+    report = {s.field: values[s.key].value for s in REPORT_SETTINGS if s.key in values}
+    if report.get("top", 1) < 1:
+        raise UsageError(f"{values['top'].source}: top must be at least 1")
+    return AnalysisConfig(params=params, disabled=disabled, values=values, **report)
+
+
+def finding_disabled(finding_id: str, disabled: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(finding_id, pattern) for pattern in disabled)
+
+
+def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset()
+                 ) -> list[Finding]:
+    """Run every enabled analysis in registry order, storing each output in ``ctx.outputs``;
+    return the findings (unranked, disabled finding ids dropped)."""
+    for analysis in ANALYSES:
+        if analysis.id in disabled or any(r not in ctx.outputs for r in analysis.requires):
+            continue
+        params = ctx.params_of(analysis.id, analysis.params_type())
+        ctx.outputs[analysis.id] = analysis.run(ctx, params)
+    return [f for output in ctx.outputs.values() for f in output.findings
+            if not finding_disabled(f.id, disabled)]
+
+
+def output_of(ctx: AnalysisContext, analysis_id: str) -> Output:
+    """The output of ``analysis_id`` (empty when it did not run)."""
+    return ctx.outputs.get(analysis_id, Output())

@@ -12,13 +12,18 @@ single value). Differences from nsys, by design:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from infraprof import intervals
-from infraprof import tables as T
+from infraprof import tables as table_schema
+from infraprof.analyses.base import Analysis, Output
 from infraprof.model import Trace
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 STAT_COLUMNS = ["count", "total_ns", "avg_ns", "median_ns", "min_ns", "max_ns", "std_ns"]
 
@@ -28,7 +33,7 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if frame.empty:
         cols = {k: pd.Series([], dtype=object) for k in keys}
         stats = {c: pd.Series([], dtype="float64") for c in STAT_COLUMNS}
-        return T.as_frame(pd.DataFrame({**cols, **stats}))
+        return table_schema.as_frame(pd.DataFrame({**cols, **stats}))
     dur = (frame["end_ns"] - frame["start_ns"]).astype("int64")
     g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
     out = g.agg(["count", "sum", "mean", "median", "min", "max", "std"]).reset_index()
@@ -36,7 +41,7 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     out["std_ns"] = out["std_ns"].fillna(0.0)
     for c in ("count", "total_ns", "min_ns", "max_ns"):
         out[c] = out[c].astype("int64")
-    return T.as_frame(out.sort_values(["total_ns", *keys],
+    return table_schema.as_frame(out.sort_values(["total_ns", *keys],
                                       ascending=[False, *[True] * len(keys)],
                                       kind="stable").reset_index(drop=True))
 
@@ -182,3 +187,21 @@ def trace_span(trace: Trace) -> tuple[int, int]:
     if not starts:
         return 0, 0
     return min(starts), max(ends)
+
+
+@dataclass(frozen=True)
+class SummaryParams:
+    """The summaries have no parameters."""
+
+
+def _run(ctx: AnalysisContext, params: SummaryParams) -> Output:
+    start, end = ctx.span
+    return Output(tables={
+        "span": (start, end), "devices": ctx.device_busy, "kernels": kernel_summary(ctx.trace),
+        "api_calls": api_summary(ctx.trace), "memcpy": memcpy_summary(ctx.trace),
+        "nvtx": nvtx_summary(ctx.trace)})
+
+
+SUMMARY = Analysis(
+    id="summary", summary="nsys stats-equivalent summaries: kernels, API, memory ops, NVTX",
+    finding_ids=(), params_type=SummaryParams, run=_run, optional=False)

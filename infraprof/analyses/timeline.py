@@ -20,14 +20,20 @@ Complexity O(n log n) in the number of operations (numpy).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from infraprof import intervals as iv
-from infraprof import tables as T
+from infraprof import intervals
+from infraprof import tables as table_schema
+from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.summary import trace_span
 from infraprof.model import Trace
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,8 @@ class DeviceTimeline:
     device_id: int
     span_start_ns: int
     span_end_ns: int
-    busy: iv.Intervals
-    gaps: iv.Intervals
+    busy: intervals.Intervals
+    gaps: intervals.Intervals
     overhead_ns: int
     short_gaps_ns: int
     leading_idle_ns: int
@@ -90,7 +96,7 @@ def _overhead(trace: Trace, pids: set[int]) -> pd.DataFrame:
     gtid = o["global_tid"].to_numpy(dtype=np.int64)
     named = o["name"].fillna("").str.startswith("CUDA profiling").to_numpy(dtype=bool)
     keep = (np.isin((gtid >> 24) & 0xFFFFFF, list(pids)) | (gtid == 0)) & named
-    return T.as_frame(o[keep])
+    return table_schema.as_frame(o[keep])
 
 
 def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list[DeviceTimeline]:
@@ -102,26 +108,26 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
     trace_start, trace_end = trace_span(trace)
     out = []
     for device, d in ops.groupby("device_id", sort=True):
-        busy = iv.union(d["start_ns"].to_numpy(), d["end_ns"].to_numpy())
+        busy = intervals.union(d["start_ns"].to_numpy(), d["end_ns"].to_numpy())
         s0, s1 = int(busy.starts[0]), int(busy.ends[-1])
         ovh = _overhead(trace, set(int(x) for x in pd.unique(d["pid"])))
-        covered = iv.clip(iv.union(
+        covered = intervals.clip(intervals.union(
             np.concatenate((d["start_ns"].to_numpy(), ovh["start_ns"].to_numpy())),
             np.concatenate((d["end_ns"].to_numpy(), ovh["end_ns"].to_numpy())),
         ), s0, s1)
-        holes = iv.gaps(covered, 0)
+        holes = intervals.gaps(covered, 0)
         long = (holes.ends - holes.starts) > p.min_gap_ns
         streams = [
             StreamBusy(
                 stream_id=int(str(sid)),
-                busy_ns=iv.union(s["start_ns"].to_numpy(), s["end_ns"].to_numpy()).total_ns,
+                busy_ns=intervals.union(s["start_ns"].to_numpy(), s["end_ns"].to_numpy()).total_ns,
                 ops=len(s),
                 first_start_ns=int(s["start_ns"].min()),
                 last_end_ns=int(s["end_ns"].max()),
             )
             for sid, s in d.groupby("stream_id", sort=True)
         ]
-        gaps = iv.Intervals(holes.starts[long], holes.ends[long])
+        gaps = intervals.Intervals(holes.starts[long], holes.ends[long])
         out.append(DeviceTimeline(
             device_id=int(str(device)),
             span_start_ns=s0,
@@ -135,3 +141,28 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
             streams=streams,
         ))
     return out
+
+
+def no_gpu_finding(trace: Trace) -> Finding:
+    """``trace.no_gpu_activity``: no kernels, copies or memsets to correlate."""
+    what = ("GPUs are listed but no kernels, copies or memsets were recorded"
+            if len(trace.gpus) else "no GPU activity was recorded (CPU-only capture)")
+    return info_finding(
+        "trace.no_gpu_activity", "unknown", f"Nothing to correlate: {what}",
+        {"gpus_in_node": len(trace.gpus), "api_calls": len(trace.api_calls),
+         "osrt_calls": len(trace.osrt), "nvtx_events": len(trace.nvtx)},
+        "Capture with CUDA tracing on (`nsys profile -t cuda,nvtx,osrt`) while the GPU work "
+        "runs, or use the NVTX/host summaries for CPU-only runs.")
+
+
+def _run(ctx: AnalysisContext, params: TimelineParams) -> Output:
+    findings = [] if ctx.trace.has_gpu_activity else [no_gpu_finding(ctx.trace)]
+    return Output(findings=findings, tables={"devices": ctx.timelines})
+
+
+TIMELINE = Analysis(
+    id="timeline", summary="per-device busy union, idle gaps, profiler overhead, streams",
+    finding_ids=("trace.no_gpu_activity",), params_type=TimelineParams, run=_run,
+    settings=(Setting("gap-min", "min_gap_ns", "duration",
+                      "gaps at or below this length are idle but not attributed (0)"),),
+    optional=False)

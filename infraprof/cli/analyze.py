@@ -12,10 +12,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infraprof.analyses.ncu_kernels import diagnose, join_ncu
-from infraprof.analyses.registry import AnalysisParams
+from infraprof.analyses.ncu_kernels import diagnose
+from infraprof.analyses.registry import AnalysisConfig, build_config
 from infraprof.cli.output import color_wanted, emit
-from infraprof.errors import UsageError
+from infraprof.config import load_config_file
 from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
 from infraprof.model.kernel_metrics import load_ncu
@@ -27,22 +27,15 @@ from infraprof.render.json_report import render_json
 from infraprof.render.markdown import render_markdown
 from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
 from infraprof.render.terminal import render_terminal
-from infraprof.units import parse_duration
 
 
-def parse_duration_ns(text: str) -> int:
-    """``"500us"`` -> 500000; a plain number is nanoseconds. Raises ``UsageError``."""
-    t = text.strip().lower()
-    value = parse_duration(t)
-    if value is None:
-        try:
-            value = float(t)
-        except ValueError:
-            raise UsageError(
-                f"--min-impact: cannot read duration {text!r} (try 500us, 2ms)") from None
-    if value < 0:
-        raise UsageError(f"--min-impact: duration must not be negative, got {text!r}")
-    return round(value)
+def analysis_config(config_file: Path | None, *, top: int | None = None,
+                    min_impact: str | None = None, disable: list[str] | None = None
+                    ) -> AnalysisConfig:
+    """Defaults, then the config file (``--config`` or the nearest), then these flags."""
+    found = load_config_file(config_file)
+    return build_config(found.analysis, found.source,
+                        {"top": top, "min-impact": min_impact, "disable": disable or None})
 
 
 class OutputFormat(str, Enum):
@@ -99,16 +92,25 @@ def analyze(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the report to this file instead of stdout."),
-    top: int = typer.Option(10, "--top", min=1, help="Rows per table and findings shown."),
+    top: int | None = typer.Option(
+        None, "--top", min=1, help="Rows per table and findings shown (default 10, or `top` "
+        "in the config file)."),
     ncu: list[Path] = typer.Option(
         [], "--ncu", help="Nsight Compute report (.ncu-rep) or ncu CSV export to join onto the "
         "timeline (repeatable)."),
     pyspy: Path | None = typer.Option(
         None, "--pyspy", help="py-spy output (chrometrace JSON for time correlation; "
         "speedscope/raw/SVG for an aggregate profile). Found automatically in capture folders."),
-    min_impact: str = typer.Option(
-        "0", "--min-impact",
-        help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns)."),
+    min_impact: str | None = typer.Option(
+        None, "--min-impact",
+        help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns; "
+        "default 0, or `min-impact` in the config file)."),
+    disable: list[str] = typer.Option(
+        [], "--disable", help="Turn off an analysis (e.g. `launch`) or drop a finding id or "
+        "pattern (e.g. `gap.sync`, `copy.*`); repeatable. `infraprof config` lists the ids."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML settings file (default: the nearest infraprof.toml, or "
+        "pyproject.toml with [tool.infraprof])."),
     width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
 ) -> None:
@@ -118,19 +120,18 @@ def analyze(
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
             OutputFormat.table)
+    config = analysis_config(config_file, top=top, min_impact=min_impact, disable=disable)
     if _is_ncu_input(input_path):
-        _analyze_ncu(input_path, fmt, output, width, top)
+        _analyze_ncu(input_path, fmt, output, width, config.top)
         return
     ncu = [*ncu, *_folder_ncu(input_path, ncu)]
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         trace = load_trace(input_path, progress)
-        extra = []
-        for path in ncu:
-            extra += join_ncu(trace, load_ncu(path))
+        metrics = [load_ncu(path) for path in ncu]
         aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
-        report = build_report(trace, extra, AnalysisParams(suggest_ncu=not ncu),
-                              min_impact_ns=parse_duration_ns(min_impact), pyspy=aligned)
+        report = build_report(trace, config, pyspy=aligned, ncu=metrics)
+    top = config.top
     if fmt is OutputFormat.json:
         text = render_json(report)
     elif fmt in (OutputFormat.markdown, OutputFormat.md):

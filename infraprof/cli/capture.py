@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from infraprof.analyses.ncu_kernels import profiling_suggestions
+from infraprof.analyses.ncu_findings import profiling_suggestions
 from infraprof.capture.manifest import update_manifest
 from infraprof.capture.ncu import NcuOptions, run_ncu
 from infraprof.capture.runner import (

@@ -33,20 +33,14 @@ abs_threshold)``.
 from __future__ import annotations
 
 import fnmatch
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from infraprof.config import load_config_file
 from infraprof.errors import UsageError
 from infraprof.units import parse_duration
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-
 
 
 @dataclass(frozen=True)
@@ -219,53 +213,13 @@ def policy_from_mapping(raw: Mapping[str, Any], source: str = "config",
     return replace(policy, **changes)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            doc: dict[str, Any] = tomllib.load(fh)
-            return doc
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read config ({exc.strerror})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: invalid TOML ({exc})") from exc
-
-
-def _gate_table(doc: Mapping[str, Any], path: Path) -> Mapping[str, Any] | None:
-    tool = doc.get("tool", {})
-    table = tool.get("infraprof", {}).get("gate") if isinstance(tool, Mapping) else None
-    if table is None and path.name != "pyproject.toml":
-        table = doc.get("gate")
-    if table is not None and not isinstance(table, Mapping):
-        raise UsageError(f"{path}: the gate settings must be a table")
-    return table
-
-
-def find_config(start: Path) -> Path | None:
-    """The nearest ``infraprof.toml``, or ``pyproject.toml`` with ``[tool.infraprof]``."""
-    for folder in (start.resolve(), *start.resolve().parents):
-        candidate = folder / "infraprof.toml"
-        if candidate.is_file():
-            return candidate
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            doc = _read_toml(candidate)
-            tool = doc.get("tool", {})
-            if isinstance(tool, Mapping) and "infraprof" in tool:
-                return candidate
-    return None
-
-
 def load_policy(config: Path | None = None, start: Path | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Policy:
     """Defaults, then the config file (``config`` or the nearest one), then ``overrides``."""
     policy = Policy()
-    path = config if config is not None else find_config(start or Path.cwd())
-    if config is not None and not config.is_file():
-        raise UsageError(f"{config}: config file not found")
-    if path is not None:
-        table = _gate_table(_read_toml(path), path)
-        if table is not None:
-            policy = policy_from_mapping(table, str(path), policy)
+    found = load_config_file(config, start)
+    if found.gate is not None:
+        policy = policy_from_mapping(found.gate, found.source, policy)
     if overrides:
         where = "command line" if policy.source == "defaults" else f"{policy.source} + flags"
         policy = policy_from_mapping(overrides, where, policy)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import pandas as pd
 
-from infraprof import tables_ncu as TN
+from infraprof import tables_ncu as ncu_tables
 from infraprof.errors import InputError
 from infraprof.readers import ncu_csv, ncu_report
 
@@ -73,7 +73,7 @@ def load_ncu(path: Path) -> KernelMetrics:
         fmt = "csv-details" if page == "details" else "csv-raw"
     return KernelMetrics(
         meta=KernelMetricsMeta(source=str(path), format=fmt),
-        kernels=TN.build(kernels, TN.KERNEL_METRICS),
-        stalls=TN.build(stalls, TN.STALLS),
-        rules=TN.build(rules, TN.RULES),
+        kernels=ncu_tables.build(kernels, ncu_tables.KERNEL_METRICS),
+        stalls=ncu_tables.build(stalls, ncu_tables.STALLS),
+        rules=ncu_tables.build(rules, ncu_tables.RULES),
     )

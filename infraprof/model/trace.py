@@ -7,13 +7,19 @@ convention: analyses read it and never modify its tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
+
+
+def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
+    """A dataclass default factory: an empty table with ``columns`` (name → dtype)."""
+    return lambda: table_schema.empty(columns)
 
 
 @dataclass(frozen=True)
@@ -35,19 +41,19 @@ class Trace:
     """Normalized tables of one nsys capture."""
 
     meta: TraceMeta
-    kernels: pd.DataFrame = field(default_factory=lambda: T.empty(T.KERNELS))
-    api_calls: pd.DataFrame = field(default_factory=lambda: T.empty(T.API_CALLS))
-    memcpy: pd.DataFrame = field(default_factory=lambda: T.empty(T.MEMCPY))
-    memset: pd.DataFrame = field(default_factory=lambda: T.empty(T.MEMSET))
-    syncs: pd.DataFrame = field(default_factory=lambda: T.empty(T.SYNCS))
-    nvtx: pd.DataFrame = field(default_factory=lambda: T.empty(T.NVTX))
-    osrt: pd.DataFrame = field(default_factory=lambda: T.empty(T.OSRT))
-    cpu_samples: pd.DataFrame = field(default_factory=lambda: T.empty(T.CPU_SAMPLES))
-    callchains: pd.DataFrame = field(default_factory=lambda: T.empty(T.CALLCHAIN_FRAMES))
-    overhead: pd.DataFrame = field(default_factory=lambda: T.empty(T.PROFILER_OVERHEAD))
-    threads: pd.DataFrame = field(default_factory=lambda: T.empty(T.THREADS))
-    processes: pd.DataFrame = field(default_factory=lambda: T.empty(T.PROCESSES))
-    gpus: pd.DataFrame = field(default_factory=lambda: T.empty(T.GPUS))
+    kernels: pd.DataFrame = field(default_factory=_empty_of(table_schema.KERNELS))
+    api_calls: pd.DataFrame = field(default_factory=_empty_of(table_schema.API_CALLS))
+    memcpy: pd.DataFrame = field(default_factory=_empty_of(table_schema.MEMCPY))
+    memset: pd.DataFrame = field(default_factory=_empty_of(table_schema.MEMSET))
+    syncs: pd.DataFrame = field(default_factory=_empty_of(table_schema.SYNCS))
+    nvtx: pd.DataFrame = field(default_factory=_empty_of(table_schema.NVTX))
+    osrt: pd.DataFrame = field(default_factory=_empty_of(table_schema.OSRT))
+    cpu_samples: pd.DataFrame = field(default_factory=_empty_of(table_schema.CPU_SAMPLES))
+    callchains: pd.DataFrame = field(default_factory=_empty_of(table_schema.CALLCHAIN_FRAMES))
+    overhead: pd.DataFrame = field(default_factory=_empty_of(table_schema.PROFILER_OVERHEAD))
+    threads: pd.DataFrame = field(default_factory=_empty_of(table_schema.THREADS))
+    processes: pd.DataFrame = field(default_factory=_empty_of(table_schema.PROCESSES))
+    gpus: pd.DataFrame = field(default_factory=_empty_of(table_schema.GPUS))
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
@@ -68,18 +74,18 @@ class Trace:
             parts.append(self.memset[cols].assign(kind="memset", name="memset"))
         if not parts:
             empty = {c: pd.Series([], dtype="int64") for c in cols}
-            return T.as_frame(pd.DataFrame({**empty, "name": pd.Series([], dtype=object),
+            return table_schema.as_frame(pd.DataFrame({**empty, "name": pd.Series([], dtype=object),
                                             "kind": pd.Series([], dtype=object)}))
         ops = pd.concat(parts, ignore_index=True)
         order = np.lexsort((ops["end_ns"].to_numpy(), ops["start_ns"].to_numpy()))
-        return T.as_frame(ops.iloc[order].reset_index(drop=True))
+        return table_schema.as_frame(ops.iloc[order].reset_index(drop=True))
 
     @property
     def has_gpu_activity(self) -> bool:
         return bool(len(self.kernels) or len(self.memcpy) or len(self.memset))
 
     def used_gpus(self) -> pd.DataFrame:
-        return T.as_frame(self.gpus[self.gpus["used"]].reset_index(drop=True))
+        return table_schema.as_frame(self.gpus[self.gpus["used"]].reset_index(drop=True))
 
     def thread_name(self, global_tid: int) -> str | None:
         rows = self.threads.loc[self.threads["global_tid"] == global_tid, "name"]

@@ -15,10 +15,13 @@ import pandas as pd
 
 from infraprof import __version__
 from infraprof.analyses import summary
-from infraprof.analyses.findings import Finding
-from infraprof.analyses.registry import AnalysisParams, AnalysisResult, run_all
+from infraprof.analyses.context import AnalysisContext
+from infraprof.analyses.findings import SEVERITY_ORDER, Finding
+from infraprof.analyses.registry import AnalysisConfig, run_analyses
+from infraprof.analyses.results import Results
 from infraprof.model import Trace
 from infraprof.model.clock import AlignedPyspy
+from infraprof.model.kernel_metrics import KernelMetrics
 
 SCHEMA_VERSION = "1.0"
 
@@ -35,8 +38,9 @@ class Report:
     api_calls: pd.DataFrame
     memcpy: pd.DataFrame
     nvtx: pd.DataFrame
-    analysis: AnalysisResult | None = None
+    analysis: Results | None = None
     findings: list[Finding] = field(default_factory=list)
+    config: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     @property
     def span_ns(self) -> int:
@@ -183,28 +187,35 @@ def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int
          ) -> list[Finding]:
     """Sort by ``impact_ns`` (desc), then severity, id and title; drop findings below
     ``min_impact_ns`` unless they are informational (impact 0 by design); keep ``top``."""
-    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     kept = [f for f in findings if f.impact_ns >= min_impact_ns or f.impact_ns == 0]
-    ranked = sorted(kept, key=lambda f: (-f.impact_ns, order[f.severity], f.id, f.title))
+    ranked = sorted(kept, key=lambda f: (-f.impact_ns, SEVERITY_ORDER[f.severity], f.id,
+                                         f.title))
     return ranked[:top] if top is not None else ranked
 
 
-def build_report(trace: Trace, extra_findings: Sequence[Finding] = (),
-                 params: AnalysisParams | None = None, top: int | None = None,
-                 min_impact_ns: int = 0, pyspy: AlignedPyspy | None = None) -> Report:
-    """Summaries and every analysis of ``trace``; findings ranked by recoverable time."""
-    start, end = summary.trace_span(trace)
-    result = run_all(trace, params, pyspy)
-    ranked = rank([*result.findings, *extra_findings], top, min_impact_ns)
+def build_report(trace: Trace, config: AnalysisConfig | None = None, *,
+                 pyspy: AlignedPyspy | None = None, ncu: Sequence[KernelMetrics] = (),
+                 top: int | None = None, min_impact_ns: int | None = None) -> Report:
+    """Summaries and every enabled analysis of ``trace`` (``config``: settings, default all
+    defaults; ``pyspy``: aligned py-spy samples; ``ncu``: Nsight Compute reports to join);
+    findings ranked by recoverable time. ``min_impact_ns`` defaults to the config's; ``top``
+    keeps every finding unless given (renderers show ``config.top``)."""
+    config = config or AnalysisConfig()
+    ctx = AnalysisContext(trace, config.params, pyspy=pyspy, ncu=ncu)
+    findings = run_analyses(ctx, config.disabled)
+    results = Results(ctx)
+    start, end = ctx.span
+    floor = config.min_impact_ns if min_impact_ns is None else min_impact_ns
     return Report(
         trace=trace,
         span_start_ns=start,
         span_end_ns=end,
-        devices=summary.device_busy(trace),
-        kernels=summary.kernel_summary(trace),
-        api_calls=summary.api_summary(trace),
-        memcpy=summary.memcpy_summary(trace),
-        nvtx=summary.nvtx_summary(trace),
-        analysis=result,
-        findings=ranked,
+        devices=results.devices,
+        kernels=results.table("summary", "kernels"),
+        api_calls=results.table("summary", "api_calls"),
+        memcpy=results.table("summary", "memcpy"),
+        nvtx=results.table("summary", "nvtx"),
+        analysis=results,
+        findings=rank(findings, top, floor),
+        config=config,
     )

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import __version__
+from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking import Report
 
 GPU_PID_BASE = 1 << 30
@@ -191,9 +192,7 @@ def _flows(report: Report) -> list[TraceEvent]:
     ops = t.gpu_ops()
     if ops.empty or t.api_calls.empty:
         return []
-    api = t.api_calls[["pid", "tid", "correlation_id", "start_ns"]].drop_duplicates(
-        ["pid", "correlation_id"]).rename(columns={"start_ns": "api_start_ns", "tid": "api_tid"})
-    j = ops.merge(api, on=["pid", "correlation_id"], how="inner").sort_values(
+    j = join_launch_calls(ops, t.api_calls, ("tid", "start_ns"), how="inner").sort_values(
         ["start_ns", "device_id", "stream_id"], kind="stable")
     out: list[TraceEvent] = []
     for i, r in enumerate(_records(j), 1):

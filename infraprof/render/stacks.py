@@ -21,8 +21,7 @@ from typing import TypedDict
 import numpy as np
 import pandas as pd
 
-from infraprof import __version__
-from infraprof import intervals as iv
+from infraprof import __version__, intervals
 from infraprof.ranking import Report
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
@@ -90,7 +89,7 @@ def idle_mask(report: Report, times_ns: np.ndarray) -> np.ndarray:
     timelines = report.analysis.timelines if report.analysis else []
     if not timelines or not len(times_ns):
         return np.zeros(len(times_ns), dtype=bool)
-    gaps = iv.union(np.concatenate([t.gaps.starts for t in timelines]),
+    gaps = intervals.union(np.concatenate([t.gaps.starts for t in timelines]),
                     np.concatenate([t.gaps.ends for t in timelines]))
     i = np.searchsorted(gaps.starts, times_ns, side="right") - 1
     ok = i >= 0

@@ -1,0 +1,94 @@
+"""The :class:`AnalysisContext`: one trace, its inputs, and derived data computed once.
+
+Every analysis reads what it shares with others from here — device timelines, the
+kernel↔launch-call join, gap attributions, per-device busy summaries, py-spy frame pools — so
+nothing is computed twice, and earlier analyses' outputs (``ctx.outputs[id]``) are visible to
+later ones in registry order. The cached values are shared: treat them as read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+
+from infraprof.analyses import launch, summary
+from infraprof.analyses.attribution import AttributionParams, GapAttribution, attribute_gaps
+from infraprof.analyses.base import Output
+from infraprof.analyses.python_frames import FramePools, frame_pools
+from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
+from infraprof.model import Trace
+from infraprof.model.clock import AlignedPyspy
+from infraprof.model.kernel_metrics import KernelMetrics
+
+
+class AnalysisContext:
+    """``params`` maps analysis id → its params object (missing ids get defaults);
+    ``pyspy``: aligned py-spy samples or None; ``ncu``: Nsight Compute reports to join."""
+
+    def __init__(self, trace: Trace, params: Mapping[str, Any] | None = None,
+                 pyspy: AlignedPyspy | None = None, ncu: Sequence[KernelMetrics] = ()) -> None:
+        self.trace = trace
+        self.params: dict[str, Any] = dict(params or {})
+        self.pyspy = pyspy
+        self.ncu = tuple(ncu)
+        self.outputs: dict[str, Output] = {}
+
+    def params_of(self, analysis_id: str, default: Any) -> Any:
+        """The params of ``analysis_id``, or ``default`` when none were given."""
+        return self.params.get(analysis_id, default)
+
+    @cached_property
+    def span(self) -> tuple[int, int]:
+        """``(start_ns, end_ns)`` of everything recorded (see :func:`summary.trace_span`)."""
+        return summary.trace_span(self.trace)
+
+    @cached_property
+    def device_busy(self) -> list[summary.DeviceBusy]:
+        return summary.device_busy(self.trace)
+
+    @cached_property
+    def timelines(self) -> list[DeviceTimeline]:
+        return device_timelines(self.trace, self.params_of("timeline", TimelineParams()))
+
+    @cached_property
+    def active_span_ns(self) -> int:
+        """Sum over devices of first-op-start → last-op-end (the share denominator)."""
+        return sum(t.span_ns for t in self.timelines)
+
+    @cached_property
+    def launches(self) -> pd.DataFrame:
+        """Kernels joined to their launch calls (:func:`launch.kernel_launches`)."""
+        return launch.kernel_launches(self.trace)
+
+    @cached_property
+    def launch_summary(self) -> pd.DataFrame:
+        return launch.launch_summary(self.launches)
+
+    @cached_property
+    def launch_bound(self) -> pd.DataFrame:
+        return launch.launch_bound_kernels(self.launch_summary,
+                                           self.params_of("launch", launch.LaunchParams()))
+
+    @cached_property
+    def attributions(self) -> list[GapAttribution]:
+        """Every listed gap, attributed (empty without GPU activity)."""
+        if not self.trace.has_gpu_activity:
+            return []
+        return attribute_gaps(self.trace, self.timelines,
+                              self.params_of("attribution", AttributionParams()))
+
+    @cached_property
+    def thread_names(self) -> dict[int, str]:
+        threads = self.trace.threads
+        return {int(g): str(n) for g, n in zip(threads["global_tid"], threads["name"],
+                                                strict=True)}
+
+    @cached_property
+    def python_pools(self) -> FramePools | None:
+        """py-spy stacks pooled per (category, site) of the host-side gaps, or None."""
+        if self.pyspy is None:
+            return None
+        return frame_pools(self.attributions, self.pyspy)
