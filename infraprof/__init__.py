@@ -1,7 +1,27 @@
-"""infraprof: why is my GPU program slow, with evidence, and did it get slower?"""
+"""infraprof: why is my GPU program slow, with evidence, and did it get slower?
+
+Library use (``docs/python-api.md``)::
+
+    import infraprof
+    report = infraprof.analyze("run.sqlite")      # what `infraprof analyze` runs
+    report.findings, report.kernels, report.to_dict()
+    result = infraprof.compare("base-runs", "pr-runs")   # what `infraprof compare` runs
+
+The heavy modules (pandas, numpy, plotly) load on first use, not on ``import infraprof``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "analysis_config", "analyze", "compare"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("analyze", "compare", "analysis_config"):
+        from infraprof import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'infraprof' has no attribute {name!r}")

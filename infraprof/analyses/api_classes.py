@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import pandas as pd
+
 SYNC_RE: Final = re.compile(
     r"(Synchronize|StreamWaitEvent|StreamWaitValue|EventQuery|StreamQuery)", re.IGNORECASE
 )
@@ -68,3 +70,9 @@ def osrt_category(name: str) -> str:
 def is_blocking_copy_api(name: str) -> bool:
     """Synchronous (non-``Async``) host copy/memset API name."""
     return bool(MEMCPY_RE.search(name)) and "async" not in name.lower()
+
+
+def api_categories(names: pd.Series) -> pd.Series:
+    """:func:`api_category` of every name (classified once per distinct name)."""
+    text = names.fillna("").astype(str)
+    return text.map({name: api_category(name) for name in text.unique()})

@@ -32,6 +32,7 @@ from infraprof.analyses.launch import LAUNCH
 from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
 from infraprof.analyses.nvtx_proj import NVTX
 from infraprof.analyses.python_frames import PYTHON
+from infraprof.analyses.run_metrics import RUN_METRICS
 from infraprof.analyses.summary import SUMMARY
 from infraprof.analyses.timeline import TIMELINE
 from infraprof.config import CLI_SOURCE, DEFAULT_SOURCE, ConfigValue, parse_setting
@@ -39,7 +40,7 @@ from infraprof.errors import UsageError
 
 ANALYSES: tuple[Analysis, ...] = (
     SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
-    PYTHON, NCU,
+    PYTHON, NCU, RUN_METRICS,
 )
 
 REPORT_SETTINGS: tuple[Setting, ...] = (

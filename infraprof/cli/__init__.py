@@ -14,6 +14,7 @@ from rich.console import Console
 from infraprof import __version__
 from infraprof.cli.analyze import analyze
 from infraprof.cli.capture import capture
+from infraprof.cli.config import config
 from infraprof.cli.export import export
 from infraprof.errors import ExitCode, InfraprofError
 
@@ -58,6 +59,7 @@ app.command("compare", epilog=EPILOG)(compare_command)
 app.command("gate", epilog=EPILOG)(gate_command)
 app.add_typer(baseline_app, name="baseline")
 app.command(epilog=EPILOG)(export)
+app.command("config", epilog=EPILOG)(config)
 
 
 def main() -> None:

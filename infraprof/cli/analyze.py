@@ -12,14 +12,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infraprof import api
 from infraprof.analyses.ncu_kernels import diagnose
-from infraprof.analyses.registry import AnalysisConfig, build_config
 from infraprof.cli.output import color_wanted, emit
-from infraprof.config import load_config_file
-from infraprof.model import load_trace
-from infraprof.model.clock import pyspy_for
 from infraprof.model.kernel_metrics import load_ncu
-from infraprof.ranking import build_report
 from infraprof.readers.ncu_csv import csv_page
 from infraprof.readers.ncu_report import is_ncu_report
 from infraprof.render.html import render_html
@@ -27,15 +23,6 @@ from infraprof.render.json_report import render_json
 from infraprof.render.markdown import render_markdown
 from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
 from infraprof.render.terminal import render_terminal
-
-
-def analysis_config(config_file: Path | None, *, top: int | None = None,
-                    min_impact: str | None = None, disable: list[str] | None = None
-                    ) -> AnalysisConfig:
-    """Defaults, then the config file (``--config`` or the nearest), then these flags."""
-    found = load_config_file(config_file)
-    return build_config(found.analysis, found.source,
-                        {"top": top, "min-impact": min_impact, "disable": disable or None})
 
 
 class OutputFormat(str, Enum):
@@ -65,13 +52,6 @@ def _is_ncu_input(path: Path) -> bool:
         return False
     return is_ncu_report(path) or path.suffix == ".ncu-rep" or (
         path.suffix.lower() == ".csv" and csv_page(path) is not None)
-
-
-def _folder_ncu(path: Path, given: list[Path]) -> list[Path]:
-    """Nsight Compute reports inside a capture folder (``profile.ncu-rep``), unless given."""
-    if not path.is_dir() or given:
-        return []
-    return sorted(p for p in path.glob("*.ncu-rep") if p.is_file())
 
 
 def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
@@ -120,17 +100,14 @@ def analyze(
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
             OutputFormat.table)
-    config = analysis_config(config_file, top=top, min_impact=min_impact, disable=disable)
+    config = api.analysis_config(config_file, disable=disable,
+                                 settings={"top": top, "min-impact": min_impact})
     if _is_ncu_input(input_path):
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return
-    ncu = [*ncu, *_folder_ncu(input_path, ncu)]
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
-        trace = load_trace(input_path, progress)
-        metrics = [load_ncu(path) for path in ncu]
-        aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
-        report = build_report(trace, config, pyspy=aligned, ncu=metrics)
+        report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress)
     top = config.top
     if fmt is OutputFormat.json:
         text = render_json(report)

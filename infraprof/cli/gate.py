@@ -26,7 +26,7 @@ from infraprof.gate import baseline as store
 from infraprof.gate.github import render_github, write_step_summary
 from infraprof.gate.gitlab import render_gitlab
 from infraprof.gate.junit import render_junit
-from infraprof.gate.metrics import RunMetrics, load_run
+from infraprof.gate.metrics import load_side
 from infraprof.gate.openmetrics import render_openmetrics
 from infraprof.gate.policy import load_policy
 from infraprof.gate.text import render_markdown, render_table
@@ -69,26 +69,6 @@ def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str
 def _overrides(**values: Any) -> dict[str, Any]:
     out = {k: v for k, v in values.items() if v is not None and v != []}
     return out
-
-
-def _expand(paths: list[Path]) -> list[Path]:
-    """A folder written by ``capture --repeat K`` (``run-1`` … ``run-K``) stands for K runs."""
-    out: list[Path] = []
-    for path in paths:
-        runs = sorted((p for p in path.glob("run-*") if p.is_dir() and p.name[4:].isdigit()),
-                      key=lambda p: int(p.name[4:])) if path.is_dir() else []
-        out.extend(runs or [path])
-    return out
-
-
-def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
-    runs = []
-    for path in _expand(paths):
-        try:
-            runs.append(load_run(path, step))
-        except InputError as exc:
-            raise InputError(f"{what}: {exc.message}") from exc
-    return runs
 
 
 def _make(is_gate: bool) -> Callable[..., None]:
@@ -143,7 +123,7 @@ def _make(is_gate: bool) -> Callable[..., None]:
             raise UsageError("no candidate run: give --cand PATH (repeatable)")
         if not base and base_db is None:
             raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
-        base_runs = _load_side(list(base), policy.step, "baseline")
+        base_runs = load_side(list(base), policy.step, "baseline")
         if base_db is not None:
             stored = store.query_runs(base_db, name=base_name, branch=base_branch,
                                       gpu=base_gpu, last=base_last)
@@ -152,7 +132,7 @@ def _make(is_gate: bool) -> Callable[..., None]:
                                  f"{f', branch={base_branch!r}' if base_branch else ''}"
                                  f"{f', gpu={base_gpu!r}' if base_gpu else ''}")
             base_runs += [s.metrics for s in stored]
-        cand_runs = _load_side(list(cand), policy.step, "candidate")
+        cand_runs = load_side(list(cand), policy.step, "candidate")
         result = compare(base_runs, cand_runs, policy)
         fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
                                 if output else GateFormat.table)
@@ -202,7 +182,7 @@ def baseline_save(
                              "sync:API."),
 ) -> None:
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
-    runs = _load_side(list(inputs), step, "input")
+    runs = load_side(list(inputs), step, "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
     print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")

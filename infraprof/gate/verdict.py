@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from infraprof.analyses.run_metrics import QUANTILE_STATS, RunMetrics
 from infraprof.gate import stats
-from infraprof.gate.metrics import QUANTILE_STATS, RunMetrics
 from infraprof.gate.policy import MetricPolicy, Policy
 from infraprof.units import fmt_bytes, fmt_ns
 

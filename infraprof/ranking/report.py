@@ -113,7 +113,13 @@ class Report:
             "python": (self.analysis.python.to_dict()
                        if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
+            "gate_samples": self._gate_samples(),
         }
+
+    def _gate_samples(self) -> dict[str, Any] | None:
+        """The gate's metrics of this run (``infraprof.gate.run/1``; None when disabled)."""
+        run = self.analysis.table("run_metrics", "run") if self.analysis else None
+        return run.to_dict() if run is not None else None
 
     def _timeline_dict(self) -> dict[str, Any]:
         a = self.analysis

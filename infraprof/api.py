@@ -1,0 +1,88 @@
+"""The library API for notebooks and scripts (``docs/python-api.md``).
+
+``infraprof.analyze(path)`` is exactly what ``infraprof analyze PATH`` runs, so
+``infraprof.analyze(path).to_dict()`` equals ``infraprof analyze PATH --format json``;
+``infraprof.compare(base, cand)`` is what ``infraprof compare`` runs. Errors are the CLI's:
+:class:`~infraprof.errors.InputError` (bad input), :class:`~infraprof.errors.UsageError` (bad
+settings), :class:`~infraprof.errors.ToolError` (nsys/ncu missing or failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infraprof.analyses.registry import AnalysisConfig
+    from infraprof.gate.verdict import GateResult
+    from infraprof.ranking import Report
+
+PathLike = str | Path
+
+
+def analysis_config(config_file: PathLike | None = None, *, disable: Sequence[str] = (),
+                    settings: Mapping[str, Any] | None = None) -> AnalysisConfig:
+    """Defaults, then the config file (``config_file`` or the nearest ``infraprof.toml`` /
+    ``pyproject.toml`` with ``[tool.infraprof]``), then ``settings`` (keys as in the file,
+    e.g. ``{"launch-latency-threshold": "2ms", "top": 5}``) and ``disable``."""
+    from infraprof.analyses.registry import build_config
+    from infraprof.config import load_config_file
+
+    found = load_config_file(Path(config_file) if config_file is not None else None)
+    given = {str(k).replace("_", "-"): v for k, v in (settings or {}).items()}
+    given["disable"] = list(disable) or None
+    return build_config(found.analysis, found.source, given)
+
+
+def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | None = None,
+            config: AnalysisConfig | None = None, disable: Sequence[str] = (),
+            settings: Mapping[str, Any] | None = None,
+            progress: Callable[[str], None] | None = None) -> Report:
+    """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report or capture
+    folder) into a :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
+    ``.kernels``, ``.api_calls``, ``.memcpy``, ``.nvtx`` (pandas DataFrames), ``.to_dict()``.
+
+    ``ncu``: Nsight Compute reports to join (a capture folder's own ``*.ncu-rep`` are used when
+    none are given); ``pyspy``: a py-spy output (found automatically in capture folders);
+    ``config``: settings from :func:`analysis_config` (else built from the nearest config
+    file, ``settings`` and ``disable``); ``progress``: called with a status line per step."""
+    from infraprof.model import load_trace
+    from infraprof.model.clock import pyspy_for
+    from infraprof.model.kernel_metrics import load_ncu
+    from infraprof.ranking import build_report
+
+    source = Path(path)
+    if config is None:
+        config = analysis_config(disable=disable, settings=settings)
+    reports = [Path(p) for p in ncu] or (
+        sorted(p for p in source.glob("*.ncu-rep") if p.is_file()) if source.is_dir() else [])
+    trace = load_trace(source, progress)
+    metrics = [load_ncu(p) for p in reports]
+    aligned = pyspy_for(source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
+                        trace.meta.session_start_utc_ns)
+    return build_report(trace, config, pyspy=aligned, ncu=metrics)
+
+
+def compare(base: PathLike | Sequence[PathLike], cand: PathLike | Sequence[PathLike], *,
+            config_file: PathLike | None = None,
+            settings: Mapping[str, Any] | None = None) -> GateResult:
+    """Compare baseline run(s) with candidate run(s) as ``infraprof compare`` does; each run
+    is a capture folder (``capture --repeat`` folders stand for their runs), report, SQLite
+    export, analyze JSON or gate metrics JSON. ``settings``: gate policy keys (as in
+    ``[tool.infraprof.gate]``). The result has ``.failed``, ``.results`` and ``.to_dict()``."""
+    from infraprof.gate.metrics import load_side
+    from infraprof.gate.policy import load_policy
+    from infraprof.gate.verdict import compare as compare_runs
+
+    policy = load_policy(Path(config_file) if config_file is not None else None,
+                         overrides=dict(settings or {}) or None)
+    base_runs = load_side(_paths(base), policy.step, "baseline")
+    cand_runs = load_side(_paths(cand), policy.step, "candidate")
+    return compare_runs(base_runs, cand_runs, policy)
+
+
+def _paths(value: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(value, (str, Path)):
+        return [Path(value)]
+    return [Path(v) for v in value]

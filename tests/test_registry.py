@@ -1,0 +1,153 @@
+"""The analysis registry, settings, --disable, `infraprof config` and the library API."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE_TRACES
+from helpers_cli import run_main
+
+import infraprof
+from infraprof.analyses.findings import severity_for
+from infraprof.analyses.registry import ANALYSES, build_config, finding_ids
+from infraprof.errors import UsageError
+
+DEMO = SAMPLE_TRACES / "demo_host_stall.sqlite"
+MW_BASE = "ncar-miniweather-nsys/miniweather_baseline.sqlite"
+
+
+def _documented_ids() -> set[str]:
+    text = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    return set(re.findall(r"`([a-z_]+\.[a-z_*-]+)`", text))
+
+
+def test_every_finding_id_is_documented() -> None:
+    documented = _documented_ids()
+    missing = [fid for fid in finding_ids() if fid not in documented]
+    assert not missing, f"add these ids to docs/findings.md: {missing}"
+
+
+def test_registry_ids_are_unique_and_requirements_come_first() -> None:
+    ids = [a.id for a in ANALYSES]
+    assert len(ids) == len(set(ids))
+    assert len(finding_ids()) == len(set(finding_ids()))
+    for i, analysis in enumerate(ANALYSES):
+        assert all(r in ids[:i] for r in analysis.requires), analysis.id
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_findings_use_declared_ids_and_the_one_severity_rule(name: str) -> None:
+    report = infraprof.analyze(SAMPLE_TRACES / name)
+    declared = set(finding_ids())
+    for finding in report.findings:
+        assert finding.id in declared
+        expected = "info" if finding.impact_ns == 0 else severity_for(finding.share)
+        assert finding.severity == expected, finding.id
+
+
+def test_disable_finding_and_analysis() -> None:
+    full = {f.id for f in infraprof.analyze(DEMO).findings}
+    assert "gap.sync" in full and "host.bound" not in full
+    assert "gap.sync" not in {f.id for f in infraprof.analyze(DEMO, disable=["gap.sync"]).findings}
+    no_gaps = infraprof.analyze(DEMO, disable=["attribution"])
+    assert not any(f.id.startswith("gap.") for f in no_gaps.findings)  # gaps requires it
+    assert no_gaps.to_dict()["timeline"]["gaps_attributed"] == 0
+    assert not any(f.id.startswith("copy.") for f in
+                   infraprof.analyze(DEMO, disable=["copy.*"]).findings)
+
+
+def test_disable_rejects_unknown_and_core_ids() -> None:
+    with pytest.raises(UsageError, match="names no analysis or finding"):
+        build_config(cli={"disable": ["gap.nonsense"]})
+    with pytest.raises(UsageError, match="cannot be disabled"):
+        build_config(cli={"disable": ["summary"]})
+
+
+def test_cli_disable_and_bad_disable(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["analyze", str(DEMO), "-f", "json", "--disable", "gap.sync"],
+                            monkeypatch, capsys)
+    assert code == 0 and "gap.sync" not in {f["id"] for f in json.loads(out)["findings"]}
+    code, _, err = run_main(["analyze", str(DEMO), "--disable", "nope"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("infraprof: error:") and err.count("\n") == 1
+
+
+def test_pyproject_threshold_changes_result_and_config_shows_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    base = {f.id: f for f in infraprof.analyze(DEMO).findings}
+    assert "404 of 480" in base["launch.latency"].title  # default threshold 1.2 ms
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.infraprof]\nlaunch-latency-threshold = "5ms"\ntop = 4\n'
+        '[tool.infraprof.gate]\nmax-regression = "3%"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(["analyze", str(DEMO), "-f", "json"], monkeypatch, capsys)
+    latency = [f for f in json.loads(out)["findings"] if f["id"] == "launch.latency"][0]
+    assert code == 0 and latency["evidence"]["threshold_ns"] == 5_000_000
+    assert latency["evidence"]["launches_over_threshold"] < 404
+    code, out, _ = run_main(["config", "-f", "json"], monkeypatch, capsys)
+    doc = json.loads(out)
+    rows = {r["key"]: r for r in doc["settings"]}
+    source = str(tmp_path / "pyproject.toml")
+    assert rows["launch-latency-threshold"] == {**rows["launch-latency-threshold"],
+                                                "value": 5_000_000, "source": source}
+    assert rows["top"]["value"] == 4 and rows["top"]["source"] == source
+    assert rows["short-kernel"]["source"] == "default"
+    gate = {r["key"]: r for r in doc["gate"]}
+    assert gate["gate.max-regression"]["value"] == 0.03
+    assert gate["gate.max-regression"]["source"] == source
+    assert gate["gate.alpha"]["source"] == "default"
+    code, out, _ = run_main(["config", "-f", "json", "--config", str(tmp_path / "x.toml")],
+                            monkeypatch, capsys)
+    assert code == 2
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    (tmp_path / "infraprof.toml").write_text('host-bound-share = "50%"\n')
+    from infraprof.config import load_config_file
+
+    found = load_config_file(start=tmp_path)
+    config = build_config(found.analysis, found.source, {"host-bound-share": "0.2"})
+    assert config.params["host_bound"].share == 0.2
+    assert config.values["host-bound-share"].source == "command line"
+    with pytest.raises(UsageError, match="unknown setting"):
+        build_config({"lauch-latency-threshold": "1ms"}, "x.toml")
+    with pytest.raises(UsageError, match="fraction"):
+        build_config({"host-bound-share": "nan"}, "x.toml")
+
+
+def test_library_equals_cli_json_on_sample(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["analyze", str(DEMO), "-f", "json"], monkeypatch, capsys)
+    assert code == 0
+    assert json.loads(json.dumps(infraprof.analyze(DEMO).to_dict())) == json.loads(out)
+
+
+@pytest.mark.realtraces
+@pytest.mark.parametrize("rel", [MW_BASE, "nsightful/power_iteration__baseline.sqlite",
+                                 "pipit-saxpy-mpi/saxpy-mpi-cuda_nsys_perlmutter0.sqlite"])
+def test_library_equals_cli_json_on_shared(rel: str, shared_traces: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = shared_traces / rel
+    code, out, _ = run_main(["analyze", str(path), "-f", "json"], monkeypatch, capsys)
+    assert code == 0
+    report = infraprof.analyze(path)
+    assert json.loads(json.dumps(report.to_dict())) == json.loads(out)
+    assert list(report.kernels["name"])[:1] == [json.loads(out)["kernels"][0]["name"]]
+
+
+@pytest.mark.realtraces
+def test_library_compare_matches_cli(shared_traces: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    base = shared_traces / MW_BASE
+    cand = shared_traces / "ncar-miniweather-nsys/miniweather_async.nsys2022.4-export.sqlite"
+    result = infraprof.compare(base, cand)
+    code, out, _ = run_main(["compare", "-b", str(base), "-c", str(cand), "-f", "json"],
+                            monkeypatch, capsys)
+    assert json.loads(out)["metrics"] == json.loads(json.dumps(result.to_dict()["metrics"]))
+    sync = {r.metric: r for r in result.results}["sync:calls"]
+    assert sync.base == 6669 and sync.cand is not None and sync.cand < sync.base
