@@ -152,3 +152,13 @@ def test_library_compare_matches_cli(shared_traces: Path, monkeypatch: pytest.Mo
     assert json.loads(out)["metrics"] == json.loads(json.dumps(result.to_dict()["metrics"]))
     sync = {r.metric: r for r in result.results}["sync:calls"]
     assert sync.base == 6669 and sync.cand is not None and sync.cand < sync.base
+
+
+def test_python_api_doc_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    first = blocks[0].replace('"run.sqlite"', repr(str(DEMO)))
+    namespace: dict[str, object] = {}
+    exec(compile(first, "python-api.md", "exec"), namespace)
+    assert namespace["doc"] == infraprof.analyze(DEMO).to_dict()
+    assert "ms" in capsys.readouterr().out
