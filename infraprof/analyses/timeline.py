@@ -95,7 +95,7 @@ def _overhead(trace: Trace, pids: set[int]) -> pd.DataFrame:
         return o
     gtid = o["global_tid"].to_numpy(dtype=np.int64)
     named = o["name"].fillna("").str.startswith("CUDA profiling").to_numpy(dtype=bool)
-    keep = (np.isin((gtid >> 24) & 0xFFFFFF, list(pids)) | (gtid == 0)) & named
+    keep = (np.isin(table_schema.decode_pid(gtid), list(pids)) | (gtid == 0)) & named
     return table_schema.as_frame(o[keep])
 
 
