@@ -22,7 +22,8 @@ from infraprof import tables as T
 from infraprof.analyses.attribution import attribute_gaps
 from infraprof.analyses.registry import run_all
 from infraprof.analyses.timeline import device_timelines
-from infraprof.model import Trace, TraceMeta, load_trace
+from infraprof.inputs import load_trace
+from infraprof.model import Trace, TraceMeta
 from infraprof.ranking import build_report
 
 MW = "ncar-miniweather-nsys/"

@@ -16,7 +16,7 @@ import pytest
 from infraprof.gate.metrics import RunMetrics, load_run, metrics_from_json, metrics_from_trace
 from infraprof.gate.policy import MetricPolicy, Policy
 from infraprof.gate.verdict import Verdict, compare, compare_metric
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 
 MW = "ncar-miniweather-nsys"

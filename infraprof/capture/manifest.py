@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from infraprof import __version__
+from infraprof.capture.layout import MANIFEST_NAME
 from infraprof.capture.proc import find_tool, run_tool
 
-MANIFEST_NAME = "manifest.json"
 SCHEMA = 1
 
 

@@ -14,23 +14,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from infraprof.capture.layout import CaptureFolder
 from infraprof.cli.output import color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
-from infraprof.gate import baseline as store
-from infraprof.gate.github import render_github, write_step_summary
-from infraprof.gate.gitlab import render_gitlab
-from infraprof.gate.junit import render_junit
-from infraprof.gate.metrics import RunMetrics, load_run
-from infraprof.gate.openmetrics import render_openmetrics
-from infraprof.gate.policy import load_policy
-from infraprof.gate.text import render_markdown, render_table
-from infraprof.gate.verdict import GateResult, compare
+
+if TYPE_CHECKING:  # the gate modules load numpy/scipy/sqlite-utils: imported when run
+    from infraprof.gate.metrics import RunMetrics
+    from infraprof.gate.verdict import GateResult
 
 
 class GateFormat(str, Enum):
@@ -52,6 +47,11 @@ _SUFFIX = {".json": GateFormat.json, ".md": GateFormat.markdown, ".txt": GateFor
 
 
 def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str:
+    from infraprof.gate.github import render_github, write_step_summary
+    from infraprof.gate.gitlab import render_gitlab
+    from infraprof.gate.openmetrics import render_openmetrics
+    from infraprof.gate.text import render_markdown, render_table
+
     if fmt is GateFormat.json:
         return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if fmt is GateFormat.markdown:
@@ -75,13 +75,14 @@ def _expand(paths: list[Path]) -> list[Path]:
     """A folder written by ``capture --repeat K`` (``run-1`` … ``run-K``) stands for K runs."""
     out: list[Path] = []
     for path in paths:
-        runs = sorted((p for p in path.glob("run-*") if p.is_dir() and p.name[4:].isdigit()),
-                      key=lambda p: int(p.name[4:])) if path.is_dir() else []
+        runs = CaptureFolder(path).runs() if path.is_dir() else []
         out.extend(runs or [path])
     return out
 
 
 def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
+    from infraprof.gate.metrics import load_run
+
     runs = []
     for path in _expand(paths):
         try:
@@ -133,6 +134,11 @@ def _make(is_gate: bool) -> Callable[..., None]:
         width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
         no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours."),
     ) -> None:
+        from infraprof.gate import baseline as store
+        from infraprof.gate.junit import render_junit
+        from infraprof.gate.policy import load_policy
+        from infraprof.gate.verdict import compare
+
         policy = load_policy(config, overrides=_overrides(
             max_regression=max_regression, abs_threshold=abs_threshold, alpha=alpha,
             min_samples=min_samples, min_runs=min_runs, missing=missing, strict=strict,
@@ -202,6 +208,8 @@ def baseline_save(
                              "sync:API."),
 ) -> None:
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
+    from infraprof.gate import baseline as store
+
     runs = _load_side(list(inputs), step, "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
@@ -218,6 +226,10 @@ def baseline_list(
     output_format: ListFormat = typer.Option(ListFormat.table, "--format", "-f"),
 ) -> None:
     """List stored runs, newest first."""
+    from rich.table import Table
+
+    from infraprof.gate import baseline as store
+
     runs = store.query_runs(db, name=name, branch=branch, gpu=gpu, last=last)
     if output_format is ListFormat.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False))
@@ -244,6 +256,10 @@ def baseline_show(
 ) -> None:
     """Show the stored metric values of matching runs (newest first)."""
     import fnmatch
+
+    from rich.table import Table
+
+    from infraprof.gate import baseline as store
 
     runs = store.query_runs(db, name=name, branch=branch, commit=commit, gpu=gpu, last=last)
     if not runs:
