@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -332,3 +333,10 @@ def test_capture_file_names_are_defined_once() -> None:
             if isinstance(node, ast.Constant) and node.value in CAPTURE_NAMES:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
     assert not offenders
+
+
+def test_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "run.sqlite"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        detect(fifo)

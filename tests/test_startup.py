@@ -20,7 +20,8 @@ def _imported_modules(argv: list[str]) -> tuple[int, set[str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "infraprof", *argv],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+                          capture_output=True, text=True, env=env, timeout=120, check=False,
+                          cwd=ROOT)
     names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
              if line.startswith("import time:")}
     assert "infraprof.cli" in names, proc.stderr[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import re
+import stat
 import zlib
 from enum import Enum
 from pathlib import Path
@@ -24,7 +25,7 @@ HEAD_BYTES: Final = 1 << 20
 GZIP_MAGIC: Final = b"\x1f\x8b"
 _GATE_SCHEMA_RE: Final = re.compile(r'"schema"\s*:\s*"infraprof\.gate\.run/')
 _ANALYZE_TOOL_RE: Final = re.compile(r'"tool"\s*:\s*\{\s*"name"\s*:\s*"infraprof"')
-_RAW_LINE_RE: Final = re.compile(r"^\S.* \d+$")
+_RAW_LINE_RE: Final = re.compile(r"^\S.*\s\d+\s*$")
 
 
 class InputKind(Enum):
@@ -106,12 +107,15 @@ def check_readable(path: Path) -> None:
     if path.is_dir():
         return
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # never block on a pipe or read a device
+            raise InputError(f"{path}: is not a regular file (a pipe, socket or device); "
+                             "save the data to a file and pass that")
         with path.open("rb"):
             pass
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror}); check permissions") from exc
-    if size == 0:
+    if info.st_size == 0:
         raise InputError(f"{path}: file is empty; re-run the capture or the export")
 
 
