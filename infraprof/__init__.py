@@ -12,16 +12,15 @@ The heavy modules (pandas, numpy, plotly) load on first use, not on ``import inf
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from infraprof._version import __version__
 
 __all__ = ["__version__", "analysis_config", "analyze", "compare"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("analyze", "compare", "analysis_config"):
-        from infraprof import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module("infraprof.api"), name)
     raise AttributeError(f"module 'infraprof' has no attribute {name!r}")

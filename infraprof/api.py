@@ -47,16 +47,14 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     none are given); ``pyspy``: a py-spy output (found automatically in capture folders);
     ``config``: settings from :func:`analysis_config` (else built from the nearest config
     file, ``settings`` and ``disable``); ``progress``: called with a status line per step."""
-    from infraprof.model import load_trace
-    from infraprof.model.clock import pyspy_for
-    from infraprof.model.kernel_metrics import load_ncu
+    from infraprof.inputs import CaptureFolder, load_ncu, load_trace, pyspy_for
     from infraprof.ranking import build_report
 
     source = Path(path)
     if config is None:
         config = analysis_config(disable=disable, settings=settings)
     reports = [Path(p) for p in ncu] or (
-        sorted(p for p in source.glob("*.ncu-rep") if p.is_file()) if source.is_dir() else [])
+        CaptureFolder(source).ncu_reports() if source.is_dir() else [])
     trace = load_trace(source, progress)
     metrics = [load_ncu(p) for p in reports]
     aligned = pyspy_for(source, Path(pyspy) if pyspy is not None else None, trace.nvtx,

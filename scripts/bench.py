@@ -92,7 +92,7 @@ read_nsys_sqlite(Path(PATH))
 """,
     "infraprof: load + timeline + attribution + ranking": """
 from pathlib import Path
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 build_report(load_trace(Path(PATH))).to_dict()
 """,

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from infraprof.capture.runner import CaptureOptions, run_capture  # noqa: E402
 from infraprof.cli.capture import postprocess  # noqa: E402
-from infraprof.model import load_trace  # noqa: E402
-from infraprof.model.clock import AlignedPyspy, load_capture_pyspy  # noqa: E402
+from infraprof.inputs import load_capture_pyspy, load_trace  # noqa: E402
+from infraprof.model.clock import AlignedPyspy  # noqa: E402
 
 
 def _first_entries(aligned: AlignedPyspy, tid: int, function: str) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""Shared fixtures: where the shared real traces live, and whether nsys is required."""
+"""Shared fixtures: where the shared real traces live, and whether they and nsys are required.
+
+In CI (``CI=true`` or ``INFRAPROF_REQUIRE_NSYS=1``) the shared traces (``../shared/traces``, or
+``$INFRAPROF_SHARED_TRACES``) and nsys are required: a missing one fails the run at session
+start and in the fixture, instead of skipping ~180 tests silently. Elsewhere they skip.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers_traces import TraceFiles
+from helpers_traces import ROOT, SHARED_TRACES, TraceFiles
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRACES = ROOT.parent / "shared" / "traces"
 SAMPLE_TRACES = ROOT / "sample_traces"
+MISSING_TRACES = (f"shared traces not available ({SHARED_TRACES}); CI needs them: check out "
+                  "the shared folder beside the repository or set INFRAPROF_SHARED_TRACES")
 
 
 def nsys_required() -> bool:
@@ -20,9 +25,18 @@ def nsys_required() -> bool:
     return os.environ.get("INFRAPROF_REQUIRE_NSYS") == "1" or os.environ.get("CI") == "true"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI a missing shared-traces folder ends the run as a failure before any test runs
+    (tests parametrized over the traces would otherwise collect as empty and pass)."""
+    if nsys_required() and not SHARED_TRACES.is_dir():
+        pytest.exit(MISSING_TRACES, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def shared_traces() -> Path:
     if not SHARED_TRACES.is_dir():
+        if nsys_required():
+            pytest.fail(MISSING_TRACES)
         pytest.skip("shared traces not available (../shared/traces)")
     return SHARED_TRACES
 

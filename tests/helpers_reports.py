@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from infraprof import __version__
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import Report, build_report
 
 ROOT = Path(__file__).resolve().parents[1]

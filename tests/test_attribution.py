@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from infraprof import tables as table_schema
 from infraprof.analyses.attribution import attribute_gaps
 from infraprof.analyses.timeline import device_timelines
-from infraprof.model import Trace, TraceMeta, load_trace
+from infraprof.inputs import load_trace
+from infraprof.model import Trace, TraceMeta
 from infraprof.ranking import build_report
 
 MW = "ncar-miniweather-nsys/"

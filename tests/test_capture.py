@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from infraprof.analyses.host_frames import range_breakdown, range_name_breakdown
-from infraprof.model import load_trace
-from infraprof.model.clock import load_capture_pyspy
+from infraprof.inputs import load_capture_pyspy, load_trace
 
 pytestmark = pytest.mark.nsys
 

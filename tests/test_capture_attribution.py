@@ -38,8 +38,7 @@ from test_capture import PY, ROOT, STALL_APP, _capture, _env
 
 from infraprof.analyses.python_frames import idle_collapsed
 from infraprof.errors import InputError
-from infraprof.model import load_trace
-from infraprof.model.clock import align_pyspy, load_capture_pyspy
+from infraprof.inputs import align_pyspy, load_capture_pyspy, load_trace
 from scripts.make_sample_traces import (
     GEMM,
     GPU_INFO,

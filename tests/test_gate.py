@@ -16,7 +16,7 @@ import pytest
 from infraprof.gate.metrics import RunMetrics, load_run, metrics_from_json, metrics_from_trace
 from infraprof.gate.policy import MetricPolicy, Policy
 from infraprof.gate.verdict import Verdict, compare, compare_metric
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 
 MW = "ncar-miniweather-nsys"
@@ -224,12 +224,12 @@ def test_bad_input_exit_3_one_line(tmp_path: Path) -> None:
 
 
 def test_repeat_folder_counts_as_k_runs(tmp_path: Path) -> None:
-    from infraprof.cli.gate import _expand
+    from infraprof.gate.metrics import expand_runs
 
     for k in (1, 2, 10):
         (tmp_path / "runs" / f"run-{k}").mkdir(parents=True)
     (tmp_path / "runs" / "run-x").mkdir()
     single = tmp_path / "one.sqlite"
     single.write_bytes(b"")
-    got = _expand([tmp_path / "runs", single])
+    got = expand_runs([tmp_path / "runs", single])
     assert [p.name for p in got] == ["run-1", "run-2", "run-10", "one.sqlite"]

@@ -12,8 +12,8 @@ import pytest
 
 from infraprof.analyses import ncu_findings, ncu_kernels
 from infraprof.errors import InputError, ToolError
-from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
-from infraprof.model.load import load_trace
+from infraprof.inputs import load_ncu, load_trace
+from infraprof.model.kernel_metrics import KernelMetrics
 from infraprof.readers import ncu_report
 from infraprof.readers.ncu_metrics import parse_number, short_name_of, to_base
 

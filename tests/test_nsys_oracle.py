@@ -40,7 +40,7 @@ import pytest
 from helpers_traces import TraceFiles, nsys_report_files, nsys_sqlite_files, ro_connect, sha256
 
 from infraprof.errors import InputError
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 
 pytestmark = [pytest.mark.realtraces, pytest.mark.nsys]

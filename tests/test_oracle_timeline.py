@@ -19,7 +19,7 @@ import pytest
 from conftest import SAMPLE_TRACES
 from helpers_traces import TraceFiles, nsys_sqlite_files, ro_connect
 
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 
 pytestmark = pytest.mark.realtraces

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from helpers_traces import TraceFiles, ro_connect
 
-from infraprof.model import Trace, load_trace
+from infraprof.inputs import load_trace
+from infraprof.model import Trace
 from infraprof.ranking import build_report
 from infraprof.readers.nsys_sqlite import strip_api_suffix
 

@@ -15,7 +15,7 @@ import pytest
 from helpers_reports import HOSTILE, hostile_copy
 
 from infraprof import tables as table_schema
-from infraprof.model import load_trace
+from infraprof.inputs import load_trace
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.ranking import Report, build_report
 from infraprof.render.chrome_trace import render_chrome_trace

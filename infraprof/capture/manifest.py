@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from infraprof import __version__
+from infraprof._version import __version__
+from infraprof.capture.layout import MANIFEST_NAME
 from infraprof.capture.proc import find_tool, run_tool
 
-MANIFEST_NAME = "manifest.json"
 SCHEMA = 1
 
 

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infraprof.capture import layout
 from infraprof.capture.proc import find_tool, run_tool
 
-NCU_REPORT = "profile.ncu-rep"
-NCU_LOG = "ncu.log"
+NCU_REPORT = layout.NCU_REPORT
+NCU_LOG = layout.NCU_LOG
 PERMISSION_FIXES = (
     "GPU performance counters are restricted to admin users (ERR_NVGPUCTRPERM). Fixes: run "
     "the capture as root (sudo); or allow all users: add `options nvidia "

@@ -1,12 +1,7 @@
 """Capture orchestration: run an app under nsys (and py-spy) into one folder, robustly.
 
-Layout of a capture folder (``infraprof analyze FOLDER`` finds everything itself)::
-
-    report.nsys-rep            nsys report
-    report.sqlite              its SQLite export
-    pyspy.chrometrace.json     timed py-spy samples (Python apps)
-    pyspy.raw.txt              collapsed stacks derived from it (aggregate, written by the CLI)
-    manifest.json              command, cwd, tools, exit code, times, clock anchor, sync pulses
+Layout of a capture folder (``infraprof analyze FOLDER`` finds everything itself): see
+:mod:`infraprof.capture.layout`, the one definition of the file names and the manifest.
 
 Arrangement: ``nsys profile -t cuda,nvtx,osrt --sample=none --cpuctxsw=none -o report APP``
 launches the app; for Python apps APP is ``python <bootstrap.py> script.py args`` (identical
@@ -44,17 +39,18 @@ from types import FrameType
 from typing import IO, Any
 
 from infraprof.capture import bootstrap as _bootstrap
+from infraprof.capture import layout
 from infraprof.capture import manifest as mf
 from infraprof.capture.nsys import NSYS_INSTALL_HINT, export_sqlite, find_nsys, nsys_version
 from infraprof.capture.proc import find_tool, run_tool
 from infraprof.errors import ToolError, UsageError
 
-REPORT_BASE = "report"
-REPORT_NAME = "report.nsys-rep"
-SQLITE_NAME = "report.sqlite"
-PYSPY_TIMED = "pyspy.chrometrace.json"
-PYSPY_RAW = "pyspy.raw.txt"
-SYNC_NAME = ".sync.json"
+REPORT_BASE = layout.REPORT_BASE
+REPORT_NAME = layout.NSYS_REPORT
+SQLITE_NAME = layout.NSYS_SQLITE
+PYSPY_TIMED = layout.PYSPY_TIMED
+PYSPY_RAW = layout.PYSPY_RAW
+SYNC_NAME = layout.SYNC_NAME
 BOOTSTRAP = Path(_bootstrap.__file__).resolve()
 DEFAULT_TRACE = "cuda,nvtx,osrt"
 DEFAULT_RATE_HZ = 500

@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.cli.analyze import analyze
 from infraprof.cli.capture import capture
 from infraprof.cli.config import config

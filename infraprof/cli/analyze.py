@@ -12,17 +12,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infraprof import api
-from infraprof.analyses.ncu_kernels import diagnose
 from infraprof.cli.output import color_wanted, emit
-from infraprof.model.kernel_metrics import load_ncu
-from infraprof.readers.ncu_csv import csv_page
-from infraprof.readers.ncu_report import is_ncu_report
-from infraprof.render.html import render_html
-from infraprof.render.json_report import render_json
-from infraprof.render.markdown import render_markdown
-from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
-from infraprof.render.terminal import render_terminal
+
+# Heavy modules (pandas, the analyses, the renderers) are imported inside the command so that
+# `infraprof --help` stays fast.
 
 
 class OutputFormat(str, Enum):
@@ -47,15 +40,12 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
         yield lambda message: status.update(message)
 
 
-def _is_ncu_input(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    return is_ncu_report(path) or path.suffix == ".ncu-rep" or (
-        path.suffix.lower() == ".csv" and csv_page(path) is not None)
-
-
 def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
                  top: int) -> None:
+    from infraprof.analyses.ncu_kernels import diagnose
+    from infraprof.inputs import load_ncu
+    from infraprof.render.ncu import render_ncu_json, render_ncu_terminal
+
     diagnoses = diagnose(load_ncu(path))
     if fmt is OutputFormat.json:
         emit(render_ncu_json(str(path), diagnoses), output)
@@ -96,13 +86,22 @@ def analyze(
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
+    from infraprof import api
+    from infraprof.inputs import NCU_KINDS, TRACE_KINDS, open_input
+    from infraprof.render.html import render_html
+    from infraprof.render.json_report import render_json
+    from infraprof.render.markdown import render_markdown
+    from infraprof.render.terminal import render_terminal
+
     fmt = output_format
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
             OutputFormat.table)
     config = api.analysis_config(config_file, disable=disable,
                                  settings={"top": top, "min-impact": min_impact})
-    if _is_ncu_input(input_path):
+    kind = open_input(input_path, TRACE_KINDS | NCU_KINDS, "an nsys report, its SQLite export, "
+                      "a capture folder or an Nsight Compute report").kind
+    if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")

@@ -12,20 +12,16 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from infraprof.analyses.ncu_findings import profiling_suggestions
+from infraprof.capture.layout import PYSPY_RAW, Manifest, run_folder_name
 from infraprof.capture.manifest import update_manifest
 from infraprof.capture.ncu import NcuOptions, run_ncu
 from infraprof.capture.runner import (
     DEFAULT_RATE_HZ,
-    PYSPY_RAW,
     CaptureOptions,
     CaptureResult,
     run_capture,
 )
 from infraprof.errors import InfraprofError, ToolError, UsageError
-from infraprof.model import load_trace
-from infraprof.model.clock import align_pyspy
-from infraprof.readers.pyspy import read_pyspy
 
 
 def _default_folder(command: list[str]) -> Path:
@@ -38,9 +34,13 @@ def _default_folder(command: list[str]) -> Path:
 def postprocess(result: CaptureResult, log: Any) -> dict[str, Any] | None:
     """Derive the aggregate py-spy file and measure the clock alignment into the manifest.
     Returns the alignment record (``None`` without timed py-spy samples)."""
+    from infraprof.inputs import align_pyspy, load_trace
+    from infraprof.readers.pyspy import read_pyspy
+
     if result.pyspy_file is None:
         return None
-    rate = float((result.manifest.get("pyspy") or {}).get("rate_hz") or DEFAULT_RATE_HZ)
+    manifest = Manifest.from_dict(result.manifest)
+    rate = manifest.pyspy_rate_hz or float(DEFAULT_RATE_HZ)
     try:
         profile = read_pyspy(result.pyspy_file, rate)
         (result.folder / PYSPY_RAW).write_text(profile.collapsed(), encoding="utf-8")
@@ -51,7 +51,7 @@ def postprocess(result: CaptureResult, log: Any) -> dict[str, Any] | None:
         return None
     try:
         trace = load_trace(result.sqlite)
-        aligned = align_pyspy(trace.nvtx, result.pyspy_file, result.manifest,
+        aligned = align_pyspy(trace.nvtx, result.pyspy_file, manifest,
                               trace.meta.session_start_utc_ns)
     except InfraprofError as exc:
         log(f"clock alignment skipped: {exc.message}")
@@ -67,6 +67,9 @@ def _ncu_options(set_name: str, kernel: str | None, skip: int | None, count: int
                  clock: str, source: Path | None, log: Any) -> NcuOptions:
     if clock not in ("none", "base"):
         raise UsageError(f"--clock-control must be none or base, not {clock!r}")
+    from infraprof.analyses.ncu_findings import profiling_suggestions
+    from infraprof.inputs import load_trace
+
     if source is not None and kernel is None:
         hot = profiling_suggestions(load_trace(source))
         if hot:
@@ -154,7 +157,7 @@ def capture(
     folder = output or _default_folder(argv)
     exit_code = 0
     for k in range(repeat):
-        target = folder / f"run-{k + 1}" if repeat > 1 else folder
+        target = folder / run_folder_name(k + 1) if repeat > 1 else folder
         if repeat > 1:
             log(f"run {k + 1} of {repeat} → {target}")
         opts = CaptureOptions(command=tuple(argv), output=target, pyspy=pyspy, rate_hz=rate,

@@ -9,14 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infraprof.analyses.python_frames import idle_collapsed
 from infraprof.cli.output import emit
 from infraprof.errors import InputError, UsageError
-from infraprof.model import load_trace
-from infraprof.model.clock import pyspy_for
-from infraprof.ranking import build_report
-from infraprof.render.chrome_trace import render_chrome_trace
-from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
 
 
 class ExportFormat(str, Enum):
@@ -62,6 +56,12 @@ def export(
 ) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
+    from infraprof.analyses.python_frames import idle_collapsed
+    from infraprof.inputs import load_trace, pyspy_for
+    from infraprof.ranking import build_report
+    from infraprof.render.chrome_trace import render_chrome_trace
+    from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
+
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")

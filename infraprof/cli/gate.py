@@ -14,23 +14,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from infraprof.cli.output import color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
-from infraprof.gate import baseline as store
-from infraprof.gate.github import render_github, write_step_summary
-from infraprof.gate.gitlab import render_gitlab
-from infraprof.gate.junit import render_junit
-from infraprof.gate.metrics import load_side
-from infraprof.gate.openmetrics import render_openmetrics
-from infraprof.gate.policy import load_policy
-from infraprof.gate.text import render_markdown, render_table
-from infraprof.gate.verdict import GateResult, compare
+
+if TYPE_CHECKING:  # the gate modules load numpy/scipy/sqlite-utils: imported when run
+    from infraprof.gate.metrics import RunMetrics
+    from infraprof.gate.verdict import GateResult
 
 
 class GateFormat(str, Enum):
@@ -52,6 +46,11 @@ _SUFFIX = {".json": GateFormat.json, ".md": GateFormat.markdown, ".txt": GateFor
 
 
 def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str:
+    from infraprof.gate.github import render_github, write_step_summary
+    from infraprof.gate.gitlab import render_gitlab
+    from infraprof.gate.openmetrics import render_openmetrics
+    from infraprof.gate.text import render_markdown, render_table
+
     if fmt is GateFormat.json:
         return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if fmt is GateFormat.markdown:
@@ -69,6 +68,12 @@ def _render(result: GateResult, fmt: GateFormat, color: bool, width: int) -> str
 def _overrides(**values: Any) -> dict[str, Any]:
     out = {k: v for k, v in values.items() if v is not None and v != []}
     return out
+
+
+def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
+    from infraprof.gate.metrics import load_side
+
+    return load_side(paths, step, what)
 
 
 def _make(is_gate: bool) -> Callable[..., None]:
@@ -113,6 +118,11 @@ def _make(is_gate: bool) -> Callable[..., None]:
         width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
         no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours."),
     ) -> None:
+        from infraprof.gate import baseline as store
+        from infraprof.gate.junit import render_junit
+        from infraprof.gate.policy import load_policy
+        from infraprof.gate.verdict import compare
+
         policy = load_policy(config, overrides=_overrides(
             max_regression=max_regression, abs_threshold=abs_threshold, alpha=alpha,
             min_samples=min_samples, min_runs=min_runs, missing=missing, strict=strict,
@@ -123,7 +133,7 @@ def _make(is_gate: bool) -> Callable[..., None]:
             raise UsageError("no candidate run: give --cand PATH (repeatable)")
         if not base and base_db is None:
             raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
-        base_runs = load_side(list(base), policy.step, "baseline")
+        base_runs = _load_side(list(base), policy.step, "baseline")
         if base_db is not None:
             stored = store.query_runs(base_db, name=base_name, branch=base_branch,
                                       gpu=base_gpu, last=base_last)
@@ -132,7 +142,7 @@ def _make(is_gate: bool) -> Callable[..., None]:
                                  f"{f', branch={base_branch!r}' if base_branch else ''}"
                                  f"{f', gpu={base_gpu!r}' if base_gpu else ''}")
             base_runs += [s.metrics for s in stored]
-        cand_runs = load_side(list(cand), policy.step, "candidate")
+        cand_runs = _load_side(list(cand), policy.step, "candidate")
         result = compare(base_runs, cand_runs, policy)
         fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
                                 if output else GateFormat.table)
@@ -182,7 +192,9 @@ def baseline_save(
                              "sync:API."),
 ) -> None:
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
-    runs = load_side(list(inputs), step, "input")
+    from infraprof.gate import baseline as store
+
+    runs = _load_side(list(inputs), step, "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
     print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")
@@ -198,6 +210,10 @@ def baseline_list(
     output_format: ListFormat = typer.Option(ListFormat.table, "--format", "-f"),
 ) -> None:
     """List stored runs, newest first."""
+    from rich.table import Table
+
+    from infraprof.gate import baseline as store
+
     runs = store.query_runs(db, name=name, branch=branch, gpu=gpu, last=last)
     if output_format is ListFormat.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False))
@@ -224,6 +240,10 @@ def baseline_show(
 ) -> None:
     """Show the stored metric values of matching runs (newest first)."""
     import fnmatch
+
+    from rich.table import Table
+
+    from infraprof.gate import baseline as store
 
     runs = store.query_runs(db, name=name, branch=branch, commit=commit, gpu=gpu, last=last)
     if not runs:

@@ -6,7 +6,6 @@ Nsight Compute report (``ncu:*`` metrics).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,19 @@ from infraprof.analyses.run_metrics import (
     normalize_range_name,
     run_metrics,
 )
+from infraprof.capture.layout import CaptureFolder
 from infraprof.errors import InputError
-from infraprof.model import Trace, load_trace
-from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
-from infraprof.readers.ncu_csv import csv_page
-from infraprof.readers.ncu_report import is_ncu_report
+from infraprof.inputs import (
+    JSON_DOCUMENT_KINDS,
+    NCU_KINDS,
+    TRACE_KINDS,
+    load_ncu,
+    load_trace,
+    open_input,
+    read_json_document,
+)
+from infraprof.model import Trace
+from infraprof.model.kernel_metrics import KernelMetrics
 
 __all__ = ["RunMetrics", "expand_runs", "load_run", "load_side", "metrics_from_json",
            "metrics_from_ncu", "metrics_from_trace"]
@@ -135,25 +142,16 @@ def metrics_from_ncu(km: KernelMetrics, source: str) -> RunMetrics:
 
 
 def load_run(path: Path, step: str = "auto") -> RunMetrics:
-    """One run from a capture folder, nsys report/SQLite export, analyze JSON or gate metrics
-    JSON. Raises ``InputError`` (exit 3) for anything unreadable."""
-    if path.is_file() and (is_ncu_report(path) or path.suffix == ".ncu-rep" or (
-            path.suffix.lower() == ".csv" and csv_page(path) is not None)):
+    """One run from a capture folder, nsys report/SQLite export, Nsight Compute report or CSV,
+    analyze JSON or gate metrics JSON (any file gzip-compressed too), detected by content.
+    Raises ``InputError`` (exit 3) for anything unreadable."""
+    kind = open_input(path, TRACE_KINDS | NCU_KINDS | JSON_DOCUMENT_KINDS,
+                      "a capture folder, an nsys report or SQLite export, an Nsight Compute "
+                      "report, analyze JSON or gate metrics JSON").kind
+    if kind in NCU_KINDS:
         return metrics_from_ncu(load_ncu(path), str(path))
-    if path.is_file():
-        try:
-            with path.open("rb") as fh:
-                head = fh.read(64).lstrip()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
-        if head.startswith(b"{"):
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(f"{path}: invalid JSON ({exc})") from exc
-            if not isinstance(doc, dict):
-                raise InputError(f"{path}: JSON is not an object")
-            return metrics_from_json(doc, str(path))
+    if kind in JSON_DOCUMENT_KINDS:
+        return metrics_from_json(read_json_document(path), str(path))
     return metrics_from_trace(load_trace(path), step)
 
 
@@ -161,8 +159,7 @@ def expand_runs(paths: list[Path]) -> list[Path]:
     """A folder written by ``capture --repeat K`` (``run-1`` … ``run-K``) stands for K runs."""
     out: list[Path] = []
     for path in paths:
-        runs = sorted((p for p in path.glob("run-*") if p.is_dir() and p.name[4:].isdigit()),
-                      key=lambda p: int(p.name[4:])) if path.is_dir() else []
+        runs = CaptureFolder(path).runs() if path.is_dir() else []
         out.extend(runs or [path])
     return out
 

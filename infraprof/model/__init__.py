@@ -1,6 +1,6 @@
-"""The normalized, typed trace model (integer ns, units in column names)."""
+"""The normalized, typed trace model (integer ns, units in column names); loading lives in
+:mod:`infraprof.inputs`."""
 
-from infraprof.model.load import load_trace
 from infraprof.model.trace import Trace, TraceMeta
 
-__all__ = ["Trace", "TraceMeta", "load_trace"]
+__all__ = ["Trace", "TraceMeta"]

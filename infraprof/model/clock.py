@@ -17,19 +17,17 @@ See ``../shared/reference/pyspy-and-clocks.md`` for the measurements behind thes
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
 from infraprof import tables as T
-from infraprof.errors import InputError
-from infraprof.readers.pyspy import PyspyProfile, read_pyspy
+from infraprof.capture.layout import Manifest
+from infraprof.readers.pyspy import PyspyProfile
 
 CLOCK_MARK_PREFIX: Final = "infraprof-clock mono_ns="
 PULSE_MARK_RE: Final = re.compile(r"^infraprof-pulse start_mono_ns=(\d+) end_mono_ns=(\d+)")
@@ -38,9 +36,6 @@ MARK_ERROR_NS: Final = 100_000
 ANCHOR_ERROR_NS: Final = 100_000
 LAUNCH_TIME_ERROR_NS: Final = 20_000_000
 MIN_DURATION_TOLERANCE_NS: Final = 6_000_000
-
-PYSPY_FILES: Final = ("pyspy.chrometrace.json", "pyspy.speedscope.json", "pyspy.raw.txt",
-                      "pyspy.svg")
 
 
 @dataclass(frozen=True)
@@ -125,12 +120,6 @@ def pulses_from_nvtx(nvtx: pd.DataFrame) -> list[Pulse]:
         if m:
             out.append(Pulse(int(m[1]), int(m[2])))
     return sorted(set(out), key=lambda p: p.start_mono_ns)
-
-
-def pulses_from_sync(record: Mapping[str, Any]) -> list[Pulse]:
-    """Pulse times from the bootstrap's sync JSON (``manifest.json["sync"]``)."""
-    return [Pulse(int(p["start_mono_ns"]), int(p["end_mono_ns"]))
-            for p in record.get("pulses", []) if "start_mono_ns" in p]
 
 
 def pulse_runs(samples: pd.DataFrame, frames: pd.DataFrame, tid: int | None = None,
@@ -235,69 +224,45 @@ class AlignedPyspy:
         return round(1e9 / (self.profile.rate_hz or 100.0))
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """``manifest.json`` of a capture folder, or ``None``."""
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable capture manifest ({exc})") from exc
-    return data if isinstance(data, dict) else None
-
-
-def find_pyspy_file(folder: Path) -> Path | None:
-    """The py-spy output of a capture folder (chrometrace preferred)."""
-    for name in PYSPY_FILES:
-        if (folder / name).is_file() and (folder / name).stat().st_size:
-            return folder / name
-    return None
-
-
-def estimate_alignment(nvtx: pd.DataFrame, profile: PyspyProfile,
-                       manifest: Mapping[str, Any] | None,
+def estimate_alignment(nvtx: pd.DataFrame, profile: PyspyProfile, manifest: Manifest | None,
                        session_start_utc_ns: int | None) -> tuple[Alignment | None, list[str]]:
     """Best available :class:`Alignment` for a timed profile, with notes on what was used."""
     notes: list[str] = []
-    manifest = manifest or {}
+    manifest = manifest or Manifest()
     nsys = nsys_clock_from_marks(nvtx)
-    anchor = manifest.get("clock_anchor") or {}
-    if nsys is None and session_start_utc_ns is not None and "realtime_ns" in anchor:
-        nsys = nsys_clock_from_anchor(session_start_utc_ns, int(anchor["realtime_ns"]),
-                                      int(anchor["monotonic_ns"]))
+    anchor = manifest.clock_anchor
+    if nsys is None and session_start_utc_ns is not None and anchor is not None:
+        nsys = nsys_clock_from_anchor(session_start_utc_ns, anchor.realtime_ns,
+                                      anchor.monotonic_ns)
     if nsys is None:
         notes.append("time correlation not possible: no NVTX clock marks and no launch clock "
                      "anchor for the nsys timeline")
         return None, notes
-    sync = manifest.get("sync") or {}
-    pulses = pulses_from_sync(sync) or pulses_from_nvtx(nvtx)
+    pulses = ([Pulse(start, end) for start, end in manifest.sync_pulses]
+              or pulses_from_nvtx(nvtx))
     period = round(1e9 / (profile.rate_hz or 100.0))
-    tid = sync.get("tid")
-    runs = pulse_runs(profile.samples, profile.frames, int(tid) if tid is not None else None)
+    runs = pulse_runs(profile.samples, profile.frames, manifest.sync_tid)
     pyspy = pyspy_clock_from_pulses(runs, pulses, period)
     if pyspy is None:
-        start = (manifest.get("pyspy") or {}).get("start_mono_ns")
+        start = manifest.pyspy_start_mono_ns
         if start is None:
             notes.append("time correlation not possible: no sync pulses found in the py-spy "
                          "samples (run the app through `infraprof capture`)")
             return None, notes
-        pyspy = pyspy_clock_from_launch(int(start))
+        pyspy = pyspy_clock_from_launch(start)
         notes.append("py-spy clock estimated from its launch time (no sync pulses seen); "
                      f"alignment error ~{LAUNCH_TIME_ERROR_NS / 1e6:.0f} ms")
     return Alignment(nsys, pyspy), notes
 
 
-def align_pyspy(nvtx: pd.DataFrame, pyspy_path: Path, manifest: Mapping[str, Any] | None = None,
-                session_start_utc_ns: int | None = None) -> AlignedPyspy:
-    """Read ``pyspy_path`` and put its samples on the nsys timeline when possible.
+def align_profile(nvtx: pd.DataFrame, profile: PyspyProfile, manifest: Manifest | None = None,
+                  session_start_utc_ns: int | None = None) -> AlignedPyspy:
+    """Put the samples of ``profile`` on the nsys timeline when possible.
 
-    ``nvtx`` is ``Trace.nvtx``; ``manifest`` the capture's ``manifest.json`` (rate, clock
-    anchor, sync pulses); ``session_start_utc_ns`` is ``Trace.meta.session_start_utc_ns``.
+    ``nvtx`` is ``Trace.nvtx``; ``manifest`` the capture's manifest (clock anchor, sync
+    pulses, py-spy start time); ``session_start_utc_ns`` is
+    ``Trace.meta.session_start_utc_ns``.
     """
-    manifest = manifest or {}
-    rate = (manifest.get("pyspy") or {}).get("rate_hz")
-    profile = read_pyspy(pyspy_path, float(rate) if rate else None)
     notes = list(profile.notes)
     if not profile.timed or profile.samples.empty:
         return AlignedPyspy(profile, None, None, tuple(notes))
@@ -308,26 +273,3 @@ def align_pyspy(nvtx: pd.DataFrame, pyspy_path: Path, manifest: Mapping[str, Any
     samples = profile.samples.copy()
     samples["start_ns"] = alignment.pyspy_to_nsys(samples["start_ns"].to_numpy())
     return AlignedPyspy(profile, alignment, T.as_frame(samples), tuple(notes))
-
-
-def load_capture_pyspy(folder: Path, nvtx: pd.DataFrame, session_start_utc_ns: int | None
-                       ) -> AlignedPyspy | None:
-    """The aligned py-spy profile of a capture folder, or ``None`` when it has none."""
-    path = find_pyspy_file(folder)
-    if path is None:
-        return None
-    return align_pyspy(nvtx, path, read_manifest(folder), session_start_utc_ns)
-
-
-def pyspy_for(input_path: Path, pyspy_file: Path | None, nvtx: pd.DataFrame,
-              session_start_utc_ns: int | None) -> AlignedPyspy | None:
-    """py-spy data for an ``analyze``/``export`` input: ``pyspy_file`` when given (its folder's
-    manifest is used if present), else the py-spy file of a capture folder, else ``None``."""
-    if pyspy_file is not None:
-        if not pyspy_file.is_file():
-            raise InputError(f"{pyspy_file}: no such py-spy file; check the --pyspy path")
-        return align_pyspy(nvtx, pyspy_file, read_manifest(pyspy_file.parent),
-                           session_start_utc_ns)
-    if input_path.is_dir():
-        return load_capture_pyspy(input_path, nvtx, session_start_utc_ns)
-    return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.analyses import summary
 from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.findings import SEVERITY_ORDER, Finding

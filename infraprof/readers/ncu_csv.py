@@ -68,25 +68,34 @@ def _read_rows(path: Path) -> list[list[str]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
     lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("==") or '"Kernel Name"' not in line:
-            continue
-        rows = [r for r in csv.reader(lines[i:]) if r and not r[0].startswith("==")]
-        if rows and "ID" in rows[0]:
-            return rows
+    start = _header_line(lines)
+    if start is not None:
+        return [r for r in csv.reader(lines[start:]) if r and not r[0].startswith("==")]
     raise InputError(
         f"{path}: not an ncu CSV export (no header with \"ID\" and \"Kernel Name\"); export with "
         "`ncu --import R.ncu-rep --csv --page raw`"
     )
 
 
-def csv_page(path: Path) -> str | None:
-    """``"raw"`` or ``"details"`` for an ncu CSV export, else ``None`` (never raises)."""
-    try:
-        rows = _read_rows(path)
-    except InputError:
+def _header_line(lines: list[str]) -> int | None:
+    """Index of the header line: the first, after ``==PROF==`` lines, whose cells include
+    ``Kernel Name`` and ``ID``."""
+    for i, line in enumerate(lines):
+        if line.startswith("==") or '"Kernel Name"' not in line:
+            continue
+        if "ID" in next(csv.reader([line]), []):
+            return i
+    return None
+
+
+def csv_page_of_text(text: str) -> str | None:
+    """``"raw"`` or ``"details"`` when ``text`` (a whole export or its first lines) is an ncu
+    CSV export, else ``None``. Used to sniff inputs by content."""
+    lines = text.splitlines()
+    start = _header_line(lines)
+    if start is None:
         return None
-    return "details" if "Metric Name" in rows[0] else "raw"
+    return "details" if "Metric Name" in next(csv.reader([lines[start]])) else "raw"
 
 
 def _value(text: str, unit: str | None) -> Value:

@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking import Report
 

@@ -30,7 +30,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.ranking import Report
 from infraprof.render.evidence import evidence_lines
 from infraprof.render.html_parts import (

@@ -14,7 +14,7 @@ import html
 import re
 from collections.abc import Sequence
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.ranking import Report
 from infraprof.render.evidence import evidence_lines
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infraprof import __version__
+from infraprof._version import __version__
 from infraprof.analyses.ncu_kernels import KernelDiagnosis
 from infraprof.units import fmt_ns
 
