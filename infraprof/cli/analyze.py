@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,11 +15,12 @@ from rich.console import Console
 
 from infraprof.analyses.ncu_kernels import diagnose, join_ncu
 from infraprof.analyses.registry import AnalysisParams
-from infraprof.cli.output import color_wanted, emit
+from infraprof.cli.output import TextKind, color_wanted, emit
 from infraprof.errors import UsageError
 from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
 from infraprof.model.kernel_metrics import load_ncu
+from infraprof.outputs import refuse_inputs
 from infraprof.ranking import build_report
 from infraprof.readers.ncu_csv import csv_page
 from infraprof.readers.ncu_report import is_ncu_report
@@ -40,8 +42,8 @@ def parse_duration_ns(text: str) -> int:
         except ValueError:
             raise UsageError(
                 f"--min-impact: cannot read duration {text!r} (try 500us, 2ms)") from None
-    if value < 0:
-        raise UsageError(f"--min-impact: duration must not be negative, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"--min-impact: duration must be finite and not negative, got {text!r}")
     return round(value)
 
 
@@ -85,10 +87,10 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
                  top: int) -> None:
     diagnoses = diagnose(load_ncu(path))
     if fmt is OutputFormat.json:
-        emit(render_ncu_json(str(path), diagnoses), output)
+        emit(render_ncu_json(str(path), diagnoses), output, inputs=[path], kind="json")
     else:
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
+        emit(render_ncu_terminal(str(path), diagnoses, cols, top), output, inputs=[path])
 
 
 def analyze(
@@ -118,6 +120,7 @@ def analyze(
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
             OutputFormat.table)
+    refuse_inputs(output, [input_path, *ncu, pyspy])
     if _is_ncu_input(input_path):
         _analyze_ncu(input_path, fmt, output, width, top)
         return
@@ -131,8 +134,9 @@ def analyze(
         aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
         report = build_report(trace, extra, AnalysisParams(suggest_ncu=not ncu),
                               min_impact_ns=parse_duration_ns(min_impact), pyspy=aligned)
+    kind: TextKind = "text"
     if fmt is OutputFormat.json:
-        text = render_json(report)
+        text, kind = render_json(report), "json"
     elif fmt in (OutputFormat.markdown, OutputFormat.md):
         text = render_markdown(report, top=top)
     elif fmt is OutputFormat.html:
@@ -141,4 +145,5 @@ def analyze(
         color = output is None and color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
         text = render_terminal(report, width=cols, color=color, top=top)
-    emit(text, output)
+        kind = "ansi" if color else "text"
+    emit(text, output, inputs=[input_path, *ncu, pyspy], kind=kind)

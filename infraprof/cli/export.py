@@ -14,6 +14,7 @@ from infraprof.cli.output import emit
 from infraprof.errors import InputError, UsageError
 from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
+from infraprof.outputs import refuse_inputs
 from infraprof.ranking import build_report
 from infraprof.render.chrome_trace import render_chrome_trace
 from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
@@ -65,13 +66,14 @@ def export(
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
+    refuse_inputs(output, [input_path, pyspy])
     trace = load_trace(input_path, None)
     aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
         report = build_report(trace, pyspy=aligned)
         attributions = report.analysis.attributions if report.analysis else None
         emit(idle_collapsed(trace, aligned, attributions) if idle_only
-             else aligned.profile.collapsed(), output)
+             else aligned.profile.collapsed(), output, inputs=[input_path, pyspy])
         return
     if fmt in _STACKS and trace.cpu_samples.empty:
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
@@ -88,7 +90,8 @@ def export(
         text = render_collapsed(report, idle_only)
     else:
         text = render_chrome_trace(report)
-    emit(text, output)
+    emit(text, output, inputs=[input_path, pyspy],
+         kind="text" if fmt is ExportFormat.collapsed else "json")
     if output is not None:
         hint = {ExportFormat.speedscope: "open it in https://www.speedscope.app",
                 ExportFormat.collapsed: "feed it to flamegraph.pl or inferno-flamegraph"}.get(

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infraprof.cli.output import color_wanted, emit
+from infraprof.cli.output import TextKind, color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
 from infraprof.gate import baseline as store
 from infraprof.gate.github import render_github, write_step_summary
@@ -28,9 +28,10 @@ from infraprof.gate.gitlab import render_gitlab
 from infraprof.gate.junit import render_junit
 from infraprof.gate.metrics import RunMetrics, load_run
 from infraprof.gate.openmetrics import render_openmetrics
-from infraprof.gate.policy import load_policy
+from infraprof.gate.policy import check_step, load_policy
 from infraprof.gate.text import render_markdown, render_table
 from infraprof.gate.verdict import GateResult, compare
+from infraprof.outputs import refuse_inputs
 
 
 class GateFormat(str, Enum):
@@ -141,6 +142,9 @@ def _make(is_gate: bool) -> Callable[..., None]:
             policy = replace(policy, exclude=(*policy.exclude, *exclude))
         if not cand:
             raise UsageError("no candidate run: give --cand PATH (repeatable)")
+        inputs = [*base, *cand, base_db, config]
+        refuse_inputs(output, inputs)
+        refuse_inputs(junit, inputs, "--junit")
         if not base and base_db is None:
             raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
         base_runs = _load_side(list(base), policy.step, "baseline")
@@ -158,9 +162,11 @@ def _make(is_gate: bool) -> Callable[..., None]:
                                 if output else GateFormat.table)
         color = output is None and color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        emit(_render(result, fmt, color, cols), output)
+        kind: TextKind = ("json" if fmt in (GateFormat.json, GateFormat.gitlab) else
+                          "github" if fmt is GateFormat.github else "ansi" if color else "text")
+        emit(_render(result, fmt, color, cols), output, inputs=inputs, kind=kind)
         if junit is not None:
-            emit(render_junit(result), junit)
+            emit(render_junit(result), junit, "the JUnit XML", inputs, option="--junit")
         if is_gate and result.failed:
             failed = [r.metric for r in result.results if r.failed]
             shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
@@ -202,7 +208,8 @@ def baseline_save(
                              "sync:API."),
 ) -> None:
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
-    runs = _load_side(list(inputs), step, "input")
+    refuse_inputs(db, inputs, "--db")
+    runs = _load_side(list(inputs), check_step(step, "--step"), "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
     print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")
