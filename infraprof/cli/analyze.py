@@ -15,7 +15,7 @@ from rich.console import Console
 
 from infraprof.analyses.ncu_kernels import diagnose, join_ncu
 from infraprof.analyses.registry import AnalysisParams
-from infraprof.cli.output import TextKind, color_wanted, emit
+from infraprof.cli.output import TextKind, color_wanted, emit, warn_data_quality
 from infraprof.errors import UsageError
 from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
@@ -128,6 +128,7 @@ def analyze(
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         trace = load_trace(input_path, progress)
+        warn_data_quality(trace.data_quality, input_path)
         extra = []
         for path in ncu:
             extra += join_ncu(trace, load_ncu(path))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from infraprof.analyses.python_frames import idle_collapsed
-from infraprof.cli.output import emit
+from infraprof.cli.output import emit, warn_data_quality
 from infraprof.errors import InputError, UsageError
 from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
@@ -68,6 +68,7 @@ def export(
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
     refuse_inputs(output, [input_path, pyspy])
     trace = load_trace(input_path, None)
+    warn_data_quality(trace.data_quality, input_path)
     aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
         report = build_report(trace, pyspy=aligned)

@@ -14,7 +14,8 @@ from typing import Literal
 
 from infraprof.errors import OutputError
 from infraprof.outputs import write_output
-from infraprof.text_safety import safe_json, safe_text
+from infraprof.readers.validate import DataIssue
+from infraprof.text_safety import printable, safe_json, safe_text
 
 TextKind = Literal["text", "ansi", "json", "github", "xml"]
 
@@ -46,6 +47,12 @@ def emit(text: str, output: Path | None, what: str = "the output",
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(f"<stdout>: cannot write {what} ({reason})") from exc
+
+
+def warn_data_quality(issues: Iterable[DataIssue], source: Path) -> None:
+    """One ``infraprof: warning:`` line on stderr per kind of row the reader left out."""
+    for issue in issues:
+        sys.stderr.write(f"infraprof: warning: {printable(issue.describe(source))}\n")
 
 
 def color_wanted(no_color: bool) -> bool:

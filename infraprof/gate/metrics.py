@@ -38,6 +38,7 @@ intervals between consecutive device-wide synchronisations (``cuCtxSynchronize``
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -105,10 +106,24 @@ class RunMetrics:
                        for k, v in dict(data.get("samples", {})).items()}
             context = {str(k): (None if v is None else str(v))
                        for k, v in dict(data.get("context", {})).items()}
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{source or 'input'}: malformed gate metrics ({exc})") from exc
-        return cls(source=source or str(data.get("source", "")), values=values,
-                   samples=samples, context=context)
+        return _require_finite(cls(source=source or str(data.get("source", "")), values=values,
+                                   samples=samples, context=context), source or "input")
+
+
+def _require_finite(run: RunMetrics, source: str) -> RunMetrics:
+    """Refuse ``Infinity``/``NaN`` (which Python's JSON reader accepts): they would pass or
+    fail the gate for no reason."""
+    for name, value in run.values.items():
+        if not math.isfinite(value):
+            raise InputError(f"{source}: metric {name!r} is {value!r}, not a finite number; "
+                             "regenerate the metrics")
+    for name, series in run.samples.items():
+        if not np.isfinite(np.asarray(series, dtype=np.float64)).all():
+            raise InputError(f"{source}: samples of {name!r} hold a non-finite value; "
+                             "regenerate the metrics")
+    return run
 
 
 def _num(v: float) -> float | int:
@@ -280,6 +295,8 @@ def metrics_from_json(doc: Mapping[str, Any], source: str) -> RunMetrics:
     document. Uses the ``gate_samples`` section when present (full samples); otherwise only
     the per-run values the summaries allow (no step, launch-latency or sample data)."""
     if "gate_samples" in doc:
+        if not isinstance(doc["gate_samples"], Mapping):
+            raise InputError(f"{source}: gate_samples is not an object")
         return RunMetrics.from_dict(doc["gate_samples"], source)
     if str(doc.get("schema", "")).startswith("infraprof.gate.run/"):
         return RunMetrics.from_dict(doc, source)
@@ -287,8 +304,8 @@ def metrics_from_json(doc: Mapping[str, Any], source: str) -> RunMetrics:
         raise InputError(f"{source}: JSON is neither `infraprof analyze --format json` output "
                          "nor gate metrics; pass a trace, a capture folder or analyze JSON")
     try:
-        return _from_report_dict(doc, source)
-    except (KeyError, TypeError, ValueError) as exc:
+        return _require_finite(_from_report_dict(doc, source), source)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise InputError(f"{source}: analyze JSON lacks expected fields ({exc}); re-run "
                          "`infraprof analyze --format json` with this version") from exc
 

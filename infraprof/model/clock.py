@@ -30,6 +30,7 @@ import pandas as pd
 from infraprof import tables as T
 from infraprof.errors import InputError
 from infraprof.readers.pyspy import PyspyProfile, read_pyspy
+from infraprof.readers.validate import check_manifest
 
 CLOCK_MARK_PREFIX: Final = "infraprof-clock mono_ns="
 PULSE_MARK_RE: Final = re.compile(r"^infraprof-pulse start_mono_ns=(\d+) end_mono_ns=(\d+)")
@@ -244,7 +245,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: unreadable capture manifest ({exc})") from exc
-    return data if isinstance(data, dict) else None
+    return check_manifest(data, path)
 
 
 def find_pyspy_file(folder: Path) -> Path | None:

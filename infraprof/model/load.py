@@ -81,7 +81,7 @@ def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Tra
         analysis_end_ns=tables.analysis_end_ns,
         capture_command=command,
     )
-    return Trace(meta=meta, **tables.frames)
+    return Trace(meta=meta, data_quality=tuple(tables.data_quality), **tables.frames)
 
 
 def _arg_index(key: str) -> int:

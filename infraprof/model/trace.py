@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as T
+from infraprof.readers.validate import DataIssue
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Trace:
     threads: pd.DataFrame = field(default_factory=lambda: T.empty(T.THREADS))
     processes: pd.DataFrame = field(default_factory=lambda: T.empty(T.PROCESSES))
     gpus: pd.DataFrame = field(default_factory=lambda: T.empty(T.GPUS))
+    data_quality: tuple[DataIssue, ...] = ()  # rows the reader left out, and why
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
