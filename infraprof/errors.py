@@ -73,3 +73,10 @@ class RegressionDetected(InfraprofError):
     """The regression gate failed."""
 
     exit_code = ExitCode.GATE_FAILED
+
+
+class OutputClosed(Exception):
+    """The reader of stdout (or of a FIFO output) went away, as in ``infraprof … | head``.
+
+    Not an ``OSError``: click would turn a ``BrokenPipeError`` into exit 1, the regression code.
+    The CLI exits 141 without a message instead."""

@@ -11,7 +11,7 @@ Rules (see ``docs/reliability.md``):
   are: opened without ``O_CREAT``/``O_TRUNC`` and never replaced;
 * a write that fails (read-only directory, ``ENOSPC``, ``EACCES``) raises
   :class:`~infraprof.errors.OutputError` (exit 3) after removing the temp file; a closed pipe
-  raises :class:`BrokenPipeError`, which the CLI turns into a quiet exit 141.
+  raises :class:`~infraprof.errors.OutputClosed`, which the CLI turns into a quiet exit 141.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from infraprof.errors import OutputError, UsageError
+from infraprof.errors import OutputClosed, OutputError, UsageError
 
 _STREAM_PATH_RE = re.compile(r"^/(dev/(stdout|stderr|fd/\d+)|proc/(self|\d+)/fd/\d+)$")
 
@@ -91,8 +91,8 @@ def _stream(path: Path, data: bytes, what: str) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-    except BrokenPipeError:
-        raise
+    except BrokenPipeError as exc:
+        raise OutputClosed(str(path)) from exc
     except OSError as exc:
         raise _fail(path, what, exc) from exc
     finally:
@@ -136,7 +136,7 @@ def write_output(path: Path, data: str | bytes, inputs: Iterable[Path | None] = 
     """Write ``data`` (text is UTF-8 encoded) to ``path`` following the module's rules.
 
     Raises :class:`UsageError` (exit 2) for a directory or a path that is an input,
-    :class:`OutputError` (exit 3) when writing fails, ``BrokenPipeError`` for a closed pipe.
+    :class:`OutputError` (exit 3) when writing fails, :class:`OutputClosed` for a closed pipe.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     refuse_inputs(path, inputs, option)
@@ -160,7 +160,7 @@ def append_output(path: Path, text: str, what: str) -> None:
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)
-    except BrokenPipeError:
-        raise
+    except BrokenPipeError as exc:
+        raise OutputClosed(str(path)) from exc
     except OSError as exc:
         raise _fail(path, what, exc) from exc

@@ -7,7 +7,8 @@
 * :func:`safe_text` — the last pass over a rendered text document: the same escapes for every
   control character except the document's own newlines and tabs (and ESC when infraprof
   coloured the output itself), and lines that a CI runner would execute as a workflow
-  command (``::cmd::``, ``##[cmd]``) are prefixed with a space.
+  command (``::cmd::``, ``##[cmd]``, leading blanks ignored as the GitHub runner does) get a
+  backslash before the command.
 * :func:`safe_json` — JSON text with DEL and C1 controls (which ``json.dumps`` with
   ``ensure_ascii=False`` leaves raw) written as ``\\u`` escapes; the parsed value is unchanged.
 * :func:`xml_text` — text allowed in XML 1.0 (which forbids most C0 controls even as
@@ -49,12 +50,12 @@ def printable(text: object, keep: str = "") -> str:
 
 def safe_text(document: str, ansi: bool = False, workflow_commands: bool = False) -> str:
     """A rendered document made inert: controls other than ``\\n``/``\\t`` (and ESC when
-    ``ansi``) escaped; lines that look like CI workflow commands indented by one space unless
+    ``ansi``) escaped; lines that look like CI workflow commands get a backslash unless
     ``workflow_commands`` (``--format github``, whose annotations are escaped already)."""
     pattern = _UNSAFE_IN_ANSI_DOC_RE if ansi else _UNSAFE_IN_DOC_RE
     out = pattern.sub(_escape, document)
     if not workflow_commands:
-        out = _WORKFLOW_COMMAND_RE.sub(r"\1 \2", out)
+        out = _WORKFLOW_COMMAND_RE.sub(r"\1\\\2", out)
     return out
 
 

@@ -22,7 +22,7 @@ from infraprof import __version__
 from infraprof.cli.analyze import analyze
 from infraprof.cli.capture import capture
 from infraprof.cli.export import export
-from infraprof.errors import ExitCode, InfraprofError
+from infraprof.errors import ExitCode, InfraprofError, OutputClosed
 from infraprof.text_safety import printable
 
 EPILOG = (
@@ -112,7 +112,7 @@ def main() -> None:
     except (typer.Abort, click.Abort):
         err.print("infraprof: aborted", markup=False)
         sys.exit(130)
-    except BrokenPipeError:
+    except (OutputClosed, BrokenPipeError):
         _quiet_stdout()
         sys.exit(int(ExitCode.PIPE_CLOSED))
     except NoArgsIsHelpError as exc:  # the help was printed already (rich help)

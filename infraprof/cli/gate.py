@@ -8,6 +8,7 @@ with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from infraprof.gate.policy import check_step, load_policy
 from infraprof.gate.text import render_markdown, render_table
 from infraprof.gate.verdict import GateResult, compare
 from infraprof.outputs import refuse_inputs
+from infraprof.text_safety import printable
 
 
 class GateFormat(str, Enum):
@@ -194,6 +196,12 @@ baseline_app = typer.Typer(name="baseline", no_args_is_help=True, add_completion
                            "--base-db`.")
 
 
+def _print_table(table: Table) -> None:
+    buffer = io.StringIO()
+    Console(file=buffer, width=140, highlight=False).print(table)
+    emit(buffer.getvalue(), None)
+
+
 @baseline_app.command("save")
 def baseline_save(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Runs to store."),
@@ -212,7 +220,8 @@ def baseline_save(
     runs = _load_side(list(inputs), check_step(step, "--step"), "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
-    print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")
+    emit(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})\n",
+         None)
 
 
 @baseline_app.command("list")
@@ -227,15 +236,17 @@ def baseline_list(
     """List stored runs, newest first."""
     runs = store.query_runs(db, name=name, branch=branch, gpu=gpu, last=last)
     if output_format is ListFormat.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False))
+        emit(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False) + "\n", None,
+             kind="json")
         return
     table = Table(title=f"{db}: {len(runs)} run(s)")
     for col in ("id", "name", "branch", "commit", "host", "gpu", "created (UTC)", "metrics"):
         table.add_column(col)
     for r in runs:
-        table.add_row(str(r.id), r.name, r.branch or "-", (r.commit or "-")[:12],
-                      r.host or "-", r.gpu or "-", r.created_utc, str(len(r.metrics.values)))
-    Console(width=140, highlight=False).print(table)
+        table.add_row(*map(printable, (r.id, r.name, r.branch or "-", (r.commit or "-")[:12],
+                                       r.host or "-", r.gpu or "-", r.created_utc,
+                                       len(r.metrics.values))))
+    _print_table(table)
 
 
 @baseline_app.command("show")
@@ -258,15 +269,15 @@ def baseline_show(
     names = sorted({m for r in runs for m in r.metrics.values
                     if not metric or any(fnmatch.fnmatchcase(m, p) for p in metric)})
     if output_format is ListFormat.json:
-        print(json.dumps([{**r.to_dict(), "values": {m: r.metrics.values.get(m)
-                                                       for m in names}} for r in runs],
-                         indent=2, ensure_ascii=False))
+        emit(json.dumps([{**r.to_dict(), "values": {m: r.metrics.values.get(m)
+                                                      for m in names}} for r in runs],
+                        indent=2, ensure_ascii=False) + "\n", None, kind="json")
         return
     table = Table(title=f"{db}: metric values")
     table.add_column("metric", overflow="fold")
     for r in runs:
         table.add_column(f"#{r.id} {(r.commit or '')[:8]}", justify="right")
     for m in names:
-        table.add_row(m, *[f"{r.metrics.values[m]:.6g}" if m in r.metrics.values else "-"
+        table.add_row(printable(m), *[f"{r.metrics.values[m]:.6g}" if m in r.metrics.values else "-"
                            for r in runs])
-    Console(width=140, highlight=False).print(table)
+    _print_table(table)

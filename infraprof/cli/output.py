@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from infraprof.errors import OutputError
+from infraprof.errors import OutputClosed, OutputError
 from infraprof.outputs import write_output
 from infraprof.readers.validate import DataIssue
 from infraprof.text_safety import printable, safe_json, safe_text
@@ -33,7 +33,7 @@ def emit(text: str, output: Path | None, what: str = "the output",
     """Write ``text`` to stdout (``output`` None) or to ``output`` (never over an input).
 
     Raises ``UsageError`` (exit 2) for a directory or an input as ``output``, ``OutputError``
-    (exit 3) when writing fails and ``BrokenPipeError`` when stdout was closed.
+    (exit 3) when writing fails and ``OutputClosed`` when stdout was closed.
     """
     text = make_safe(text, kind)
     if output is not None:
@@ -42,8 +42,8 @@ def emit(text: str, output: Path | None, what: str = "the output",
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
-    except BrokenPipeError:
-        raise
+    except BrokenPipeError as exc:
+        raise OutputClosed("<stdout>") from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(f"<stdout>: cannot write {what} ({reason})") from exc
