@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers_cli import Result, run_main
-from helpers_traces import sha256
+from helpers_traces import TraceFiles, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_traces" / "demo_sync_heavy.sqlite"
@@ -500,3 +500,36 @@ def test_library_warnings_do_not_reach_stderr(tmp_path: Path, monkeypatch: pytes
     assert code == 0
     assert err == ""
     assert json.loads(out)["schema_version"]
+
+
+# --------------------------------------------------------------------------------------------
+# damaged nsys reports: the tool worked, the file is bad (exit 3, not 4)
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _flipped(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    for offset in range(4096, len(damaged), max(1, len(damaged) // 2000)):
+        damaged[offset] ^= 0x5A
+    return bytes(damaged)
+
+
+@pytest.mark.realtraces
+@pytest.mark.nsys
+@pytest.mark.parametrize("damage", [_cut, _flipped], ids=["truncated", "bytes-flipped"])
+def test_damaged_report_exits_3(damage: Callable[[bytes], bytes], trace_files: TraceFiles,
+                                nsys_bin: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    copy = trace_files.private_copy("ncar-miniweather-nsys/miniweather_async.qdrep")
+    copy.write_bytes(damage(copy.read_bytes()))
+    digest = sha256(copy)
+    monkeypatch.setenv("INFRAPROF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("INFRAPROF_NSYS", nsys_bin)
+    line = assert_clean_error(run_main(["analyze", str(copy)], monkeypatch, capsys), INPUT)
+    assert str(copy) in line and "truncated or corrupt" in line
+    assert sha256(copy) == digest
+    assert not list((tmp_path / "cache").rglob("infraprof-export-*"))

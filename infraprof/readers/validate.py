@@ -6,8 +6,9 @@ any column is cast or decoded:
 * a value of the wrong type — text, a blob, a fraction or an infinity in an integer column —
   means the file is not a trustworthy export: :class:`~infraprof.errors.InputError` (exit 3)
   naming the file, the table and the column;
-* NULL in an identity column (``globalPid``, ``globalTid``, ``deviceId``, ``streamId``,
-  ``correlationId``, ``copyKind``, ...) is refused the same way: the row cannot be placed;
+* NULL in an identity or launch column (``globalPid``, ``globalTid``, ``deviceId``,
+  ``streamId``, ``correlationId``, ``copyKind``, ``bytes``, ``gridX``, ...) is refused the
+  same way: the row cannot be placed or described;
 * NULL times (``start``; ``end`` except for NVTX marks) and reversed intervals
   (``end < start``) are dropped, and each kind of drop is counted in a :class:`DataIssue`,
   which the JSON report lists under ``data_quality``.
@@ -35,6 +36,8 @@ TIME_COLUMNS = ("start_ns", "end_ns")
 IDENTITY_COLUMNS = frozenset({
     "global_pid", "global_tid", "device_id", "context_id", "stream_id", "correlation_id",
     "copy_kind", "bytes", "event_type", "callchain_id", "depth", "pid",
+    "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "registers_per_thread",
+    "static_smem_bytes", "dynamic_smem_bytes",
 })
 # Identity columns that may legitimately be NULL, per table (base name, without ``_V<n>``).
 NULLABLE = {
