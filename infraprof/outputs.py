@@ -37,17 +37,28 @@ def _same_file(first: Path, second: Path) -> bool:
         return False
 
 
+_CAPTURE_SUFFIXES = (".sqlite", ".nsys-rep", ".qdrep", ".ncu-rep")
+
+
+def _read_from_folder(path: Path) -> bool:
+    """True for the files infraprof reads from a capture folder (reports, exports, the
+    manifest, py-spy output); a previous ``analysis.json`` there may be overwritten."""
+    name = path.name
+    return (name.endswith(_CAPTURE_SUFFIXES) or name == "manifest.json"
+            or name.startswith("pyspy.")) and path.is_file()
+
+
 def _protected(inputs: Iterable[Path | None]) -> list[Path]:
-    """The files behind ``inputs``: a directory stands for every regular file directly in it
-    and in its ``run-*`` sub-folders (a capture folder's report, manifest, samples)."""
+    """The files behind ``inputs``: a directory (a capture folder) stands for the files
+    infraprof reads in it and in its ``run-*`` sub-folders."""
     files: list[Path] = []
     for path in inputs:
         if path is None:
             continue
         if path.is_dir():
             with contextlib.suppress(OSError):
-                files += [p for p in path.iterdir() if p.is_file()]
-                files += [p for p in path.glob("run-*/*") if p.is_file()]
+                files += [p for p in path.iterdir() if _read_from_folder(p)]
+                files += [p for p in path.glob("run-*/*") if _read_from_folder(p)]
         else:
             files.append(path)
     return files

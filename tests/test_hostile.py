@@ -533,3 +533,18 @@ def test_damaged_report_exits_3(damage: Callable[[bytes], bytes], trace_files: T
     assert str(copy) in line and "truncated or corrupt" in line
     assert sha256(copy) == digest
     assert not list((tmp_path / "cache").rglob("infraprof-export-*"))
+
+
+def test_previous_analysis_in_a_capture_folder_may_be_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "cap"
+    folder.mkdir()
+    trace = trace_copy(folder, "report.sqlite")
+    previous = folder / "analysis.json"
+    previous.write_text("{}", encoding="utf-8")
+    digest = sha256(trace)
+    code, _, err = run_main(["analyze", str(folder), "-o", str(previous)], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(previous.read_text(encoding="utf-8"))["schema_version"]
+    assert sha256(trace) == digest

@@ -17,7 +17,7 @@ from infraprof.outputs import write_output
 from infraprof.readers.validate import DataIssue
 from infraprof.text_safety import printable, safe_json, safe_text
 
-TextKind = Literal["text", "ansi", "json", "github", "xml"]
+TextKind = Literal["text", "ansi", "json", "github"]
 
 
 def make_safe(text: str, kind: TextKind) -> str:
