@@ -10,9 +10,11 @@ code   meaning
 0      success (or the gate passed)
 1      gate or threshold failure (a regression, or findings above ``--fail-on``)
 2      usage error: bad command line or configuration
-3      bad or unsupported input: unreadable, corrupt, wrong type, too new, empty
+3      bad or unsupported input: unreadable, corrupt, wrong type, too new, empty;
+       also an output that cannot be written (read-only directory, disk full)
 4      an external tool (nsys, ncu, py-spy) is missing or failed
 70     internal error: a bug in infraprof; please report it
+141    stdout was closed early (``infraprof … | head``): quiet, like a process ended by SIGPIPE
 =====  ==========================================================================
 """
 
@@ -30,6 +32,7 @@ class ExitCode(enum.IntEnum):
     INPUT = 3
     TOOL = 4
     INTERNAL = 70
+    PIPE_CLOSED = 141
 
 
 class InfraprofError(Exception):
@@ -54,6 +57,12 @@ class InputError(InfraprofError):
     exit_code = ExitCode.INPUT
 
 
+class OutputError(InfraprofError):
+    """An output file cannot be written (read-only directory, disk full, not writable)."""
+
+    exit_code = ExitCode.INPUT
+
+
 class ToolError(InfraprofError):
     """An external tool (nsys, ncu, py-spy) is missing or failed."""
 
@@ -64,3 +73,10 @@ class RegressionDetected(InfraprofError):
     """The regression gate failed."""
 
     exit_code = ExitCode.GATE_FAILED
+
+
+class OutputClosed(Exception):
+    """The reader of stdout (or of a FIFO output) went away, as in ``infraprof … | head``.
+
+    Not an ``OSError``: click would turn a ``BrokenPipeError`` into exit 1, the regression code.
+    The CLI exits 141 without a message instead."""

@@ -45,6 +45,7 @@ intervals between consecutive device-wide synchronisations (``cuCtxSynchronize``
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -112,10 +113,24 @@ class RunMetrics:
                        for k, v in dict(data.get("samples", {})).items()}
             context = {str(k): (None if v is None else str(v))
                        for k, v in dict(data.get("context", {})).items()}
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{source or 'input'}: malformed gate metrics ({exc})") from exc
-        return cls(source=source or str(data.get("source", "")), values=values,
-                   samples=samples, context=context)
+        return require_finite(cls(source=source or str(data.get("source", "")), values=values,
+                                  samples=samples, context=context), source or "input")
+
+
+def require_finite(run: RunMetrics, source: str) -> RunMetrics:
+    """Refuse ``Infinity``/``NaN`` (which Python's JSON reader accepts): they would pass or
+    fail the gate for no reason."""
+    for name, value in run.values.items():
+        if not math.isfinite(value):
+            raise InputError(f"{source}: metric {name!r} is {value!r}, not a finite number; "
+                             "regenerate the metrics")
+    for name, series in run.samples.items():
+        if not np.isfinite(np.asarray(series, dtype=np.float64)).all():
+            raise InputError(f"{source}: samples of {name!r} hold a non-finite value; "
+                             "regenerate the metrics")
+    return run
 
 
 def _num(v: float) -> float | int:

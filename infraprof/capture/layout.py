@@ -125,7 +125,11 @@ def read_manifest(folder: Path) -> Manifest | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: unreadable capture manifest ({exc}); re-run "
                          "`infraprof capture` or delete the file") from exc
-    return Manifest.from_dict(data, str(path)) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: malformed capture manifest (the top level is "
+                         f"{type(data).__name__}, not an object); re-run `infraprof capture` "
+                         "or delete the file")
+    return Manifest.from_dict(data, str(path))
 
 
 def _nonempty(path: Path) -> bool:
@@ -170,6 +174,16 @@ class CaptureFolder:
     def manifest(self) -> Manifest | None:
         """The parsed ``manifest.json``, or ``None``."""
         return read_manifest(self.path)
+
+    def input_files(self) -> list[Path]:
+        """Every file of the folder infraprof reads (nsys exports and reports, ncu reports,
+        py-spy outputs, the manifest): what an output must never replace. Other files (an
+        earlier ``analysis.json``) are fair game."""
+        names = (*NSYS_FILES, *PYSPY_FILES, MANIFEST_NAME, SYNC_NAME)
+        found = [self.path / name for name in names if (self.path / name).is_file()]
+        found += [p for suffix in (*NSYS_SUFFIXES, NCU_SUFFIX)
+                  for p in self.path.glob("*" + suffix) if p.is_file()]
+        return sorted(set(found))
 
     def runs(self) -> list[Path]:
         """``run-1`` … ``run-K`` of a ``capture --repeat K`` folder, in run order (else ``[]``)."""

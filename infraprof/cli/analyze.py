@@ -8,11 +8,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from infraprof.cli.output import color_wanted, emit
+from infraprof.cli.output import TextKind, color_wanted, emit, warn_data_quality
+
+if TYPE_CHECKING:
+    from infraprof.ranking import Report
 
 # Heavy modules (pandas, the analyses, the renderers) are imported inside the command so that
 # `infraprof --help` stays fast.
@@ -48,7 +52,7 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
 
     diagnoses = diagnose(load_ncu(path))
     if fmt is OutputFormat.json:
-        emit(render_ncu_json(str(path), diagnoses), output)
+        emit(render_ncu_json(str(path), diagnoses), output, inputs=[path], kind="json")
     else:
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
         emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
@@ -88,10 +92,7 @@ def analyze(
     and ranked bottlenecks with estimated recoverable time."""
     from infraprof import api
     from infraprof.inputs import NCU_KINDS, TRACE_KINDS, open_input
-    from infraprof.render.html import render_html
-    from infraprof.render.json_report import render_json
-    from infraprof.render.markdown import render_markdown
-    from infraprof.render.terminal import render_terminal
+    from infraprof.outputs import refuse_inputs
 
     fmt = output_format
     if fmt is None:
@@ -99,6 +100,8 @@ def analyze(
             OutputFormat.table)
     config = api.analysis_config(config_file, disable=disable,
                                  settings={"top": top, "min-impact": min_impact})
+    inputs = [input_path, *ncu, pyspy]
+    refuse_inputs(output, inputs)
     kind = open_input(input_path, TRACE_KINDS | NCU_KINDS, "an nsys report, its SQLite export, "
                       "a capture folder or an Nsight Compute report").kind
     if kind in NCU_KINDS:
@@ -107,15 +110,25 @@ def analyze(
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress)
-    top = config.top
+    warn_data_quality(report.trace.data_quality, input_path)
+    text, text_kind = _render(report, fmt, output, width, no_color, config.top)
+    emit(text, output, inputs=inputs, kind=text_kind)
+
+
+
+def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int | None,
+            no_color: bool, top: int) -> tuple[str, TextKind]:
+    from infraprof.render.html import render_html
+    from infraprof.render.json_report import render_json
+    from infraprof.render.markdown import render_markdown
+    from infraprof.render.terminal import render_terminal
+
     if fmt is OutputFormat.json:
-        text = render_json(report)
-    elif fmt in (OutputFormat.markdown, OutputFormat.md):
-        text = render_markdown(report, top=top)
-    elif fmt is OutputFormat.html:
-        text = render_html(report, top=top)
-    else:
-        color = output is None and color_wanted(no_color)
-        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        text = render_terminal(report, width=cols, color=color, top=top)
-    emit(text, output)
+        return render_json(report), "json"
+    if fmt in (OutputFormat.markdown, OutputFormat.md):
+        return render_markdown(report, top=top), "text"
+    if fmt is OutputFormat.html:
+        return render_html(report, top=top), "text"
+    color = output is None and color_wanted(no_color)
+    cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+    return render_terminal(report, width=cols, color=color, top=top), "ansi" if color else "text"

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infraprof.cli.output import emit
+from infraprof.cli.output import emit, warn_data_quality
 from infraprof.errors import InputError, UsageError
 
 
@@ -58,6 +58,7 @@ def export(
     sample stacks for speedscope and flame-graph tools."""
     from infraprof.analyses.python_frames import idle_collapsed
     from infraprof.inputs import load_trace, pyspy_for
+    from infraprof.outputs import refuse_inputs
     from infraprof.ranking import build_report
     from infraprof.render.chrome_trace import render_chrome_trace
     from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
@@ -65,13 +66,16 @@ def export(
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
+    inputs = [input_path, pyspy]
+    refuse_inputs(output, inputs)
     trace = load_trace(input_path, None)
+    warn_data_quality(trace.data_quality, input_path)
     aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
         report = build_report(trace, pyspy=aligned)
         attributions = report.analysis.attributions if report.analysis else None
         emit(idle_collapsed(trace, aligned, attributions) if idle_only
-             else aligned.profile.collapsed(), output)
+             else aligned.profile.collapsed(), output, inputs=inputs)
         return
     if fmt in _STACKS and trace.cpu_samples.empty:
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
@@ -88,7 +92,7 @@ def export(
         text = render_collapsed(report, idle_only)
     else:
         text = render_chrome_trace(report)
-    emit(text, output)
+    emit(text, output, inputs=inputs, kind="text" if fmt is ExportFormat.collapsed else "json")
     if output is not None:
         hint = {ExportFormat.speedscope: "open it in https://www.speedscope.app",
                 ExportFormat.collapsed: "feed it to flamegraph.pl or inferno-flamegraph"}.get(

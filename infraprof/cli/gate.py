@@ -8,6 +8,7 @@ with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Callable
@@ -19,10 +20,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
-from infraprof.cli.output import color_wanted, emit
+from infraprof.cli.output import TextKind, color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
+from infraprof.outputs import refuse_inputs
+from infraprof.text_safety import printable
 
 if TYPE_CHECKING:  # the gate modules load numpy/scipy/sqlite-utils: imported when run
+    from rich.table import Table
+
     from infraprof.gate.metrics import RunMetrics
     from infraprof.gate.verdict import GateResult
 
@@ -131,6 +136,9 @@ def _make(is_gate: bool) -> Callable[..., None]:
             policy = replace(policy, exclude=(*policy.exclude, *exclude))
         if not cand:
             raise UsageError("no candidate run: give --cand PATH (repeatable)")
+        inputs = [*base, *cand, base_db, config]
+        refuse_inputs(output, inputs)
+        refuse_inputs(junit, inputs, "--junit")
         if not base and base_db is None:
             raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
         base_runs = _load_side(list(base), policy.step, "baseline")
@@ -148,9 +156,11 @@ def _make(is_gate: bool) -> Callable[..., None]:
                                 if output else GateFormat.table)
         color = output is None and color_wanted(no_color)
         cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        emit(_render(result, fmt, color, cols), output)
+        kind: TextKind = ("json" if fmt in (GateFormat.json, GateFormat.gitlab) else
+                          "github" if fmt is GateFormat.github else "ansi" if color else "text")
+        emit(_render(result, fmt, color, cols), output, inputs=inputs, kind=kind)
         if junit is not None:
-            emit(render_junit(result), junit)
+            emit(render_junit(result), junit, "the JUnit XML", inputs, option="--junit")
         if is_gate and result.failed:
             failed = [r.metric for r in result.results if r.failed]
             shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
@@ -178,6 +188,12 @@ baseline_app = typer.Typer(name="baseline", no_args_is_help=True, add_completion
                            "--base-db`.")
 
 
+def _print_table(table: Table) -> None:
+    buffer = io.StringIO()
+    Console(file=buffer, width=140, highlight=False).print(table)
+    emit(buffer.getvalue(), None)
+
+
 @baseline_app.command("save")
 def baseline_save(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Runs to store."),
@@ -193,11 +209,14 @@ def baseline_save(
 ) -> None:
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
     from infraprof.gate import baseline as store
+    from infraprof.gate.policy import check_step
 
-    runs = _load_side(list(inputs), step, "input")
+    refuse_inputs(db, inputs, "--db")
+    runs = _load_side(list(inputs), check_step(step, "--step"), "input")
     ids = store.save_runs(db, runs, name=name, commit=commit, branch=branch, host=host,
                           gpu=gpu)
-    print(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})")
+    emit(f"saved {len(ids)} run(s) to {db} as {name!r} (ids {', '.join(map(str, ids))})\n",
+         None)
 
 
 @baseline_app.command("list")
@@ -216,15 +235,17 @@ def baseline_list(
 
     runs = store.query_runs(db, name=name, branch=branch, gpu=gpu, last=last)
     if output_format is ListFormat.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False))
+        emit(json.dumps([r.to_dict() for r in runs], indent=2, ensure_ascii=False) + "\n", None,
+             kind="json")
         return
     table = Table(title=f"{db}: {len(runs)} run(s)")
     for col in ("id", "name", "branch", "commit", "host", "gpu", "created (UTC)", "metrics"):
         table.add_column(col)
     for r in runs:
-        table.add_row(str(r.id), r.name, r.branch or "-", (r.commit or "-")[:12],
-                      r.host or "-", r.gpu or "-", r.created_utc, str(len(r.metrics.values)))
-    Console(width=140, highlight=False).print(table)
+        table.add_row(*map(printable, (r.id, r.name, r.branch or "-", (r.commit or "-")[:12],
+                                       r.host or "-", r.gpu or "-", r.created_utc,
+                                       len(r.metrics.values))))
+    _print_table(table)
 
 
 @baseline_app.command("show")
@@ -251,15 +272,15 @@ def baseline_show(
     names = sorted({m for r in runs for m in r.metrics.values
                     if not metric or any(fnmatch.fnmatchcase(m, p) for p in metric)})
     if output_format is ListFormat.json:
-        print(json.dumps([{**r.to_dict(), "values": {m: r.metrics.values.get(m)
-                                                       for m in names}} for r in runs],
-                         indent=2, ensure_ascii=False))
+        emit(json.dumps([{**r.to_dict(), "values": {m: r.metrics.values.get(m)
+                                                      for m in names}} for r in runs],
+                        indent=2, ensure_ascii=False) + "\n", None, kind="json")
         return
     table = Table(title=f"{db}: metric values")
     table.add_column("metric", overflow="fold")
     for r in runs:
         table.add_column(f"#{r.id} {(r.commit or '')[:8]}", justify="right")
     for m in names:
-        table.add_row(m, *[f"{r.metrics.values[m]:.6g}" if m in r.metrics.values else "-"
-                           for r in runs])
-    Console(width=140, highlight=False).print(table)
+        table.add_row(printable(m), *[f"{r.metrics.values[m]:.6g}" if m in r.metrics.values
+                                      else "-" for r in runs])
+    _print_table(table)

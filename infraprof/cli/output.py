@@ -1,32 +1,60 @@
-"""Where a command's text goes: stdout, or a file written atomically (temp file + rename)."""
+"""Where a command's text goes: stdout, or a file through :mod:`infraprof.outputs`.
+
+Every document passes :mod:`infraprof.text_safety` on its way out, so no control character
+from a trace reaches a terminal or CI log raw, whatever the renderer did.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from infraprof.errors import InputError, UsageError
+from infraprof.errors import OutputClosed, OutputError
+from infraprof.outputs import write_output
+from infraprof.text_safety import printable, safe_json, safe_text
+
+if TYPE_CHECKING:  # the reader loads pandas: not at start-up
+    from infraprof.readers.validate import DataIssue
+
+TextKind = Literal["text", "ansi", "json", "github"]
 
 
-def emit(text: str, output: Path | None, what: str = "the output") -> None:
-    """Write ``text`` to stdout (``output`` None) or atomically to ``output``.
+def make_safe(text: str, kind: TextKind) -> str:
+    """``text`` after the last safety pass for its kind (see :mod:`infraprof.text_safety`)."""
+    if kind == "json":
+        return safe_json(text)
+    return safe_text(text, ansi=kind == "ansi", workflow_commands=kind == "github")
 
-    Raises ``UsageError`` (exit 2) when ``output`` is a directory and ``InputError`` (exit 3)
-    when it cannot be written; a partial temp file is removed.
+
+def emit(text: str, output: Path | None, what: str = "the output",
+         inputs: Iterable[Path | None] = (), kind: TextKind = "text",
+         option: str = "-o") -> None:
+    """Write ``text`` to stdout (``output`` None) or to ``output`` (never over an input).
+
+    Raises ``UsageError`` (exit 2) for a directory or an input as ``output``, ``OutputError``
+    (exit 3) when writing fails and ``OutputClosed`` when stdout was closed.
     """
-    if output is None:
-        sys.stdout.write(text)
+    text = make_safe(text, kind)
+    if output is not None:
+        write_output(output, text, inputs, what, option)
         return
-    if output.is_dir():
-        raise UsageError(f"{output}: is a directory; give a file name for -o")
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise OutputClosed("<stdout>") from exc
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{output}: cannot write {what} ({exc.strerror})") from exc
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"<stdout>: cannot write {what} ({reason})") from exc
+
+
+def warn_data_quality(issues: Iterable[DataIssue], source: Path) -> None:
+    """One ``infraprof: warning:`` line on stderr per kind of row the reader left out."""
+    for issue in issues:
+        sys.stderr.write(f"infraprof: warning: {printable(issue.describe(source))}\n")
 
 
 def color_wanted(no_color: bool) -> bool:

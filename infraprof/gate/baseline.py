@@ -14,11 +14,13 @@ first; CI compares a candidate with the last ``K`` runs of ``main`` on the same 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import subprocess
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,10 +80,33 @@ def detect_branch() -> str | None:
             or _git("rev-parse", "--abbrev-ref", "HEAD"))
 
 
+_STORE_TABLES = {"runs": {"id", "name", "metrics_json"}, "metric_values": {"run_id", "metric"}}
+
+
+def _require_store(path: Path) -> None:
+    """Refuse an existing file that is not an infraprof baseline store: a foreign SQLite
+    database (say an nsys export) must never gain our tables. Opened read-only."""
+    uri = "file:" + urllib.parse.quote(str(Path(path).resolve())) + "?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            tables = {str(r[0]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = {t: {str(r[1]) for r in conn.execute(f'PRAGMA table_info("{t}")')}
+                       for t in _STORE_TABLES if t in tables}
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: not an SQLite baseline store ({exc}); give --db a new "
+                         "file name or an existing store") from exc
+    if any(not want <= columns.get(t, set()) for t, want in _STORE_TABLES.items()):
+        raise InputError(f"{path}: not an infraprof baseline store (a different SQLite "
+                         "database); give --db a new file name or an existing store")
+
+
 def _open(path: Path, create: bool) -> sqlite_utils.Database:
     if not create and not path.is_file():
         raise InputError(f"{path}: no baseline store here; create one with "
                          "`infraprof baseline save --db PATH INPUT`")
+    if create and os.path.exists(path) and os.path.getsize(path) > 0:
+        _require_store(path)
     try:
         db = sqlite_utils.Database(path)
         if create and "runs" not in db.table_names():

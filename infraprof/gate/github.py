@@ -17,6 +17,8 @@ from pathlib import Path
 
 from infraprof.gate.text import ordered, render_markdown
 from infraprof.gate.verdict import GateResult, Verdict
+from infraprof.outputs import append_output
+from infraprof.text_safety import printable, safe_text
 
 MAX_PER_KIND = 10
 SUMMARY_LIMIT_BYTES = 1024 * 1024
@@ -45,7 +47,7 @@ def annotation_lines(result: GateResult) -> list[str]:
         else:
             continue
         if len(bucket) < MAX_PER_KIND:
-            title = f"infraprof gate: {r.metric} {r.verdict.value}"
+            title = f"infraprof gate: {printable(r.metric)} {r.verdict.value}"
             bucket.append(f"::{kind} title={escape_property(title)}::{escape_data(r.describe())}")
     return errors + warnings
 
@@ -68,10 +70,12 @@ def write_step_summary(result: GateResult, path: Path | None = None) -> Path | N
                       if os.environ.get("GITHUB_STEP_SUMMARY") else None)
     if target is None:
         return None
-    used = target.stat().st_size if target.exists() else 0
+    try:
+        used = target.stat().st_size if target.is_file() else 0
+    except OSError:
+        used = 0
     text = summary_markdown(result, max(0, SUMMARY_LIMIT_BYTES - used))
-    with target.open("a", encoding="utf-8") as fh:
-        fh.write(text)
+    append_output(target, safe_text(text), "the GitHub job summary ($GITHUB_STEP_SUMMARY)")
     return target
 
 

@@ -6,7 +6,8 @@ metrics (0 otherwise), ``<failure>`` carries the numbers of a failing metric, ``
 marks inconclusive/missing metrics that do not fail, the suite's ``<properties>`` hold each
 metric's base and cand values (``<metric>:base``), and each testcase's ``<system-out>`` lists
 ``key=value`` lines (base, cand, change, CI, p-value, sample counts).
-Validates against ``tests/data/junit.xsd``.
+Validates against ``tests/data/junit.xsd``; characters XML 1.0 forbids (ESC, BEL, NUL in a
+name) are shown escaped (``\\x1b``) so the document stays well-formed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 from infraprof.gate.verdict import GateResult, MetricResult, Verdict
+from infraprof.text_safety import xml_text
 
 
 def _props(r: MetricResult) -> dict[str, str]:
@@ -29,6 +31,14 @@ def _props(r: MetricResult) -> dict[str, str]:
     if r.ci is not None:
         out["ci_low"], out["ci_high"] = repr(r.ci[0]), repr(r.ci[1])
     return out
+
+
+def _make_well_formed(root: ET.Element) -> None:
+    """XML 1.0 forbids most control characters even as references: show them escaped."""
+    for element in root.iter():
+        element.attrib = {key: xml_text(value) for key, value in element.attrib.items()}
+        if element.text:
+            element.text = xml_text(element.text)
 
 
 def render_junit(result: GateResult) -> str:
@@ -66,6 +76,7 @@ def render_junit(result: GateResult) -> str:
             ET.SubElement(case, "skipped", {"message": r.describe()})
         ET.SubElement(case, "system-out").text = "\n".join(
             f"{key}={value}" for key, value in _props(r).items())
+    _make_well_formed(suite)
     ET.indent(suite)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             + ET.tostring(suite, encoding="unicode") + "\n")

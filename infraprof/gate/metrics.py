@@ -21,6 +21,7 @@ from infraprof.analyses.run_metrics import (
     TOP_RANGES,
     RunMetrics,
     normalize_range_name,
+    require_finite,
     run_metrics,
 )
 from infraprof.capture.layout import CaptureFolder
@@ -52,7 +53,9 @@ def metrics_from_json(doc: Mapping[str, Any], source: str) -> RunMetrics:
     """Metrics from an ``analyze --format json`` document, or a :meth:`RunMetrics.to_dict`
     document. Uses the ``gate_samples`` section when present (full samples); otherwise only
     the per-run values the summaries allow (no step, launch-latency or sample data)."""
-    if "gate_samples" in doc:
+    if "gate_samples" in doc and doc["gate_samples"] is not None:
+        if not isinstance(doc["gate_samples"], Mapping):
+            raise InputError(f"{source}: gate_samples is not an object")
         return RunMetrics.from_dict(doc["gate_samples"], source)
     if str(doc.get("schema", "")).startswith("infraprof.gate.run/"):
         return RunMetrics.from_dict(doc, source)
@@ -60,8 +63,8 @@ def metrics_from_json(doc: Mapping[str, Any], source: str) -> RunMetrics:
         raise InputError(f"{source}: JSON is neither `infraprof analyze --format json` output "
                          "nor gate metrics; pass a trace, a capture folder or analyze JSON")
     try:
-        return _from_report_dict(doc, source)
-    except (KeyError, TypeError, ValueError) as exc:
+        return require_finite(_from_report_dict(doc, source), source)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise InputError(f"{source}: analyze JSON lacks expected fields ({exc}); re-run "
                          "`infraprof analyze --format json` with this version") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from infraprof.gate.verdict import GateResult
+from infraprof.text_safety import printable
 
 _FAMILIES = {"ns": ("infraprof_gate_value_seconds", 1e-9, "seconds"),
              "bytes": ("infraprof_gate_value_bytes", 1.0, "bytes"),
@@ -21,9 +22,10 @@ _FAMILIES = {"ns": ("infraprof_gate_value_seconds", 1e-9, "seconds"),
 
 def label_value(text: str) -> str:
     """Escape a label value: backslash, double quote and newline (the only escapes OpenMetrics
-    defines); a carriage return, which has no escape, becomes a space."""
-    return (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-            .replace("\r", " "))
+    defines); other control characters, which have no escape, are shown escaped first
+    (:func:`~infraprof.text_safety.printable`: CR -> ``\\r``, ESC -> ``\\x1b``)."""
+    text = printable(text, keep="\n")
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _num(value: float) -> str:

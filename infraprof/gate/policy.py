@@ -33,6 +33,7 @@ abs_threshold)``.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,6 +100,8 @@ def parse_relative(value: Any, what: str) -> float:
         pct = float(text)
     except ValueError:
         raise UsageError(f"{what}: {value!r} is not a percentage (e.g. \"5%\")") from None
+    if not math.isfinite(pct):
+        raise UsageError(f"{what}: must be a finite percentage (e.g. \"5%\"), got {value!r}")
     if pct < 0:
         raise UsageError(f"{what}: must be >= 0, got {value!r}")
     return pct / 100.0
@@ -118,9 +121,20 @@ def parse_absolute(value: Any, what: str) -> float:
             except ValueError:
                 raise UsageError(f"{what}: {value!r} is not a number or a duration "
                                  "(e.g. 250us)") from None
+    if not math.isfinite(out):
+        raise UsageError(f"{what}: must be a finite number or duration (e.g. 250us), got "
+                         f"{value!r}")
     if out < 0:
         raise UsageError(f"{what}: must be >= 0, got {value!r}")
     return out
+
+
+def check_step(value: Any, what: str) -> str:
+    """A step source (``auto``, ``none``, ``nvtx:NAME``, ``sync:API``) or ``UsageError``."""
+    text = str(value)
+    if text in ("auto", "none") or (text.startswith(("nvtx:", "sync:")) and len(text) > 5):
+        return text
+    raise UsageError(f"{what}: {text!r} not understood; use auto, none, nvtx:NAME or sync:API")
 
 
 def _norm(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,7 +215,7 @@ def policy_from_mapping(raw: Mapping[str, Any], source: str = "config",
     if "strict" in values:
         changes["strict"] = bool(values["strict"])
     if "step" in values:
-        changes["step"] = str(values["step"])
+        changes["step"] = check_step(values["step"], f"{source}: step")
     if "metric" in values:
         per = values["metric"]
         if not isinstance(per, Mapping):

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infraprof.gate.verdict import GateResult, MetricResult, Verdict, fmt_value
+from infraprof.text_safety import printable
 
 _STYLE = {Verdict.REGRESSION: "bold red", Verdict.IMPROVEMENT: "green",
           Verdict.UNCHANGED: "dim", Verdict.INCONCLUSIVE: "yellow", Verdict.MISSING: "magenta"}
@@ -54,7 +55,7 @@ def render_table(result: GateResult, width: int = 120, color: bool = False) -> s
             verdict += f" (need ≈{r.need}/side)"
         elif r.verdict is Verdict.MISSING:
             verdict += f" ({r.reason})"
-        table.add_row(r.metric, fmt_value(r.base, r.unit), fmt_value(r.cand, r.unit),
+        table.add_row(printable(r.metric), fmt_value(r.base, r.unit), fmt_value(r.cand, r.unit),
                       r.change_text(), r.ci_text(), p, f"{r.n_base}/{r.n_cand}", verdict,
                       style=_STYLE[r.verdict] if color else None)
     buf = io.StringIO()
@@ -66,7 +67,7 @@ def render_table(result: GateResult, width: int = 120, color: bool = False) -> s
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text).replace("|", "\\|")
 
 
 def render_markdown(result: GateResult, limit: int | None = None) -> str:

@@ -45,6 +45,7 @@ import numpy as np
 from infraprof.analyses.run_metrics import QUANTILE_STATS, RunMetrics
 from infraprof.gate import stats
 from infraprof.gate.policy import MetricPolicy, Policy
+from infraprof.text_safety import printable
 from infraprof.units import fmt_bytes, fmt_ns
 
 SCHEMA = "infraprof.gate/1"
@@ -139,10 +140,11 @@ class MetricResult:
 
     def describe(self) -> str:
         """One line with the numbers, e.g. for a JUnit failure or a GitHub annotation."""
+        name = printable(self.metric)
         if self.verdict is Verdict.MISSING:
-            return f"{self.metric}: {self.reason}"
+            return f"{name}: {self.reason}"
         conf = 100 * (1 - self.alpha)
-        parts = [f"{self.metric} {self.change_text()} ({fmt_value(self.base, self.unit)} -> "
+        parts = [f"{name} {self.change_text()} ({fmt_value(self.base, self.unit)} -> "
                  f"{fmt_value(self.cand, self.unit)}"]
         if self.ci is not None:
             parts.append(f"; {conf:g}% CI {self.ci_text()}")

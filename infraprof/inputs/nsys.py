@@ -62,7 +62,7 @@ def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Tra
         analysis_end_ns=tables.analysis_end_ns,
         capture_command=capture_command(tables),
     )
-    return Trace(meta=meta, **tables.frames)
+    return Trace(meta=meta, data_quality=tuple(tables.data_quality), **tables.frames)
 
 
 def capture_command(tables: NsysTables) -> str | None:

@@ -8,12 +8,13 @@ from typing import Final
 
 import pandas as pd
 
-from infraprof.capture.layout import CaptureFolder, Manifest, read_manifest
+from infraprof.capture.layout import MANIFEST_NAME, CaptureFolder, Manifest, read_manifest
 from infraprof.errors import InputError
 from infraprof.inputs.detect import PYSPY_KINDS
 from infraprof.inputs.source import naming_source, open_input
 from infraprof.model.clock import AlignedPyspy, align_profile
 from infraprof.readers.pyspy import PyspyProfile, read_pyspy
+from infraprof.readers.validate import check_manifest
 
 WANTED: Final = "py-spy output (chrometrace, speedscope, raw or flame-graph SVG)"
 
@@ -33,6 +34,15 @@ def align_pyspy(nvtx: pd.DataFrame, pyspy_path: Path, manifest: Manifest | None 
     return align_profile(nvtx, profile, manifest, session_start_utc_ns)
 
 
+def checked_manifest(folder: Path) -> Manifest | None:
+    """``folder``'s manifest with the fields the clock alignment reads type-checked
+    (:func:`~infraprof.readers.validate.check_manifest`), or None when there is none."""
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        check_manifest(manifest.raw, folder / MANIFEST_NAME)
+    return manifest
+
+
 def load_capture_pyspy(folder: Path, nvtx: pd.DataFrame, session_start_utc_ns: int | None
                        ) -> AlignedPyspy | None:
     """The aligned py-spy profile of a capture folder, or ``None`` when it has none."""
@@ -40,7 +50,7 @@ def load_capture_pyspy(folder: Path, nvtx: pd.DataFrame, session_start_utc_ns: i
     path = capture.pyspy_file()
     if path is None:
         return None
-    return align_pyspy(nvtx, path, capture.manifest(), session_start_utc_ns)
+    return align_pyspy(nvtx, path, checked_manifest(folder), session_start_utc_ns)
 
 
 def pyspy_for(input_path: Path, pyspy_file: Path | None, nvtx: pd.DataFrame,
@@ -50,7 +60,7 @@ def pyspy_for(input_path: Path, pyspy_file: Path | None, nvtx: pd.DataFrame,
     if pyspy_file is not None:
         if not pyspy_file.is_file():
             raise InputError(f"{pyspy_file}: no such py-spy file; check the --pyspy path")
-        return align_pyspy(nvtx, pyspy_file, read_manifest(pyspy_file.parent),
+        return align_pyspy(nvtx, pyspy_file, checked_manifest(pyspy_file.parent),
                            session_start_utc_ns)
     if input_path.is_dir():
         return load_capture_pyspy(input_path, nvtx, session_start_utc_ns)

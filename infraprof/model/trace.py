@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
+from infraprof.readers.validate import DataIssue
 
 
 def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
@@ -54,6 +55,7 @@ class Trace:
     threads: pd.DataFrame = field(default_factory=_empty_of(table_schema.THREADS))
     processes: pd.DataFrame = field(default_factory=_empty_of(table_schema.PROCESSES))
     gpus: pd.DataFrame = field(default_factory=_empty_of(table_schema.GPUS))
+    data_quality: tuple[DataIssue, ...] = ()  # rows the reader left out, and why
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,

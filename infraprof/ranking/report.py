@@ -114,6 +114,8 @@ class Report:
                        if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
             "gate_samples": self._gate_samples(),
+            # rows the reader left out, per table and reason (empty for a clean export)
+            "data_quality": [issue.to_dict() for issue in t.data_quality],
         }
 
     def _gate_samples(self) -> dict[str, Any] | None:

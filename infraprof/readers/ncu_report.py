@@ -188,7 +188,11 @@ def read_ncu_report(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
         for j in range(int(rng.num_actions())):
             action = rng.action_by_idx(j)
             values = metric_values(action)
-            name = str(action.name(action.NameBase_DEMANGLED))
+            raw_name = action.name(action.NameBase_DEMANGLED)
+            if raw_name is None or not str(raw_name).strip() or str(raw_name) == "None":
+                raise InputError(f"{path}: range {i}, result {j}: the kernel has no name; the "
+                                 "report is corrupt, re-run ncu to write it again")
+            name = str(raw_name)
             kernels.append(kernel_row(
                 launch_id, name, values,
                 short_name=str(action.name(action.NameBase_FUNCTION)),

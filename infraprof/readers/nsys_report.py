@@ -31,6 +31,10 @@ _VERSION_PATTERNS = (
 )
 # Newer reports (2023.4+) carry their version in the header: ``...Report 2023@4@4@54-...``.
 _HEADER_VERSION_RE = re.compile(rb"^NVIDIA Tegra Profiler Report (\d{4})@(\d+)@(\d+)@(\d+)")
+# What nsys export prints for a damaged input (2022.4: a cut file says "Section Table Reference
+# magic number mismatch", flipped bytes "LZ4 decompression failed"): bad input, not a tool fault.
+_CORRUPT_MARKERS = ("magic number", "decompression failed", "corrupt", "truncated",
+                    "unexpected end of file", "failed to parse")
 _TOO_NEW_MARKERS = (
     "missing required fields", "Can't parse message", "newer version", "Version number is invalid",
 )
@@ -138,6 +142,9 @@ def export_report(report: Path, progress: Callable[[str], None] | None = None) -
                     "export it to SQLite with the nsys that captured it (or a newer one) and "
                     "pass the .sqlite"
                 )
+            if any(marker in message.lower() for marker in _CORRUPT_MARKERS):
+                raise InputError(f"{report}: the report is truncated or corrupt (nsys export: "
+                                 f"{message}); copy it again or re-run the capture")
             raise ToolError(f"{report}: `nsys export` failed: {message}")
         os.replace(out, target)
     return target

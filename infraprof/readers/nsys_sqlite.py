@@ -30,6 +30,7 @@ import pandas as pd
 
 from infraprof import tables as T
 from infraprof.errors import InputError
+from infraprof.readers import validate
 from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
 
@@ -51,6 +52,7 @@ class NsysTables:
     analysis_start_ns: int | None = None
     analysis_end_ns: int | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    data_quality: list[validate.DataIssue] = field(default_factory=list)
 
 
 def strip_api_suffix(name: str) -> str:
@@ -109,14 +111,16 @@ class _Strings:
 
 
 def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
-    """SELECT the wanted columns (``out_name -> SQL expression``) of ``table``."""
+    """SELECT the wanted columns (``out_name -> SQL expression``) of ``table``, checked by
+    :func:`~infraprof.readers.validate.clean_table` (bad rows dropped into ``db.issues``)."""
     select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
     rows = db.query(f'SELECT {select} FROM "{table}" {where}')
     if not rows:
         return T.as_frame(pd.DataFrame({name: pd.Series([], dtype=object) for name in columns}))
     data = list(zip(*rows, strict=True))
-    return T.as_frame(pd.DataFrame(
+    frame = T.as_frame(pd.DataFrame(
         {name: pd.Series(col) for name, col in zip(columns, data, strict=True)}))
+    return validate.clean_table(frame, db.path, table, columns, db.issues)
 
 
 def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:
@@ -421,4 +425,8 @@ def read_nsys_sqlite(path: Path, with_callchains: bool = True) -> NsysTables:
         for name in ("kernels", "memcpy", "memset"):
             used.update(int(d) for d in pd.unique(fr[name]["device_id"]))
         fr["gpus"] = _read_gpus(db, used)
+        validate.require_strings(db.tables, path, {
+            "CUPTI_ACTIVITY_KIND_KERNEL": len(fr["kernels"]),
+            "CUPTI_ACTIVITY_KIND_RUNTIME": len(fr["api_calls"]), "OSRT_API": len(fr["osrt"])})
+        out.data_quality = list(db.issues)
     return out

@@ -29,6 +29,7 @@ import html
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +51,7 @@ PYSPY_FRAMES: Final[T.TableSpec] = {
 PYSPY_THREADS: Final[T.TableSpec] = {"tid": "int64", "thread_key": "int64", "name": "object"}
 
 DEFAULT_RATE_HZ: Final = 100.0
+MAX_TS_US: Final = 2.0**62 / 1000  # a chrometrace ts beyond this cannot be int64 ns
 UNKNOWN_TID: Final = -1
 NO_TIME_NOTE: Final = (
     "time correlation not possible: py-spy {fmt} output has no absolute timestamps; only the "
@@ -180,12 +182,24 @@ def read_pyspy(path: Path, rate_hz: float | None = None) -> PyspyProfile:
             raise InputError(f"{path}: truncated or invalid JSON ({exc.msg} at line "
                              f"{exc.lineno}); re-record the py-spy profile") from exc
         if isinstance(doc, dict) and "profiles" in doc and "shared" in doc:
-            return _read_speedscope(path, doc)
+            return _checked(path, "speedscope", lambda: _read_speedscope(path, doc))
         events = doc.get("traceEvents") if isinstance(doc, dict) else doc
         if isinstance(events, list):
-            return _read_chrometrace(path, events, rate_hz)
+            return _checked(path, "chrometrace",
+                            lambda: _read_chrometrace(path, events, rate_hz))
         raise InputError(f"{path}: JSON that is neither py-spy chrometrace nor speedscope")
-    return _read_raw(path, text)
+    return _checked(path, "raw", lambda: _read_raw(path, text))
+
+
+def _checked(path: Path, fmt: str, read: Callable[[], PyspyProfile]) -> PyspyProfile:
+    """Run a format reader; a value of the wrong type or out of range anywhere in a
+    plausible-looking file (``"line": "x"``, ``"shared": []``) is bad input (exit 3)."""
+    try:
+        return read()
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError,
+            OverflowError) as exc:
+        raise InputError(f"{path}: malformed py-spy {fmt} file ({type(exc).__name__}: "
+                         f"{str(exc)[:80]}); re-record the profile with py-spy") from exc
 
 
 def _aggregate_frame(counts: dict[tuple[int, int], int]) -> pd.DataFrame:
@@ -253,10 +267,14 @@ def _read_speedscope(path: Path, doc: dict[str, Any]) -> PyspyProfile:
             rate = 1.0 / float(weights[0])
         if prof.get("type") == "evented":
             raise InputError(f"{path}: evented speedscope profiles are not py-spy output")
-        for sample in prof.get("samples", []):
+        for k, sample in enumerate(prof.get("samples", [])):
             if not sample:
                 empty_samples += 1
                 continue
+            if not all(type(j) is int and 0 <= j < len(table) for j in sample):
+                raise InputError(f"{path}: speedscope profiles[{i}].samples[{k}]: frame "
+                                 f"index out of range 0..{len(table) - 1} (or not an integer);"
+                                 " the file is corrupt, re-record it with py-spy")
             names = [format_frame(table[j]) for j in sample]
             root_tid, _, rest = _split_root(names)
             frames = tuple(table[j] for j in sample[len(sample) - len(rest):])
@@ -332,10 +350,14 @@ def _read_chrometrace(path: Path, events: list[Any], rate_hz: float | None) -> P
         if not isinstance(ev, dict) or ev.get("ph") not in ("B", "E"):
             continue
         try:
-            ts_ns = round(float(ev["ts"]) * 1000)
+            ts_us = float(ev["ts"])
             key = int(ev.get("tid", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: chrometrace event {i} lacks a numeric ts/tid") from exc
+        if not abs(ts_us) < MAX_TS_US:
+            raise InputError(f"{path}: chrometrace event {i}: ts {ev['ts']!r} is not a time "
+                             f"(more than {MAX_TS_US:.0e} µs); the file is corrupt")
+        ts_ns = round(ts_us * 1000)
         args = ev.get("args") or {}
         frame = (str(ev.get("name", "?")), str(args.get("filename") or ""),
                  int(args.get("line") or 0))

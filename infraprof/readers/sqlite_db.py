@@ -11,9 +11,12 @@ import sqlite3
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infraprof.errors import InputError
+
+if TYPE_CHECKING:
+    from infraprof.readers.validate import DataIssue
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _VERSIONED_RE = re.compile(r"^(?P<base>.+)_V(?P<n>\d+)$")
@@ -71,6 +74,7 @@ class SqliteFile:
             ) from exc
         self.tables: frozenset[str] = frozenset(str(r[0]) for r in rows)
         self._columns: dict[str, frozenset[str]] = {}
+        self.issues: list[DataIssue] = []  # rows left out by readers.validate
 
     def close(self) -> None:
         self.conn.close()

@@ -11,6 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from infraprof.ranking import Report
+from infraprof.text_safety import printable
 from infraprof.units import fmt_ns, fmt_pct
 
 CAUSE_COLORS = {
@@ -33,14 +34,15 @@ code{background:#f6f8fa;padding:1px 4px}
 
 
 def esc(value: object) -> str:
-    """HTML-escaped text (quotes too), for the page."""
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text (quotes too), for the page; control characters shown escaped."""
+    return html.escape(printable(value), quote=True)
 
 
 def ptext(value: object) -> str:
     """Text for plotly labels and hover: plotly reads ``<...>`` as markup and decodes only a few
-    entities (``&lt; &gt; &amp;``, not ``&quot;``), so escape exactly ``& < >``."""
-    return html.escape(str(value), quote=False)
+    entities (``&lt; &gt; &amp;``, not ``&quot;``), so escape exactly ``& < >`` (and show
+    control characters escaped)."""
+    return html.escape(printable(value), quote=False)
 
 
 def html_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from infraprof._version import __version__
 from infraprof.ranking import Report
 from infraprof.render.evidence import evidence_lines
+from infraprof.text_safety import printable
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".md"
@@ -29,7 +30,7 @@ _NOTE = ("\n> **Report truncated** to stay under {limit}: {n} more lines left ou
 
 def md_text(value: object) -> str:
     """``value`` as inline Markdown text that renders literally (safe inside table cells)."""
-    text = " ".join(str(value).split())
+    text = printable(" ".join(str(value).split()))
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 

@@ -19,9 +19,15 @@ from rich.text import Text
 
 from infraprof._version import __version__
 from infraprof.analyses.ncu_kernels import KernelDiagnosis
+from infraprof.text_safety import printable
 from infraprof.units import fmt_ns
 
 NCU_SCHEMA_VERSION = "1.0"
+
+
+def _safe(value: object, style: str = "") -> Text:
+    """A name (or text holding names) for the terminal: control characters shown escaped."""
+    return Text(printable(value), style=style)
 
 
 def _num(value: Any) -> float | None:
@@ -63,7 +69,7 @@ def render_ncu_terminal(source: str, diagnoses: list[KernelDiagnosis], width: in
                         top: int = 20) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=width, no_color=True, color_system=None, highlight=False)
-    console.print(Text("infraprof analyze (Nsight Compute): ", style="bold") + Text(source))
+    console.print(_safe("infraprof analyze (Nsight Compute): ", style="bold") + _safe(source))
     t = Table(box=box.SIMPLE_HEAD, expand=True, title="Profiled kernels, slowest first",
               title_justify="left")
     for col, just in (("duration", "right"), ("bound", "left"), ("SM %", "right"),
@@ -80,10 +86,10 @@ def render_ncu_terminal(source: str, diagnoses: list[KernelDiagnosis], width: in
         t.add_row(fmt_ns(row["duration_ns"]), d.bound,
                   "-" if row["sm_sol_pct"] is None else f"{row['sm_sol_pct']:.1f}",
                   "-" if row["mem_sol_pct"] is None else f"{row['mem_sol_pct']:.1f}",
-                  "-" if row["cpi"] is None else f"{row['cpi']:.1f}", Text(stalls),
-                  f"{100 * (row['headroom'] or 0):.0f} %", Text(d.short_name or d.name))
+                  "-" if row["cpi"] is None else f"{row['cpi']:.1f}", _safe(stalls),
+                  f"{100 * (row['headroom'] or 0):.0f} %", _safe(d.short_name or d.name))
     console.print(t)
     notes = {d.stalls_note for d in diagnoses if d.stalls_note}
     for note in sorted(notes):
-        console.print(Text("note: " + note))
+        console.print(_safe("note: " + note))
     return buf.getvalue()

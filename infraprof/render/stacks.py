@@ -23,6 +23,7 @@ import pandas as pd
 
 from infraprof import __version__, intervals
 from infraprof.ranking import Report
+from infraprof.text_safety import printable
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 _SPACE = re.compile(r"\s+")
@@ -160,4 +161,4 @@ def collapsed_counts(report: Report, idle_only: bool = False) -> dict[str, int]:
 def render_collapsed(report: Report, idle_only: bool = False) -> str:
     """Collapsed stacks, one ``stack count`` line per distinct stack, sorted by stack."""
     counts = collapsed_counts(report, idle_only)
-    return "".join(f"{k} {counts[k]}\n" for k in sorted(counts))
+    return "".join(f"{printable(k)} {counts[k]}\n" for k in sorted(counts))

@@ -17,9 +17,15 @@ from rich.text import Text
 
 from infraprof.ranking import Report
 from infraprof.render.evidence import evidence_lines
+from infraprof.text_safety import printable
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".txt"
+
+
+def _safe(value: object, style: str = "") -> Text:
+    """A name (or text holding names) for the terminal: control characters shown escaped."""
+    return Text(printable(value), style=style)
 
 
 def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
@@ -36,26 +42,26 @@ def _name(text: str | None, limit: int = 90) -> Text:
     value = text or "-"
     if len(value) > limit:
         value = value[: limit - 1] + "…"
-    return Text(value)
+    return _safe(value)
 
 
 def _header(report: Report, console: Console) -> None:
     m = report.trace.meta
-    console.print(Text("infraprof analyze: ", style="bold") + Text(m.source))
+    console.print(_safe("infraprof analyze: ", style="bold") + _safe(m.source))
     bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
             f"span {fmt_ns(report.span_ns)}"]
-    console.print(Text(" · ".join(bits)))
+    console.print(_safe(" · ".join(bits)))
     if m.capture_command:
-        console.print(Text("command: ") + Text(m.capture_command))
+        console.print(_safe("command: ") + _safe(m.capture_command))
     used = report.trace.used_gpus()
     if len(used):
         names = ", ".join(f"[{d}] {n}" for d, n in zip(used["device_id"], used["name"],
                                                            strict=True))
-        console.print(Text(f"GPUs used: {names} (node has {len(report.trace.gpus)})"))
+        console.print(_safe(f"GPUs used: {names} (node has {len(report.trace.gpus)})"))
     elif len(report.trace.gpus):
-        console.print(Text(f"GPUs: {len(report.trace.gpus)} in node, no GPU activity recorded"))
+        console.print(_safe(f"GPUs: {len(report.trace.gpus)} in node, no GPU activity recorded"))
     else:
-        console.print(Text("GPUs: no GPU activity recorded (CPU-only capture)"))
+        console.print(_safe("GPUs: no GPU activity recorded (CPU-only capture)"))
 
 
 def _findings(report: Report, console: Console, top: int) -> None:
@@ -65,7 +71,7 @@ def _findings(report: Report, console: Console, top: int) -> None:
         ("#", "right"), ("impact", "right"), ("share", "right"), ("category", "left"),
         ("title", "left")])
     for i, f in enumerate(report.findings[:top], 1):
-        t.add_row(str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.category, Text(f.title))
+        t.add_row(str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.category, _safe(f.title))
     console.print(t)
 
 
@@ -76,8 +82,8 @@ def _evidence(report: Report, console: Console, n: int = 3) -> None:
                            style="bold"))
         lines = evidence_lines(f)[:12]
         for line in lines:
-            console.print(Text("   " + line))
-        console.print(Text("   → " + f.recommendation, style="italic"))
+            console.print(_safe("   " + line))
+        console.print(_safe("   → " + f.recommendation, style="italic"))
 
 
 def _breakdown(report: Report, console: Console) -> None:
@@ -89,7 +95,7 @@ def _breakdown(report: Report, console: Console) -> None:
         return
     parts = [f"{k} {fmt_pct(v / total)}" for k, v in sorted(
         a.idle_breakdown_ns.items(), key=lambda kv: -kv[1]) if v > 0]
-    console.print(Text(f"GPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
+    console.print(_safe(f"GPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
                        + ", ".join(parts)))
 
 
@@ -99,16 +105,16 @@ def _python(report: Report, console: Console, top: int) -> None:
         return
     console.print(Text("\nPython (py-spy)", style="bold"))
     if py.alignment_error_ns is not None:
-        console.print(Text(f"   alignment error to the nsys timeline: "
+        console.print(_safe(f"   alignment error to the nsys timeline: "
                            f"{fmt_ns(py.alignment_error_ns)}"))
     for note in py.notes:
-        console.print(Text("   note: " + note))
+        console.print(_safe("   note: " + note))
     for r in py.ranges[:top]:
         frames = ", ".join(f"{f['frame']} {fmt_pct(f['share'])}" for f in r["frames"][:3])
-        console.print(Text(f"   NVTX {r['name']}: {frames or r['refused'] or '-'}"))
+        console.print(_safe(f"   NVTX {r['name']}: {frames or r['refused'] or '-'}"))
     if not py.ranges:
         for f in py.aggregate[:5]:
-            console.print(Text(f"   {fmt_pct(f['share'])}  {f['frame']}"))
+            console.print(_safe(f"   {fmt_pct(f['share'])}  {f['frame']}"))
 
 
 def _devices(report: Report, console: Console) -> None:
@@ -119,7 +125,7 @@ def _devices(report: Report, console: Console) -> None:
         ("idle", "right"), ("kernels", "right"), ("memcpy", "right"), ("ops", "right")])
     for d in report.devices:
         share = d.busy_ns / d.span_ns if d.span_ns else 0.0
-        t.add_row(Text(f"[{d.device_id}] {d.name}"), fmt_ns(d.span_ns), fmt_ns(d.busy_ns),
+        t.add_row(_safe(f"[{d.device_id}] {d.name}"), fmt_ns(d.span_ns), fmt_ns(d.busy_ns),
                   fmt_pct(share), fmt_ns(d.idle_ns), fmt_ns(d.kernel_ns), fmt_ns(d.memcpy_ns),
                   str(d.ops))
     console.print(t)
@@ -163,7 +169,7 @@ def _memory(report: Report, console: Console) -> None:
         ("avg size", "right"), ("achieved", "right")])
     for r in m.to_dict("records"):
         row: dict[Any, Any] = r
-        t.add_row(Text(str(row["operation"])), str(row["count"]), fmt_ns(row["total_ns"]),
+        t.add_row(_safe(str(row["operation"])), str(row["count"]), fmt_ns(row["total_ns"]),
                   fmt_bytes(row["bytes"]), fmt_bytes(row["avg_bytes"]),
                   fmt_rate(row["throughput_bytes_per_s"]))
     console.print(t)
