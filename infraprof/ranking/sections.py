@@ -255,7 +255,8 @@ def _python(report: Report, top: int) -> list[Section]:
     ranges: list[tuple[Cell, ...]] = [(str(r.get("name", "?")), ", ".join(
         f"{f.get('frame', '?')} {fmt_pct(f.get('share'))}" for f in r.get("frames", [])[:3])
         or str(r.get("refused") or "-")) for r in py.ranges[:top]]
-    out = [Section("python_ranges", "Python frames per NVTX range (py-spy)",
+    title = "Python frames per NVTX range (py-spy)" if ranges else "Python (py-spy)"
+    out = [Section("python_ranges", title,
                    (column("NVTX range"), column("top frames", wide=True)), ranges,
                    tuple(notes))] if ranges or notes else []
     frames: list[tuple[Cell, ...]] = [(str(f.get("frame", "?")), f.get("share"))

@@ -8,10 +8,13 @@ page holds the header, the ranked findings with collapsible evidence, and the fi
   coloured by its dominant attributed cause, with the full attribution as hover text;
 * GPU idle by cause, and the kernel time breakdown;
 * warp-stall bars and a roofline scatter when ncu findings are present;
-* the top host stacks during GPU idle when the trace has CPU samples, and the py-spy frames when
-  the report has them.
 
-Large traces are downsampled for drawing, and the page says how: a row with more than
+then the tables of :func:`~infraprof.ranking.sections.report_sections` (the same as the
+terminal and Markdown reports: GPU busy, kernels, API, memory, NVTX, py-spy frames, host stacks
+during GPU idle).
+
+Large traces are downsampled for drawing (:mod:`infraprof.ranking.timeline_view`), and the page
+says how: a row with more than
 ``max_ops_per_row`` operations keeps only its ``max_ops_per_row - 1`` widest idle gaps between
 operations and draws each run of operations between them as one bar (hover: how many), and at
 most ``max_gaps`` gaps are drawn (the longest). Every name from the trace is HTML-escaped:
@@ -21,12 +24,10 @@ in plotly labels and hover text.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -42,6 +43,7 @@ from infraprof.ranking.sections import (
     report_header,
     report_sections,
 )
+from infraprof.ranking.timeline_view import drawn_gaps, stream_bars
 from infraprof.render.evidence import evidence_lines
 from infraprof.render.html_parts import (
     CAUSE_COLORS,
@@ -51,6 +53,7 @@ from infraprof.render.html_parts import (
     ncu_figures,
     ptext,
 )
+from infraprof.tables import decode_tid
 from infraprof.units import fmt_ns, fmt_pct
 
 file_extension = ".html"
@@ -76,53 +79,28 @@ class _Bars:
         self.hover.append(hover)
 
 
-def _merge(starts: np.ndarray, ends: np.ndarray, max_bars: int
-           ) -> tuple[list[tuple[int, int, int, int]], int]:
-    """At most ``max_bars`` runs of operations (sorted by start): the ``max_bars - 1`` widest
-    idle gaps between operations separate runs, smaller gaps are merged away. Returns
-    (start, end, first index, count) per run and the widest gap merged away (ns)."""
-    reach = np.maximum.accumulate(ends)
-    idle = starts[1:] - reach[:-1]
-    if len(idle) < max_bars:
-        cuts = np.arange(len(idle))
-    else:
-        cuts = np.sort(np.argpartition(-idle, max_bars - 2)[: max_bars - 1])
-    merged = np.ones(len(idle), dtype=bool)
-    merged[cuts] = False
-    widest = int(idle[merged].max()) if merged.any() else 0
-    bounds = [0, *(int(c) + 1 for c in cuts), len(starts)]
-    runs = [(int(starts[a]), int(reach[b - 1]), a, b - a) for a, b in itertools.pairwise(bounds)]
-    return runs, max(0, widest)
-
-
 def _op_bars(report: Report, max_ops: int, notes: list[str]) -> tuple[dict[str, _Bars], list[str]]:
-    ops = report.trace.gpu_ops()
     origin = report.span_start_ns
     bars: dict[str, _Bars] = {}
     rows: list[str] = []
-    for (device, stream), g in ops.groupby(["device_id", "stream_id"], sort=True):
-        row = f"GPU {device} · stream {stream}"
+    for sb in stream_bars(report, max_ops):
+        row = f"GPU {sb.device_id} · stream {sb.stream_id}"
         rows.append(row)
-        s = g["start_ns"].to_numpy(dtype=np.int64)
-        e = g["end_ns"].to_numpy(dtype=np.int64)
-        kinds, names = g["kind"].tolist(), g["name"].tolist()
-        if len(g) <= max_ops:
-            for i in range(len(g)):
-                bars.setdefault(kinds[i], _Bars()).add(
-                    row, int(s[i]), int(e[i]), origin,
-                    f"<b>{ptext(names[i])}</b><br>{kinds[i]} · {fmt_ns(int(e[i] - s[i]))}<br>"
-                    f"at {fmt_ns(int(s[i]) - origin)}")
-            continue
-        runs, widest = _merge(s, e, max_ops)
-        notes.append(f"{row}: {len(g)} operations drawn as {len(runs)} bars (operations at "
-                     f"most {fmt_ns(widest)} apart merged into one bar).")
-        for start, end, first, count in runs:
-            kind = kinds[first] if count == 1 else "merged"
-            label = ptext(names[first]) + (f" and {count - 1} more" if count > 1 else "")
-            bars.setdefault(kind, _Bars()).add(
-                row, start, end, origin,
-                f"<b>{label}</b><br>{count} op(s) within {fmt_ns(end - start)}<br>"
-                f"at {fmt_ns(start - origin)}")
+        if sb.downsampled:
+            notes.append(f"{row}: {sb.ops} operations drawn as {len(sb.starts)} bars "
+                         f"(operations at most {fmt_ns(sb.widest_merged_ns)} apart merged into "
+                         "one bar).")
+        for start, end, count, kind, name in zip(sb.starts, sb.ends, sb.counts, sb.kinds,
+                                                 sb.names, strict=True):
+            if not sb.downsampled:
+                hover = (f"<b>{ptext(name)}</b><br>{kind} · {fmt_ns(end - start)}<br>"
+                         f"at {fmt_ns(start - origin)}")
+            else:
+                label = ptext(name) + (f" and {count - 1} more" if count > 1 else "")
+                kind = kind if count == 1 else "merged"
+                hover = (f"<b>{label}</b><br>{count} op(s) within {fmt_ns(end - start)}<br>"
+                         f"at {fmt_ns(start - origin)}")
+            bars.setdefault(kind, _Bars()).add(row, start, end, origin, hover)
     return bars, rows
 
 
@@ -136,7 +114,7 @@ def _gap_hover(report: Report, g: Any) -> str:
         lines.append(f"launched by {ptext(g.launch['name'])}, "
                      f"{fmt_ns(int(g.launch['end_ns']) - int(g.launch['start_ns']))}")
     if g.global_tid is not None:
-        lines.append(f"thread {g.global_tid & 0xFFFFFF} "
+        lines.append(f"thread {int(decode_tid(g.global_tid))} "
                      f"{ptext(report.trace.thread_name(g.global_tid) or '')}")
     if g.nvtx:
         lines.append(f"NVTX: {ptext(g.nvtx)}")
@@ -152,28 +130,18 @@ def _gap_hover(report: Report, g: Any) -> str:
 
 
 def _gap_bars(report: Report, max_gaps: int, notes: list[str]) -> dict[str, _Bars]:
-    a = report.analysis
-    bars: dict[str, _Bars] = {}
-    if a is None:
-        return bars
+    gaps = drawn_gaps(report, max_gaps)
     origin = report.span_start_ns
-    atts = a.attributions
-    if len(atts) > max_gaps:
-        kept = sorted(atts, key=lambda g: -g.dur_ns)[:max_gaps]
-        total = sum(g.dur_ns for g in atts)
-        share = sum(g.dur_ns for g in kept) / total if total else 1.0
-        notes.append(f"Idle gaps: the {max_gaps} longest of {len(atts)} are drawn "
-                     f"({fmt_pct(share)} of the attributed idle time).")
-        atts = sorted(kept, key=lambda g: g.start_ns)
-    for g in atts:
+    bars: dict[str, _Bars] = {}
+    if len(gaps.attributed) < gaps.total:
+        notes.append(f"Idle gaps: the {max_gaps} longest of {gaps.total} are drawn "
+                     f"({fmt_pct(gaps.drawn_share)} of the attributed idle time).")
+    for g in gaps.attributed:
         bars.setdefault(g.category, _Bars()).add(f"GPU {g.device_id} · idle", g.start_ns,
                                                  g.end_ns, origin, _gap_hover(report, g))
-    if not a.attributions:
-        for tl in a.timelines:
-            for s, e in zip(tl.gaps.starts.tolist()[:max_gaps], tl.gaps.ends.tolist()[:max_gaps],
-                            strict=True):
-                bars.setdefault("unattributed", _Bars()).add(
-                    f"GPU {tl.device_id} · idle", s, e, origin, f"GPU idle {fmt_ns(e - s)}")
+    for device, s, e in gaps.unattributed:
+        bars.setdefault("unattributed", _Bars()).add(
+            f"GPU {device} · idle", s, e, origin, f"GPU idle {fmt_ns(e - s)}")
     return bars
 
 
@@ -223,7 +191,7 @@ def idle_figure(report: Report) -> go.Figure | None:
     return fig
 
 
-def _cell(value: Cell, col: Column) -> str:
+def cell(value: Cell, col: Column) -> str:
     """The one place a cell becomes HTML: formatted by kind, then :func:`esc`."""
     return f"<td class='{col.align[0]}'>{esc(format_cell(value, col.kind))}</td>"
 
@@ -232,7 +200,7 @@ def _section(section: Section) -> str:
     out = [f"<h2>{esc(section.title)}</h2>"]
     if section.rows:
         head = "".join(f"<th>{esc(c.name)}</th>" for c in section.columns)
-        body = "".join("<tr>" + "".join(_cell(v, c) for v, c in zip(
+        body = "".join("<tr>" + "".join(cell(v, c) for v, c in zip(
             row, section.columns, strict=True)) + "</tr>" for row in section.rows)
         out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     out += [f"<p class='meta'>{esc(note)}</p>" for note in section.notes]

@@ -43,7 +43,7 @@ def md_text(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def _cell(value: Cell, col: Column) -> str:
+def cell(value: Cell, col: Column) -> str:
     """The one place a cell becomes Markdown: formatted by kind, then :func:`md_text`."""
     return md_text(format_cell(value, col.kind))
 
@@ -60,7 +60,7 @@ def _section(section: Section) -> list[str]:
     if not section.rows:
         return [head + "".join(note.lstrip("\n") for note in notes)]
     sep = "|" + "|".join("---:" if c.align == "right" else "---" for c in section.columns) + "|\n"
-    rows = [_row([_cell(v, c) for v, c in zip(row, section.columns, strict=True)])
+    rows = [_row([cell(v, c) for v, c in zip(row, section.columns, strict=True)])
             for row in section.rows]
     return [head + _row([md_text(c.name) for c in section.columns]) + sep, *rows, *notes]
 

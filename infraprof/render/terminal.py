@@ -32,7 +32,7 @@ from infraprof.units import fmt_ns
 file_extension = ".txt"
 
 
-def _cell(value: Cell, col: Column) -> Text:
+def cell(value: Cell, col: Column) -> Text:
     """The one place a cell becomes terminal text: formatted by kind, cut at ``max_chars``."""
     text = format_cell(value, col.kind)
     if col.max_chars is not None and len(text) > col.max_chars:
@@ -42,7 +42,7 @@ def _cell(value: Cell, col: Column) -> Text:
 
 def _section(section: Section, console: Console) -> None:
     if not section.rows:
-        console.print(Text(section.title, style="italic"))
+        console.print(Text("\n" + section.title, style="bold"))
     else:
         table = Table(title=section.title, title_justify="left", box=box.SIMPLE_HEAD,
                       expand=True)
@@ -51,7 +51,7 @@ def _section(section: Section, console: Console) -> None:
                              overflow="ellipsis" if col.wide else "fold", no_wrap=True,
                              ratio=1 if col.wide else None, min_width=12 if col.wide else None)
         for row in section.rows:
-            table.add_row(*(_cell(v, c) for v, c in zip(row, section.columns, strict=True)))
+            table.add_row(*(cell(v, c) for v, c in zip(row, section.columns, strict=True)))
         console.print(table)
     for note in section.notes:
         console.print(Text(note))
