@@ -105,6 +105,16 @@ def overlap_each(merged: Intervals, starts: npt.ArrayLike, ends: npt.ArrayLike) 
     return np.where(qe > qs, out, 0).astype(np.int64)
 
 
+def contains(merged: Intervals, times: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """For each time ``t``, whether some ``[start, end)`` of ``merged`` holds it."""
+    t = _as_int64(times)
+    i = np.searchsorted(merged.starts, t, side="right") - 1
+    inside = np.zeros(t.size, dtype=bool)
+    ok = i >= 0
+    inside[ok] = t[ok] < merged.ends[i[ok]]
+    return inside
+
+
 def clip(merged: Intervals, start: int, end: int) -> Intervals:
     """The parts of ``merged`` inside ``[start, end)``."""
     s = np.clip(merged.starts, start, end)

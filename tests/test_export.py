@@ -19,9 +19,10 @@ from helpers_traces import TraceFiles
 
 from infraprof import tables as table_schema
 from infraprof.analyses.attribution import CATEGORIES
+from infraprof.analyses.cpu_stacks import idle_mask
 from infraprof.ranking import Report
 from infraprof.render.chrome_trace import render_chrome_trace
-from infraprof.render.stacks import SPEEDSCOPE_SCHEMA, idle_mask, render_speedscope
+from infraprof.render.stacks import SPEEDSCOPE_SCHEMA, render_speedscope
 
 REQUIRED = {
     "X": {"name", "cat", "ph", "ts", "dur", "pid", "tid"},
@@ -136,7 +137,7 @@ def test_idle_mask_matches_the_gaps(mw: Report) -> None:
     (tl,) = mw.analysis.timelines
     times = np.array([tl.gaps.starts[0], tl.gaps.ends[0], tl.gaps.starts[0] - 1,
                       tl.gaps.ends[0] - 1], dtype=np.int64)
-    assert idle_mask(mw, times).tolist() == [True, False, False, True]
+    assert idle_mask(mw.analysis.timelines, times).tolist() == [True, False, False, True]
 
 
 def test_cli_collapsed_idle_only(trace_files: TraceFiles, tmp_path: Path,

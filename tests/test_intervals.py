@@ -65,3 +65,11 @@ def test_touching_intervals_merge_and_gap_threshold() -> None:
     assert list(u.starts) == [0, 30] and list(u.ends) == [20, 40]
     assert intervals.gaps(u, min_gap_ns=10).total_ns == 0
     assert intervals.gaps(u, min_gap_ns=9).total_ns == 10
+
+
+@given(interval_lists, st.lists(st.integers(-10, 12_100), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_contains_matches_brute_force(pairs: list[tuple[int, int]], times: list[int]) -> None:
+    u = intervals.union([p[0] for p in pairs], [p[1] for p in pairs])
+    covered = _brute_cover(pairs)
+    assert intervals.contains(u, times).tolist() == [t in covered for t in times]

@@ -27,6 +27,9 @@ from pathlib import PurePath
 import numpy as np
 import pandas as pd
 
+from infraprof.collapsed import write_collapsed
+from infraprof.readers.pyspy import format_frame
+
 Frame = tuple[str, str, int]
 ENCLOSING_SHARE = 0.95
 
@@ -279,13 +282,11 @@ def range_name_breakdown(nvtx: pd.DataFrame, samples: pd.DataFrame, frames: pd.D
 def collapsed_in_windows(samples: pd.DataFrame, frames: pd.DataFrame, tid: int,
                          windows: Iterable[tuple[int, int]]) -> str:
     """py-spy ``raw`` (collapsed) text of thread ``tid``'s samples inside ``windows`` — e.g.
-    "CPU while the GPU was idle"; opens in speedscope or ``inferno-flamegraph``."""
+    "CPU while the GPU was idle"; root frame ``thread (tid)``, written by
+    :func:`infraprof.collapsed.write_collapsed`."""
     cache = _ThreadSamples(samples, frames, tid)
     total: Counter[tuple[Frame, ...]] = Counter()
     for a, b in windows:
         total.update(cache.counts(a, b))
-    lines = []
-    for stack, n in sorted(total.items(), key=lambda kv: -kv[1]):
-        parts = [f"thread ({tid})"] + [f"{f} ({p}:{line})" if p else f for f, p, line in stack]
-        lines.append(f"{';'.join(parts)} {n}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    return write_collapsed(([f"thread ({tid})", *(format_frame(frame) for frame in stack)], n)
+                           for stack, n in total.items())

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from infraprof import intervals
 from infraprof.analyses.attribution import GapAttribution, attribute_gaps
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding
@@ -229,13 +230,11 @@ def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
             by_tid[int(decode_tid(a.global_tid))].append((a.start_ns, a.end_ns))
     out = []
     for tid, windows in sorted(by_tid.items()):
-        merged: list[tuple[int, int]] = []  # gaps of several devices may overlap
-        for lo, hi in sorted(windows):
-            if merged and lo <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-            else:
-                merged.append((lo, hi))
-        out.append(collapsed_in_windows(pyspy.samples, pyspy.frames, tid, merged))
+        # gaps of several devices may overlap: count each sample once
+        merged = intervals.union([lo for lo, _ in windows], [hi for _, hi in windows])
+        out.append(collapsed_in_windows(pyspy.samples, pyspy.frames, tid,
+                                        zip(merged.starts.tolist(), merged.ends.tolist(),
+                                            strict=True)))
     return "".join(out)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as T
+from infraprof.collapsed import write_collapsed
 from infraprof.errors import InputError
 
 PYSPY_SAMPLES: Final[T.TableSpec] = {
@@ -422,17 +423,18 @@ def _read_chrometrace(path: Path, events: list[Any], rate_hz: float | None) -> P
 
 
 def collapsed_text(aggregate: pd.DataFrame, frames: pd.DataFrame, threads: pd.DataFrame) -> str:
-    """py-spy ``raw`` (collapsed stack) text for an aggregate table."""
+    """py-spy ``raw`` (collapsed stack) text for an aggregate table: root frame
+    ``thread (tid): name`` when the thread is known (see :mod:`infraprof.collapsed`)."""
     names = {int(t): n for t, n in zip(threads["tid"], threads["name"], strict=True)}
     by_stack: dict[int, list[str]] = defaultdict(list)
     for sid, f, p, n in frames.sort_values(["stack_id", "depth"])[
             ["stack_id", "function", "file", "line"]].itertuples(index=False):
         by_stack[int(sid)].append(format_frame((str(f), str(p), int(n))))
-    lines = []
+    stacks = []
     for tid, sid, count in aggregate[["tid", "stack_id", "count"]].itertuples(index=False):
         parts = by_stack.get(int(sid), [])
         if int(tid) != UNKNOWN_TID:
             name = names.get(int(tid))
             parts = [f"thread ({int(tid)})" + (f": {name}" if name else ""), *parts]
-        lines.append(f"{';'.join(parts)} {int(count)}")
-    return "\n".join(sorted(lines)) + ("\n" if lines else "")
+        stacks.append((parts, int(count)))
+    return write_collapsed(stacks)

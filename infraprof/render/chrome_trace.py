@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import PurePath
 from typing import Any, TypedDict
 
-import numpy as np
 import pandas as pd
 
-from infraprof._version import __version__
-from infraprof.model.correlation import join_launch_calls
+from infraprof import __version__
 from infraprof.ranking import Report
+from infraprof.ranking.timeline_view import launch_flows, main_pid, pyspy_slices
+from infraprof.tables import decode_pid, decode_tid
 
 GPU_PID_BASE = 1 << 30
 GAP_TID = 1 << 30
@@ -101,8 +100,8 @@ def _async(events: Iterable[TraceEvent], first_id: int) -> list[TraceEvent]:
 
 def _slices(frame: pd.DataFrame, cat: str, name: Iterable[str], pid: Iterable[int],
             tid: Iterable[int], args: list[dict[str, Any]] | None = None) -> list[TraceEvent]:
-    s = frame["start_ns"].to_numpy(dtype=np.int64)
-    e = frame["end_ns"].to_numpy(dtype=np.int64)
+    s = [int(v) for v in frame["start_ns"]]
+    e = [int(v) for v in frame["end_ns"]]
     out: list[TraceEvent] = []
     for i, (n, p, t) in enumerate(zip(name, pid, tid, strict=True)):
         ev: TraceEvent = {"name": str(n), "cat": cat, "ph": "X", "ts": _us(int(s[i])),
@@ -188,14 +187,8 @@ def _gaps(report: Report, names: dict[int, str]) -> list[TraceEvent]:
 
 
 def _flows(report: Report) -> list[TraceEvent]:
-    t = report.trace
-    ops = t.gpu_ops()
-    if ops.empty or t.api_calls.empty:
-        return []
-    j = join_launch_calls(ops, t.api_calls, ("tid", "start_ns"), how="inner").sort_values(
-        ["start_ns", "device_id", "stream_id"], kind="stable")
     out: list[TraceEvent] = []
-    for i, r in enumerate(_records(j), 1):
+    for i, r in enumerate(_records(launch_flows(report)), 1):
         out.append({"name": "launch", "cat": "launch", "ph": "s", "id": i,
                     "ts": _us(int(r["api_start_ns"])), "pid": int(r["pid"]),
                     "tid": int(r["api_tid"])})
@@ -211,7 +204,7 @@ def _metadata(report: Report, events: list[TraceEvent], names: dict[int, str],
     procs = {int(p): str(n) for p, n in zip(t.processes["pid"], t.processes["name"],
                                             strict=True)}
     gpus = {int(d): str(n) for d, n in zip(t.gpus["device_id"], t.gpus["name"], strict=True)}
-    tnames = {(int(g) >> 24 & 0xFFFFFF, int(g) & 0xFFFFFF): n for g, n in names.items()}
+    tnames = {(int(decode_pid(g)), int(decode_tid(g))): n for g, n in names.items()}
     tracks = sorted({(e["pid"], e["tid"]) for e in events if "tid" in e})
     out: list[TraceEvent] = []
     for pid in sorted({p for p, _ in tracks}):
@@ -237,51 +230,21 @@ PYSPY_TID_OFFSET = 1 << 30
 
 
 def _pyspy_slices(report: Report) -> tuple[list[TraceEvent], dict[tuple[int, int], str]]:
-    """py-spy samples (aligned to the nsys timeline) as slices on a ``py-spy <tid>`` track per
-    thread: consecutive samples with the same leaf frame merge into one slice of
-    ``samples × period``; ``args.stack`` holds the whole stack (root first)."""
-    py = report.analysis.pyspy if report.analysis else None
-    if py is None or py.samples is None or py.samples.empty:
+    """py-spy slices (:func:`timeline_view.pyspy_slices`) on a ``py-spy <tid>`` track per
+    thread of the main process; ``args.stack`` holds the whole stack (root first)."""
+    slices = pyspy_slices(report)
+    if not slices:
         return [], {}
-    frames = py.frames.sort_values(["stack_id", "depth"])
-    stacks: dict[int, list[str]] = {}
-    for sid, fn, path, line in zip(frames["stack_id"], frames["function"], frames["file"],
-                                   frames["line"], strict=True):
-        where = f" ({PurePath(str(path)).name}:{int(line)})" if path else ""
-        stacks.setdefault(int(sid), []).append(f"{fn}{where}")
-    pid = int(report.trace.processes["pid"].iloc[0]) if len(report.trace.processes) else 0
-    if len(report.trace.nvtx):
-        pid = int(report.trace.nvtx["pid"].mode().iloc[0])
-    period = py.period_ns
+    pid = main_pid(report)
     out: list[TraceEvent] = []
     names: dict[tuple[int, int], str] = {}
-    s = py.samples.sort_values(["tid", "start_ns"])
-    for tid, g in s.groupby("tid", sort=True):
-        track = PYSPY_TID_OFFSET + int(str(tid))
-        names[(pid, track)] = f"py-spy {tid}"
-        run: tuple[int, int, int] | None = None  # (start, end, stack)
-        for start, sid in zip(g["start_ns"].tolist(), g["stack_id"].tolist(), strict=True):
-            leaf = stacks.get(int(sid), ["?"])[-1]
-            if run is not None and int(start) <= run[0]:
-                continue  # same timestamp as the open slice (py-spy's µs resolution)
-            if run is not None and stacks.get(run[2], ["?"])[-1] == leaf and start <= run[1]:
-                run = (run[0], int(start) + period, run[2])
-                continue
-            if run is not None:
-                out.append(_pyspy_event((run[0], min(run[1], int(start)), run[2]), stacks, pid,
-                                        track))
-            run = (int(start), int(start) + period, int(sid))
-        if run is not None:
-            out.append(_pyspy_event(run, stacks, pid, track))
+    for sl in slices:
+        track = PYSPY_TID_OFFSET + sl.tid
+        names[(pid, track)] = f"py-spy {sl.tid}"
+        out.append({"name": sl.stack[-1], "cat": "py-spy", "ph": "X", "ts": _us(sl.start_ns),
+                    "dur": _us(sl.end_ns - sl.start_ns), "pid": pid, "tid": track,
+                    "args": {"stack": " > ".join(sl.stack)}})
     return out, names
-
-
-def _pyspy_event(run: tuple[int, int, int], stacks: dict[int, list[str]], pid: int,
-                 track: int) -> TraceEvent:
-    stack = stacks.get(run[2], ["?"])
-    return {"name": stack[-1], "cat": "py-spy", "ph": "X", "ts": _us(run[0]),
-            "dur": _us(run[1] - run[0]), "pid": pid, "tid": track,
-            "args": {"stack": " > ".join(stack)}}
 
 
 def trace_events(report: Report) -> list[TraceEvent]:

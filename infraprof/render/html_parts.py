@@ -1,18 +1,17 @@
-"""Building blocks of the HTML report: escaping, tables, style, and the smaller figures
-(kernel breakdown, ncu warp stalls and roofline, py-spy tables)."""
+"""Building blocks of the HTML report: escaping, style, and the smaller figures (kernel
+breakdown, ncu warp stalls and roofline)."""
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
 
 from infraprof.ranking import Report
 from infraprof.text_safety import printable
-from infraprof.units import fmt_ns, fmt_pct
+from infraprof.units import fmt_ns
 
 CAUSE_COLORS = {
     "sync": "#d62728", "memcpy": "#ff7f0e", "allocation": "#8c564b",
@@ -43,15 +42,6 @@ def ptext(value: object) -> str:
     entities (``&lt; &gt; &amp;``, not ``&quot;``), so escape exactly ``& < >`` (and show
     control characters escaped)."""
     return html.escape(printable(value), quote=False)
-
-
-def html_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:
-    """A plain table; every cell is escaped."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td class='{a}'>{esc(c)}</td>" for a, c in zip(align, r, strict=True))
-        + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _short(name: str, limit: int = 60) -> str:
@@ -154,24 +144,3 @@ def ncu_figures(report: Report) -> list[tuple[str, go.Figure]]:
     if roof is not None:
         out.append(("Roofline of the profiled kernels (ncu)", roof))
     return out
-
-
-def python_tables(report: Report, top: int) -> str:
-    """py-spy frames: per NVTX range and over all samples (empty without py-spy data)."""
-    py = report.analysis.python if report.analysis else None
-    if py is None:
-        return ""
-    out = ["<h2>Python (py-spy)</h2>"]
-    if py.alignment_error_ns is not None:
-        out.append(f"<p class='meta'>alignment error to the nsys timeline: "
-                   f"{fmt_ns(py.alignment_error_ns)}</p>")
-    out += [f"<p class='note'>{esc(n)}</p>" for n in py.notes]
-    ranges = [[str(r.get("name", "?")), ", ".join(
-        f"{f.get('frame', '?')} {fmt_pct(f.get('share'))}" for f in r.get("frames", [])[:3])
-        or str(r.get("refused") or "-")] for r in py.ranges[:top]]
-    if ranges:
-        out.append(html_table(["NVTX range", "top frames"], "ll", ranges))
-    agg = [[str(f.get("frame", "?")), fmt_pct(f.get("share"))] for f in py.aggregate[:top]]
-    if agg:
-        out.append(html_table(["frame (all samples)", "share"], "lr", agg))
-    return "\n".join(out)

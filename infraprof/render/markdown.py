@@ -14,11 +14,21 @@ import html
 import re
 from collections.abc import Sequence
 
-from infraprof._version import __version__
+from infraprof import __version__
 from infraprof.ranking import Report
+from infraprof.ranking.sections import (
+    Cell,
+    Column,
+    Header,
+    Section,
+    format_cell,
+    ranked,
+    report_header,
+    report_sections,
+)
 from infraprof.render.evidence import evidence_lines
 from infraprof.text_safety import printable
-from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
+from infraprof.units import fmt_ns, fmt_pct
 
 file_extension = ".md"
 MAX_BYTES = 1024 * 1024
@@ -34,60 +44,49 @@ def md_text(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
+def cell(value: Cell, col: Column) -> str:
+    """The one place a cell becomes Markdown: formatted by kind, then :func:`md_text`."""
+    return md_text(format_cell(value, col.kind))
+
+
 def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |\n"
 
 
-def _table(title: str, header: Sequence[str], align: str, rows: list[list[str]]) -> list[str]:
-    """Chunks of one table: the heading with the header rows, then one chunk per row."""
-    sep = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|\n"
-    return [f"\n### {title}\n\n" + _row(header) + sep, *(_row(r) for r in rows)]
+def _section(section: Section) -> list[str]:
+    """Chunks of one section: the heading with the table header, one chunk per row, then the
+    notes (a section without rows: the heading and the notes)."""
+    head = f"\n### {md_text(section.title)}\n\n"
+    notes = [f"\n{md_text(note)}\n" for note in section.notes]
+    if not section.rows:
+        return [head + "".join(note.lstrip("\n") for note in notes)]
+    sep = "|" + "|".join("---:" if c.align == "right" else "---" for c in section.columns) + "|\n"
+    rows = [_row([cell(v, c) for v, c in zip(row, section.columns, strict=True)])
+            for row in section.rows]
+    return [head + _row([md_text(c.name) for c in section.columns]) + sep, *rows, *notes]
 
 
-def _header(report: Report) -> list[str]:
-    m = report.trace.meta
-    name = m.source.replace("\\", "/").rsplit("/", 1)[-1]
-    out = [f"## infraprof report: {md_text(name)}\n\n"]
-    bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
-            f"span {fmt_ns(report.span_ns)}", f"infraprof {__version__}"]
+def _header(header: Header) -> list[str]:
+    out = [f"## infraprof report: {md_text(header.name)}\n\n"]
+    bits = [f"nsys {header.nsys_version}", f"export schema {header.schema_version}",
+            f"span {fmt_ns(header.span_ns)}", f"infraprof {__version__}"]
     out.append(md_text(" · ".join(bits)) + "\n\n")
-    if m.capture_command:
-        out.append(f"Command: {md_text(m.capture_command)}\n\n")
-    used = report.trace.used_gpus()
-    if len(used):
-        names = ", ".join(f"[{d}] {n}" for d, n in zip(used["device_id"], used["name"],
-                                                           strict=True))
-        span = sum(d.span_ns for d in report.devices)
-        busy = report.gpu_busy_ns
-        out.append(f"GPUs used: {md_text(names)} (node has {len(report.trace.gpus)}) · "
-                   f"**GPU busy {fmt_pct(busy / span if span else 0)}** of the active span "
-                   f"({fmt_ns(busy)} of {fmt_ns(span)})\n")
+    if header.command:
+        out.append(f"Command: {md_text(header.command)}\n\n")
+    if header.gpus_used:
+        out.append(f"GPUs used: {md_text(', '.join(header.gpus_used))} "
+                   f"(node has {header.gpus_in_node}) · "
+                   f"**GPU busy {fmt_pct(header.busy_share)}** of the active span "
+                   f"({fmt_ns(header.busy_ns)} of {fmt_ns(header.active_span_ns)})\n")
     else:
         out.append("No GPU activity (kernels, copies, memsets) in this trace.\n")
     return out
 
 
-def _findings(report: Report, top: int) -> list[str]:
-    if not report.findings:
-        return ["\n### Ranked findings\n\nNo findings.\n"]
-    rows = [[str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.severity, md_text(f.category),
-             md_text(f.title)] for i, f in enumerate(report.findings[:top], 1)]
-    out = _table("Ranked findings (impact = estimated recoverable GPU time)",
-                 ["#", "impact", "share", "severity", "category", "title"], "rrrlll", rows)
-    a = report.analysis
-    total = sum(a.idle_breakdown_ns.values()) if a else 0
-    if a and total > 0:
-        parts = [f"{k} {fmt_pct(v / total)}" for k, v in sorted(
-            a.idle_breakdown_ns.items(), key=lambda kv: -kv[1]) if v > 0]
-        out.append(f"\nGPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
-                   + md_text(", ".join(parts)) + "\n")
-    return out
-
-
 def _evidence(report: Report, top: int) -> list[str]:
+    """One collapsible block per ranked finding, numbered as in the findings table."""
     out = []
-    shown = [f for f in report.findings[:top] if f.impact_ns > 0 or evidence_lines(f)]
-    for i, f in enumerate(shown, 1):
+    for i, f in ranked(report, top):
         summary = html.escape(f"#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}")
         lines = "".join(f"- {md_text(line)}\n" for line in evidence_lines(f))
         fix = f"\n**Fix:** {md_text(f.recommendation)}\n" if f.recommendation else ""
@@ -95,80 +94,6 @@ def _evidence(report: Report, top: int) -> list[str]:
                    f"{lines}{fix}\n</details>\n")
     if out:
         out.insert(0, "\n### Evidence\n")
-    return out
-
-
-def _devices(report: Report) -> list[str]:
-    rows = [[md_text(f"[{d.device_id}] {d.name}"), fmt_ns(d.span_ns), fmt_ns(d.busy_ns),
-             fmt_pct(d.busy_ns / d.span_ns if d.span_ns else 0), fmt_ns(d.idle_ns),
-             fmt_ns(d.kernel_ns), fmt_ns(d.memcpy_ns), str(d.ops)] for d in report.devices]
-    if not rows:
-        return []
-    return _table("GPU busy / idle (over each device's active span)",
-                  ["device", "span", "busy", "busy %", "idle", "kernels", "memcpy", "ops"],
-                  "lrrrrrrr", rows)
-
-
-def _kernels(report: Report, top: int) -> list[str]:
-    k = report.kernels
-    if k.empty:
-        return []
-    total = float(k["total_ns"].sum())
-    rows = [[fmt_pct(r.total_ns / total if total else 0), fmt_ns(r.total_ns), str(r.count),
-             fmt_ns(r.avg_ns), fmt_ns(r.median_ns), fmt_ns(r.min_ns), fmt_ns(r.max_ns),
-             md_text(r.name)] for r in k.head(top).itertuples()]
-    return _table(f"Top kernels by GPU time ({len(rows)} of {len(k)})",
-                  ["time %", "total", "count", "avg", "median", "min", "max", "name"],
-                  "rrrrrrrl", rows)
-
-
-def _api(report: Report, top: int) -> list[str]:
-    a = report.api_calls
-    if a.empty:
-        return []
-    total = float(a["total_ns"].sum())
-    rows = [[fmt_pct(r.total_ns / total if total else 0), fmt_ns(r.total_ns), str(r.count),
-             fmt_ns(r.avg_ns), fmt_ns(r.median_ns), fmt_ns(r.max_ns), md_text(r.name)]
-            for r in a.head(top).itertuples()]
-    return _table(f"CUDA API calls ({len(rows)} of {len(a)})",
-                  ["time %", "total", "calls", "avg", "median", "max", "name"], "rrrrrrl", rows)
-
-
-def _memory(report: Report) -> list[str]:
-    m = report.memcpy
-    if m.empty:
-        return []
-    rows = [[md_text(r["operation"]), str(r["count"]), fmt_ns(r["total_ns"]),
-             fmt_bytes(r["bytes"]), fmt_bytes(r["avg_bytes"]),
-             fmt_rate(r["throughput_bytes_per_s"])] for r in m.to_dict("records")]
-    return _table("GPU memory operations",
-                  ["operation", "count", "total time", "bytes", "avg size", "achieved"],
-                  "lrrrrr", rows)
-
-
-def _nvtx(report: Report, top: int) -> list[str]:
-    n = report.nvtx
-    if n.empty:
-        return []
-    rows = [[fmt_ns(r.total_ns), str(r.count), fmt_ns(r.median_ns), fmt_ns(r.p90_ns),
-             fmt_ns(r.p99_ns), fmt_ns(r.max_ns), md_text(r.domain or "-"), md_text(r.name)]
-            for r in n.head(top).itertuples()]
-    return _table(f"NVTX ranges ({len(rows)} of {len(n)})",
-                  ["total", "count", "median", "p90", "p99", "max", "domain", "name"],
-                  "rrrrrrll", rows)
-
-
-def _python(report: Report, top: int) -> list[str]:
-    py = report.analysis.python if report.analysis else None
-    if py is None:
-        return []
-    out = ["\n### Python (py-spy)\n\n"]
-    if py.alignment_error_ns is not None:
-        out.append(f"Alignment error to the nsys timeline: {fmt_ns(py.alignment_error_ns)}\n\n")
-    out += [f"- note: {md_text(note)}\n" for note in py.notes]
-    rows = [[md_text(f.get("frame", "?")), fmt_pct(f.get("share"))] for f in py.aggregate[:top]]
-    if rows:
-        out += _table("Python frames (all samples)", ["frame", "share"], "lr", rows)
     return out
 
 
@@ -195,9 +120,9 @@ def fit(chunks: Sequence[str], max_bytes: int) -> str:
 
 def render_markdown(report: Report, top: int = 10, max_bytes: int = MAX_BYTES) -> str:
     """The report as GitHub-flavoured Markdown of at most ``max_bytes`` UTF-8 bytes."""
-    chunks = [
-        *_header(report), *_findings(report, top), *_evidence(report, top),
-        *_devices(report), *_kernels(report, top), *_api(report, top), *_memory(report),
-        *_nvtx(report, top), *_python(report, top),
-    ]
+    chunks = _header(report_header(report))
+    for section in report_sections(report, top):  # the findings section comes first
+        chunks += _section(section)
+        if section.key == "findings":
+            chunks += _evidence(report, top)
     return fit(chunks, max_bytes)

@@ -1,34 +1,26 @@
 """CPU stacks of the trace's nsys sampling (``--sample``) as speedscope JSON or collapsed stacks.
 
-Each CPU sample (``trace.cpu_samples``) points at a callchain (``trace.callchains`` rows with
-``source == "sampling"``, ``depth`` 0 = the leaf). Stacks are written root first. With
-``idle_only`` only samples taken while a GPU was idle are kept: the sample's time lies in an
-idle gap of any device (``report.analysis.timelines``; profiler-overhead time is not a gap).
+The stacks come from :mod:`infraprof.analyses.cpu_stacks` (``idle_only``: only samples taken
+while a GPU was idle); this module only writes them:
 
 * speedscope (https://www.speedscope.app/file-format-schema.json): one ``sampled`` profile per
   thread, weight 1 per sample (``unit: none``), frames ``{name: symbol, file: module}``;
-* collapsed (Brendan Gregg's ``stackcollapse`` output): ``thread (tid);root;…;leaf count``, one
-  line per distinct stack; ``;`` inside names becomes ``:`` and whitespace runs one space.
+* collapsed (Brendan Gregg's ``stackcollapse`` output, :mod:`infraprof.collapsed`):
+  ``thread (tid);root;…;leaf count``, one line per distinct stack.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from typing import TypedDict
 
-import numpy as np
-import pandas as pd
-
-from infraprof import __version__, intervals
+from infraprof import __version__
+from infraprof.analyses import cpu_stacks
+from infraprof.analyses.cpu_stacks import Frame, ThreadStacks
+from infraprof.collapsed import write_collapsed
 from infraprof.ranking import Report
-from infraprof.text_safety import printable
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
-_SPACE = re.compile(r"\s+")
-
-Frame = tuple[str, str]  # (symbol, module)
 
 
 class SpeedscopeFrame(TypedDict):
@@ -56,66 +48,10 @@ SpeedscopeFile = TypedDict("SpeedscopeFile", {
 })
 
 
-@dataclass(frozen=True)
-class ThreadStacks:
-    """The samples of one thread, in time order, as stacks of frames (root first)."""
-
-    pid: int
-    tid: int
-    name: str
-    stacks: list[tuple[Frame, ...]]
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.tid})" if self.name else f"thread ({self.tid})"
-
-
-def _clean(text: str) -> str:
-    return _SPACE.sub(" ", text).strip() or "?"
-
-
-def _chains(frames: pd.DataFrame) -> dict[int, tuple[Frame, ...]]:
-    f = frames[frames["source"] == "sampling"].sort_values(["callchain_id", "depth"],
-                                                           ascending=[True, False])
-    out: dict[int, tuple[Frame, ...]] = {}
-    for cid, g in f.groupby("callchain_id", sort=False):
-        out[int(str(cid))] = tuple(
-            (_clean(str(s if s is not None else m)), _clean(str(m or "")))
-            for s, m in zip(g["symbol"], g["module"], strict=True))
-    return out
-
-
-def idle_mask(report: Report, times_ns: np.ndarray) -> np.ndarray:
-    """Which of ``times_ns`` lie inside a GPU idle gap of any device."""
-    timelines = report.analysis.timelines if report.analysis else []
-    if not timelines or not len(times_ns):
-        return np.zeros(len(times_ns), dtype=bool)
-    gaps = intervals.union(np.concatenate([t.gaps.starts for t in timelines]),
-                    np.concatenate([t.gaps.ends for t in timelines]))
-    i = np.searchsorted(gaps.starts, times_ns, side="right") - 1
-    ok = i >= 0
-    out = np.zeros(len(times_ns), dtype=bool)
-    out[ok] = times_ns[ok] < gaps.ends[i[ok]]
-    return out
-
-
 def thread_stacks(report: Report, idle_only: bool = False) -> list[ThreadStacks]:
-    """Sampled stacks per thread (ordered by pid, tid); samples without a callchain are
-    dropped."""
-    t = report.trace
-    samples = t.cpu_samples.sort_values(["start_ns", "global_tid"], kind="stable")
-    if idle_only:
-        samples = samples[idle_mask(report, samples["start_ns"].to_numpy(dtype=np.int64))]
-    chains = _chains(t.callchains)
-    names = {int(g): str(n or "") for g, n in zip(t.threads["global_tid"], t.threads["name"],
-                                                  strict=True)}
-    out = []
-    for (pid, tid, gtid), g in samples.groupby(["pid", "tid", "global_tid"], sort=True):
-        stacks = [chains[c] for c in g["callchain_id"].tolist() if c in chains]
-        if stacks:
-            out.append(ThreadStacks(int(str(pid)), int(str(tid)), names.get(int(str(gtid)), ""),
-                                    stacks))
-    return out
+    """The report's sampled stacks per thread (see :func:`cpu_stacks.thread_stacks`)."""
+    timelines = report.analysis.timelines if report.analysis else []
+    return cpu_stacks.thread_stacks(report.trace, timelines, idle_only)
 
 
 def render_speedscope(report: Report, idle_only: bool = False) -> str:
@@ -147,18 +83,6 @@ def render_speedscope(report: Report, idle_only: bool = False) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def collapsed_counts(report: Report, idle_only: bool = False) -> dict[str, int]:
-    """``"thread (tid);root;…;leaf" -> samples``."""
-    counts: dict[str, int] = {}
-    for th in thread_stacks(report, idle_only):
-        root = _clean(th.label).replace(";", ":")
-        for stack in th.stacks:
-            key = ";".join([root, *(s.replace(";", ":") for s, _ in stack)])
-            counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def render_collapsed(report: Report, idle_only: bool = False) -> str:
     """Collapsed stacks, one ``stack count`` line per distinct stack, sorted by stack."""
-    counts = collapsed_counts(report, idle_only)
-    return "".join(f"{printable(k)} {counts[k]}\n" for k in sorted(counts))
+    return write_collapsed(cpu_stacks.stack_counts(thread_stacks(report, idle_only)))

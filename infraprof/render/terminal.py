@@ -1,14 +1,14 @@
-"""Terminal report (rich): header, ranked findings, GPU busy, kernels, API, memory, NVTX.
+"""Terminal report (rich): the header, then the sections of
+:func:`~infraprof.ranking.sections.report_sections` as tables, with the evidence of the top
+findings after the findings table.
 
-Every name from the trace is passed as a ``rich.text.Text`` so markup-like characters
-(``[CUDA memcpy HtoD]``, ``<``) print literally.
+Every cell goes through :func:`_cell` and every name from the trace is passed as a
+``rich.text.Text``, so markup-like characters (``[CUDA memcpy HtoD]``, ``<``) print literally.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -16,177 +16,82 @@ from rich.table import Table
 from rich.text import Text
 
 from infraprof.ranking import Report
+from infraprof.ranking.sections import (
+    Cell,
+    Column,
+    Header,
+    Section,
+    format_cell,
+    ranked,
+    report_header,
+    report_sections,
+)
 from infraprof.render.evidence import evidence_lines
 from infraprof.text_safety import printable
-from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
+from infraprof.units import fmt_ns
 
 file_extension = ".txt"
 
 
 def _safe(value: object, style: str = "") -> Text:
-    """A name (or text holding names) for the terminal: control characters shown escaped."""
-    return Text(printable(value), style=style)
+    """Text for the terminal: names from the trace print literally (rich markup is not
+    parsed) and control characters (ANSI/OSC escapes, NUL, newlines) are shown escaped. A
+    leading blank line that the layout asks for (``"\n" + title``) is kept as a line break."""
+    text = str(value)
+    lead = text[: len(text) - len(text.lstrip("\n"))]
+    return Text(lead) + Text(printable(text[len(lead):]), style=style)
+
+def cell(value: Cell, col: Column) -> Text:
+    """The one place a cell becomes terminal text: formatted by kind, cut at ``max_chars``."""
+    text = format_cell(value, col.kind)
+    if col.max_chars is not None and len(text) > col.max_chars:
+        text = text[: col.max_chars - 1] + "…"
+    return _safe(text)
 
 
-def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
-    for name, justify in columns:
-        wide = name in ("name", "title")
-        table.add_column(name, justify=justify,  # type: ignore[arg-type]
-                         overflow="ellipsis" if wide else "fold", no_wrap=True,
-                         ratio=1 if wide else None, min_width=12 if wide else None)
-    return table
+def _section(section: Section, console: Console) -> None:
+    if not section.rows:
+        console.print(_safe("\n" + section.title, style="bold"))
+    else:
+        table = Table(title=section.title, title_justify="left", box=box.SIMPLE_HEAD,
+                      expand=True)
+        for col in section.columns:
+            table.add_column(col.name, justify=col.align,
+                             overflow="ellipsis" if col.wide else "fold", no_wrap=True,
+                             ratio=1 if col.wide else None, min_width=12 if col.wide else None)
+        for row in section.rows:
+            table.add_row(*(cell(v, c) for v, c in zip(row, section.columns, strict=True)))
+        console.print(table)
+    for note in section.notes:
+        console.print(_safe(note))
 
 
-def _name(text: str | None, limit: int = 90) -> Text:
-    value = text or "-"
-    if len(value) > limit:
-        value = value[: limit - 1] + "…"
-    return _safe(value)
-
-
-def _header(report: Report, console: Console) -> None:
-    m = report.trace.meta
-    console.print(_safe("infraprof analyze: ", style="bold") + _safe(m.source))
-    bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
-            f"span {fmt_ns(report.span_ns)}"]
+def _header(header: Header, console: Console) -> None:
+    console.print(_safe("infraprof analyze: ", style="bold") + _safe(header.source))
+    bits = [f"nsys {header.nsys_version}", f"export schema {header.schema_version}",
+            f"span {fmt_ns(header.span_ns)}"]
     console.print(_safe(" · ".join(bits)))
-    if m.capture_command:
-        console.print(_safe("command: ") + _safe(m.capture_command))
-    used = report.trace.used_gpus()
-    if len(used):
-        names = ", ".join(f"[{d}] {n}" for d, n in zip(used["device_id"], used["name"],
-                                                           strict=True))
-        console.print(_safe(f"GPUs used: {names} (node has {len(report.trace.gpus)})"))
-    elif len(report.trace.gpus):
-        console.print(_safe(f"GPUs: {len(report.trace.gpus)} in node, no GPU activity recorded"))
+    if header.command:
+        console.print(_safe("command: ") + _safe(header.command))
+    if header.gpus_used:
+        console.print(_safe(f"GPUs used: {', '.join(header.gpus_used)} "
+                           f"(node has {header.gpus_in_node})"))
+    elif header.gpus_in_node:
+        console.print(_safe(f"GPUs: {header.gpus_in_node} in node, no GPU activity recorded"))
     else:
         console.print(_safe("GPUs: no GPU activity recorded (CPU-only capture)"))
 
 
-def _findings(report: Report, console: Console, top: int) -> None:
-    if not report.findings:
-        return
-    t = _table("Ranked findings (impact = estimated recoverable GPU time)", [
-        ("#", "right"), ("impact", "right"), ("share", "right"), ("category", "left"),
-        ("title", "left")])
-    for i, f in enumerate(report.findings[:top], 1):
-        t.add_row(str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.category, _safe(f.title))
-    console.print(t)
-
-
-def _evidence(report: Report, console: Console, n: int = 3) -> None:
-    shown = [f for f in report.findings if f.impact_ns > 0][:n]
-    for i, f in enumerate(shown, 1):
-        console.print(Text(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
+def _evidence(report: Report, console: Console, top: int, shown: int = 3) -> None:
+    """Evidence of the first ``shown`` ranked findings with an impact (the terminal stays
+    short; Markdown and HTML show every ranked finding's)."""
+    with_impact = [(i, f) for i, f in ranked(report, top) if f.impact_ns > 0][:shown]
+    for i, f in with_impact:
+        console.print(_safe(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
                            style="bold"))
-        lines = evidence_lines(f)[:12]
-        for line in lines:
+        for line in evidence_lines(f)[:12]:
             console.print(_safe("   " + line))
         console.print(_safe("   → " + f.recommendation, style="italic"))
-
-
-def _breakdown(report: Report, console: Console) -> None:
-    a = report.analysis
-    if a is None or not a.timelines:
-        return
-    total = sum(a.idle_breakdown_ns.values())
-    if total <= 0:
-        return
-    parts = [f"{k} {fmt_pct(v / total)}" for k, v in sorted(
-        a.idle_breakdown_ns.items(), key=lambda kv: -kv[1]) if v > 0]
-    console.print(_safe(f"GPU idle by cause ({fmt_ns(total)} in {a.gaps_attributed} gaps): "
-                       + ", ".join(parts)))
-
-
-def _python(report: Report, console: Console, top: int) -> None:
-    py = report.analysis.python if report.analysis else None
-    if py is None:
-        return
-    console.print(Text("\nPython (py-spy)", style="bold"))
-    if py.alignment_error_ns is not None:
-        console.print(_safe(f"   alignment error to the nsys timeline: "
-                           f"{fmt_ns(py.alignment_error_ns)}"))
-    for note in py.notes:
-        console.print(_safe("   note: " + note))
-    for r in py.ranges[:top]:
-        frames = ", ".join(f"{f['frame']} {fmt_pct(f['share'])}" for f in r["frames"][:3])
-        console.print(_safe(f"   NVTX {r['name']}: {frames or r['refused'] or '-'}"))
-    if not py.ranges:
-        for f in py.aggregate[:5]:
-            console.print(_safe(f"   {fmt_pct(f['share'])}  {f['frame']}"))
-
-
-def _devices(report: Report, console: Console) -> None:
-    if not report.devices:
-        return
-    t = _table("GPU busy / idle (over each device's active span)", [
-        ("device", "left"), ("span", "right"), ("busy", "right"), ("busy %", "right"),
-        ("idle", "right"), ("kernels", "right"), ("memcpy", "right"), ("ops", "right")])
-    for d in report.devices:
-        share = d.busy_ns / d.span_ns if d.span_ns else 0.0
-        t.add_row(_safe(f"[{d.device_id}] {d.name}"), fmt_ns(d.span_ns), fmt_ns(d.busy_ns),
-                  fmt_pct(share), fmt_ns(d.idle_ns), fmt_ns(d.kernel_ns), fmt_ns(d.memcpy_ns),
-                  str(d.ops))
-    console.print(t)
-
-
-def _kernels(report: Report, console: Console, top: int) -> None:
-    k = report.kernels
-    if k.empty:
-        return
-    total = float(k["total_ns"].sum())
-    t = _table(f"Top kernels by GPU time ({min(top, len(k))} of {len(k)})", [
-        ("time %", "right"), ("total", "right"), ("count", "right"), ("avg", "right"),
-        ("median", "right"), ("min", "right"), ("max", "right"), ("name", "left")])
-    for r in k.head(top).itertuples():
-        t.add_row(fmt_pct(r.total_ns / total if total else 0), fmt_ns(r.total_ns), str(r.count),
-                  fmt_ns(r.avg_ns), fmt_ns(r.median_ns), fmt_ns(r.min_ns), fmt_ns(r.max_ns),
-                  _name(str(r.short_name if len(str(r.name)) > 90 else r.name)))
-    console.print(t)
-
-
-def _api(report: Report, console: Console, top: int) -> None:
-    a = report.api_calls
-    if a.empty:
-        return
-    total = float(a["total_ns"].sum())
-    t = _table(f"CUDA API calls ({min(top, len(a))} of {len(a)})", [
-        ("time %", "right"), ("total", "right"), ("calls", "right"), ("avg", "right"),
-        ("median", "right"), ("max", "right"), ("name", "left")])
-    for r in a.head(top).itertuples():
-        t.add_row(fmt_pct(r.total_ns / total if total else 0), fmt_ns(r.total_ns), str(r.count),
-                  fmt_ns(r.avg_ns), fmt_ns(r.median_ns), fmt_ns(r.max_ns), _name(str(r.name)))
-    console.print(t)
-
-
-def _memory(report: Report, console: Console) -> None:
-    m = report.memcpy
-    if m.empty:
-        return
-    t = _table("GPU memory operations", [
-        ("operation", "left"), ("count", "right"), ("total time", "right"), ("bytes", "right"),
-        ("avg size", "right"), ("achieved", "right")])
-    for r in m.to_dict("records"):
-        row: dict[Any, Any] = r
-        t.add_row(_safe(str(row["operation"])), str(row["count"]), fmt_ns(row["total_ns"]),
-                  fmt_bytes(row["bytes"]), fmt_bytes(row["avg_bytes"]),
-                  fmt_rate(row["throughput_bytes_per_s"]))
-    console.print(t)
-
-
-def _nvtx(report: Report, console: Console, top: int) -> None:
-    n = report.nvtx
-    if n.empty:
-        return
-    t = _table(f"NVTX ranges ({min(top, len(n))} of {len(n)})", [
-        ("total", "right"), ("count", "right"), ("median", "right"), ("p90", "right"),
-        ("p99", "right"), ("max", "right"), ("domain", "left"), ("name", "left")])
-    for r in n.head(top).itertuples():
-        t.add_row(fmt_ns(r.total_ns), str(r.count), fmt_ns(r.median_ns), fmt_ns(r.p90_ns),
-                  fmt_ns(r.p99_ns), fmt_ns(r.max_ns), _name(str(r.domain) or "-", 20),
-                  _name(str(r.name), 60))
-    console.print(t)
 
 
 def render_terminal(report: Report, width: int = 120, color: bool = False, top: int = 10) -> str:
@@ -194,16 +99,13 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
                       color_system="auto" if color else None, highlight=False, soft_wrap=False)
-    _header(report, console)
-    _findings(report, console, top)
-    _breakdown(report, console)
-    _evidence(report, console)
-    _python(report, console, top)
-    if not report.trace.has_gpu_activity:
-        console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this trace."))
-    _devices(report, console)
-    _kernels(report, console, top)
-    _api(report, console, top)
-    _memory(report, console)
-    _nvtx(report, console, top)
+    header = report_header(report)
+    _header(header, console)
+    for section in report_sections(report, top):  # the findings section comes first
+        _section(section, console)
+        if section.key == "findings":
+            _evidence(report, console, top)
+            if not header.has_gpu_activity:
+                console.print(_safe("\nNo GPU activity (kernels, copies, memsets) in this "
+                                   "trace."))
     return buf.getvalue()
