@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from infraprof.capture.runner import (
+from infraprof.capture.launch import (
     BOOTSTRAP,
     build_nsys_argv,
-    find_collectors,
     is_python_command,
     python_launch,
 )
+from infraprof.capture.ptree import find_collectors
 from infraprof.errors import UsageError
 
 PY = sys.executable
