@@ -19,6 +19,7 @@ from infraprof.capture.launch import (
     python_launch,
 )
 from infraprof.capture.ptree import find_collectors
+from infraprof.capture.runner import lock_folder, unlock_folder
 from infraprof.errors import UsageError
 
 PY = sys.executable
@@ -85,6 +86,30 @@ def test_bootstrap_matches_plain_python(tmp_path: Path, args: list[str]) -> None
         assert boot.stderr.count("File ") == plain.stderr.count("File ")
 
 
+FAILING_APPS = {
+    "syntax-error": "x = (\n",
+    "ctrl-c": "import os, signal, time\ndef work():\n    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(5)\nwork()\n",
+    "chained": "def f():\n    raise ValueError('a') from KeyError('b')\nf()\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILING_APPS))
+def test_bootstrap_tracebacks_have_no_bootstrap_frames(tmp_path: Path, case: str) -> None:
+    """Same stderr and exit status as `python app.py`: a syntax error (raised inside the
+    bootstrap's compile), Ctrl-C (KeyboardInterrupt ends the process by SIGINT) and chained
+    exceptions."""
+    app = tmp_path / "app.py"
+    app.write_text(FAILING_APPS[case])
+    env = dict(os.environ, INFRAPROF_SYNC="0")
+    plain = subprocess.run([PY, str(app)], capture_output=True, text=True, env=env, timeout=60)
+    boot = subprocess.run([PY, str(BOOTSTRAP), str(app)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert "bootstrap.py" not in boot.stderr and "runpy" not in boot.stderr, boot.stderr
+    assert (boot.returncode, boot.stderr) == (plain.returncode, plain.stderr)
+    assert plain.returncode != 0 and plain.stderr
+
+
 def test_bootstrap_module_mode_and_sync_file(tmp_path: Path) -> None:
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -107,20 +132,25 @@ def _sleeper(*extra: str) -> subprocess.Popen[bytes]:
 
 
 def test_find_collectors_matches_only_this_session() -> None:
-    mine = _sleeper("--start-agent", "--session-name=profile-app-4242")
-    other = _sleeper("--start-agent", "--session-name=profile-app-42420")
+    """The real nsys 2022.4 collector line continues after the session name:
+    `nsys --start-agent --session-name=profile-python3-N --shm-name=quadd-create-agent-…`."""
+    mine = _sleeper("--start-agent", "--session-name=profile-python3-4242",
+                    "--shm-name=quadd-create-agent-61eeb55d")
+    split = _sleeper("--start-agent", "--session-name", "profile-my app-4242")
+    other = _sleeper("--start-agent", "--session-name=profile-app-42420", "--shm-name=x")
+    no_agent = _sleeper("--session-name=profile-app-4242")
     try:
         import time
 
         for _ in range(100):
-            if find_collectors(4242):
+            if len(find_collectors(4242)) == 2:
                 break
             time.sleep(0.02)
         found = find_collectors(4242)
-        assert [pid for pid, _ in found] == [mine.pid]
-        assert found[0][1].endswith("--session-name=profile-app-4242")
+        assert sorted(pid for pid, _ in found) == sorted([mine.pid, split.pid])
+        assert any(cmd.endswith("--shm-name=quadd-create-agent-61eeb55d") for _, cmd in found)
     finally:
-        for p in (mine, other):
+        for p in (mine, split, other, no_agent):
             p.kill()
             p.wait()
 
@@ -137,7 +167,8 @@ FAKE_NSYS = textwrap.dedent("""\
     i = next(k for k, a in enumerate(args) if a.startswith("--output="))
     out, app = args[i][len("--output="):], args[i + 1:]
     collector = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
-                                  "--start-agent", f"--session-name=profile-app-{{os.getpid()}}"])
+                                  "--start-agent", f"--session-name=profile-app-{{os.getpid()}}",
+                                  "--shm-name=quadd-create-agent-0"])
     rc = subprocess.call(app)
     collector.wait()  # the hang: only returns once the collector dies
     open(out + ".nsys-rep", "w").write("fake")
@@ -176,3 +207,36 @@ def test_nsys_missing_exits_4(tmp_path: Path) -> None:
     assert run.returncode == 4
     assert "nsys not found" in run.stderr and "install" in run.stderr
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("program", ["./does-not-exist", "no-such-command-xyz", "missing.py"])
+def test_app_not_found_is_a_usage_error_and_leaves_no_folder(tmp_path: Path,
+                                                             program: str) -> None:
+    fake = tmp_path / "nsys"
+    fake.write_text(FAKE_NSYS.format(py=PY))
+    fake.chmod(0o755)
+    env = dict(os.environ, INFRAPROF_NSYS=str(fake))
+    run = subprocess.run([PY, "-m", "infraprof", "capture", "-o", str(tmp_path / "out"), "--",
+                          program], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("infraprof: error: ") and program in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_lock_refuses_a_second_capture_and_reuses_a_failed_one(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    fd = lock_folder(folder)
+    try:
+        with pytest.raises(UsageError, match=f"another infraprof capture \\(pid {os.getpid()}"):
+            lock_folder(folder)
+    finally:
+        unlock_folder(folder, fd)
+    assert list(folder.iterdir()) == []
+    (folder / "manifest.json").write_text(json.dumps({"report": None, "tool_failure": "x"}))
+    unlock_folder(folder, lock_folder(folder))  # a failed capture's folder is reused
+    (folder / "manifest.json").write_text(json.dumps({"report": "report.nsys-rep"}))
+    with pytest.raises(UsageError, match="not empty"):
+        lock_folder(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
