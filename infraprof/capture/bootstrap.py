@@ -32,6 +32,7 @@ so ``infraprof capture`` can run it by path with the user's own interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -161,10 +162,8 @@ def _die_of_sigint(exc: KeyboardInterrupt) -> None:
     sys.excepthook(type(stripped), stripped, stripped.__traceback__)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
     raise SystemExit(128 + signal.SIGINT)  # only where SIGINT cannot end the process

@@ -16,7 +16,12 @@ from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
 from infraprof.ranking import build_report
 from infraprof.render.chrome_trace import render_chrome_trace
-from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
+from infraprof.render.stacks import (
+    render_collapsed,
+    render_speedscope,
+    speedscope_from_collapsed,
+    thread_stacks,
+)
 
 
 class ExportFormat(str, Enum):
@@ -67,11 +72,15 @@ def export(
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
     trace = load_trace(input_path, None)
     aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
-    if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
-        report = build_report(trace, pyspy=aligned)
-        attributions = report.analysis.attributions if report.analysis else None
-        emit(idle_collapsed(trace, aligned, attributions) if idle_only
-             else aligned.profile.collapsed(), output)
+    if fmt in _STACKS and trace.cpu_samples.empty and aligned is not None:
+        # py-spy stacks: collapsed text, and speedscope made from that same text
+        text = aligned.profile.collapsed()
+        if idle_only:
+            analysis = build_report(trace, pyspy=aligned).analysis
+            text = idle_collapsed(trace, aligned, analysis.attributions if analysis else None)
+        what = "py-spy samples during GPU idle" if idle_only else "py-spy samples"
+        emit(text if fmt is ExportFormat.collapsed
+             else speedscope_from_collapsed(text, f"{what}: {aligned.profile.path}"), output)
         return
     if fmt in _STACKS and trace.cpu_samples.empty:
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "

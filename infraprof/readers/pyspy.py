@@ -495,5 +495,6 @@ def collapsed_text(aggregate: pd.DataFrame, frames: pd.DataFrame, threads: pd.Da
         if int(tid) != UNKNOWN_TID:
             name = names.get(int(tid))
             parts = [f"thread ({int(tid)})" + (f": {name}" if name else ""), *parts]
-        lines.append(f"{';'.join(parts)} {int(count)}")
+        lines.append(";".join(" ".join(p.replace(";", ":").split()) for p in parts)
+                     + f" {int(count)}")  # `;` separates frames, a newline stacks
     return "\n".join(sorted(lines)) + ("\n" if lines else "")
