@@ -62,8 +62,8 @@ def export(
         help="speedscope/collapsed: only CPU samples taken while a GPU was idle."),
     pyspy: Path | None = typer.Option(
         None, "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
-        "folders): Python stacks in the Perfetto trace; collapsed stacks when the nsys trace "
-        "has no CPU samples."),
+        "folders): Python stacks in the Perfetto trace; speedscope and collapsed stacks when "
+        "the nsys trace has no CPU samples."),
 ) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
