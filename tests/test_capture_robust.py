@@ -81,8 +81,9 @@ def test_watchdog_finds_the_real_collector(nsys_bin: str, tmp_path: Path) -> Non
         while not found and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
             found = find_collectors(proc.pid)
-        assert len(found) == 1, "the real collector was not found"
-        assert "--start-agent" in found[0][1] and f"-{proc.pid} --shm-name=" in found[0][1]
+        assert found, "the real collector was not found"  # (it may have forked helpers)
+        assert all("--start-agent" in cmd and f"-{proc.pid} --shm-name=" in cmd
+                   for _, cmd in found)
         assert not find_collectors(proc.pid + 100_000)
     finally:
         proc.wait(timeout=120)
