@@ -133,11 +133,12 @@ def test_app_ignoring_sigterm_is_killed_after_the_grace_period(nsys_bin: str,
     assert stopped[0]["reason"] in ("ignored-stop", "still-running")
 
 
-@pytest.mark.parametrize("how", ["shim-script", "real-script", "shim-c"])
+@pytest.mark.parametrize("how", ["shim-script", "real-script", "shim-c", "env-shim"])
 def test_wrapper_interpreter_yields_python_frames(nsys_bin: str, tmp_path: Path,
                                                   how: str) -> None:
     """`python3` as a pyenv-style shim (a shell script that execs the interpreter, slowly, as
-    pyenv does) and the real interpreter path both give py-spy samples of the hot function."""
+    pyenv does), also behind `env`, and the real interpreter path all give py-spy samples of
+    the hot function."""
     real = os.path.realpath(PY)
     shims = tmp_path / "shims"
     shims.mkdir()
@@ -147,7 +148,8 @@ def test_wrapper_interpreter_yields_python_frames(nsys_bin: str, tmp_path: Path,
     app.write_text(HOT_APP)
     env = {"PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}"}
     argv = {"shim-script": ["python3", str(app)], "real-script": [real, str(app)],
-            "shim-c": ["python3", "-c", HOT_APP]}[how]
+            "shim-c": ["python3", "-c", HOT_APP],
+            "env-shim": ["env", "python3", str(app)]}[how]
     run = _capture(nsys_bin, tmp_path / "c", ["--", *argv], **env)
     assert run.returncode == 0, run.stderr
     assert "Stack backtrace" not in run.stderr and "py-spy failed" not in run.stderr

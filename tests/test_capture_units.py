@@ -57,6 +57,27 @@ def test_python_detection_and_launch(tmp_path: Path) -> None:
     assert python_launch(["app.py"])[0] == [sys.executable, b, "app.py"]
 
 
+def test_python_behind_launchers() -> None:
+    """`env`, `uv run`, `poetry run`, `conda run` keep the launcher; the bootstrap goes right
+    before the script (its pid file then names the real interpreter even when forked)."""
+    b = str(BOOTSTRAP)
+    cases = {
+        ("env", "FOO=1", "python3", "-u", "a.py", "x"):
+            (["env", "FOO=1", "python3", "-u", b, "a.py", "x"], True),
+        ("uv", "run", "--with", "rich", "python", "a.py"):
+            (["uv", "run", "--with", "rich", "python", b, "a.py"], True),
+        ("uv", "run", "a.py", "1"): (["uv", "run", b, "a.py", "1"], True),
+        ("conda", "run", "-n", "x", "python", "-m", "m"):
+            (["conda", "run", "-n", "x", "python", b, "-m", "m"], True),
+        ("poetry", "run", "python", "-c", "pass"):
+            (["poetry", "run", "python", "-c", "pass"], False),
+    }
+    for argv, expected in cases.items():
+        assert is_python_command(argv) and python_launch(argv) == expected, argv
+    for argv in (("poetry", "install"), ("env", "ls"), ("uv", "pip", "python")):
+        assert not is_python_command(argv) and python_launch(argv) == (list(argv), False)
+
+
 APP = textwrap.dedent("""\
     import sys
     print(repr((sys.argv, __name__, __file__.endswith("app.py"), sys.path[0].endswith("d"))))

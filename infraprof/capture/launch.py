@@ -19,6 +19,8 @@ DEFAULT_TRACE = "cuda,nvtx,osrt"
 _PY_RE = re.compile(r"^python[\d.]*$")
 _OPTS_WITH_VALUE = ("-W", "-X")
 _OWNED_NSYS = {"-o": "output", "--output": "output"}
+LAUNCHERS = frozenset({"env", "uv", "poetry", "pipenv", "pdm", "hatch", "conda", "mamba",
+                       "micromamba", "pixi", "rye"})
 
 
 def _shebang(path: str) -> list[str] | None:
@@ -33,12 +35,26 @@ def _shebang(path: str) -> list[str] | None:
     return parts if parts and "python" in " ".join(parts) else None
 
 
+def _launched(argv: Sequence[str]) -> int:
+    """Where the interpreter starts in ``argv`` behind a launcher (``env [VAR=…] python3``,
+    ``uv run … python``, ``poetry run python``, ``conda run -n X python``, …): the index of the
+    first ``python*`` argument, or of the first ``*.py`` one after ``uv run``; 0 otherwise."""
+    name = Path(argv[0]).name if argv else ""
+    if name not in LAUNCHERS or (name != "env" and list(argv[1:2]) != ["run"]):
+        return 0
+    for i, arg in enumerate(argv[1:], start=1):
+        if _PY_RE.match(Path(arg).name) or (name == "uv" and arg.endswith(".py")):
+            return i
+    return 0
+
+
 def is_python_command(argv: Sequence[str]) -> bool:
-    """True for ``python[3[.x]] ...``, a ``*.py`` file, or a script with a python shebang."""
+    """True for ``python[3[.x]] ...``, a ``*.py`` file, a script with a python shebang, or one
+    of these behind a launcher (``env``, ``uv run``, ``poetry run``, …)."""
     if not argv:
         return False
     first = argv[0]
-    if _PY_RE.match(Path(first).name) or first.endswith(".py"):
+    if _PY_RE.match(Path(first).name) or first.endswith(".py") or _launched(argv):
         return True
     path = shutil.which(first) if os.sep not in first else first
     return path is not None and os.path.isfile(path) and _shebang(path) is not None
@@ -48,9 +64,16 @@ def python_launch(argv: Sequence[str], bootstrap: Path = BOOTSTRAP) -> tuple[lis
     """Rewrite a Python command to run through the bootstrap; ``(argv, bootstrapped)``.
 
     ``python [opts] script.py args`` → ``python [opts] BOOTSTRAP script.py args``, likewise
-    ``-m module``; ``./script.py`` uses its shebang interpreter. ``-c``/stdin stay unchanged.
+    ``-m module``; ``./script.py`` uses its shebang interpreter; behind a launcher
+    (``uv run python app.py``) the launcher is kept. ``-c``/stdin stay unchanged.
     """
     argv = list(argv)
+    at = _launched(argv)
+    if at:
+        rest, boot = python_launch(argv[at:], bootstrap)
+        if argv[at].endswith(".py") and not _PY_RE.match(Path(argv[at]).name):
+            rest, boot = [str(bootstrap), *argv[at:]], True  # `uv run app.py`
+        return [*argv[:at], *rest], boot
     first = argv[0]
     if not _PY_RE.match(Path(first).name):
         path = shutil.which(first) if os.sep not in first else first
@@ -86,8 +109,9 @@ def check_program(command: Sequence[str], app: Sequence[str], bootstrapped: bool
     ``app`` is what nsys will run (``command`` rewritten for the bootstrap); when bootstrapped,
     the script after the bootstrap must exist too (``-m module`` is left to Python)."""
     _check_executable(app[0], command[0])
-    if Path(app[0]).name == "env" and len(app) > 1 and not app[1].startswith("-"):
-        _check_executable(app[1], app[1])  # `#!/usr/bin/env python3`
+    if Path(app[0]).name == "env" and len(app) > 1 and not app[1].startswith("-") \
+            and "=" not in app[1]:
+        _check_executable(app[1], app[1])  # `#!/usr/bin/env python3`, `env python3 app.py`
     if bootstrapped:
         at = list(app).index(str(BOOTSTRAP)) + 1
         script = app[at] if at < len(app) else None
