@@ -80,7 +80,7 @@ SYNC_NAME = ".sync.json"
 LOCK_NAME = ".infraprof-capture.lock"
 DEFAULT_RATE_HZ = 500
 FINALIZE_TIMEOUT_S = float(os.environ.get("INFRAPROF_NSYS_FINALIZE_TIMEOUT_S", "120"))
-STOP_GRACE_S = float(os.environ.get("INFRAPROF_STOP_GRACE_S", "5"))
+STOP_GRACE_S = float(os.environ.get("INFRAPROF_STOP_GRACE_S", "10"))
 SCAN_PERIOD_S = 0.1
 Log = Callable[[str], None]
 
@@ -245,13 +245,6 @@ class _Watch:
             self.stop_at = self.stop_at or now
         if interrupts and self.stop_at is None:
             self.stop_at = now
-        grace = self.opts.stop_grace_s
-        if self.app_gone_at is not None and now - self.app_gone_at > grace:
-            self.stop_tree("left-running", "the app exited but left {n} running (nsys waits "
-                           "for them)")
-        elif self.stop_at is not None and now - self.stop_at > grace:
-            self.stop_tree("ignored-stop", "the app ignored the stop request for {grace:g} s "
-                           "({n} running)")
         since = min(t for t in (self.app_gone_at, self.stop_at, now) if t is not None)
         if now - since > self.opts.finalize_timeout_s:
             self.hung = True
@@ -270,6 +263,13 @@ class _Watch:
             self.app_gone_at = now
         if self.pyspy is None and self.pyspy_bin is not None and not self.pyspy_gave_up:
             self._attach(now)
+        grace = self.opts.stop_grace_s
+        if self.app_gone_at is not None and now - self.app_gone_at > grace:
+            self.stop_tree("left-running", "the app exited but left {n} running (nsys waits "
+                           "for them)")
+        elif self.stop_at is not None and now - self.stop_at > grace:
+            self.stop_tree("ignored-stop", "the app ignored the stop request for {grace:g} s "
+                           "({n} running)")
 
     def _attach(self, now: float) -> None:
         assert self.pyspy_bin is not None
