@@ -94,12 +94,12 @@ def test_children_left_running_are_stopped_and_the_report_kept(nsys_bin: str,
     app = tmp_path / "leave.py"
     app.write_text("import subprocess, sys\n"
                    "child = subprocess.Popen([sys.executable, '-c', "
-                   "'import time; time.sleep(60)', 'leftover-marker'])\n"
+                   "'import time; time.sleep(150)', 'leftover-marker'])\n"
                    f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(child.pid))\n")
     start = time.monotonic()
     run = _capture(nsys_bin, tmp_path / "c", ["--no-pyspy", "--", PY, str(app)])
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - start < 45
+    assert time.monotonic() - start < 100  # nsys alone would wait the child's 150 s
     child = int((tmp_path / "child.pid").read_text())
     assert not alive(child)
     assert (tmp_path / "c" / "report.nsys-rep").is_file()
@@ -119,11 +119,11 @@ def test_app_ignoring_sigterm_is_killed_after_the_grace_period(nsys_bin: str,
                    "for s in (signal.SIGINT, signal.SIGTERM):\n"
                    "    signal.signal(s, signal.SIG_IGN)\n"
                    f"open({str(tmp_path / 'app.pid')!r}, 'w').write(str(os.getpid()))\n"
-                   "time.sleep(120)\n")
+                   "time.sleep(150)\n")
     start = time.monotonic()
     run = _capture(nsys_bin, tmp_path / "c", ["--no-pyspy", "--timeout", "2", "--", PY,
                                               str(app)])
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 100
     assert (tmp_path / "c" / "report.nsys-rep").is_file(), run.stderr
     assert not alive(int((tmp_path / "app.pid").read_text()))
     m = _manifest(tmp_path / "c")
@@ -199,18 +199,23 @@ def test_full_disk_during_export_keeps_the_report(nsys_bin: str, tmp_path: Path)
 
 
 def test_two_captures_into_one_folder_are_refused(nsys_bin: str, tmp_path: Path) -> None:
-    out = tmp_path / "c"
+    """The first capture's app runs until the second capture has been refused."""
+    out, release = tmp_path / "c", tmp_path / "release"
+    code = (f"import os, time\nend = time.time() + 90\nwhile not os.path.exists({str(release)!r})"
+            " and time.time() < end:\n    time.sleep(0.05)\n")
     first = subprocess.Popen(
         [PY, "-m", "infraprof", "capture", "-o", str(out), CPU_ONLY, "--no-pyspy", "--", PY,
-         "-c", "import time; time.sleep(4)"], env=_env(nsys_bin), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+         "-c", code], env=_env(nsys_bin), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not (out / ".infraprof-capture.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         second = _capture(nsys_bin, out, ["--no-pyspy", "--", PY, "-c", "print('second')"])
+        release.touch()
         _, first_err = first.communicate(timeout=120)
     finally:
+        release.touch()
         if first.poll() is None:
             first.kill()
     assert second.returncode == 2
@@ -218,5 +223,5 @@ def test_two_captures_into_one_folder_are_refused(nsys_bin: str, tmp_path: Path)
     assert len(_ours(second.stderr)) == 1 and "another infraprof capture" in second.stderr
     assert first.returncode == 0, first_err
     m = _manifest(out)
-    assert m["command"] == [PY, "-c", "import time; time.sleep(4)"]
+    assert m["command"] == [PY, "-c", code] and "second" not in first_err
     assert m["report"] == "report.nsys-rep" and not (out / ".infraprof-capture.lock").exists()
