@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from infraprof.capture.folder import lock_folder, unlock_folder
 from infraprof.capture.launch import (
     BOOTSTRAP,
     build_nsys_argv,
@@ -19,7 +20,6 @@ from infraprof.capture.launch import (
     python_launch,
 )
 from infraprof.capture.ptree import find_collectors
-from infraprof.capture.runner import lock_folder, unlock_folder
 from infraprof.errors import UsageError
 
 PY = sys.executable

@@ -34,7 +34,6 @@ group). Robustness (process tree: :mod:`infraprof.capture.ptree`):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -53,6 +52,7 @@ from typing import Any
 
 from infraprof.capture import manifest as mf
 from infraprof.capture import ptree
+from infraprof.capture.folder import lock_folder, unlock_folder
 from infraprof.capture.launch import (
     build_nsys_argv,
     check_program,
@@ -77,7 +77,6 @@ SQLITE_NAME = "report.sqlite"
 PYSPY_TIMED = "pyspy.chrometrace.json"
 PYSPY_RAW = "pyspy.raw.txt"
 SYNC_NAME = ".sync.json"
-LOCK_NAME = ".infraprof-capture.lock"
 DEFAULT_RATE_HZ = 500
 FINALIZE_TIMEOUT_S = float(os.environ.get("INFRAPROF_NSYS_FINALIZE_TIMEOUT_S", "120"))
 STOP_GRACE_S = float(os.environ.get("INFRAPROF_STOP_GRACE_S", "10"))
@@ -143,54 +142,6 @@ class _Signals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-
-
-# ----------------------------------------------------------------------------- the folder
-
-def _reusable(folder: Path, names: set[str]) -> bool:
-    """A folder left by a capture that failed before nsys wrote anything: only a manifest
-    without a report."""
-    if names != {mf.MANIFEST_NAME}:
-        return False
-    try:
-        data = json.loads((folder / mf.MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("report") is None
-
-
-def lock_folder(folder: Path) -> int:
-    """Create ``folder`` (or accept it empty, or left by a failed capture) and hold an exclusive
-    ``flock`` on ``folder/.infraprof-capture.lock``; a second capture into the same folder is
-    refused with ``UsageError`` (exit 2) instead of interleaving. Returns the lock's fd."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: exists and is not a directory; choose another -o")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise UsageError(f"{folder}: cannot create the capture folder ({exc.strerror}); "
-                         "choose another -o") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        raise UsageError(f"{folder}: another infraprof capture (pid {holder}) is writing into "
-                         "this folder; wait for it to finish or choose another -o DIR") from None
-    names = {p.name for p in folder.iterdir()} - {LOCK_NAME}
-    if names and not _reusable(folder, names):
-        unlock_folder(folder, fd)
-        raise UsageError(f"{folder}: directory is not empty; choose a new -o DIR")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def unlock_folder(folder: Path, fd: int) -> None:
-    with contextlib.suppress(OSError):
-        (folder / LOCK_NAME).unlink()
-    os.close(fd)
 
 
 def _tool_versions(nsys: str, pyspy: str | None) -> dict[str, str | None]:
@@ -336,13 +287,7 @@ def _capture_locked(opts: CaptureOptions, nsys: str, folder: Path, app: list[str
         messages.append(msg)
         log(msg)
 
-    want_pyspy = python if opts.pyspy is None else opts.pyspy
-    pyspy_bin = find_pyspy() if want_pyspy else None
-    if want_pyspy and pyspy_bin is None:
-        say(f"py-spy not found; continuing without Python frames ({PYSPY_HINT})")
-    if python and not boot:
-        say("Python command without a script (-c/stdin): no clock-sync pulses; Python "
-            "samples will be placed on the timeline only approximately")
+    pyspy_bin = _pyspy_for(opts, python, boot, say)
     sync = folder / SYNC_NAME
     env = dict(os.environ, INFRAPROF_SYNC_FILE=str(sync))
     env["INFRAPROF_SYNC_WAIT_S"] = "10" if pyspy_bin else "0"
@@ -392,6 +337,18 @@ def _capture_locked(opts: CaptureOptions, nsys: str, folder: Path, app: list[str
     return CaptureResult(folder, app_rc, report if report.is_file() else None, sqlite,
                          pyspy_file, manifest, messages, watch.hung, signals.count > 0,
                          tool_failure)
+
+
+def _pyspy_for(opts: CaptureOptions, python: bool, boot: bool, say: Log) -> str | None:
+    """The py-spy binary to run (``None``: no Python sampling), saying why not when wanted."""
+    want_pyspy = python if opts.pyspy is None else opts.pyspy
+    pyspy_bin = find_pyspy() if want_pyspy else None
+    if want_pyspy and pyspy_bin is None:
+        say(f"py-spy not found; continuing without Python frames ({PYSPY_HINT})")
+    if python and not boot:
+        say("Python command without a script (-c/stdin): no clock-sync pulses; Python "
+            "samples will be placed on the timeline only approximately")
+    return pyspy_bin
 
 
 def _save_manifest(folder: Path, manifest: dict[str, Any]) -> None:
