@@ -20,6 +20,7 @@ from infraprof.capture.launch import (
     python_launch,
 )
 from infraprof.capture.ptree import find_collectors
+from infraprof.capture.sampler import PySpy
 from infraprof.errors import UsageError
 
 PY = sys.executable
@@ -261,3 +262,31 @@ def test_folder_lock_refuses_a_second_capture_and_reuses_a_failed_one(tmp_path: 
     with pytest.raises(UsageError, match="not empty"):
         lock_folder(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+FAKE_PYSPY = """#!/bin/sh
+echo "Error: Failed to find python version from target process" >&2
+echo "" >&2
+echo "Stack backtrace:" >&2
+echo "   0: anyhow::error::<impl anyhow::Error>::msg" >&2
+echo "   1: py_spy::python_process_info::get_python_version" >&2
+exit 1
+"""
+
+
+def test_pyspy_failure_is_one_line_without_the_rust_backtrace(tmp_path: Path) -> None:
+    fake = tmp_path / "py-spy"
+    fake.write_text(FAKE_PYSPY)
+    fake.chmod(0o755)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        spy = PySpy(str(fake), sleeper.pid, tmp_path / "out.json", 100)
+        assert spy.finish() == 1 and spy.failed_early()
+        message = spy.problem()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert "\n" not in message and "backtrace" not in message and "anyhow" not in message
+    assert f"no Python interpreter in pid {sleeper.pid} (" in message and "sleep" in message
+    assert "Failed to find python version from target process" in message
+    assert "sys.executable" in message  # how to fix it

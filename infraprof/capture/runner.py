@@ -168,6 +168,7 @@ class _Watch:
         self.next_scan = 0.0
         self.launcher: int | None = None
         self.app_pid: int | None = None
+        self.app_seen_at: float | None = None
         self.app_gone_at: float | None = None
         self.stop_at: float | None = None
         self.pyspy: PySpy | None = None
@@ -226,15 +227,21 @@ class _Watch:
         assert self.pyspy_bin is not None
         target = _read_pid(self.sync) if self.boot else python_target(self.app_pid,
                                                                        self.launcher)
+        if self.app_pid is not None and self.app_seen_at is None:
+            self.app_seen_at = now
+        waited = now - self.app_seen_at if self.app_seen_at is not None else 0.0
         if target is not None:
             self.pyspy = PySpy(self.pyspy_bin, target, self.out, self.opts.rate_hz)
-        elif self.app_gone_at is not None or now - self.t0 > ATTACH_WAIT_S:
+        elif self.app_gone_at is not None or (not self.boot and waited > ATTACH_WAIT_S):
             self.pyspy_gave_up = True
-            where = (f"pid {self.app_pid} runs {ptree.exe(self.app_pid) or '?'}"
-                     if self.app_pid is not None else "the app was not found")
-            self.say(f"py-spy: no Python process to sample within {ATTACH_WAIT_S:g} s ({where});"
-                     " run the app with the interpreter's real path (e.g. `python3 app.py`); "
-                     "continuing without Python frames")
+            if self.app_gone_at is not None:
+                self.say("py-spy: the app exited before a Python process could be sampled; no "
+                         "Python frames")
+                return
+            runs = ptree.exe(self.app_pid) if self.app_pid is not None else None
+            self.say(f"py-spy: no Python process to sample within {ATTACH_WAIT_S:g} s (pid "
+                     f"{self.app_pid} runs {runs or '?'}); run the app with the interpreter's "
+                     "real path; continuing without Python frames")
 
     def stop_tree(self, reason: str, why: str) -> None:
         """SIGTERM this capture's remaining processes, SIGKILL them ``stop_grace_s`` later."""
