@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from infraprof.capture.runner import (
+from infraprof.capture.folder import lock_folder, unlock_folder
+from infraprof.capture.launch import (
     BOOTSTRAP,
     build_nsys_argv,
-    find_collectors,
     is_python_command,
     python_launch,
 )
+from infraprof.capture.ptree import find_collectors
+from infraprof.capture.sampler import PySpy
 from infraprof.errors import UsageError
 
 PY = sys.executable
@@ -56,6 +58,27 @@ def test_python_detection_and_launch(tmp_path: Path) -> None:
     assert python_launch(["app.py"])[0] == [sys.executable, b, "app.py"]
 
 
+def test_python_behind_launchers() -> None:
+    """`env`, `uv run`, `poetry run`, `conda run` keep the launcher; the bootstrap goes right
+    before the script (its pid file then names the real interpreter even when forked)."""
+    b = str(BOOTSTRAP)
+    cases = {
+        ("env", "FOO=1", "python3", "-u", "a.py", "x"):
+            (["env", "FOO=1", "python3", "-u", b, "a.py", "x"], True),
+        ("uv", "run", "--with", "rich", "python", "a.py"):
+            (["uv", "run", "--with", "rich", "python", b, "a.py"], True),
+        ("uv", "run", "a.py", "1"): (["uv", "run", b, "a.py", "1"], True),
+        ("conda", "run", "-n", "x", "python", "-m", "m"):
+            (["conda", "run", "-n", "x", "python", b, "-m", "m"], True),
+        ("poetry", "run", "python", "-c", "pass"):
+            (["poetry", "run", "python", "-c", "pass"], False),
+    }
+    for argv, expected in cases.items():
+        assert is_python_command(argv) and python_launch(argv) == expected, argv
+    for argv in (("poetry", "install"), ("env", "ls"), ("uv", "pip", "python")):
+        assert not is_python_command(argv) and python_launch(argv) == (list(argv), False)
+
+
 APP = textwrap.dedent("""\
     import sys
     print(repr((sys.argv, __name__, __file__.endswith("app.py"), sys.path[0].endswith("d"))))
@@ -85,6 +108,30 @@ def test_bootstrap_matches_plain_python(tmp_path: Path, args: list[str]) -> None
         assert boot.stderr.count("File ") == plain.stderr.count("File ")
 
 
+FAILING_APPS = {
+    "syntax-error": "x = (\n",
+    "ctrl-c": "import os, signal, time\ndef work():\n    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(5)\nwork()\n",
+    "chained": "def f():\n    raise ValueError('a') from KeyError('b')\nf()\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILING_APPS))
+def test_bootstrap_tracebacks_have_no_bootstrap_frames(tmp_path: Path, case: str) -> None:
+    """Same stderr and exit status as `python app.py`: a syntax error (raised inside the
+    bootstrap's compile), Ctrl-C (KeyboardInterrupt ends the process by SIGINT) and chained
+    exceptions."""
+    app = tmp_path / "app.py"
+    app.write_text(FAILING_APPS[case])
+    env = dict(os.environ, INFRAPROF_SYNC="0")
+    plain = subprocess.run([PY, str(app)], capture_output=True, text=True, env=env, timeout=60)
+    boot = subprocess.run([PY, str(BOOTSTRAP), str(app)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert "bootstrap.py" not in boot.stderr and "runpy" not in boot.stderr, boot.stderr
+    assert (boot.returncode, boot.stderr) == (plain.returncode, plain.stderr)
+    assert plain.returncode != 0 and plain.stderr
+
+
 def test_bootstrap_module_mode_and_sync_file(tmp_path: Path) -> None:
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -98,7 +145,9 @@ def test_bootstrap_module_mode_and_sync_file(tmp_path: Path) -> None:
     record = json.loads(sync.read_text())
     assert record["exit_status"] == 5 and len(record["pulses"]) == 6
     lengths = [(p["end_mono_ns"] - p["start_mono_ns"]) / 1e6 for p in record["pulses"]]
-    assert lengths[0] == pytest.approx(15, abs=5) and lengths[2] == pytest.approx(35, abs=5)
+    # busy pulses last at least what was asked (15 ms, 35 ms); a loaded machine adds to them,
+    # so only their order and lower bounds are asserted
+    assert 10 <= lengths[0] < lengths[2] and lengths[2] >= 30
     assert int((tmp_path / "sync.json.pid").read_text()) == record["pid"]
 
 
@@ -107,20 +156,25 @@ def _sleeper(*extra: str) -> subprocess.Popen[bytes]:
 
 
 def test_find_collectors_matches_only_this_session() -> None:
-    mine = _sleeper("--start-agent", "--session-name=profile-app-4242")
-    other = _sleeper("--start-agent", "--session-name=profile-app-42420")
+    """The real nsys 2022.4 collector line continues after the session name:
+    `nsys --start-agent --session-name=profile-python3-N --shm-name=quadd-create-agent-…`."""
+    mine = _sleeper("--start-agent", "--session-name=profile-python3-4242",
+                    "--shm-name=quadd-create-agent-61eeb55d")
+    split = _sleeper("--start-agent", "--session-name", "profile-my app-4242")
+    other = _sleeper("--start-agent", "--session-name=profile-app-42420", "--shm-name=x")
+    no_agent = _sleeper("--session-name=profile-app-4242")
     try:
         import time
 
         for _ in range(100):
-            if find_collectors(4242):
+            if len(find_collectors(4242)) == 2:
                 break
             time.sleep(0.02)
         found = find_collectors(4242)
-        assert [pid for pid, _ in found] == [mine.pid]
-        assert found[0][1].endswith("--session-name=profile-app-4242")
+        assert sorted(pid for pid, _ in found) == sorted([mine.pid, split.pid])
+        assert any(cmd.endswith("--shm-name=quadd-create-agent-61eeb55d") for _, cmd in found)
     finally:
-        for p in (mine, other):
+        for p in (mine, split, other, no_agent):
             p.kill()
             p.wait()
 
@@ -137,7 +191,8 @@ FAKE_NSYS = textwrap.dedent("""\
     i = next(k for k, a in enumerate(args) if a.startswith("--output="))
     out, app = args[i][len("--output="):], args[i + 1:]
     collector = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
-                                  "--start-agent", f"--session-name=profile-app-{{os.getpid()}}"])
+                                  "--start-agent", f"--session-name=profile-app-{{os.getpid()}}",
+                                  "--shm-name=quadd-create-agent-0"])
     rc = subprocess.call(app)
     collector.wait()  # the hang: only returns once the collector dies
     open(out + ".nsys-rep", "w").write("fake")
@@ -176,3 +231,64 @@ def test_nsys_missing_exits_4(tmp_path: Path) -> None:
     assert run.returncode == 4
     assert "nsys not found" in run.stderr and "install" in run.stderr
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("program", ["./does-not-exist", "no-such-command-xyz", "missing.py"])
+def test_app_not_found_is_a_usage_error_and_leaves_no_folder(tmp_path: Path,
+                                                             program: str) -> None:
+    fake = tmp_path / "nsys"
+    fake.write_text(FAKE_NSYS.format(py=PY))
+    fake.chmod(0o755)
+    env = dict(os.environ, INFRAPROF_NSYS=str(fake))
+    run = subprocess.run([PY, "-m", "infraprof", "capture", "-o", str(tmp_path / "out"), "--",
+                          program], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("infraprof: error: ") and program in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_lock_refuses_a_second_capture_and_reuses_a_failed_one(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    fd = lock_folder(folder)
+    try:
+        with pytest.raises(UsageError, match=f"another infraprof capture \\(pid {os.getpid()}"):
+            lock_folder(folder)
+    finally:
+        unlock_folder(folder, fd)
+    assert list(folder.iterdir()) == []
+    (folder / "manifest.json").write_text(json.dumps({"report": None, "tool_failure": "x"}))
+    unlock_folder(folder, lock_folder(folder))  # a failed capture's folder is reused
+    (folder / "manifest.json").write_text(json.dumps({"report": "report.nsys-rep"}))
+    with pytest.raises(UsageError, match="not empty"):
+        lock_folder(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+FAKE_PYSPY = """#!/bin/sh
+echo "Error: Failed to find python version from target process" >&2
+echo "" >&2
+echo "Stack backtrace:" >&2
+echo "   0: anyhow::error::<impl anyhow::Error>::msg" >&2
+echo "   1: py_spy::python_process_info::get_python_version" >&2
+exit 1
+"""
+
+
+def test_pyspy_failure_is_one_line_without_the_rust_backtrace(tmp_path: Path) -> None:
+    fake = tmp_path / "py-spy"
+    fake.write_text(FAKE_PYSPY)
+    fake.chmod(0o755)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        spy = PySpy(str(fake), sleeper.pid, tmp_path / "out.json", 100)
+        assert spy.finish() == 1 and spy.failed_early()
+        message = spy.problem()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert "\n" not in message and "backtrace" not in message and "anyhow" not in message
+    assert f"no Python interpreter in pid {sleeper.pid} (" in message and "sleep" in message
+    assert "Failed to find python version from target process" in message
+    assert "sys.executable" in message  # how to fix it

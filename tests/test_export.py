@@ -191,3 +191,51 @@ def test_overlapping_ranges_become_async_pairs() -> None:
     begins = [e for e in events if e["ph"] == "b"]
     assert [(e["name"], e["ts"]) for e in begins] == [("b", 0.2)]
     assert sum(1 for e in events if e["ph"] == "X" and e["name"] == "a") == 1
+
+
+def _pyspy_chrometrace(path: Path) -> None:
+    """py-spy --threads chrometrace: thread 11 runs main→hot for 80 ms then main→idle for
+    20 ms; thread 12 runs worker for 30 ms (100 Hz: 8 + 2 + 3 samples)."""
+    def ev(ph: str, name: str, ts_ms: float, tid: int, line: int = 0) -> dict[str, Any]:
+        args = {"filename": "/src/app.py", "line": line} if line else {}
+        return {"ph": ph, "name": name, "ts": ts_ms * 1000, "pid": 1, "tid": tid,
+                "args": args}
+
+    main_thread, worker = 'thread (11): "MainThread"', "thread (12)"
+    events = [ev("B", main_thread, 0, 1), ev("B", "main", 0, 1, 3), ev("B", "hot", 0, 1, 7),
+              ev("E", "hot", 80, 1), ev("B", "idle; wait", 80, 1, 9), ev("E", "idle; wait", 100, 1),
+              ev("E", "main", 100, 1), ev("E", main_thread, 100, 1),
+              ev("B", worker, 0, 2), ev("B", "worker", 0, 2, 20), ev("E", "worker", 30, 2),
+              ev("E", worker, 30, 2)]
+    path.write_text(json.dumps(events), encoding="utf-8")
+
+
+def test_cli_speedscope_and_collapsed_of_pyspy_samples_agree(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace without nsys CPU samples exports its py-spy samples (a capture folder's, or
+    --pyspy) to speedscope too, with the same stacks and counts as --to collapsed."""
+    trace = tmp_path / "pyspy.chrometrace.json"
+    _pyspy_chrometrace(trace)
+    base = ["export", str(DEMO), "--pyspy", str(trace)]
+    code, collapsed, err = run_main([*base, "--to", "collapsed"], monkeypatch, capsys)
+    assert code == 0, err
+    code, text, err = run_main([*base, "--to", "speedscope"], monkeypatch, capsys)
+    assert code == 0, err
+    doc = json.loads(text)
+    assert doc["$schema"] == SPEEDSCOPE_SCHEMA
+    frames = doc["shared"]["frames"]
+    from_speedscope: Counter[str] = Counter()
+    for p in doc["profiles"]:
+        assert p["type"] == "sampled" and p["endValue"] == sum(p["weights"])
+        for sample, weight in zip(p["samples"], p["weights"], strict=True):
+            from_speedscope[";".join([p["name"], *(frames[i]["name"] for i in sample)])] += weight
+    from_collapsed: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, count = line.rsplit(" ", 1)
+        root, *rest = stack.split(";")
+        from_collapsed[";".join([root, *(f.split(" (")[0] for f in rest)])] += int(count)
+    assert from_speedscope == from_collapsed == {
+        "thread (11): \"MainThread\";main;hot": 8, "thread (11): \"MainThread\";main;idle: wait": 2,
+        "thread (12);worker": 3}
+    assert {"name": "hot", "file": "/src/app.py:7"} in frames

@@ -205,3 +205,50 @@ def test_windows_and_ranges() -> None:
     assert gap.top.self_time and gap.samples == 15 and gap.coverage == pytest.approx(1.0)
     text = collapsed_in_windows(samples, frames, 7, [(0, 30_000_000)])
     assert text.splitlines()[0].endswith("load_batch (/src/app.py:52) 15")
+
+
+def test_chrometrace_expansion_is_bounded(tmp_path: Path) -> None:
+    """One slice spanning 1e13 µs (a 500-byte file) would expand into 5e9 samples at 500 Hz."""
+    events = [_ev("B", "main", 0.0), _ev("B", "work", 1.0), _ev("E", "work", 1e13),
+              _ev("E", "main", 1e13)]
+    path = _chrometrace(tmp_path, events)
+    assert path.stat().st_size < 600
+    with pytest.raises(InputError, match=r"trace\.json: the chrometrace slices expand to "
+                                         r"5,000,000,00\d samples"):
+        read_pyspy(path, 500)
+
+
+def test_chrometrace_expansion_matches_the_period(tmp_path: Path) -> None:
+    """Vectorised expansion: slice length / period samples per slice, evenly spaced."""
+    events = [_ev("B", "a", 1000.0), _ev("E", "a", 1100.0), _ev("B", "b", 1100.0),
+              _ev("E", "b", 1130.0, tid=777), _ev("B", "c", 1000.0, tid=5),
+              _ev("E", "c", 1040.0, tid=5)]
+    prof = read_pyspy(_chrometrace(tmp_path, events), 100_000)  # 10 µs period
+    by_thread = prof.samples.groupby("thread_key")["start_ns"].apply(list).to_dict()
+    assert by_thread[777] == [1_000_000 + 10_000 * k for k in range(13)]
+    assert by_thread[5] == [1_000_000 + 10_000 * k for k in range(4)]
+    funcs = Counter(prof.stack(int(s))[-1][0] for s in prof.samples["stack_id"])
+    assert funcs == {"a": 10, "b": 3, "c": 4}
+
+
+@pytest.mark.parametrize("ts", [1e308, float("nan"), float("inf"), "soon"])
+def test_chrometrace_impossible_timestamps_are_bad_input(tmp_path: Path, ts: object) -> None:
+    path = tmp_path / "trace.json"
+    events = [_ev("B", "main", 0.0), {**_ev("E", "main", 0.0), "ts": ts}]
+    path.write_text(json.dumps(events))  # NaN/Infinity as Python's json writes them
+    with pytest.raises(InputError, match=r"trace\.json: chrometrace event 1 "):
+        read_pyspy(path, 100)
+
+
+@pytest.mark.parametrize("sample", [[0, 5], [-1], ["x"], [0.5], 3])
+def test_speedscope_bad_frame_index_is_bad_input(tmp_path: Path, sample: object) -> None:
+    doc = {"$schema": "https://www.speedscope.app/file-format-schema.json",
+           "shared": {"frames": [{"name": "main", "file": APP, "line": 1}]},
+           "profiles": [{"type": "sampled", "name": "Thread 1", "unit": "seconds",
+                         "startValue": 0, "endValue": 1, "samples": [[0], sample],
+                         "weights": [0.01, 0.01]}]}
+    path = tmp_path / "p.speedscope.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"p\.speedscope\.json: speedscope profile 0 has a "
+                                         r"sample with a frame index outside"):
+        read_pyspy(path)

@@ -32,6 +32,7 @@ so ``infraprof capture`` can run it by path with the user's own interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -148,7 +149,24 @@ def _strip_traceback(exc: BaseException) -> BaseException:
         or tb.tb_frame.f_globals.get("__name__") == "runpy"
     ):
         tb = tb.tb_next
-    return exc.with_traceback(tb) if tb is not None else exc
+    return exc.with_traceback(tb)  # None when the error is in the bootstrap's call (SyntaxError)
+
+
+def _die_of_sigint(exc: KeyboardInterrupt) -> None:
+    """What the interpreter does with an uncaught KeyboardInterrupt: print the traceback, run
+    the exit handlers, then end by SIGINT so that the parent sees the signal status."""
+    import atexit
+    import signal
+
+    stripped = _strip_traceback(exc)
+    sys.excepthook(type(stripped), stripped, stripped.__traceback__)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    raise SystemExit(128 + signal.SIGINT)  # only where SIGINT cannot end the process
 
 
 def _run_script(path: str) -> None:
@@ -213,9 +231,9 @@ def main(argv: list[str] | None = None) -> None:
             _run_script(os.path.abspath(sys.argv[0]))
         else:  # a directory or zip file with __main__.py
             runpy.run_path(sys.argv[0], run_name="__main__")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sync.save(exit="KeyboardInterrupt")
-        raise
+        _die_of_sigint(exc)
     except BaseException as exc:
         failure = exc
     if failure is None or isinstance(failure, (SystemExit, Exception)):

@@ -5,45 +5,66 @@ Layout of a capture folder (``infraprof analyze FOLDER`` finds everything itself
 
 Arrangement: ``nsys profile -t cuda,nvtx,osrt --sample=none --cpuctxsw=none -o report APP``
 launches the app; for Python apps APP is ``python <bootstrap.py> script.py args`` (identical
-semantics, plus clock-sync pulses), and ``py-spy record --pid <app pid> -r 500 --idle --threads
--f chrometrace`` attaches as soon as the bootstrap reports its pid (the bootstrap waits for
-py-spy before its first pulse group). Robustness:
+semantics, plus clock-sync pulses), and ``py-spy record --pid <python pid> -r 500 --idle
+--threads -f chrometrace`` attaches to the real interpreter (:mod:`infraprof.capture.sampler`)
+as soon as the bootstrap reports its pid (the bootstrap waits for py-spy before its first pulse
+group). Robustness (process tree: :mod:`infraprof.capture.ptree`):
 
+* the program is checked before anything is created (missing → ``UsageError``, no folder);
+* one capture per folder: ``.infraprof-capture.lock`` (``flock``) refuses a second one;
 * the app's exit status is propagated (nsys returns it; 128+N for a signal);
 * Ctrl-C (SIGINT) / SIGTERM to infraprof is forwarded to nsys only, which stops the app and
-  still writes the report;
+  still writes the report; an app still running ``stop_grace_s`` later gets SIGTERM, then
+  SIGKILL after another ``stop_grace_s`` (nsys 2022.4 otherwise leaves it running);
+* processes the app left running below the nsys launcher (nsys waits for them) get the same
+  treatment ``stop_grace_s`` after the app exited; they are recorded in
+  ``manifest.stopped_processes`` and named in one message;
 * watchdog: if nsys has not returned ``finalize_timeout_s`` after the app exited (the known
-  nsys 2022.4 collector hang), only the collector whose ``/proc/<pid>/cmdline`` ends in
+  nsys 2022.4 collector hang), only the collector whose command line holds
   ``--session-name=profile-<app>-<nsys pid>`` is killed, and this is reported;
-* nsys missing → :class:`ToolError` (exit 4); py-spy missing or ptrace denied → a message and
-  the capture continues without Python frames.
+* nsys missing → :class:`ToolError` (exit 4); py-spy missing or unable to attach → one message
+  and the capture continues without Python frames.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import shlex
-import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
-from infraprof.capture import bootstrap as _bootstrap
-from infraprof.capture import layout
+from infraprof.capture import layout, ptree
 from infraprof.capture import manifest as mf
+from infraprof.capture.folder import lock_folder, unlock_folder
+from infraprof.capture.launch import (
+    build_nsys_argv,
+    check_program,
+    is_python_command,
+    python_launch,
+)
 from infraprof.capture.nsys import NSYS_INSTALL_HINT, export_sqlite, find_nsys, nsys_version
-from infraprof.capture.proc import find_tool, run_tool
-from infraprof.errors import ToolError, UsageError
+from infraprof.capture.proc import run_tool
+from infraprof.capture.sampler import (
+    ATTACH_WAIT_S,
+    PYSPY_HINT,
+    PySpy,
+    find_pyspy,
+    pump_thread,
+    python_target,
+)
+from infraprof.errors import InputError, ToolError, UsageError
 
 REPORT_BASE = layout.REPORT_BASE
 REPORT_NAME = layout.NSYS_REPORT
@@ -51,20 +72,19 @@ SQLITE_NAME = layout.NSYS_SQLITE
 PYSPY_TIMED = layout.PYSPY_TIMED
 PYSPY_RAW = layout.PYSPY_RAW
 SYNC_NAME = layout.SYNC_NAME
-BOOTSTRAP = Path(_bootstrap.__file__).resolve()
-DEFAULT_TRACE = "cuda,nvtx,osrt"
 DEFAULT_RATE_HZ = 500
 FINALIZE_TIMEOUT_S = float(os.environ.get("INFRAPROF_NSYS_FINALIZE_TIMEOUT_S", "120"))
-PYSPY_HINT = "install it with `pip install py-spy` or set INFRAPROF_PYSPY"
-_PY_RE = re.compile(r"^python[\d.]*$")
-_OPTS_WITH_VALUE = ("-W", "-X")
-_OWNED_NSYS = {"-o": "output", "--output": "output"}
-_DEFAULTED = ("-t", "--trace", "-s", "--sample", "--cpuctxsw", "--cudabacktrace")
+STOP_GRACE_S = float(os.environ.get("INFRAPROF_STOP_GRACE_S", "10"))
+SCAN_PERIOD_S = 0.1
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class CaptureOptions:
+    """``finalize_timeout_s``: how long nsys may run on after the app exited before its
+    collector is killed; ``stop_grace_s``: how long processes get to exit after the app exited
+    or a stop was requested, before SIGTERM (and as long again before SIGKILL)."""
+
     command: tuple[str, ...]
     output: Path
     pyspy: bool | None = None
@@ -73,6 +93,7 @@ class CaptureOptions:
     nsys_args: tuple[str, ...] = ()
     timeout_s: float | None = None
     finalize_timeout_s: float = FINALIZE_TIMEOUT_S
+    stop_grace_s: float = STOP_GRACE_S
 
 
 @dataclass
@@ -88,222 +109,6 @@ class CaptureResult:
     interrupted: bool = False
     tool_failure: str | None = None
 
-
-# ----------------------------------------------------------------------------- command lines
-
-def find_pyspy() -> str | None:
-    """py-spy: ``$INFRAPROF_PYSPY``, ``PATH``, or beside the running interpreter (a venv)."""
-    found = find_tool("py-spy", "INFRAPROF_PYSPY")
-    if found or os.environ.get("INFRAPROF_PYSPY"):
-        return found
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
-
-
-def _shebang(path: str) -> list[str] | None:
-    try:
-        with open(path, "rb") as fh:
-            first = fh.readline(256).decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-    if not first.startswith("#!"):
-        return None
-    parts = shlex.split(first[2:])
-    return parts if parts and "python" in " ".join(parts) else None
-
-
-def is_python_command(argv: Sequence[str]) -> bool:
-    """True for ``python[3[.x]] ...``, a ``*.py`` file, or a script with a python shebang."""
-    if not argv:
-        return False
-    first = argv[0]
-    if _PY_RE.match(Path(first).name) or first.endswith(".py"):
-        return True
-    path = shutil.which(first) if os.sep not in first else first
-    return path is not None and os.path.isfile(path) and _shebang(path) is not None
-
-
-def python_launch(argv: Sequence[str], bootstrap: Path = BOOTSTRAP) -> tuple[list[str], bool]:
-    """Rewrite a Python command to run through the bootstrap; ``(argv, bootstrapped)``.
-
-    ``python [opts] script.py args`` → ``python [opts] BOOTSTRAP script.py args``, likewise
-    ``-m module``; ``./script.py`` uses its shebang interpreter. ``-c``/stdin stay unchanged.
-    """
-    argv = list(argv)
-    first = argv[0]
-    if not _PY_RE.match(Path(first).name):
-        path = shutil.which(first) if os.sep not in first else first
-        interp = _shebang(path) if path else None
-        if interp is None and first.endswith(".py"):
-            interp = [sys.executable]
-        if interp is None:
-            return argv, False
-        return [*interp, str(bootstrap), *argv], True
-    i = 1
-    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-m", "-c", "-"):
-        i += 2 if argv[i] in _OPTS_WITH_VALUE else 1
-    if i >= len(argv) or argv[i] in ("-c", "-"):
-        return argv, False
-    return [*argv[:i], str(bootstrap), *argv[i:]], True
-
-
-def build_nsys_argv(nsys: str, output_base: Path, app: Sequence[str], sample: bool = False,
-                    extra: Sequence[str] = ()) -> list[str]:
-    """``nsys profile`` command line: defaults unless ``extra`` sets the same option."""
-    for arg in extra:
-        if arg.split("=", 1)[0] in _OWNED_NSYS:
-            raise UsageError(f"--nsys-arg {arg}: the output is set by infraprof; use -o DIR")
-    given = {a.split("=", 1)[0] for a in extra if a.startswith("-")}
-    argv = [nsys, "profile"]
-    defaults = [("-t", "--trace", f"--trace={DEFAULT_TRACE}")]
-    if sample:
-        defaults += [("-s", "--sample", "--sample=process-tree"),
-                     ("--cpuctxsw", "--cpuctxsw", "--cpuctxsw=process-tree"),
-                     ("--cudabacktrace", "--cudabacktrace", "--cudabacktrace=all")]
-    else:
-        defaults += [("-s", "--sample", "--sample=none"),
-                     ("--cpuctxsw", "--cpuctxsw", "--cpuctxsw=none")]
-    for short, long, value in defaults:
-        if short not in given and long not in given:
-            argv.append(value)
-    argv += [*extra, "--force-overwrite=true", f"--output={output_base}", *app]
-    return argv
-
-
-# ----------------------------------------------------------------------------- processes
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [p.decode("utf-8", "replace") for p in raw.split(b"\0") if p]
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def find_collectors(nsys_pid: int) -> list[tuple[int, str]]:
-    """nsys collector processes of the ``nsys profile`` with pid ``nsys_pid``: those whose
-    command line ends in ``--session-name=profile-<app>-<nsys_pid>`` (nothing broader)."""
-    pattern = re.compile(rf"--session-name=profile-.+-{nsys_pid}$")
-    found = []
-    for pid in _pids():
-        parts = _cmdline(pid)
-        if parts and pattern.search(parts[-1]):
-            found.append((pid, " ".join(parts)))
-    return found
-
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for pid in _pids():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(pid)
-    return kids
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def find_app_pid(nsys_pid: int) -> int | None:
-    """The app nsys launched: the child of ``nsys-launcher`` that is not ``nsys-tee``."""
-    kids = _children_map()
-    todo = list(kids.get(nsys_pid, []))
-    while todo:
-        pid = todo.pop(0)
-        if _comm(pid).startswith("nsys-launcher"):
-            for child in kids.get(pid, []):
-                if not _comm(child).startswith("nsys-tee"):
-                    return child
-        todo.extend(kids.get(pid, []))
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _pump(stream: IO[str], sink: IO[str], tail: deque[str], seen: threading.Event | None,
-          marker: str = "") -> None:
-    for line in stream:
-        tail.append(line)
-        if seen is not None and marker in line:
-            seen.set()
-        if sink is not None:
-            with contextlib.suppress(OSError, ValueError):
-                sink.write(line)
-                sink.flush()
-
-
-def _pump_thread(stream: IO[str] | None, sink: IO[str] | None, tail: deque[str],
-                 seen: threading.Event | None = None, marker: str = "") -> threading.Thread:
-    t = threading.Thread(target=_pump, args=(stream, sink, tail, seen, marker), daemon=True)
-    t.start()
-    return t
-
-
-class _PySpy:
-    """py-spy attached to the app; output and failure messages kept."""
-
-    def __init__(self, binary: str, pid: int, out: Path, rate_hz: int) -> None:
-        self.argv = [binary, "record", "--pid", str(pid), "--rate", str(rate_hz), "--idle",
-                     "--threads", "--format", "chrometrace", "--output", str(out)]
-        self.out = out
-        self.start_mono_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, errors="replace",
-                                     start_new_session=True)
-        self.sampling = threading.Event()
-        self.lines: deque[str] = deque(maxlen=40)
-        self.threads = [
-            _pump_thread(self.proc.stdout, None, self.lines, self.sampling, "Sampling process"),
-            _pump_thread(self.proc.stderr, None, self.lines),
-        ]
-
-    def failed_early(self) -> bool:
-        return self.proc.poll() is not None and not self.sampling.is_set()
-
-    def finish(self, timeout_s: float = 20.0) -> int | None:
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)  # py-spy writes its file on SIGINT
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        for t in self.threads:
-            t.join(timeout=2)
-        return self.proc.returncode
-
-    def problem(self) -> str:
-        text = " ".join(line.strip() for line in self.lines if line.strip())
-        if re.search(r"Permission denied|Operation not permitted|ptrace", text, re.I):
-            return ("py-spy was denied ptrace access to the app (run as root, or give the "
-                    "container CAP_SYS_PTRACE and a permissive kernel.yama.ptrace_scope); "
-                    "continuing without Python frames")
-        return f"py-spy failed ({text[-300:] or f'rc {self.proc.returncode}'}); " \
-               "continuing without Python frames"
-
-
-# ----------------------------------------------------------------------------- the capture
 
 class _Signals:
     """Forward SIGINT/SIGTERM to nsys while it runs (it stops the app and finalizes)."""
@@ -334,14 +139,6 @@ class _Signals:
             signal.signal(sig, handler)
 
 
-def _prepare_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: exists and is not a directory; choose another -o")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise UsageError(f"{folder}: directory is not empty; choose a new -o DIR")
-    folder.mkdir(parents=True, exist_ok=True)
-
-
 def _tool_versions(nsys: str, pyspy: str | None) -> dict[str, str | None]:
     versions: dict[str, str | None] = {"nsys": nsys_version(nsys), "py-spy": None,
                                        "python": sys.version.split()[0]}
@@ -351,31 +148,148 @@ def _tool_versions(nsys: str, pyspy: str | None) -> dict[str, str | None]:
     return versions
 
 
+# ----------------------------------------------------------------------------- supervision
+
+class _Watch:
+    """One running ``nsys profile``: finds the app and the Python process to sample, attaches
+    py-spy, enforces ``--timeout``, stops processes left running, detects the collector hang."""
+
+    def __init__(self, proc: subprocess.Popen[str], opts: CaptureOptions, sync: Path,
+                 boot: bool, pyspy_bin: str | None, say: Log) -> None:
+        self.proc, self.opts, self.sync, self.boot = proc, opts, sync, boot
+        self.pyspy_bin, self.say = pyspy_bin, say
+        self.out = opts.output.resolve() / PYSPY_TIMED
+        self.t0 = time.monotonic()
+        self.next_scan = 0.0
+        self.launcher: int | None = None
+        self.app_pid: int | None = None
+        self.app_seen_at: float | None = None
+        self.app_gone_at: float | None = None
+        self.stop_at: float | None = None
+        self.pyspy: PySpy | None = None
+        self.pyspy_gave_up = False
+        self.timed_out = self.hung = self.tree_stopped = False
+        self.tool_failure: str | None = None
+        self.stopped: list[dict[str, Any]] = []
+
+    def tick(self, interrupts: int) -> bool:
+        """One poll step; ``False`` once nsys had to be broken out of a hang."""
+        now = time.monotonic()
+        if now >= self.next_scan:
+            self.next_scan = now + SCAN_PERIOD_S
+            self._scan(now)
+        go = self.sync.with_suffix(".json.go")
+        if self.pyspy is not None and not go.exists() and (
+                self.pyspy.sampling.is_set() or self.pyspy.failed_early() or now - self.t0 > 8):
+            _touch(go)
+        if self.opts.timeout_s is not None and not self.timed_out \
+                and now - self.t0 > self.opts.timeout_s:
+            self.timed_out = True
+            self.say(f"timeout: the app ran longer than {self.opts.timeout_s:g} s; stopping it "
+                     "(the report is still written)")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+            self.stop_at = self.stop_at or now
+        if interrupts and self.stop_at is None:
+            self.stop_at = now
+        since = min(t for t in (self.app_gone_at, self.stop_at, now) if t is not None)
+        if now - since > self.opts.finalize_timeout_s:
+            self.hung = True
+            self.tool_failure = _break_hang(self.proc, self.opts, self.say)
+            return False
+        return True
+
+    def _scan(self, now: float) -> None:
+        if self.launcher is None:
+            self.launcher = ptree.find_launcher(self.proc.pid)
+        if self.app_pid is None:
+            self.app_pid = (ptree.find_app_pid(self.launcher) if self.launcher is not None
+                            else _read_pid(self.sync) if self.boot else None)
+        if self.app_pid is not None and self.app_gone_at is None \
+                and not ptree.alive(self.app_pid):
+            self.app_gone_at = now
+        if self.pyspy is None and self.pyspy_bin is not None and not self.pyspy_gave_up:
+            self._attach(now)
+        grace = self.opts.stop_grace_s
+        if self.app_gone_at is not None and now - self.app_gone_at > grace:
+            self.stop_tree("left-running", "the app exited but left {n} running (nsys waits "
+                           "for them)")
+        elif self.stop_at is not None and now - self.stop_at > grace:
+            self.stop_tree("ignored-stop", "the app ignored the stop request for {grace:g} s "
+                           "({n} running)")
+
+    def _attach(self, now: float) -> None:
+        assert self.pyspy_bin is not None
+        target = _read_pid(self.sync) if self.boot else python_target(self.app_pid,
+                                                                       self.launcher)
+        if self.app_pid is not None and self.app_seen_at is None:
+            self.app_seen_at = now
+        waited = now - self.app_seen_at if self.app_seen_at is not None else 0.0
+        if target is not None:
+            self.pyspy = PySpy(self.pyspy_bin, target, self.out, self.opts.rate_hz)
+        elif self.app_gone_at is not None or (not self.boot and waited > ATTACH_WAIT_S):
+            self.pyspy_gave_up = True
+            if self.app_gone_at is not None:
+                self.say("py-spy: the app exited before a Python process could be sampled; no "
+                         "Python frames")
+                return
+            runs = ptree.exe(self.app_pid) if self.app_pid is not None else None
+            self.say(f"py-spy: no Python process to sample within {ATTACH_WAIT_S:g} s (pid "
+                     f"{self.app_pid} runs {runs or '?'}); run the app with the interpreter's "
+                     "real path; continuing without Python frames")
+
+    def stop_tree(self, reason: str, why: str) -> None:
+        """SIGTERM this capture's remaining processes, SIGKILL them ``stop_grace_s`` later."""
+        if self.tree_stopped or self.launcher is None \
+                or not ptree.comm(self.launcher).startswith(ptree.LAUNCHER_COMM):
+            return
+        pids = ptree.app_tree(self.launcher)
+        if not pids:
+            return
+        self.tree_stopped = True
+        described = {pid: ptree.command_text(pid) for pid in pids}
+        grace = self.opts.stop_grace_s
+        _, killed = ptree.stop_processes(pids, grace)
+        self.stopped = [{"pid": pid, "command": cmd, "reason": reason,
+                         "signal": "SIGKILL" if pid in killed else "SIGTERM"}
+                        for pid, cmd in described.items()]
+        n = f"{len(pids)} process{'es' if len(pids) > 1 else ''}"
+        names = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in described.items())
+        self.say(why.format(n=n, grace=grace) + f"; stopped them with SIGTERM ({len(killed)} "
+                 f"needed SIGKILL {grace:g} s later) and kept the report: {names}")
+
+
+# ----------------------------------------------------------------------------- the capture
+
 def run_capture(opts: CaptureOptions, log: Log) -> CaptureResult:
     """One capture of ``opts.command`` into ``opts.output``. Raises ``ToolError`` when nsys is
-    missing or fails before the app starts, ``UsageError`` for a bad folder."""
+    missing, ``UsageError`` for a program that cannot be started (checked before the folder is
+    created), a bad or busy folder, ``InputError`` when the manifest cannot be written."""
     if not opts.command:
         raise UsageError("no command to capture; usage: infraprof capture [OPTIONS] -- CMD ...")
     nsys = find_nsys()
     if nsys is None:
         raise ToolError(f"nsys not found (INFRAPROF_NSYS or PATH); {NSYS_INSTALL_HINT}")
+    python = is_python_command(opts.command)
+    app, boot = python_launch(opts.command) if python else (list(opts.command), False)
+    check_program(opts.command, app, boot)
     folder = opts.output.resolve()
-    _prepare_folder(folder)
+    lock = lock_folder(folder)
+    try:
+        return _capture_locked(opts, nsys, folder, app, boot, python, log)
+    finally:
+        unlock_folder(folder, lock)
+
+
+def _capture_locked(opts: CaptureOptions, nsys: str, folder: Path, app: list[str], boot: bool,
+                    python: bool, log: Log) -> CaptureResult:
     messages: list[str] = []
 
     def say(msg: str) -> None:
         messages.append(msg)
         log(msg)
 
-    python = is_python_command(opts.command)
-    want_pyspy = python if opts.pyspy is None else opts.pyspy
-    pyspy_bin = find_pyspy() if want_pyspy else None
-    if want_pyspy and pyspy_bin is None:
-        say(f"py-spy not found; continuing without Python frames ({PYSPY_HINT})")
-    app, boot = python_launch(opts.command) if python else (list(opts.command), False)
-    if python and not boot:
-        say("Python command without a script (-c/stdin): no clock-sync pulses; Python "
-            "samples will be placed on the timeline only approximately")
+    pyspy_bin = _pyspy_for(opts, python, boot, say)
     sync = folder / SYNC_NAME
     env = dict(os.environ, INFRAPROF_SYNC_FILE=str(sync))
     env["INFRAPROF_SYNC_WAIT_S"] = "10" if pyspy_bin else "0"
@@ -384,63 +298,31 @@ def run_capture(opts: CaptureOptions, log: Log) -> CaptureResult:
     manifest["nsys_argv"] = argv[1:]
     anchor = mf.read_clock_anchor()
     manifest.update(clock_anchor=anchor, start_utc=mf.iso_utc(anchor["realtime_ns"]))
-    mf.write_manifest(folder, manifest)
+    _save_manifest(folder, manifest)
 
     tails: dict[str, deque[str]] = {"out": deque(maxlen=60), "err": deque(maxlen=60)}
-    pyspy: _PySpy | None = None
-    app_pid: int | None = None
-    app_gone_at: float | None = None
-    hung = timed_out = False
-    tool_failure: str | None = None
-    t0 = time.monotonic()
     with _Signals(say) as signals:
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", start_new_session=True)
         signals.target = proc.pid
-        pumps = [_pump_thread(proc.stdout, sys.stdout, tails["out"]),
-                 _pump_thread(proc.stderr, sys.stderr, tails["err"])]
-        next_scan = 0.0
-        while proc.poll() is None:
+        pumps = [pump_thread(proc.stdout, sys.stdout, tails["out"]),
+                 pump_thread(proc.stderr, sys.stderr, tails["err"])]
+        watch = _Watch(proc, opts, sync, boot, pyspy_bin, say)
+        while proc.poll() is None and watch.tick(signals.count):
             time.sleep(0.01)
-            now = time.monotonic()
-            if app_pid is None and now >= next_scan:
-                next_scan = now + 0.1
-                app_pid = _read_pid(sync) if boot else None
-                if app_pid is None:
-                    app_pid = find_app_pid(proc.pid)
-            if app_pid is not None and pyspy is None and pyspy_bin is not None:
-                pyspy = _PySpy(pyspy_bin, app_pid, folder / PYSPY_TIMED, opts.rate_hz)
-            if pyspy is not None and not sync.with_suffix(".json.go").exists() and (
-                    pyspy.sampling.is_set() or pyspy.failed_early()
-                    or now - t0 > 8):
-                _touch(sync.with_suffix(".json.go"))
-            if app_pid is not None and app_gone_at is None and not _alive(app_pid):
-                app_gone_at = now
-            if (opts.timeout_s is not None and not timed_out and now - t0 > opts.timeout_s):
-                timed_out = True
-                say(f"timeout: the app ran longer than {opts.timeout_s:g} s; stopping it "
-                    "(the report is still written)")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)
-                app_gone_at = app_gone_at or now
-            if signals.count and app_gone_at is None:
-                app_gone_at = now
-            if app_gone_at is not None and now - app_gone_at > opts.finalize_timeout_s:
-                hung = True
-                tool_failure = _break_hang(proc, opts.finalize_timeout_s, say)
-                break
         rc = proc.wait()
+        watch.stop_tree("still-running", "nsys finished but {n} of the app still ran")
         for t in pumps:
             t.join(timeout=5)
-    interrupted = signals.count > 0
     end = mf.read_clock_anchor()
-    pyspy_file = _finish_pyspy(pyspy, manifest, opts.rate_hz, say)
+    pyspy_file = _finish_pyspy(watch.pyspy, manifest, opts.rate_hz, say)
     sync_record = _read_json(sync)
     for leftover in (sync, sync.with_suffix(".json.pid"), sync.with_suffix(".json.go")):
         with contextlib.suppress(OSError):
             leftover.unlink()
     report = folder / REPORT_NAME
-    app_rc = _app_exit(rc, hung, sync_record)
+    app_rc = _app_exit(rc, watch.hung, sync_record)
+    tool_failure = watch.tool_failure
     if not report.is_file():
         detail = "".join(tails["err"]).strip().splitlines() or ["no report written"]
         tool_failure = tool_failure or f"nsys failed (rc {rc}): {detail[-1]}"
@@ -448,14 +330,37 @@ def run_capture(opts: CaptureOptions, log: Log) -> CaptureResult:
     manifest.update(
         exit_code=app_rc, nsys_returncode=rc, end_utc=mf.iso_utc(end["realtime_ns"]),
         duration_s=round((end["monotonic_ns"] - anchor["monotonic_ns"]) / 1e9, 3),
-        interrupted=interrupted, timed_out=timed_out, nsys_hung=hung,
-        report=REPORT_NAME if report.is_file() else None,
+        interrupted=signals.count > 0, timed_out=watch.timed_out, nsys_hung=watch.hung,
+        stopped_processes=watch.stopped, report=REPORT_NAME if report.is_file() else None,
         sqlite=SQLITE_NAME if sqlite else None, sync=sync_record, messages=messages,
         tool_failure=tool_failure,
     )
-    mf.write_manifest(folder, manifest)
+    _save_manifest(folder, manifest)
     return CaptureResult(folder, app_rc, report if report.is_file() else None, sqlite,
-                         pyspy_file, manifest, messages, hung, interrupted, tool_failure)
+                         pyspy_file, manifest, messages, watch.hung, signals.count > 0,
+                         tool_failure)
+
+
+def _pyspy_for(opts: CaptureOptions, python: bool, boot: bool, say: Log) -> str | None:
+    """The py-spy binary to run (``None``: no Python sampling), saying why not when wanted."""
+    want_pyspy = python if opts.pyspy is None else opts.pyspy
+    pyspy_bin = find_pyspy() if want_pyspy else None
+    if want_pyspy and pyspy_bin is None:
+        say(f"py-spy not found; continuing without Python frames ({PYSPY_HINT})")
+    if python and not boot:
+        say("Python command without a script (-c/stdin): no clock-sync pulses; Python "
+            "samples will be placed on the timeline only approximately")
+    return pyspy_bin
+
+
+def _save_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    try:
+        mf.write_manifest(folder, manifest)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            (folder / f".{layout.MANIFEST_NAME}.tmp{os.getpid()}").unlink()
+        raise InputError(f"{folder / layout.MANIFEST_NAME}: cannot write the capture manifest "
+                         f"({exc.strerror}); free space or choose another -o") from exc
 
 
 def _read_pid(sync: Path) -> int | None:
@@ -466,8 +371,6 @@ def _read_pid(sync: Path) -> int | None:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -489,15 +392,14 @@ def _app_exit(nsys_rc: int, hung: bool, sync: dict[str, Any] | None) -> int:
     return nsys_rc
 
 
-def _break_hang(proc: subprocess.Popen[str], waited_s: float, say: Log) -> str:
-    collectors = find_collectors(proc.pid)
-    for pid, _ in collectors:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+def _break_hang(proc: subprocess.Popen[str], opts: CaptureOptions, say: Log) -> str:
+    collectors = ptree.find_collectors(proc.pid)
+    ptree.signal_all([pid for pid, _ in collectors], signal.SIGKILL)
     names = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in collectors) or "none found"
-    message = (f"nsys did not finish {waited_s:g} s after the app exited (known nsys hang with "
-               f"CPU sampling/context-switch tracing); killed only this capture's collector "
-               f"({names})")
+    known = (" (known nsys 2022.4 collector hang with CPU sampling/context-switch tracing)"
+             if opts.sample else "")
+    message = (f"nsys did not finish {opts.finalize_timeout_s:g} s after the app exited{known};"
+               f" killed only this capture's collector ({names})")
     say(message)
     try:
         proc.wait(timeout=15)
@@ -508,7 +410,7 @@ def _break_hang(proc: subprocess.Popen[str], waited_s: float, say: Log) -> str:
     return message
 
 
-def _finish_pyspy(pyspy: _PySpy | None, manifest: dict[str, Any], rate_hz: int, say: Log
+def _finish_pyspy(pyspy: PySpy | None, manifest: dict[str, Any], rate_hz: int, say: Log
                   ) -> Path | None:
     if pyspy is None:
         manifest["pyspy"] = None
@@ -516,8 +418,9 @@ def _finish_pyspy(pyspy: _PySpy | None, manifest: dict[str, Any], rate_hz: int, 
     rc = pyspy.finish()
     ok = pyspy.out.is_file() and pyspy.out.stat().st_size > 2
     manifest["pyspy"] = {
-        "argv": pyspy.argv[1:], "rate_hz": rate_hz, "returncode": rc,
-        "start_mono_ns": pyspy.start_mono_ns, "file": PYSPY_TIMED if ok else None,
+        "argv": pyspy.argv[1:], "rate_hz": rate_hz, "returncode": rc, "pid": pyspy.pid,
+        "exe": pyspy.exe, "start_mono_ns": pyspy.start_mono_ns,
+        "file": PYSPY_TIMED if ok else None,
     }
     if not ok:
         say(pyspy.problem())
@@ -528,12 +431,40 @@ def _finish_pyspy(pyspy: _PySpy | None, manifest: dict[str, Any], rate_hz: int, 
 
 
 def _export(nsys: str, report: Path, target: Path, say: Log) -> Path | None:
+    """``nsys export`` into the folder, verified: nsys 2022.4 exits 0 and leaves an empty file
+    when the disk fills up ("database or disk is full")."""
     run = export_sqlite(report, target, nsys, timeout_s=900)
-    if run.returncode == 0 and target.is_file():
+    output = (run.stderr + "\n" + run.stdout).strip()
+    full = re.search(r"disk is full|no space left", output, re.I) is not None
+    if run.returncode == 0 and not full and _sqlite_ok(target):
         return target
-    say(f"`nsys export` failed (rc {run.returncode}): "
-        f"{(run.stderr or run.stdout).strip()[-300:]}; the report is kept, "
-        f"`infraprof analyze` will retry the export")
     with contextlib.suppress(OSError):
         target.unlink()
+    full = full or _disk_full(target.parent)
+    detail = [line for line in output.splitlines() if line.strip()
+              and not line.startswith("Exporting")]
+    why = "the disk is full; free space, then " if full else ""
+    say(f"`nsys export` failed (rc {run.returncode}): {(detail or ['no output'])[-1][-200:]}; "
+        f"the report is kept, {why}`infraprof analyze {target.parent}` will retry the export")
     return None
+
+
+def _sqlite_ok(path: Path) -> bool:
+    """A complete-looking SQLite file: the header and a readable schema with tables."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                return False
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+            return int(tables.fetchone()[0]) > 0
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def _disk_full(folder: Path, reserve_bytes: int = 1 << 20) -> bool:
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < reserve_bytes

@@ -149,7 +149,7 @@ def capture(
         argv = argv[1:]
     if not argv:
         raise UsageError("no command given; usage: infraprof capture [OPTIONS] -- COMMAND [ARGS]")
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def log(message: str) -> None:
         err.print(f"infraprof: {message}", markup=False)

@@ -51,8 +51,8 @@ def export(
         help="speedscope/collapsed: only CPU samples taken while a GPU was idle."),
     pyspy: Path | None = typer.Option(
         None, "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
-        "folders): Python stacks in the Perfetto trace; collapsed stacks when the nsys trace "
-        "has no CPU samples."),
+        "folders): Python stacks in the Perfetto trace; speedscope and collapsed stacks when "
+        "the nsys trace has no CPU samples."),
 ) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
@@ -61,7 +61,12 @@ def export(
     from infraprof.outputs import refuse_inputs
     from infraprof.ranking import build_report
     from infraprof.render.chrome_trace import render_chrome_trace
-    from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
+    from infraprof.render.stacks import (
+        render_collapsed,
+        render_speedscope,
+        speedscope_from_collapsed,
+        thread_stacks,
+    )
 
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
@@ -71,11 +76,16 @@ def export(
     trace = load_trace(input_path, None)
     warn_data_quality(trace.data_quality, input_path)
     aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
-    if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
-        report = build_report(trace, pyspy=aligned)
-        attributions = report.analysis.attributions if report.analysis else None
-        emit(idle_collapsed(trace, aligned, attributions) if idle_only
-             else aligned.profile.collapsed(), output, inputs=inputs)
+    if fmt in _STACKS and trace.cpu_samples.empty and aligned is not None:
+        # py-spy stacks: collapsed text, and speedscope made from that same text
+        text = aligned.profile.collapsed()
+        if idle_only:
+            analysis = build_report(trace, pyspy=aligned).analysis
+            text = idle_collapsed(trace, aligned, analysis.attributions if analysis else None)
+        what = "py-spy samples during GPU idle" if idle_only else "py-spy samples"
+        emit(text if fmt is ExportFormat.collapsed
+             else speedscope_from_collapsed(text, f"{what}: {aligned.profile.path}"), output,
+             inputs=inputs, kind="text" if fmt is ExportFormat.collapsed else "json")
         return
     if fmt in _STACKS and trace.cpu_samples.empty:
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "

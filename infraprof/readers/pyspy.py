@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,7 +53,11 @@ PYSPY_FRAMES: Final[T.TableSpec] = {
 PYSPY_THREADS: Final[T.TableSpec] = {"tid": "int64", "thread_key": "int64", "name": "object"}
 
 DEFAULT_RATE_HZ: Final = 100.0
-MAX_TS_US: Final = 2.0**62 / 1000  # a chrometrace ts beyond this cannot be int64 ns
+# Most samples a chrometrace may expand into (slices re-sampled at the sampling period; about
+# 640 MB; 11 h of one thread at 500 Hz). Beyond it the file is refused as bad input (exit 3).
+MAX_EXPANDED_SAMPLES: Final = 20_000_000
+MAX_RATE_HZ: Final = 1_000_000.0
+MAX_TS_US: Final = 9.2e15  # ns must fit int64
 UNKNOWN_TID: Final = -1
 NO_TIME_NOTE: Final = (
     "time correlation not possible: py-spy {fmt} output has no absolute timestamps; only the "
@@ -68,6 +73,7 @@ _SVG_NODE_RE = re.compile(r"<g><title>(?P<title>[^<]*)</title><rect (?P<attrs>[^
 _ATTR_RE = re.compile(r'([\w:]+)="([^"]*)"')
 _BOOTSTRAP_SUFFIX = "infraprof/capture/bootstrap.py"
 _SPEEDSCOPE_THREAD_RE = re.compile(r'^Thread (\d+)(?: "(.*)")?')
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -250,32 +256,54 @@ def _read_raw(path: Path, text: str) -> PyspyProfile:
     return _untimed(path, "raw", stacks, counts, threads, None)
 
 
+def _speedscope_frames(path: Path, doc: dict[str, Any]) -> list[Frame]:
+    shared = doc.get("shared")
+    frames = shared.get("frames", []) if isinstance(shared, dict) else None
+    if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise InputError(f"{path}: speedscope `shared.frames` is not a list of frames")
+    try:
+        return [(str(f.get("name", "?")), str(f.get("file") or ""), int(f.get("line") or 0))
+                for f in frames]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{path}: a speedscope frame has a non-integer line") from exc
+
+
+def _check_sample(path: Path, sample: Any, n_frames: int, profile: int) -> list[int]:
+    """A speedscope sample: a list of frame indices into ``shared.frames``."""
+    if not isinstance(sample, list) or not all(
+            isinstance(j, int) and not isinstance(j, bool) and 0 <= j < n_frames
+            for j in sample):
+        raise InputError(f"{path}: speedscope profile {profile} has a sample with a frame "
+                         f"index outside shared.frames (0..{n_frames - 1}); the file is "
+                         "damaged, re-record it")
+    return sample
+
+
 def _read_speedscope(path: Path, doc: dict[str, Any]) -> PyspyProfile:
-    shared = doc.get("shared", {}).get("frames", [])
-    table: list[Frame] = [
-        (str(f.get("name", "?")), str(f.get("file") or ""), int(f.get("line") or 0))
-        for f in shared
-    ]
+    table = _speedscope_frames(path, doc)
     stacks, counts = _Interner(), _counter()
     threads: dict[tuple[int, int], str | None] = {}
     rate, empty_samples = None, 0
-    for i, prof in enumerate(doc.get("profiles", [])):
+    profiles = doc.get("profiles")
+    if not isinstance(profiles, list) or not all(isinstance(p, dict) for p in profiles):
+        raise InputError(f"{path}: speedscope `profiles` is not a list of profiles")
+    for i, prof in enumerate(profiles):
         m = _SPEEDSCOPE_THREAD_RE.match(str(prof.get("name", "")))
         tid = int(m[1]) if m else -(i + 2)
         threads[(tid, tid)] = (m[2] or None) if m else str(prof.get("name"))
         weights = prof.get("weights") or []
-        if weights and prof.get("unit") == "seconds" and float(weights[0]) > 0:
-            rate = 1.0 / float(weights[0])
+        first = weights[0] if isinstance(weights, list) and weights else None
+        if prof.get("unit") == "seconds" and isinstance(first, (int, float)) and (
+                math.isfinite(first) and first > 0):
+            rate = 1.0 / float(first)
         if prof.get("type") == "evented":
             raise InputError(f"{path}: evented speedscope profiles are not py-spy output")
-        for k, sample in enumerate(prof.get("samples", [])):
+        samples = prof.get("samples") or []
+        for sample in samples if isinstance(samples, list) else [samples]:
             if not sample:
                 empty_samples += 1
                 continue
-            if not all(type(j) is int and 0 <= j < len(table) for j in sample):
-                raise InputError(f"{path}: speedscope profiles[{i}].samples[{k}]: frame "
-                                 f"index out of range 0..{len(table) - 1} (or not an integer);"
-                                 " the file is corrupt, re-record it with py-spy")
+            sample = _check_sample(path, sample, len(table), i)
             names = [format_frame(table[j]) for j in sample]
             root_tid, _, rest = _split_root(names)
             frames = tuple(table[j] for j in sample[len(sample) - len(rest):])
@@ -340,74 +368,120 @@ def _read_svg(path: Path, text: str) -> PyspyProfile:
     return _untimed(path, "flamegraph", stacks, counts, threads, rate, command)
 
 
+def _int_field(path: Path, value: Any, what: str, index: int) -> int:
+    """An integer field (``tid``, ``line``) of event ``index``, within int64."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{path}: chrometrace event {index} has a non-integer {what} "
+                         f"({str(value)[:40]!r}); re-record the py-spy profile") from exc
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise InputError(f"{path}: chrometrace event {index} has an out-of-range {what}")
+    return number
+
+
+def _timestamp_ns(path: Path, ev: dict[str, Any], index: int) -> int:
+    """``ts`` (µs) of event ``index`` in ns; finite and within :data:`MAX_TS_US`."""
+    try:
+        ts_us = float(ev["ts"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{path}: chrometrace event {index} lacks a numeric ts") from exc
+    if not math.isfinite(ts_us) or abs(ts_us) > MAX_TS_US:
+        raise InputError(f"{path}: chrometrace event {index} has an impossible timestamp "
+                         f"(ts {ts_us:g} µs); not a py-spy recording, re-record it")
+    return round(ts_us * 1000)
+
+
+def _chrome_events(path: Path, events: list[Any]) -> dict[int, list[tuple[int, int, str, Frame]]]:
+    """``B``/``E`` events per chrometrace ``tid``: ``(ts_ns, index, ph, frame)``."""
+    per_thread: dict[int, list[tuple[int, int, str, Frame]]] = defaultdict(list)
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict) or ev.get("ph") not in ("B", "E"):
+            continue
+        ts_ns = _timestamp_ns(path, ev, i)
+        key = _int_field(path, ev.get("tid", 0), "tid", i)
+        args = ev.get("args")
+        args = args if isinstance(args, dict) else {}
+        frame = (str(ev.get("name", "?")), str(args.get("filename") or ""),
+                 _int_field(path, args.get("line") or 0, "line", i))
+        per_thread[key].append((ts_ns, i, str(ev["ph"]), frame))
+    return per_thread
+
+
+def _thread_segments(evs: list[tuple[int, int, str, Frame]]
+                     ) -> tuple[int, str | None, list[tuple[int, tuple[Frame, ...]]]]:
+    """Replay one thread's B/E events: ``(tid, name, [(start_ns, stack)])``, one segment per
+    distinct event time (empty stacks where nothing was on the stack)."""
+    evs.sort(key=lambda e: (e[0], e[1]))
+    tid, name = UNKNOWN_TID, None
+    stack: list[Frame] = []
+    segments: list[tuple[int, tuple[Frame, ...]]] = []
+    j = 0
+    while j < len(evs):
+        ts = evs[j][0]
+        while j < len(evs) and evs[j][0] == ts:
+            _, _, ph, frame = evs[j]
+            if ph == "B":
+                stack.append(frame)
+            elif stack:
+                stack.pop()
+            j += 1
+        frames: tuple[Frame, ...] = ()
+        if stack:
+            m = _THREAD_RE.match(stack[0][0]) if not stack[0][1] else None
+            if m:
+                tid, name = int(m[1]), m[2] or None
+                frames = tuple(stack[1:])
+            else:
+                frames = tuple(stack)
+        segments.append((ts, frames))
+    return tid, name, segments
+
+
+def _expand(path: Path, seg_start: list[int], seg_count: list[int], period_ns: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample times of segments expanded at ``period_ns`` (vectorised) and each sample's
+    segment index. Refuses more than :data:`MAX_EXPANDED_SAMPLES` samples in all."""
+    total = sum(seg_count)
+    if total > MAX_EXPANDED_SAMPLES:
+        raise InputError(f"{path}: the chrometrace slices expand to {total:,} samples, more "
+                         f"than the {MAX_EXPANDED_SAMPLES:,} infraprof reads (a slice spans "
+                         f"{max(seg_count) * period_ns / 1e9:,.0f} s); the file is damaged")
+    counts = np.asarray(seg_count, dtype=np.int64)
+    segment = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    starts = (np.asarray(seg_start, dtype=np.int64)[segment]
+              + (np.arange(total, dtype=np.int64) - first) * period_ns)
+    return starts, segment
+
+
 def _read_chrometrace(path: Path, events: list[Any], rate_hz: float | None) -> PyspyProfile:
     notes: list[str] = []
     if rate_hz is None:
         rate_hz = DEFAULT_RATE_HZ
         notes.append(f"sampling rate unknown; assumed py-spy's default {DEFAULT_RATE_HZ:g} Hz")
-    period_ns = round(1e9 / rate_hz)
-    per_thread: dict[int, list[tuple[int, int, str, Frame]]] = defaultdict(list)
-    for i, ev in enumerate(events):
-        if not isinstance(ev, dict) or ev.get("ph") not in ("B", "E"):
-            continue
-        try:
-            ts_us = float(ev["ts"])
-            key = int(ev.get("tid", 0))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path}: chrometrace event {i} lacks a numeric ts/tid") from exc
-        if not abs(ts_us) < MAX_TS_US:
-            raise InputError(f"{path}: chrometrace event {i}: ts {ev['ts']!r} is not a time "
-                             f"(more than {MAX_TS_US:.0e} µs); the file is corrupt")
-        ts_ns = round(ts_us * 1000)
-        args = ev.get("args") or {}
-        frame = (str(ev.get("name", "?")), str(args.get("filename") or ""),
-                 int(args.get("line") or 0))
-        per_thread[key].append((ts_ns, i, str(ev["ph"]), frame))
+    if not (math.isfinite(rate_hz) and 0 < rate_hz <= MAX_RATE_HZ):
+        raise InputError(f"{path}: sampling rate {rate_hz:g} Hz is not a py-spy rate "
+                         f"(0 < rate <= {MAX_RATE_HZ:g}); check the capture manifest")
+    period_ns = max(1, round(1e9 / rate_hz))
     stacks = _Interner()
     threads: dict[tuple[int, int], str | None] = {}
-    starts: list[int] = []
-    tids: list[int] = []
-    keys: list[int] = []
-    sids: list[int] = []
-    for key, evs in per_thread.items():
-        evs.sort(key=lambda e: (e[0], e[1]))
-        tid, name = UNKNOWN_TID, None
-        stack: list[Frame] = []
-        segments: list[tuple[int, tuple[Frame, ...]]] = []
-        j = 0
-        while j < len(evs):
-            ts = evs[j][0]
-            while j < len(evs) and evs[j][0] == ts:
-                _, _, ph, frame = evs[j]
-                if ph == "B":
-                    stack.append(frame)
-                elif stack:
-                    stack.pop()
-                j += 1
-            if stack:
-                m = _THREAD_RE.match(stack[0][0]) if not stack[0][1] else None
-                if m:
-                    tid, name = int(m[1]), m[2] or None
-                    frames = tuple(stack[1:])
-                else:
-                    frames = tuple(stack)
-                segments.append((ts, frames))
-            else:
-                segments.append((ts, ()))
+    seg_start: list[int] = []
+    seg_count: list[int] = []
+    seg_meta: list[tuple[int, int, int]] = []  # tid, thread_key, stack_id
+    for key, evs in _chrome_events(path, events).items():
+        tid, name, segments = _thread_segments(evs)
         threads[(tid, key)] = name
         for (t0, frames), nxt in zip(segments, [*segments[1:], None], strict=True):
-            if not frames:
-                continue
-            n = 1 if nxt is None else max(1, round((nxt[0] - t0) / period_ns))
-            sid = stacks.get(frames)
-            starts.extend(t0 + k * period_ns for k in range(n))
-            sids.extend([sid] * n)
-            tids.extend([tid] * n)
-            keys.extend([key] * n)
+            if frames:
+                seg_start.append(t0)
+                seg_count.append(1 if nxt is None else max(1, round((nxt[0] - t0) / period_ns)))
+                seg_meta.append((tid, key, stacks.get(frames)))
+    starts, segment = _expand(path, seg_start, seg_count, period_ns)
+    meta = np.asarray(seg_meta, dtype=np.int64).reshape(-1, 3)
     samples = T.conform(pd.DataFrame({
-        "start_ns": np.asarray(starts, dtype=np.int64), "tid": np.asarray(tids, dtype=np.int64),
-        "thread_key": np.asarray(keys, dtype=np.int64),
-        "stack_id": np.asarray(sids, dtype=np.int64),
+        "start_ns": starts, "tid": meta[segment, 0], "thread_key": meta[segment, 1],
+        "stack_id": meta[segment, 2],
     }), PYSPY_SAMPLES)
     samples = T.as_frame(samples.sort_values(["start_ns", "tid"], kind="stable")
                          .reset_index(drop=True))

@@ -19,6 +19,7 @@ from infraprof.analyses import cpu_stacks
 from infraprof.analyses.cpu_stacks import Frame, ThreadStacks
 from infraprof.collapsed import write_collapsed
 from infraprof.ranking import Report
+from infraprof.readers.pyspy import parse_frame
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
@@ -54,14 +55,15 @@ def thread_stacks(report: Report, idle_only: bool = False) -> list[ThreadStacks]
     return cpu_stacks.thread_stacks(report.trace, timelines, idle_only)
 
 
-def render_speedscope(report: Report, idle_only: bool = False) -> str:
-    """speedscope JSON: one sampled profile per thread."""
+def _speedscope(profiles: list[tuple[str, list[tuple[Frame, ...]], list[int]]],
+                name: str) -> str:
+    """speedscope JSON of ``(profile name, stacks root first, weights)`` profiles."""
     frames: list[SpeedscopeFrame] = []
     index: dict[Frame, int] = {}
-    profiles: list[SpeedscopeProfile] = []
-    for th in thread_stacks(report, idle_only):
+    out: list[SpeedscopeProfile] = []
+    for label, stacks, weights in profiles:
         samples = []
-        for stack in th.stacks:
+        for stack in stacks:
             ids = []
             for fr in stack:
                 if fr not in index:
@@ -69,18 +71,43 @@ def render_speedscope(report: Report, idle_only: bool = False) -> str:
                     frames.append({"name": fr[0], "file": fr[1]})
                 ids.append(index[fr])
             samples.append(ids)
-        profiles.append({
-            "type": "sampled", "name": f"{th.label} pid {th.pid}", "unit": "none",
-            "startValue": 0, "endValue": len(samples), "samples": samples,
-            "weights": [1] * len(samples),
-        })
-    what = "CPU samples during GPU idle" if idle_only else "CPU samples"
+        out.append({"type": "sampled", "name": label, "unit": "none", "startValue": 0,
+                    "endValue": int(sum(weights)), "samples": samples, "weights": weights})
     doc: SpeedscopeFile = {
-        "$schema": SPEEDSCOPE_SCHEMA, "shared": {"frames": frames}, "profiles": profiles,
-        "name": f"{what}: {report.trace.meta.source}", "activeProfileIndex": 0,
-        "exporter": f"infraprof {__version__}",
+        "$schema": SPEEDSCOPE_SCHEMA, "shared": {"frames": frames}, "profiles": out,
+        "name": name, "activeProfileIndex": 0, "exporter": f"infraprof {__version__}",
     }
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def render_speedscope(report: Report, idle_only: bool = False) -> str:
+    """speedscope JSON of the nsys CPU samples: one sampled profile per thread."""
+    what = "CPU samples during GPU idle" if idle_only else "CPU samples"
+    return _speedscope([(f"{th.label} pid {th.pid}", th.stacks, [1] * len(th.stacks))
+                        for th in thread_stacks(report, idle_only)],
+                       f"{what}: {report.trace.meta.source}")
+
+
+def speedscope_from_collapsed(text: str, name: str) -> str:
+    """speedscope JSON of collapsed-stack text (``root;…;leaf count`` lines, e.g. py-spy's):
+    one weighted profile per leading ``thread (…)`` frame, frames ``func (file:line)`` split
+    into name and file."""
+    by_thread: dict[str, tuple[list[tuple[Frame, ...]], list[int]]] = {}
+    for line in text.splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        if not stack_text or not count.isdigit():
+            continue
+        parts = stack_text.split(";")
+        label = parts.pop(0) if parts[0].startswith("thread (") else "all threads"
+        stacks, weights = by_thread.setdefault(label, ([], []))
+        stacks.append(tuple(_split_frame(p) for p in parts))
+        weights.append(int(count))
+    return _speedscope([(label, *by_thread[label]) for label in sorted(by_thread)], name)
+
+
+def _split_frame(text: str) -> Frame:
+    func, path, line = parse_frame(text)
+    return (func, f"{path}:{line}" if path and line else path)
 
 
 def render_collapsed(report: Report, idle_only: bool = False) -> str:
