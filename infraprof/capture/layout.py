@@ -110,9 +110,16 @@ class Manifest:
             sync_tid=int(tid) if tid is not None else None,
             sync_pulses=tuple((int(p["start_mono_ns"]), int(p["end_mono_ns"]))
                               for p in sync.get("pulses") or () if "start_mono_ns" in p),
-            report=data.get("report"),
-            sqlite=data.get("sqlite"),
+            report=_optional_name(data.get("report")),
+            sqlite=_optional_name(data.get("sqlite")),
         )
+
+
+def _optional_name(value: Any) -> str | None:
+    """A file name field: a string or ``None``."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a file name, got {value!r}")
 
 
 def read_manifest(folder: Path) -> Manifest | None:
