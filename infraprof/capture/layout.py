@@ -37,6 +37,8 @@ PYSPY_SVG: Final = "pyspy.svg"
 MANIFEST_NAME: Final = "manifest.json"
 SYNC_NAME: Final = ".sync.json"
 RUN_PREFIX: Final = "run-"
+# py-spy's sampling rate in captures (``py-spy record -r``), recorded as ``pyspy.rate_hz``.
+PYSPY_RATE_HZ: Final = 500
 
 NSYS_SUFFIXES: Final = (".sqlite", ".nsys-rep", ".qdrep")
 NCU_SUFFIX: Final = ".ncu-rep"
