@@ -37,6 +37,8 @@ PYSPY_SVG: Final = "pyspy.svg"
 MANIFEST_NAME: Final = "manifest.json"
 SYNC_NAME: Final = ".sync.json"
 RUN_PREFIX: Final = "run-"
+# py-spy's sampling rate in captures (``py-spy record -r``), recorded as ``pyspy.rate_hz``.
+PYSPY_RATE_HZ: Final = 500
 
 NSYS_SUFFIXES: Final = (".sqlite", ".nsys-rep", ".qdrep")
 NCU_SUFFIX: Final = ".ncu-rep"
@@ -110,9 +112,16 @@ class Manifest:
             sync_tid=int(tid) if tid is not None else None,
             sync_pulses=tuple((int(p["start_mono_ns"]), int(p["end_mono_ns"]))
                               for p in sync.get("pulses") or () if "start_mono_ns" in p),
-            report=data.get("report"),
-            sqlite=data.get("sqlite"),
+            report=_optional_name(data.get("report")),
+            sqlite=_optional_name(data.get("sqlite")),
         )
+
+
+def _optional_name(value: Any) -> str | None:
+    """A file name field: a string or ``None``."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a file name, got {value!r}")
 
 
 def read_manifest(folder: Path) -> Manifest | None:

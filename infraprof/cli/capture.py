@@ -7,21 +7,17 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from infraprof.capture.layout import PYSPY_RAW, Manifest, run_folder_name
-from infraprof.capture.manifest import update_manifest
-from infraprof.capture.ncu import NcuOptions, run_ncu
-from infraprof.capture.runner import (
-    DEFAULT_RATE_HZ,
-    CaptureOptions,
-    CaptureResult,
-    run_capture,
-)
+from infraprof.capture.layout import PYSPY_RATE_HZ, PYSPY_RAW, Manifest, run_folder_name
 from infraprof.errors import InfraprofError, ToolError, UsageError
+
+if TYPE_CHECKING:  # the capture machinery is imported when the command runs
+    from infraprof.capture.ncu import NcuOptions
+    from infraprof.capture.runner import CaptureResult
 
 
 def _default_folder(command: list[str]) -> Path:
@@ -34,13 +30,14 @@ def _default_folder(command: list[str]) -> Path:
 def postprocess(result: CaptureResult, log: Any) -> dict[str, Any] | None:
     """Derive the aggregate py-spy file and measure the clock alignment into the manifest.
     Returns the alignment record (``None`` without timed py-spy samples)."""
+    from infraprof.capture.manifest import update_manifest
     from infraprof.inputs import align_pyspy, load_trace
     from infraprof.readers.pyspy import read_pyspy
 
     if result.pyspy_file is None:
         return None
     manifest = Manifest.from_dict(result.manifest)
-    rate = manifest.pyspy_rate_hz or float(DEFAULT_RATE_HZ)
+    rate = manifest.pyspy_rate_hz or float(PYSPY_RATE_HZ)
     try:
         profile = read_pyspy(result.pyspy_file, rate)
         (result.folder / PYSPY_RAW).write_text(profile.collapsed(), encoding="utf-8")
@@ -68,6 +65,7 @@ def _ncu_options(set_name: str, kernel: str | None, skip: int | None, count: int
     if clock not in ("none", "base"):
         raise UsageError(f"--clock-control must be none or base, not {clock!r}")
     from infraprof.analyses.ncu_findings import profiling_suggestions
+    from infraprof.capture.ncu import NcuOptions
     from infraprof.inputs import load_trace
 
     if source is not None and kernel is None:
@@ -110,7 +108,7 @@ def capture(
     pyspy: bool | None = typer.Option(
         None, "--pyspy/--no-pyspy",
         help="Sample Python stacks with py-spy (default: on for Python programs)."),
-    rate: int = typer.Option(DEFAULT_RATE_HZ, "--rate", min=1, max=5000,
+    rate: int = typer.Option(PYSPY_RATE_HZ, "--rate", min=1, max=5000,
                              help="py-spy sampling rate in Hz."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=1000,
                                help="Capture K times into DIR/run-1 … DIR/run-K."),
@@ -144,6 +142,10 @@ def capture(
 ) -> None:
     """Run COMMAND under Nsight Systems (and py-spy for Python) and write report, SQLite export,
     py-spy samples and manifest.json into one folder for `infraprof analyze`."""
+    from infraprof.capture.manifest import update_manifest
+    from infraprof.capture.ncu import run_ncu
+    from infraprof.capture.runner import CaptureOptions, run_capture
+
     argv = [*(command or []), *ctx.args]
     if argv[:1] == ["--"]:
         argv = argv[1:]

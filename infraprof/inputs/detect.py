@@ -101,16 +101,20 @@ def is_gzip(path: Path) -> bool:
 
 
 def check_readable(path: Path) -> None:
-    """``InputError`` (exit 3) when ``path`` is missing, unreadable or an empty file."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory; check the path")
-    if path.is_dir():
-        return
+    """``InputError`` (exit 3) when ``path`` is missing, unreadable, not a regular file or
+    folder (a pipe is never opened, so this never blocks), or an empty file."""
     try:
         info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # never block on a pipe or read a device
-            raise InputError(f"{path}: is not a regular file (a pipe, socket or device); "
-                             "save the data to a file and pass that")
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: no such file or directory; check the path") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror}); check permissions") from exc
+    if stat.S_ISDIR(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is not a regular file (a pipe, socket or device); save the "
+                         "data to a file and pass that")
+    try:
         with path.open("rb"):
             pass
     except OSError as exc:
