@@ -231,6 +231,14 @@ INPUT_CASES: dict[str, Build] = {
     "blob-in-start": _sqlite_case(None, "UPDATE NVTX_EVENTS SET start=x'00ff' WHERE rowid=3"),
     "text-in-name-id": _sqlite_case(None, f"UPDATE {KERNEL} SET demangledName='x' WHERE rowid=1"),
     "missing-stringids": _sqlite_case(None, "DROP TABLE StringIds"),
+    "text-in-analysis-window": _sqlite_case(
+        "ANALYSIS_DETAILS", "UPDATE ANALYSIS_DETAILS SET stopTime='abc'"),
+    "text-in-session-start": _sqlite_case(
+        "TARGET_INFO_SESSION_START_TIME",
+        "UPDATE TARGET_INFO_SESSION_START_TIME SET utcEpochNs='x'"),
+    "text-in-gpu-sm-count": _sqlite_case(
+        "TARGET_INFO_GPU", "UPDATE TARGET_INFO_GPU SET smCount='many'"),
+    "null-process-id": _sqlite_case("PROCESSES", "UPDATE PROCESSES SET globalPid=NULL"),
     "pyspy-ts-1e308": _json_file("p.json", '{"traceEvents": [{"ph": "B", "ts": 1e308, "tid": '
                                  '1, "name": "f"}, {"ph": "E", "ts": 2, "tid": 1}]}'),
     "pyspy-ts-nan": _json_file("p.json", '[{"ph": "B", "ts": NaN, "tid": 1, "name": "f"}]'),

@@ -144,6 +144,18 @@ def clean_table(frame: pd.DataFrame, path: Path, table: str, columns: dict[str, 
     return T.as_frame(frame.loc[keep].reset_index(drop=True))
 
 
+def meta_int(value: object, path: Path, table: str, column: str) -> int:
+    """A single integer from a metadata table (a session start, an analysis window), or
+    :class:`InputError` naming the table and column."""
+    if type(value) is int and abs(value) < 2**63:
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    raise InputError(f"{path}: table {table}, column {column}: {str(value)[:40]!r} is not an "
+                     "integer time; the export is corrupt, re-export it with `nsys export "
+                     "--type sqlite`")
+
+
 def require_strings(tables: frozenset[str], path: Path,
                     row_count: dict[str, int]) -> None:
     """Refuse an export without ``StringIds`` whose activity tables (``row_count``, by name)
