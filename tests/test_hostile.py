@@ -228,9 +228,19 @@ INPUT_CASES: dict[str, Build] = {
     "text-in-start": _sqlite_case(None, f"UPDATE {RUNTIME} SET start='soon' WHERE rowid=4"),
     "fraction-in-start": _sqlite_case(None, f"UPDATE {RUNTIME} SET start=1.5 WHERE rowid=3"),
     "infinite-end": _sqlite_case(None, f'UPDATE {KERNEL} SET "end"=9e999 WHERE rowid=3'),
+    "int64-overflow-in-end": _sqlite_case(None, f'UPDATE {KERNEL} SET "end"=1.77e20 WHERE '
+                                          "rowid=5"),
     "blob-in-start": _sqlite_case(None, "UPDATE NVTX_EVENTS SET start=x'00ff' WHERE rowid=3"),
     "text-in-name-id": _sqlite_case(None, f"UPDATE {KERNEL} SET demangledName='x' WHERE rowid=1"),
     "missing-stringids": _sqlite_case(None, "DROP TABLE StringIds"),
+    "text-in-analysis-window": _sqlite_case(
+        "ANALYSIS_DETAILS", "UPDATE ANALYSIS_DETAILS SET stopTime='abc'"),
+    "text-in-session-start": _sqlite_case(
+        "TARGET_INFO_SESSION_START_TIME",
+        "UPDATE TARGET_INFO_SESSION_START_TIME SET utcEpochNs='x'"),
+    "text-in-gpu-sm-count": _sqlite_case(
+        "TARGET_INFO_GPU", "UPDATE TARGET_INFO_GPU SET smCount='many'"),
+    "null-process-id": _sqlite_case("PROCESSES", "UPDATE PROCESSES SET globalPid=NULL"),
     "pyspy-ts-1e308": _json_file("p.json", '{"traceEvents": [{"ph": "B", "ts": 1e308, "tid": '
                                  '1, "name": "f"}, {"ph": "E", "ts": 2, "tid": 1}]}'),
     "pyspy-ts-nan": _json_file("p.json", '[{"ph": "B", "ts": NaN, "tid": 1, "name": "f"}]'),
@@ -274,7 +284,7 @@ def test_bad_input_exits_3(case: str, tmp_path: Path, monkeypatch: pytest.Monkey
     line = assert_clean_error(run_main(argv, monkeypatch, capsys), INPUT)
     assert {p: sha256(p) for p in inputs} == before
     no_leftovers(tmp_path)
-    if case.startswith(("null-", "text-in", "fraction", "infinite", "blob")):
+    if case.startswith(("null-", "text-in", "fraction", "infinite", "blob", "int64")):
         assert "table " in line and "column " in line, line
 
 
@@ -548,3 +558,19 @@ def test_previous_analysis_in_a_capture_folder_may_be_replaced(
     assert code == 0, err
     assert json.loads(previous.read_text(encoding="utf-8"))["schema_version"]
     assert sha256(trace) == digest
+
+
+@pytest.mark.realtraces
+def test_ncu_csv_with_infinite_cells_reads(shared_traces: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``inf``/``nan`` cells are missing values, not an overflow (found by the fuzzer)."""
+    text = (shared_traces / "esmm-sgemm-ncu/profile.ncu2022.3-raw.csv").read_text(
+        encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    lines[2] = lines[2].replace('"32"', '"inf"', 1).replace('"1"', '"nan"', 1)
+    path = tmp_path / "inf.csv"
+    path.write_text("".join(lines), encoding="utf-8")
+    code, out, err = run_main(["analyze", str(path), "-f", "json"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out)

@@ -242,11 +242,13 @@ def to_base(value: float, unit: str | None) -> float:
 
 
 def parse_number(text: str) -> float | None:
-    """A CSV cell as a float: thousands separators removed; ``None`` if not a number."""
+    """A CSV cell as a float: thousands separators removed; ``None`` if not a finite number
+    (``inf``/``nan`` cells would otherwise overflow integer metrics)."""
     t = text.strip().replace(",", "")
     if not t:
         return None
     try:
-        return float(t)
+        value = float(t)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None

@@ -152,11 +152,15 @@ def _read_meta(db: SqliteFile, out: NsysTables) -> None:
     if "TARGET_INFO_SESSION_START_TIME" in db.tables:
         rows = db.query("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME LIMIT 1")
         if rows and rows[0][0] is not None:
-            out.session_start_utc_ns = int(rows[0][0])
+            out.session_start_utc_ns = validate.meta_int(
+                rows[0][0], db.path, "TARGET_INFO_SESSION_START_TIME", "utcEpochNs")
     if "ANALYSIS_DETAILS" in db.tables:
         rows = db.query("SELECT startTime, stopTime FROM ANALYSIS_DETAILS LIMIT 1")
         if rows and rows[0][0] is not None:
-            out.analysis_start_ns, out.analysis_end_ns = int(rows[0][0]), int(rows[0][1])
+            out.analysis_start_ns = validate.meta_int(rows[0][0], db.path, "ANALYSIS_DETAILS",
+                                                      "startTime")
+            out.analysis_end_ns = validate.meta_int(rows[0][1], db.path, "ANALYSIS_DETAILS",
+                                                    "stopTime")
 
 
 def _with_pid(frame: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -87,14 +87,15 @@ def _check_types(frame: pd.DataFrame, path: Path, table: str,
             continue
         numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            bad = present & ~(np.isfinite(numbers) & (np.floor(numbers) == numbers))
+            bad = present & ~(np.isfinite(numbers) & (np.floor(numbers) == numbers)
+                               & (np.abs(numbers) < 2.0**63))
         if bad.any():
             example = raw[bad].iloc[0]
             raise InputError(
                 f"{path}: table {table}, column {_sql_name(columns[name])}: "
-                f"{int(bad.sum())} value(s) are not integers (e.g. {str(example)[:40]!r}); the "
-                "export is corrupt or was modified, re-export it with `nsys export --type "
-                "sqlite`")
+                f"{int(bad.sum())} value(s) are not 64-bit integers (e.g. "
+                f"{str(example)[:40]!r}); the export is corrupt or was modified, re-export it "
+                "with `nsys export --type sqlite`")
 
 
 def _check_identities(frame: pd.DataFrame, path: Path, table: str, base: str,
@@ -142,6 +143,18 @@ def clean_table(frame: pd.DataFrame, path: Path, table: str, columns: dict[str, 
     if keep.all():
         return frame
     return T.as_frame(frame.loc[keep].reset_index(drop=True))
+
+
+def meta_int(value: object, path: Path, table: str, column: str) -> int:
+    """A single integer from a metadata table (a session start, an analysis window), or
+    :class:`InputError` naming the table and column."""
+    if type(value) is int and abs(value) < 2**63:
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    raise InputError(f"{path}: table {table}, column {column}: {str(value)[:40]!r} is not an "
+                     "integer time; the export is corrupt, re-export it with `nsys export "
+                     "--type sqlite`")
 
 
 def require_strings(tables: frozenset[str], path: Path,
