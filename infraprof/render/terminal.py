@@ -42,7 +42,7 @@ def cell(value: Cell, col: Column) -> Text:
 
 def _section(section: Section, console: Console) -> None:
     if not section.rows:
-        console.print(Text("\n" + section.title, style="bold"))
+        console.print(Text(section.title, style="bold"))
     else:
         table = Table(title=section.title, title_justify="left", box=box.SIMPLE_HEAD,
                       expand=True)
@@ -55,6 +55,8 @@ def _section(section: Section, console: Console) -> None:
         console.print(table)
     for note in section.notes:
         console.print(Text(note))
+    if section.notes:
+        console.print()
 
 
 def _header(header: Header, console: Console) -> None:
@@ -78,11 +80,12 @@ def _evidence(report: Report, console: Console, top: int, shown: int = 3) -> Non
     short; Markdown and HTML show every ranked finding's)."""
     with_impact = [(i, f) for i, f in ranked(report, top) if f.impact_ns > 0][:shown]
     for i, f in with_impact:
-        console.print(Text(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
+        console.print(Text(f"#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
                            style="bold"))
         for line in evidence_lines(f)[:12]:
             console.print(Text("   " + line))
         console.print(Text("   → " + f.recommendation, style="italic"))
+        console.print()
 
 
 def render_terminal(report: Report, width: int = 120, color: bool = False, top: int = 10) -> str:
@@ -97,6 +100,5 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
         if section.key == "findings":
             _evidence(report, console, top)
             if not header.has_gpu_activity:
-                console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this "
-                                   "trace."))
+                console.print(Text("No GPU activity (kernels, copies, memsets) in this trace.\n"))
     return buf.getvalue()
