@@ -9,15 +9,17 @@ import html
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 from helpers_reports import DEMO, MINIWEATHER, report_for
-from helpers_traces import TraceFiles
+from helpers_traces import TraceFiles, ro_connect
 
 from infraprof.collapsed import collapsed_frame, write_collapsed
 from infraprof.ranking import Report
 from infraprof.ranking.sections import Cell, Column, column, format_cell, report_sections
 from infraprof.render import html as html_render
 from infraprof.render import markdown, terminal
+from infraprof.units import fmt_ns
 
 TOP = 10
 FIGURES = {"GPU timeline (idle gaps coloured by attributed cause)", "GPU idle by cause",
@@ -167,3 +169,44 @@ def test_write_collapsed_sums_cleans_and_sorts() -> None:
     assert text == "t (1);a b;? 1\nt (1);main 1\nt (1);main;b:c 5\n"
     assert write_collapsed([]) == ""
     assert collapsed_frame("x;\ty") == "x: y"
+
+
+@pytest.mark.realtraces
+def test_launch_section_matches_the_oracle_checked_table_and_sql(
+        trace_files: TraceFiles) -> None:
+    """Rows: the per-kernel launch table that test_oracle_timeline checks against nsys
+    ``kernexecsum``; the note's percentiles: numpy over a SQL join of kernels to their calls."""
+    path = trace_files.path(MINIWEATHER)
+    report = report_for(path)
+    (section,) = [s for s in report_sections(report, TOP) if s.key == "launch"]
+    per_kernel = report.to_dict()["launch"]["per_kernel"][:TOP]
+    assert [(r[0], round(float(r[1] or 0)), round(float(r[2] or 0)),
+             None if r[3] is None else round(float(r[3])), r[4]) for r in section.rows] == [
+        (k["count"], k["kernel_avg_ns"], k["api_avg_ns"], k["queue_avg_ns"], k["name"])
+        for k in per_kernel]
+    with ro_connect(path) as conn:
+        rows = conn.execute(
+            "SELECT k.start - r.start, r.end - r.start FROM CUPTI_ACTIVITY_KIND_KERNEL k "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON k.correlationId = r.correlationId "
+            "AND (k.globalPid >> 24) = (r.globalTid >> 24)").fetchall()
+    latency = np.array([r[0] for r in rows], dtype=np.float64)
+    call = np.array([r[1] for r in rows], dtype=np.float64)
+    want = (f"P50 {fmt_ns(round(float(np.percentile(latency, 50))))}, "
+            f"P99 {fmt_ns(round(float(np.percentile(latency, 99))))}; launch call P50 "
+            f"{fmt_ns(round(float(np.percentile(call, 50))))}, "
+            f"P99 {fmt_ns(round(float(np.percentile(call, 99))))}")
+    assert want in section.notes[0]
+
+
+def test_copies_section_matches_sql() -> None:
+    """Bandwidth of copies of at least 1 MB per direction, from the MEMCPY table."""
+    (section,) = [s for s in report_sections(report_for(DEMO), TOP) if s.key == "copies"]
+    with ro_connect(DEMO) as conn:
+        rows = conn.execute(
+            "SELECT copyKind, count(*), sum(bytes), sum(\"end\" - start) FROM "
+            "CUPTI_ACTIVITY_KIND_MEMCPY WHERE bytes >= 1000000 GROUP BY copyKind").fetchall()
+    names = {1: "HtoD", 2: "DtoH", 8: "DtoD"}
+    want = sorted((names[kind], n, size, size / (dur / 1e9)) for kind, n, size, dur in rows)
+    got = sorted((r[0], r[1], r[2], r[3]) for r in section.rows)
+    assert [g[:3] for g in got] == [w[:3] for w in want] and want
+    assert all(g[3] == pytest.approx(w[3], rel=1e-6) for g, w in zip(got, want, strict=True))

@@ -13,7 +13,10 @@ Sections, in order (a section is left out when it has nothing to show):
 * ``kernels``, ``api``, ``nvtx``: top ``top`` kernels, CUDA API calls and NVTX ranges by total
   time (``time %`` = share of the table's total); a kernel name longer than
   :data:`LONG_NAME` characters is shown by its short name (the JSON keeps both);
-* ``memory``: GPU memory operations per kind;
+* ``launch``: per kernel (most launched first), kernel, launch call and queue averages, with
+  the launch-latency percentiles of all launches as a note;
+* ``memory``: GPU memory operations per kind; ``copies``: achieved bandwidth of copies of at
+  least 1 MB per direction against the PCIe reference;
 * ``python_ranges``, ``python_frames``: py-spy frames per NVTX range and over all samples;
 * ``idle_stacks``: the most common nsys CPU-sampling stacks taken while a GPU was idle.
 """
@@ -28,6 +31,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from infraprof.analyses import cpu_stacks
+from infraprof.analyses.copies import CopyParams
 from infraprof.analyses.findings import Finding
 from infraprof.collapsed import collapsed_counts
 from infraprof.ranking.report import Report
@@ -136,7 +140,8 @@ def ranked(report: Report, top: int) -> list[tuple[int, Finding]]:
 def report_sections(report: Report, top: int) -> list[Section]:
     """Every table of the report, in display order (see the module docstring)."""
     built = [_findings(report, top), _devices(report), _kernels(report, top),
-             _api(report, top), _memory(report), _nvtx(report, top),
+             _api(report, top), _launch(report, top), _memory(report), _copies(report),
+             _nvtx(report, top),
              *_python(report, top), _idle_stacks(report, top)]
     return [s for s in built if s is not None]
 
@@ -225,6 +230,41 @@ def _memory(report: Report) -> Section | None:
          float(r["avg_bytes"]), _opt_float(r["throughput_bytes_per_s"]))
         for r in m.to_dict("records")]
     return Section("memory", "GPU memory operations", columns, rows)
+
+
+def _launch(report: Report, top: int) -> Section | None:
+    a = report.analysis
+    per_kernel = a.launch_summary if a else pd.DataFrame()
+    if a is None or per_kernel.empty:
+        return None
+    columns = (column("launches", "int"), column("kernel avg", "ns"),
+               column("launch call avg", "ns"), column("queue avg", "ns"),
+               column("name", wide=True, max_chars=LONG_NAME))
+    rows: list[tuple[Cell, ...]] = [
+        (int(r.count), float(r.kernel_avg_ns), float(r.api_avg_ns),
+         _opt_float(r.queue_avg_ns), str(r.name)) for r in per_kernel.head(top).itertuples()]
+    pct = a.launch_percentiles
+    note = (f"All launches: launch call to kernel start P50 {fmt_ns(pct.get('latency_p50_ns'))}, "
+            f"P99 {fmt_ns(pct.get('latency_p99_ns'))}; launch call P50 "
+            f"{fmt_ns(pct.get('api_p50_ns'))}, P99 {fmt_ns(pct.get('api_p99_ns'))}. Queue: "
+            "launch call end to kernel start (negative times left out).")
+    return Section("launch", f"Kernel launches ({len(rows)} of {len(per_kernel)} kernels, most "
+                   "launched first)", columns, rows, (note,))
+
+
+def _copies(report: Report) -> Section | None:
+    a = report.analysis
+    rows: list[tuple[Cell, ...]] = [
+        (str(b["direction"]), int(b["copies"]), int(b["bytes"]),
+         float(b["achieved_bytes_per_s"]), b["reference_bytes_per_s"], b["share_of_reference"])
+        for b in (a.copy_bandwidth if a else [])]
+    if a is None or not rows:
+        return None
+    columns = (column("direction"), column("copies", "int"), column("bytes", "bytes"),
+               column("achieved", "rate"), column("reference", "rate"),
+               column("of reference", "pct"))
+    floor = fmt_bytes(a.context.params_of("copies", CopyParams()).min_bw_bytes)
+    return Section("copies", f"Copy bandwidth (copies of at least {floor})", columns, rows)
 
 
 def _opt_float(value: Any) -> float | None:

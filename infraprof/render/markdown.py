@@ -59,7 +59,7 @@ def _section(section: Section) -> list[str]:
     head = f"\n### {md_text(section.title)}\n\n"
     notes = [f"\n{md_text(note)}\n" for note in section.notes]
     if not section.rows:
-        return [head + "".join(note.lstrip("\n") for note in notes)]
+        return [head.rstrip("\n") + "\n" + "".join(notes)]
     sep = "|" + "|".join("---:" if c.align == "right" else "---" for c in section.columns) + "|\n"
     rows = [_row([cell(v, c) for v, c in zip(row, section.columns, strict=True)])
             for row in section.rows]

@@ -35,11 +35,13 @@ file_extension = ".txt"
 
 def _safe(value: object, style: str = "") -> Text:
     """Text for the terminal: names from the trace print literally (rich markup is not
-    parsed) and control characters (ANSI/OSC escapes, NUL, newlines) are shown escaped. A
-    leading blank line that the layout asks for (``"\n" + title``) is kept as a line break."""
+    parsed) and control characters (ANSI/OSC escapes, NUL, newlines) are shown escaped. Line
+    breaks that the layout itself puts around a text (``"\n" + title``) stay line breaks."""
     text = str(value)
-    lead = text[: len(text) - len(text.lstrip("\n"))]
-    return Text(lead) + Text(printable(text[len(lead):]), style=style)
+    core = text.strip("\n")
+    start = text.index(core) if core else len(text)
+    return (Text(text[:start]) + Text(printable(core), style=style)
+            + Text(text[start + len(core):]))
 
 def cell(value: Cell, col: Column) -> Text:
     """The one place a cell becomes terminal text: formatted by kind, cut at ``max_chars``."""
@@ -51,7 +53,7 @@ def cell(value: Cell, col: Column) -> Text:
 
 def _section(section: Section, console: Console) -> None:
     if not section.rows:
-        console.print(_safe("\n" + section.title, style="bold"))
+        console.print(_safe(section.title, style="bold"))
     else:
         table = Table(title=section.title, title_justify="left", box=box.SIMPLE_HEAD,
                       expand=True)
@@ -64,6 +66,8 @@ def _section(section: Section, console: Console) -> None:
         console.print(table)
     for note in section.notes:
         console.print(_safe(note))
+    if section.notes:
+        console.print()
 
 
 def _header(header: Header, console: Console) -> None:
@@ -87,11 +91,12 @@ def _evidence(report: Report, console: Console, top: int, shown: int = 3) -> Non
     short; Markdown and HTML show every ranked finding's)."""
     with_impact = [(i, f) for i, f in ranked(report, top) if f.impact_ns > 0][:shown]
     for i, f in with_impact:
-        console.print(_safe(f"\n#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
+        console.print(_safe(f"#{i} {f.id} · {f.severity} · recoverable {fmt_ns(f.impact_ns)}",
                            style="bold"))
         for line in evidence_lines(f)[:12]:
             console.print(_safe("   " + line))
         console.print(_safe("   → " + f.recommendation, style="italic"))
+        console.print()
 
 
 def render_terminal(report: Report, width: int = 120, color: bool = False, top: int = 10) -> str:
@@ -106,6 +111,5 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
         if section.key == "findings":
             _evidence(report, console, top)
             if not header.has_gpu_activity:
-                console.print(_safe("\nNo GPU activity (kernels, copies, memsets) in this "
-                                   "trace."))
+                console.print(_safe("No GPU activity (kernels, copies, memsets) in this trace.\n"))
     return buf.getvalue()
