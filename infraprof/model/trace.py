@@ -54,6 +54,8 @@ class Trace:
     threads: pd.DataFrame = field(default_factory=_empty_of(table_schema.THREADS))
     processes: pd.DataFrame = field(default_factory=_empty_of(table_schema.PROCESSES))
     gpus: pd.DataFrame = field(default_factory=_empty_of(table_schema.GPUS))
+    um_cpu_faults: pd.DataFrame = field(default_factory=_empty_of(table_schema.UM_CPU_FAULTS))
+    um_gpu_faults: pd.DataFrame = field(default_factory=_empty_of(table_schema.UM_GPU_FAULTS))
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
