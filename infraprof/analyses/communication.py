@@ -163,7 +163,7 @@ def exposed_finding(trace: Trace, kernels: pd.DataFrame, devices: list[DeviceCom
          "overlap_ns": sum(d.overlap_ns for d in devices), "overlap_ratio": round(ratio, 6),
          "comm_kernels": len(comm), "devices": [d.to_dict() for d in devices],
          "collectives": _collectives(comm, params.top),
-         "nvtx_ranges": exposed_nvtx(trace, comm, params.top)},
+         "exposed_nvtx_ranges": exposed_nvtx(trace, comm, params.top)},
         "Overlap communication with compute: let DDP all-reduce gradient buckets during the "
         "backward pass (tune bucket_cap_mb, avoid a sync before the optimizer step), accumulate "
         "gradients over several micro-batches (no_sync), or use fewer, larger collectives.")

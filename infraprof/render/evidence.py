@@ -10,6 +10,7 @@ from typing import Any
 
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import idle_text
+from infraprof.ranking import Report
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct
 
 _DIRECTIONS = {"HtoD": "H2D", "DtoH": "D2H", "DtoD": "D2D", "PtoP": "P2P", "UVM HtoD": "UM H2D",
@@ -27,7 +28,8 @@ def _copy_text(wait: dict[str, Any], direction: str) -> str:
     peak = wait.get("link_peak_bytes_per_s", {}).get(direction)
     details = [f"{fmt_bytes(size)}{' ' + kind if kind else ''}"]
     if rate is not None:
-        details.append(f"{rate / 1e9:.1f} GB/s" + (f" of {peak / 1e9:.0f} GB/s" if peak else ""))
+        achieved = f"{rate / 1e9:.1f} GB/s" if rate >= 1e8 else f"{rate / 1e6:.1f} MB/s"
+        details.append(achieved + (f" of {peak / 1e9:.0f} GB/s" if peak else ""))
     name = _DIRECTIONS.get(direction, direction)
     return f"{idle_text(wait['memcpy_ns'][direction])} {name} ({', '.join(details)})"
 
@@ -105,10 +107,40 @@ def _kernel_lines(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _gpu_side_lines(ev: dict[str, Any]) -> list[str]:
+    """Kernel-class, communication and kernel-sequence evidence."""
+    lines = []
+    for g in ev.get("groups", [])[:3]:
+        if "count" in g:
+            note = "" if g.get("counted", True) else " (not counted: may be a needed cast)"
+            lines.append(f"{g['group']}: {fmt_ns(g['total_ns'])} in {g['count']} launches{note}")
+    for k in ev.get("top_kernels", [])[:3]:
+        lines.append(f"kernel {k['name']}: ×{k['count']}, {fmt_ns(k['total_ns'])}")
+    for c in ev.get("collectives", [])[:4]:
+        lines.append(f"{c['collective']}: ×{c['count']}, {fmt_ns(c['total_ns'])}, exposed "
+                     f"{fmt_ns(c['exposed_ns'])}")
+    for r in ev.get("exposed_nvtx_ranges", [])[:3]:
+        lines.append(f"NVTX range {r['name']}: {fmt_ns(r['exposed_ns'])} exposed")
+    for s in ev.get("sequences", [])[:3]:
+        lines.append(f"×{s['occurrences']}: {' → '.join(s['kernels'])[:300]} "
+                     f"({fmt_ns(s['recoverable_ns'])} idle between them)")
+    return lines
+
+
 def evidence_lines(finding: Finding) -> list[str]:
     """Short human lines summarising ``finding.evidence`` (empty when nothing is known)."""
     ev = finding.evidence
-    lines = _gap_lines(ev) + _kernel_lines(ev)
+    lines = _gap_lines(ev) + _kernel_lines(ev) + _gpu_side_lines(ev)
     for o in ev.get("osrt_top", [])[:3]:
         lines.append(f"OS runtime {o['name']}: {fmt_ns(o['total_ns'])} in {o['calls']} calls")
     return lines
+
+
+def gpu_bound_headline(report: Report) -> str | None:
+    """``GPU-bound: …`` when the GPUs are busy at least the GPU-bound share of their span."""
+    verdict = report.analysis.gpu_bound if report.analysis else None
+    if not verdict or not verdict["gpu_bound"]:
+        return None
+    return (f"GPU-bound: the GPUs are busy {fmt_pct(verdict['busy_share'])} of their active "
+            f"span (threshold {fmt_pct(verdict['threshold'])}); the time is in the kernels, so "
+            "kernel-level findings lead.")

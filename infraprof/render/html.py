@@ -32,12 +32,13 @@ import plotly.io as pio
 
 from infraprof import __version__
 from infraprof.ranking import Report
-from infraprof.render.evidence import evidence_lines
+from infraprof.render.evidence import evidence_lines, gpu_bound_headline
 from infraprof.render.html_parts import (
     CAUSE_COLORS,
     PAGE_CSS,
     esc,
     html_table,
+    kernel_class_figure,
     kernel_figure,
     ncu_figures,
     ptext,
@@ -235,6 +236,9 @@ def _header(report: Report) -> str:
                    f"the active span ({fmt_ns(report.gpu_busy_ns)} of {fmt_ns(span)})</p>")
     else:
         out.append("<p>No GPU activity (kernels, copies, memsets) in this trace.</p>")
+    headline = gpu_bound_headline(report)
+    if headline:
+        out.append(f"<p><b>{esc(headline)}</b></p>")
     return "\n".join(out)
 
 
@@ -318,6 +322,7 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
         ("ip-timeline", "GPU timeline (idle gaps coloured by attributed cause)", timeline),
         ("ip-idle", "GPU idle by cause", idle_figure(report)),
         ("ip-kernels", "Kernel time breakdown", kernel_figure(report)),
+        ("ip-kernel-classes", "Kernel time per class", kernel_class_figure(report)),
         *[(f"ip-ncu-{i}", title, f) for i, (title, f) in enumerate(ncu_figures(report))],
     ]
     body: list[str] = [_header(report), _findings(report, top)]

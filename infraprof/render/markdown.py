@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from infraprof import __version__
 from infraprof.ranking import Report
-from infraprof.render.evidence import evidence_lines
+from infraprof.render.evidence import evidence_lines, gpu_bound_headline
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".md"
@@ -121,6 +121,26 @@ def _kernels(report: Report, top: int) -> list[str]:
                   "rrrrrrrl", rows)
 
 
+def _headline(report: Report) -> list[str]:
+    text = gpu_bound_headline(report)
+    return [f"\n**{md_text(text)}**\n"] if text else []
+
+
+def _kernel_classes(report: Report) -> list[str]:
+    a = report.analysis
+    if a is None or not a.kernel_classes:
+        return []
+    rows = [[str(d["device_id"]), md_text(c["class"]), fmt_ns(c["total_ns"]),
+             fmt_pct(c["share"]), str(c["count"])] for d in a.kernel_classes
+            for c in d["classes"]]
+    out = _table("Kernel classes (GPU time per class, from kernel names)",
+                 ["device", "class", "time", "time %", "count"], "rlrrr", rows)
+    out += [f"\nCommunication on device {c['device_id']}: {fmt_ns(c['comm_ns'])}, "
+            f"{fmt_pct(c['overlap_ratio'])} overlapped with compute, "
+            f"{fmt_ns(c['exposed_ns'])} exposed\n" for c in a.communication]
+    return out
+
+
 def _api(report: Report, top: int) -> list[str]:
     a = report.api_calls
     if a.empty:
@@ -195,8 +215,9 @@ def fit(chunks: Sequence[str], max_bytes: int) -> str:
 def render_markdown(report: Report, top: int = 10, max_bytes: int = MAX_BYTES) -> str:
     """The report as GitHub-flavoured Markdown of at most ``max_bytes`` UTF-8 bytes."""
     chunks = [
-        *_header(report), *_findings(report, top), *_evidence(report, top),
-        *_devices(report), *_kernels(report, top), *_api(report, top), *_memory(report),
+        *_header(report), *_headline(report), *_findings(report, top), *_evidence(report, top),
+        *_devices(report), *_kernels(report, top), *_kernel_classes(report), *_api(report, top),
+        *_memory(report),
         *_nvtx(report, top), *_python(report, top),
     ]
     return fit(chunks, max_bytes)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infraprof.ranking import Report
-from infraprof.render.evidence import evidence_lines
+from infraprof.render.evidence import evidence_lines, gpu_bound_headline
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".txt"
@@ -140,6 +140,24 @@ def _kernels(report: Report, console: Console, top: int) -> None:
     console.print(t)
 
 
+def _kernel_classes(report: Report, console: Console) -> None:
+    a = report.analysis
+    if a is None or not a.kernel_classes:
+        return
+    t = _table("Kernel classes (GPU time per class, from kernel names)", [
+        ("device", "right"), ("class", "left"), ("time", "right"), ("time %", "right"),
+        ("count", "right")])
+    for d in a.kernel_classes:
+        for c in d["classes"]:
+            t.add_row(str(d["device_id"]), c["class"], fmt_ns(c["total_ns"]),
+                      fmt_pct(c["share"]), str(c["count"]))
+    console.print(t)
+    for c in a.communication:
+        console.print(Text(f"Communication on device {c['device_id']}: {fmt_ns(c['comm_ns'])}, "
+                           f"{fmt_pct(c['overlap_ratio'])} overlapped with compute, "
+                           f"{fmt_ns(c['exposed_ns'])} exposed"))
+
+
 def _api(report: Report, console: Console, top: int) -> None:
     a = report.api_calls
     if a.empty:
@@ -189,6 +207,9 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
                       color_system="auto" if color else None, highlight=False, soft_wrap=False)
     _header(report, console)
+    headline = gpu_bound_headline(report)
+    if headline:
+        console.print(Text(headline, style="bold"))
     _findings(report, console, top)
     _breakdown(report, console)
     _evidence(report, console)
@@ -197,6 +218,7 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
         console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this trace."))
     _devices(report, console)
     _kernels(report, console, top)
+    _kernel_classes(report, console)
     _api(report, console, top)
     _memory(report, console)
     _nvtx(report, console, top)
