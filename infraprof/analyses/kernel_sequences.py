@@ -3,7 +3,9 @@
 Kernels are put in stream order (device, stream, start). A *short* kernel runs at most
 ``max_kernel_ns`` (10 µs, the launch analysis' short-kernel bound). Every window of ``n``
 consecutive kernels on one stream (``min_length`` 3 ≤ n ≤ ``max_length`` 8) made only of short
-kernels is an n-gram of kernel-name ids; n-grams are hashed with numpy (a polynomial hash over
+kernels that follow each other closely (each starts at most ``max_gap_ns``, 100 µs, after the
+previous one ends: a longer gap is a host stall or a wait, which fusion does not remove) is an
+n-gram of kernel-name ids; n-grams are hashed with numpy (a polynomial hash over
 the ids, vectorised over all windows) and counted with ``np.unique``. A sequence seen at least
 ``min_repeats`` (20) times, in non-overlapping occurrences, is a fusion candidate.
 
@@ -26,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.gap_findings import idle_text
 from infraprof.tables import as_frame
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ class TinyKernelParams:
     """See the module docstring for each default."""
 
     max_kernel_ns: int = 10_000
+    max_gap_ns: int = 100_000
     min_length: int = 3
     max_length: int = 8
     min_repeats: int = 20
@@ -71,7 +75,8 @@ def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
                  new_stream: npt.NDArray[np.bool_], n: int
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
     """Start positions and hashes of every length-``n`` window of ``ids`` made only of valid
-    items and lying on one stream (``new_stream[i]``: item ``i`` starts a new stream)."""
+    items and lying in one segment (``new_stream[i]``: item ``i`` starts a new stream, or
+    follows the previous item after too long a gap)."""
     if ids.size < n:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
     bad = np.concatenate(([0], np.cumsum(~valid_item)))
@@ -109,8 +114,9 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Intervals], p: TinyKe
     ids = k["name_id"].to_numpy(dtype=np.int64)
     short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
     dev, stream = k["device_id"].to_numpy(), k["stream_id"].to_numpy()
-    new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])))
     starts, ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
+    new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])
+                                 | (starts[1:] - ends[:-1] > p.max_gap_ns)))
     dur, names = k["dur_ns"].to_numpy(np.int64), k["name"].fillna("").astype(str).to_numpy()
     out = []
     for n in range(p.min_length, p.max_length + 1):
@@ -171,7 +177,7 @@ def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
         "kernel.tiny_kernels", "launch-overhead",
         f"{len(sequences)} repeated sequence(s) of short kernels; the most costly runs "
         f"{top.positions.size}× ({len(top.names)} kernels of ≤ {params.max_kernel_ns / 1e3:g} µs "
-        f"each) with {top.idle_ns / 1e6:.2f} ms of GPU idle between them",
+        f"each) with {idle_text(top.idle_ns)} of GPU idle between them",
         impact, active_span_ns,
         {"recoverable_ns": impact, "max_kernel_ns": params.max_kernel_ns,
          "min_repeats": params.min_repeats, "sequences": rows},
@@ -193,6 +199,8 @@ TINY_KERNELS = Analysis(
     settings=(
         Setting("tiny-kernel-max", "max_kernel_ns", "duration",
                 "kernels at or below this GPU time count as tiny (10us)"),
+        Setting("tiny-kernel-gap", "max_gap_ns", "duration",
+                "longest gap between kernels of one tiny-kernel sequence (100us)"),
         Setting("tiny-kernel-repeats", "min_repeats", "int",
                 "occurrences a sequence needs to be reported (20)"),
     ))
