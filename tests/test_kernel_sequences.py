@@ -55,7 +55,7 @@ def test_long_kernels_other_streams_and_long_gaps_break_sequences() -> None:
 def test_idle_hidden_by_another_stream_is_not_recoverable() -> None:
     kernels = _loop(30, ["a", "b", "c"], tail=None, gap=2_000)
     span = kernels[-1][0] + kernels[-1][1]
-    covered = kernels + [(0, span, "other_stream_big", 9)]
+    covered = [*kernels, (0, span, "other_stream_big", 9)]
     report = build_report(trace(covered))
     assert not any(f.id == "kernel.tiny_kernels" for f in report.findings)
 
