@@ -37,10 +37,11 @@ EXAMPLES: dict[tuple[str, str], list[str]] = {
                                         "ampere_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x5_nn"],
     ("gemm_tensor_core", "gemmk1"): ["void gemmk1_kernel<int, float, 256, 5>()"],
     ("gemm_tensor_core", "sm80/sm90"): ["sm90_gemm_bf16bf16_f32_128x128_warpspecialized"],
+    ("gemm_no_tensor_core", "gemv"): ["void gemv2T_kernel_val<int, int, double, double>()",
+                                      "void gemvNSP_kernel<float, float, float, 1, 16>()"],
     ("gemm_no_tensor_core", "fp64"): ["volta_dgemm_128x64_nn", "void zgemm_kernel()"],
     ("gemm_no_tensor_core", "fp32"): ["implicit_convolve_sgemm<float, float, 1024, 5, 5>",
-                                      "ampere_sgemm_128x64_nn",
-                                      "void gemv2T_kernel_val<int, int, float>()"],
+                                      "ampere_sgemm_128x64_nn"],
     ("gemm_no_tensor_core", "fp32 conv"): [
         "void convolveNd_dgrad_float_engine<float, (int)3, (int)128>(int, int)"],
     ("layout_conversion", "nchw<->nhwc"): [
@@ -112,6 +113,16 @@ def test_per_device_classes_and_findings_on_a_synthetic_trace() -> None:
     assert no_tc.evidence["no_tensor_core_ns"] == 200_000
     assert no_tc.impact_ns == 100_000  # speedup 2 assumed
     assert data["devices"][0]["communication"] is None
+
+
+def test_gemv_and_fp64_without_fp64_tensor_cores_are_not_counted() -> None:
+    kernels = [(0, 500_000, "void gemv2T_kernel_val<int, int, double>()"),
+               (600_000, 300_000, "volta_dgemm_128x64_nn"), (1_000_000, 10_000, "other")]
+    turing = build_report(trace(kernels, compute_major=7))
+    assert "kernel.no_tensor_cores" not in {f.id for f in turing.findings}
+    a100 = build_report(trace(kernels, compute_major=8))
+    (found,) = [f for f in a100.findings if f.id == "kernel.no_tensor_cores"]
+    assert found.evidence["no_tensor_core_ns"] == 300_000  # the DGEMM, not the GEMV
 
 
 def test_no_tensor_core_finding_needs_a_tensor_core_gpu() -> None:

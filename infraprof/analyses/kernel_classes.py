@@ -15,8 +15,10 @@ Findings (``docs/findings.md``):
   :data:`RECOVERABLE_LAYOUT_GROUPS`) — a consistent memory format (channels-last end to end)
   removes them; copy/cast time is listed in the evidence but not counted (it may be a dtype
   cast that the model needs).
-* ``kernel.no_tensor_cores``: FP32/FP64 GEMM/convolution kernels (no tensor-core marker in the
-  name) on a device of compute capability ≥ 7.0 (``TARGET_INFO_GPU``). **Impact**: their time ×
+* ``kernel.no_tensor_cores``: FP32 GEMM/convolution kernels (no tensor-core marker in the
+  name) on a device of compute capability ≥ 7.0 (``TARGET_INFO_GPU``), and FP64 ones on
+  devices with FP64 tensor cores (8.0, 9.0+); matrix-vector kernels (``gemv``, memory-bound:
+  tensor cores do not help them) are classified but not counted. **Impact**: their time ×
   ``(1 − 1 / tensor_core_speedup)`` (default speedup 2: a conservative end-to-end figure; TF32/
   FP16 tensor-core peak is 8–16× FP32 on A100, but memory-bound parts do not speed up).
 
@@ -52,8 +54,9 @@ KERNEL_PATTERNS: Final[tuple[tuple[str, str, str], ...]] = (
     ("gemm_tensor_core", "mma shape", r"s16816|h16816|i16832|[hsi]1688|[hsi]884|1688gemm|884gemm"),
     ("gemm_tensor_core", "gemmk1", r"gemmk1"),
     ("gemm_tensor_core", "sm80/sm90", r"\bsm(?:80|86|89|90)a?_"),
-    ("gemm_no_tensor_core", "fp64", r"[dz]gemm|dgemv|double\w*gemm"),
-    ("gemm_no_tensor_core", "fp32", r"implicit_convolve_sgemm|[sc]gemm|gemv|gemmSN"),
+    ("gemm_no_tensor_core", "gemv", r"gemv"),
+    ("gemm_no_tensor_core", "fp64", r"[dz]gemm|double\w*gemm"),
+    ("gemm_no_tensor_core", "fp32", r"implicit_convolve_sgemm|[sc]gemm|gemmSN"),
     ("gemm_no_tensor_core", "fp32 conv", r"convolve\w*_float|conv\w*_f32_|float\w*_conv"),
     ("layout_conversion", "nchw<->nhwc", r"nchwtonhwc|nhwctonchw|nchw2nhwc|nhwc2nchw"),
     ("layout_conversion", "transpose/permute", r"transpose|permute"),
@@ -161,19 +164,25 @@ def layout_finding(kernels: pd.DataFrame, active_span_ns: int, min_share: float
         "needs no NCHW<->NHWC conversions; avoid .contiguous()/.permute() in the step.")
 
 
-def tensor_core_devices(trace: Trace) -> set[int]:
-    """Devices whose compute capability (``TARGET_INFO_GPU``) is 7.0 or more."""
+def tensor_core_devices(trace: Trace, fp64: bool = False) -> set[int]:
+    """Devices whose compute capability (``TARGET_INFO_GPU``) is 7.0 or more; with ``fp64``,
+    those with FP64 tensor cores (8.0 and 9.0 or more)."""
     g = trace.gpus
     major = pd.to_numeric(g["compute_major"], errors="coerce").fillna(0).to_numpy()
-    return {int(d) for d, m in zip(g["device_id"], major, strict=True) if m >= 7}
+    minor = pd.to_numeric(g["compute_minor"], errors="coerce").fillna(0).to_numpy()
+    return {int(d) for d, a, b in zip(g["device_id"], major, minor, strict=True)
+            if (a >= 9 or (a == 8 and b == 0)) or (not fp64 and a >= 7)}
 
 
 def no_tensor_core_finding(trace: Trace, kernels: pd.DataFrame, active_span_ns: int,
                            params: KernelClassParams) -> Finding | None:
     """``kernel.no_tensor_cores`` (module docstring), or None."""
     capable = tensor_core_devices(trace)
+    fp64_ok = kernels["device_id"].isin(list(tensor_core_devices(trace, fp64=True)))
     on_capable = kernels[kernels["device_id"].isin(list(capable))]
-    plain = on_capable[on_capable["class"] == "gemm_no_tensor_core"]
+    counted = on_capable["group"].isin(["fp32", "fp32 conv"]) | (
+        (on_capable["group"] == "fp64") & fp64_ok[on_capable.index])
+    plain = on_capable[(on_capable["class"] == "gemm_no_tensor_core") & counted]
     total = int(on_capable["dur_ns"].sum())
     plain_ns = int(plain["dur_ns"].sum())
     if not total or plain_ns / total < params.no_tensor_core_min_share:
