@@ -8,7 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import SAMPLE_TRACES
+from helpers_cli import run_main
 from helpers_synthetic import GTID, PID, trace
 
 from infraprof import tables as table_schema
@@ -153,3 +155,21 @@ def test_exports_without_um_tables_read_empty(tmp_path: Path) -> None:
     wait = next(f for f in build_report(t).findings if f.id == "gap.memcpy").evidence[
         "during_wait"]
     assert wait["um_faults"] == 0
+
+
+def test_um_table_without_its_columns_is_bad_input(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken_um.sqlite"
+    shutil.copyfile(SAMPLE_TRACES / "demo_sync_heavy.sqlite", path)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE CUDA_UM_GPU_PAGE_FAULT_EVENTS")
+    conn.execute("CREATE TABLE CUDA_UM_GPU_PAGE_FAULT_EVENTS (start INTEGER, address INTEGER)")
+    conn.commit()
+    conn.close()
+    code, _, err = run_main(["analyze", str(path), "-f", "json"], monkeypatch, capsys)
+    assert code == 3
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("infraprof: error:")
+    assert str(path) in lines[0] and "CUDA_UM_GPU_PAGE_FAULT_EVENTS" in lines[0]
+    assert "end, globalPid, deviceId" in lines[0]
