@@ -159,6 +159,23 @@ PROCESSES: Final[TableSpec] = {
     "name": "object",
 }
 
+UM_CPU_FAULTS: Final[TableSpec] = {
+    "start_ns": "int64",
+    "global_pid": "int64",
+    "pid": "int64",
+    "address": "Int64",
+}
+
+UM_GPU_FAULTS: Final[TableSpec] = {
+    "start_ns": "int64",
+    "end_ns": "int64",
+    "global_pid": "int64",
+    "pid": "int64",
+    "device_id": "int64",
+    "address": "Int64",
+    "faults": "int64",
+}
+
 GPUS: Final[TableSpec] = {
     "device_id": "int64",
     "name": "object",

@@ -34,6 +34,7 @@ from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.python_frames import with_python_frames
 from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, site_of
 from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.analyses.wait_contents import with_during_wait
 from infraprof.tables import decode_tid
 
 if TYPE_CHECKING:
@@ -178,8 +179,9 @@ def _with_launch_bound(finding: Finding, bound: pd.DataFrame) -> Finding:
 def _run_gaps(ctx: AnalysisContext, params: GapFindingParams) -> Output:
     totals = _site_totals(ctx.trace.api_calls)
     findings = [
-        with_python_frames(_with_launch_bound(_with_site_totals(f, totals), ctx.launch_bound),
-                           ctx.python_pools)
+        with_during_wait(with_python_frames(
+            _with_launch_bound(_with_site_totals(f, totals), ctx.launch_bound),
+            ctx.python_pools), ctx.trace)
         for f in gap_findings(ctx.attributions, ctx.timelines, ctx.thread_names, params)]
     return Output(findings=findings)
 

@@ -23,11 +23,14 @@ from typing import Any
 
 from infraprof.analyses.attribution import ATTRIBUTION
 from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.communication import COMMUNICATION
 from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.copies import COPIES
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import GAPS
 from infraprof.analyses.host_bound import HOST_BOUND
+from infraprof.analyses.kernel_classes import KERNEL_CLASSES
+from infraprof.analyses.kernel_sequences import TINY_KERNELS
 from infraprof.analyses.launch import LAUNCH
 from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
 from infraprof.analyses.nvtx_proj import NVTX
@@ -40,7 +43,7 @@ from infraprof.errors import UsageError
 
 ANALYSES: tuple[Analysis, ...] = (
     SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
-    PYTHON, NCU, RUN_METRICS,
+    PYTHON, NCU, RUN_METRICS, KERNEL_CLASSES, COMMUNICATION, TINY_KERNELS,
 )
 
 REPORT_SETTINGS: tuple[Setting, ...] = (

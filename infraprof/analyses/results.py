@@ -77,6 +77,22 @@ class Results:
         return found if isinstance(found, PythonSummary) else None
 
     @property
+    def kernel_classes(self) -> list[dict[str, Any]]:
+        """Per device: kernel time and count per class (``kernel_classes`` analysis)."""
+        return list(self.table("kernel_classes", "per_device", []))
+
+    @property
+    def gpu_bound(self) -> dict[str, Any] | None:
+        """The GPU-bound verdict (``busy_share``, ``threshold``, ``gpu_bound``) or None."""
+        found = self.table("kernel_classes", "gpu_bound")
+        return dict(found) if isinstance(found, dict) else None
+
+    @property
+    def communication(self) -> list[dict[str, Any]]:
+        """Per device with collective kernels: comm, overlap and exposed time."""
+        return list(self.table("communication", "devices", []))
+
+    @property
     def pyspy(self) -> AlignedPyspy | None:
         return self.context.pyspy
 

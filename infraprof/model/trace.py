@@ -56,6 +56,8 @@ class Trace:
     processes: pd.DataFrame = field(default_factory=_empty_of(table_schema.PROCESSES))
     gpus: pd.DataFrame = field(default_factory=_empty_of(table_schema.GPUS))
     data_quality: tuple[DataIssue, ...] = ()  # rows the reader left out, and why
+    um_cpu_faults: pd.DataFrame = field(default_factory=_empty_of(table_schema.UM_CPU_FAULTS))
+    um_gpu_faults: pd.DataFrame = field(default_factory=_empty_of(table_schema.UM_GPU_FAULTS))
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,

@@ -24,6 +24,7 @@ from infraprof.model.clock import AlignedPyspy
 from infraprof.model.kernel_metrics import KernelMetrics
 
 SCHEMA_VERSION = "1.0"
+KERNEL_LEVEL_PREFIXES = ("kernel.", "comm.")
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,21 @@ class Report:
             "python": (self.analysis.python.to_dict()
                        if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
+            "kernel_classes": self._kernel_classes_dict(),
             "gate_samples": self._gate_samples(),
             # rows the reader left out, per table and reason (empty for a clean export)
             "data_quality": [issue.to_dict() for issue in t.data_quality],
         }
+
+    def _kernel_classes_dict(self) -> dict[str, Any] | None:
+        """Kernel time per class per device, communication overlap, GPU-bound verdict (None
+        when the ``kernel_classes`` analysis did not run)."""
+        a = self.analysis
+        if a is None or a.gpu_bound is None:
+            return None
+        comm = {c["device_id"]: c for c in a.communication}
+        devices = [{**d, "communication": comm.get(d["device_id"])} for d in a.kernel_classes]
+        return {"gpu_bound": a.gpu_bound, "devices": devices}
 
     def _gate_samples(self) -> dict[str, Any] | None:
         """The gate's metrics of this run (``infraprof.gate.run/1``; None when disabled)."""
@@ -191,13 +203,21 @@ def _records(frame: pd.DataFrame, keys: Sequence[str], extra_int: Sequence[str] 
     return out
 
 
-def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int = 0
-         ) -> list[Finding]:
+def leads(finding: Finding) -> bool:
+    """A kernel-level finding (:data:`KERNEL_LEVEL_PREFIXES`) with recoverable time: these
+    lead the ranking of a GPU-bound trace."""
+    return finding.impact_ns > 0 and finding.id.startswith(KERNEL_LEVEL_PREFIXES)
+
+
+def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int = 0,
+         gpu_bound: bool = False) -> list[Finding]:
     """Sort by ``impact_ns`` (desc), then severity, id and title; drop findings below
-    ``min_impact_ns`` unless they are informational (impact 0 by design); keep ``top``."""
+    ``min_impact_ns`` unless they are informational (impact 0 by design); keep ``top``.
+    When ``gpu_bound``, kernel-level findings (:func:`leads`) come first, each group in that
+    order."""
     kept = [f for f in findings if f.impact_ns >= min_impact_ns or f.impact_ns == 0]
-    ranked = sorted(kept, key=lambda f: (-f.impact_ns, SEVERITY_ORDER[f.severity], f.id,
-                                         f.title))
+    ranked = sorted(kept, key=lambda f: (gpu_bound and not leads(f), -f.impact_ns,
+                                         SEVERITY_ORDER[f.severity], f.id, f.title))
     return ranked[:top] if top is not None else ranked
 
 
@@ -214,6 +234,7 @@ def build_report(trace: Trace, config: AnalysisConfig | None = None, *,
     results = Results(ctx)
     start, end = ctx.span
     floor = config.min_impact_ns if min_impact_ns is None else min_impact_ns
+    gpu_bound = bool((results.gpu_bound or {}).get("gpu_bound"))
     return Report(
         trace=trace,
         span_start_ns=start,
@@ -224,6 +245,6 @@ def build_report(trace: Trace, config: AnalysisConfig | None = None, *,
         memcpy=results.table("summary", "memcpy"),
         nvtx=results.table("summary", "nvtx"),
         analysis=results,
-        findings=rank(findings, top, floor),
+        findings=rank(findings, top, floor, gpu_bound),
         config=config,
     )

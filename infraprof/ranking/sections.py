@@ -93,6 +93,7 @@ class Header:
     busy_ns: int
     active_span_ns: int
     has_gpu_activity: bool
+    headline: str | None = None  # e.g. the GPU-bound verdict, shown under the header
 
     @property
     def busy_share(self) -> float:
@@ -128,7 +129,17 @@ def report_header(report: Report) -> Header:
         span_ns=report.span_ns, command=meta.capture_command or None, gpus_used=gpus,
         gpus_in_node=len(report.trace.gpus), busy_ns=report.gpu_busy_ns,
         active_span_ns=sum(d.span_ns for d in report.devices),
-        has_gpu_activity=report.trace.has_gpu_activity)
+        has_gpu_activity=report.trace.has_gpu_activity, headline=gpu_bound_headline(report))
+
+
+def gpu_bound_headline(report: Report) -> str | None:
+    """``GPU-bound: …`` when the GPUs are busy at least the GPU-bound share of their span."""
+    verdict = report.analysis.gpu_bound if report.analysis else None
+    if not verdict or not verdict["gpu_bound"]:
+        return None
+    return (f"GPU-bound: the GPUs are busy {fmt_pct(verdict['busy_share'])} of their active "
+            f"span (threshold {fmt_pct(verdict['threshold'])}); the time is in the kernels, so "
+            "kernel-level findings lead.")
 
 
 def ranked(report: Report, top: int) -> list[tuple[int, Finding]]:
@@ -140,8 +151,8 @@ def ranked(report: Report, top: int) -> list[tuple[int, Finding]]:
 def report_sections(report: Report, top: int) -> list[Section]:
     """Every table of the report, in display order (see the module docstring)."""
     built = [_findings(report, top), _devices(report), _kernels(report, top),
-             _api(report, top), _launch(report, top), _memory(report), _copies(report),
-             _nvtx(report, top),
+             _kernel_classes(report), _api(report, top), _launch(report, top),
+             _memory(report), _copies(report), _nvtx(report, top),
              *_python(report, top), _idle_stacks(report, top)]
     return [s for s in built if s is not None]
 
@@ -202,6 +213,24 @@ def _kernels(report: Report, top: int) -> Section | None:
          _display_name(str(r.name), r.short_name)) for r in k.head(top).itertuples()]
     return Section("kernels", f"Top kernels by GPU time ({len(rows)} of {len(k)})", columns,
                    rows)
+
+
+def _kernel_classes(report: Report) -> Section | None:
+    """Kernel time per class per device (from names), with communication overlap notes."""
+    per_device = report.analysis.kernel_classes if report.analysis else []
+    if not per_device:
+        return None
+    columns = (column("device", "int"), column("class"), column("time", "ns"),
+               column("time %", "pct"), column("count", "int"))
+    rows: list[tuple[Cell, ...]] = [
+        (d["device_id"], c["class"], c["total_ns"], c["share"], c["count"])
+        for d in per_device for c in d["classes"]]
+    comm = report.analysis.communication if report.analysis else []
+    notes = tuple(f"Communication on device {c['device_id']}: {fmt_ns(c['comm_ns'])}, "
+                  f"{fmt_pct(c['overlap_ratio'])} overlapped with compute, "
+                  f"{fmt_ns(c['exposed_ns'])} exposed" for c in comm)
+    return Section("kernel_classes", "Kernel classes (GPU time per class, from kernel names)",
+                   columns, rows, notes)
 
 
 def _api(report: Report, top: int) -> Section | None:

@@ -375,6 +375,38 @@ def _read_processes(db: SqliteFile) -> pd.DataFrame:
     return T.conform(f.drop_duplicates("global_pid"), T.PROCESSES)
 
 
+def _require_columns(db: SqliteFile, table: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if not db.has_column(table, c)]
+    if missing:
+        raise InputError(
+            f"{db.path}: table {table} lacks column(s) {', '.join(missing)} of nsys' export "
+            "schema; re-export the report with `nsys export --type sqlite`")
+
+
+def _read_um_faults(db: SqliteFile) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Unified Memory page faults (``--cuda-um-cpu-page-faults`` / ``-gpu-page-faults``):
+    ``CUDA_UM_CPU_PAGE_FAULT_EVENTS(start, globalPid, address, ...)`` and
+    ``CUDA_UM_GPU_PAGE_FAULT_EVENTS(start, end, globalPid, deviceId, address,
+    numberOfPageFaults, faultAccessType)``; absent tables mean no UM tracing."""
+    cpu_table = db.resolve_table("CUDA_UM_CPU_PAGE_FAULT_EVENTS")
+    gpu_table = db.resolve_table("CUDA_UM_GPU_PAGE_FAULT_EVENTS")
+    cpu, gpu = T.empty(T.UM_CPU_FAULTS), T.empty(T.UM_GPU_FAULTS)
+    if cpu_table is not None:
+        _require_columns(db, cpu_table, ("start", "globalPid"))
+        f = _frame(db, cpu_table, {"start_ns": "start", "global_pid": "globalPid",
+                                   "address": _col(db, cpu_table, "address")}, "ORDER BY start")
+        cpu = T.conform(_with_pid(f, "global_pid"), T.UM_CPU_FAULTS)
+    if gpu_table is not None:
+        _require_columns(db, gpu_table, ("start", "end", "globalPid", "deviceId"))
+        f = _frame(db, gpu_table, {
+            "start_ns": "start", "end_ns": '"end"', "global_pid": "globalPid",
+            "device_id": "deviceId", "address": _col(db, gpu_table, "address"),
+            "faults": f'coalesce({_col(db, gpu_table, "numberOfPageFaults", "1")}, 1)'},
+            "ORDER BY start")
+        gpu = T.conform(_with_pid(f, "global_pid"), T.UM_GPU_FAULTS)
+    return cpu, gpu
+
+
 def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
     if "TARGET_INFO_GPU" not in db.tables:
         rows = pd.DataFrame({"device_id": sorted(used)})
@@ -433,4 +465,5 @@ def read_nsys_sqlite(path: Path, with_callchains: bool = True) -> NsysTables:
             "CUPTI_ACTIVITY_KIND_KERNEL": len(fr["kernels"]),
             "CUPTI_ACTIVITY_KIND_RUNTIME": len(fr["api_calls"]), "OSRT_API": len(fr["osrt"])})
         out.data_quality = list(db.issues)
+        fr["um_cpu_faults"], fr["um_gpu_faults"] = _read_um_faults(db)
     return out

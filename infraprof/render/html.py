@@ -49,6 +49,7 @@ from infraprof.render.html_parts import (
     CAUSE_COLORS,
     PAGE_CSS,
     esc,
+    kernel_class_figure,
     kernel_figure,
     ncu_figures,
     ptext,
@@ -214,6 +215,8 @@ def _header(header: Header) -> str:
            f"<p class='meta'>{esc(' · '.join(bits))}<br>source: {esc(header.source)}</p>"]
     if header.command:
         out.append(f"<p class='meta'>command: <code>{esc(header.command)}</code></p>")
+    if header.headline:
+        out.append(f"<p><b>{esc(header.headline)}</b></p>")
     if header.gpus_used:
         out.append(f"<p>GPUs used: {esc(', '.join(header.gpus_used))} (node has "
                    f"{header.gpus_in_node}) · <b>GPU busy {fmt_pct(header.busy_share)}</b> of "
@@ -249,6 +252,7 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
         ("ip-timeline", "GPU timeline (idle gaps coloured by attributed cause)", timeline),
         ("ip-idle", "GPU idle by cause", idle_figure(report)),
         ("ip-kernels", "Kernel time breakdown", kernel_figure(report)),
+        ("ip-kernel-classes", "Kernel time per class", kernel_class_figure(report)),
         *[(f"ip-ncu-{i}", title, f) for i, (title, f) in enumerate(ncu_figures(report))],
     ]
     sections = report_sections(report, top)  # the findings section comes first

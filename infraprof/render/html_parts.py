@@ -74,6 +74,25 @@ def kernel_figure(report: Report, top: int = 15) -> go.Figure | None:
     return fig
 
 
+def kernel_class_figure(report: Report) -> go.Figure | None:
+    """One stacked bar per device: kernel time (sum of durations) per kernel class."""
+    per_device = report.analysis.kernel_classes if report.analysis else []
+    if not per_device:
+        return None
+    devices = [f"GPU {d['device_id']}" for d in per_device]
+    classes = list(dict.fromkeys(c["class"] for d in per_device for c in d["classes"]))
+    fig = go.Figure()
+    for cls in classes:
+        ns = [next((c["total_ns"] for c in d["classes"] if c["class"] == cls), 0)
+              for d in per_device]
+        fig.add_trace(go.Bar(y=devices, x=[v / 1e6 for v in ns], orientation="h", name=cls,
+                             hovertext=[f"{cls}: {fmt_ns(v)}" for v in ns], hoverinfo="text"))
+    fig.update_layout(barmode="stack", template="plotly_white", height=160 + 40 * len(devices),
+                      margin={"l": 10, "r": 10, "t": 20, "b": 40},
+                      xaxis={"title": {"text": "GPU kernel time (ms)"}}, yaxis={"automargin": True})
+    return fig
+
+
 def _kernel_findings(report: Report) -> list[tuple[str, dict[str, Any]]]:
     return [(str(f.evidence.get("nsys_kernel") or f.title), f.evidence) for f in report.findings
             if f.category == "kernel" and ("stalls" in f.evidence or "roofline" in f.evidence)]

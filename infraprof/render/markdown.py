@@ -80,6 +80,8 @@ def _header(header: Header) -> list[str]:
                    f"({fmt_ns(header.busy_ns)} of {fmt_ns(header.active_span_ns)})\n")
     else:
         out.append("No GPU activity (kernels, copies, memsets) in this trace.\n")
+    if header.headline:
+        out.append(f"\n**{md_text(header.headline)}**\n")
     return out
 
 

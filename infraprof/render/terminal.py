@@ -84,6 +84,8 @@ def _header(header: Header, console: Console) -> None:
         console.print(_safe(f"GPUs: {header.gpus_in_node} in node, no GPU activity recorded"))
     else:
         console.print(_safe("GPUs: no GPU activity recorded (CPU-only capture)"))
+    if header.headline:
+        console.print(_safe(header.headline, style="bold"))
 
 
 def _evidence(report: Report, console: Console, top: int, shown: int = 3) -> None:

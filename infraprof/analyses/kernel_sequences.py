@@ -1,0 +1,206 @@
+"""``kernel.tiny_kernels``: repeated sequences of short kernels, mined from stream order.
+
+Kernels are put in stream order (device, stream, start). A *short* kernel runs at most
+``max_kernel_ns`` (10 µs, the launch analysis' short-kernel bound). Every window of ``n``
+consecutive kernels on one stream (``min_length`` 3 ≤ n ≤ ``max_length`` 8) made only of short
+kernels that follow each other closely (each starts at most ``max_gap_ns``, 100 µs, after the
+previous one ends: a longer gap is a host stall or a wait, which fusion does not remove) is an
+n-gram of kernel-name ids; n-grams are hashed with numpy (a polynomial hash over
+the ids, vectorised over all windows) and counted with ``np.unique``. A sequence seen at least
+``min_repeats`` (20) times, in non-overlapping occurrences, is a fusion candidate.
+
+**Recoverable time** of an occurrence: the device's idle time between its first kernel's start
+and its last kernel's end (what fusing the kernels, or replaying them as a CUDA graph, removes:
+the launch gaps between them). **Impact**: that idle time over the union of the occurrences of
+the listed sequences (at most ``top``, 5), so overlapping sequences are not counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from infraprof import intervals
+from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.gap_findings import idle_text
+from infraprof.tables import as_frame
+
+if TYPE_CHECKING:
+    from infraprof.analyses.context import AnalysisContext
+
+_HASH_BASE = np.uint64(1_000_003)
+
+
+@dataclass(frozen=True)
+class TinyKernelParams:
+    """See the module docstring for each default."""
+
+    max_kernel_ns: int = 10_000
+    max_gap_ns: int = 100_000
+    min_length: int = 3
+    max_length: int = 8
+    min_repeats: int = 20
+    top: int = 5
+
+
+@dataclass(frozen=True)
+class KernelSequence:
+    """One repeated kernel sequence: ``positions`` index its first kernel in stream order."""
+
+    names: tuple[str, ...]
+    positions: npt.NDArray[np.int64]
+    span_starts: npt.NDArray[np.int64]
+    span_ends: npt.NDArray[np.int64]
+    kernel_ns: int
+    idle_ns: int
+
+
+def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
+    """Kernels sorted by device, stream and start, with ``name_id`` and ``dur_ns``."""
+    order = np.lexsort((kernels["start_ns"].to_numpy(), kernels["stream_id"].to_numpy(),
+                        kernels["device_id"].to_numpy()))
+    k = kernels.iloc[order].reset_index(drop=True)
+    ids, _ = pd.factorize(k["name"].fillna(""))
+    return as_frame(k.assign(name_id=ids.astype(np.int64),
+                             dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
+
+
+def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
+                 new_stream: npt.NDArray[np.bool_], n: int
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+    """Start positions and hashes of every length-``n`` window of ``ids`` made only of valid
+    items and lying in one segment (``new_stream[i]``: item ``i`` starts a new stream, or
+    follows the previous item after too long a gap)."""
+    if ids.size < n:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+    bad = np.concatenate(([0], np.cumsum(~valid_item)))
+    cut = np.concatenate(([0], np.cumsum(new_stream)))
+    starts = np.arange(ids.size - n + 1)
+    ok = (bad[starts + n] - bad[starts] == 0) & (cut[starts + n] - cut[starts + 1] == 0)
+    windows = sliding_window_view(ids.astype(np.uint64), n)[ok]
+    hashes = np.zeros(windows.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            hashes = hashes * _HASH_BASE + windows[:, j] + np.uint64(1)
+    return starts[ok].astype(np.int64), hashes
+
+
+def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    """Occurrences at least ``n`` apart from the previous one (keeps the first)."""
+    keep = np.concatenate(([True], np.diff(positions) >= n))
+    return positions[keep]
+
+
+def _idle_in(busy: dict[int, intervals.Intervals], devices: npt.NDArray[np.int64],
+             starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> int:
+    """Device idle time inside the union of ``[starts, ends)`` (per device)."""
+    total = 0
+    for device in np.unique(devices):
+        on = devices == device
+        spans = intervals.union(starts[on], ends[on])
+        dev_busy = busy.get(int(device), intervals.union([], []))
+        total += spans.total_ns - intervals.intersect(spans, dev_busy).total_ns
+    return total
+
+
+def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Intervals], p: TinyKernelParams
+                ) -> list[KernelSequence]:
+    ids = k["name_id"].to_numpy(dtype=np.int64)
+    short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
+    dev, stream = k["device_id"].to_numpy(), k["stream_id"].to_numpy()
+    starts, ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
+    new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])
+                                 | (starts[1:] - ends[:-1] > p.max_gap_ns)))
+    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"].fillna("").astype(str).to_numpy()
+    out = []
+    for n in range(p.min_length, p.max_length + 1):
+        pos, hashes = ngram_hashes(ids, short, new_stream, n)
+        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        frequent = np.flatnonzero(counts >= p.min_repeats)
+        for h in frequent[np.argsort(-counts[frequent], kind="stable")][:20]:
+            occ = _non_overlapping(pos[inverse == h], n)
+            if occ.size < p.min_repeats:
+                continue
+            s, e = starts[occ], ends[occ + n - 1]
+            kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
+            out.append(KernelSequence(tuple(str(x) for x in names[occ[0]:occ[0] + n]), occ, s, e,
+                                kernel_ns, _idle_in(busy, dev[occ], s, e)))
+    return out
+
+
+def _contains(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
+    n = len(shorter)
+    return any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
+
+
+def repeated_sequences(kernels: pd.DataFrame, busy: dict[int, intervals.Intervals],
+                       params: TinyKernelParams | None = None) -> tuple[pd.DataFrame,
+                                                                         list[KernelSequence]]:
+    """Kernels in stream order and the top repeated short-kernel sequences (most idle first;
+    a sequence inside, or containing, one already listed is skipped)."""
+    p = params or TinyKernelParams()
+    k = stream_order(kernels)
+    chosen: list[KernelSequence] = []
+    for seq in sorted(_candidates(k, busy, p), key=lambda s: (-s.idle_ns, -len(s.names))):
+        if len(chosen) >= p.top:
+            break
+        if any(_contains(c.names, seq.names) or _contains(seq.names, c.names) for c in chosen):
+            continue
+        chosen.append(seq)
+    return k, chosen
+
+
+def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
+                        busy: dict[int, intervals.Intervals], active_span_ns: int,
+                        params: TinyKernelParams) -> Finding | None:
+    """``kernel.tiny_kernels`` (module docstring), or None without a recoverable sequence."""
+    if not sequences:
+        return None
+    devices = k["device_id"].to_numpy(np.int64)
+    impact = _idle_in(busy, np.concatenate([devices[s.positions] for s in sequences]),
+                      np.concatenate([s.span_starts for s in sequences]),
+                      np.concatenate([s.span_ends for s in sequences]))
+    if impact <= 0:
+        return None
+    top = sequences[0]
+    rows: list[dict[str, Any]] = [{
+        "kernels": list(s.names), "length": len(s.names), "occurrences": int(s.positions.size),
+        "launches": int(s.positions.size * len(s.names)), "kernel_ns": s.kernel_ns,
+        "recoverable_ns": s.idle_ns} for s in sequences]
+    return impact_finding(
+        "kernel.tiny_kernels", "launch-overhead",
+        f"{len(sequences)} repeated sequence(s) of short kernels; the most costly runs "
+        f"{top.positions.size}× ({len(top.names)} kernels of ≤ {params.max_kernel_ns / 1e3:g} µs "
+        f"each) with {idle_text(top.idle_ns)} of GPU idle between them",
+        impact, active_span_ns,
+        {"recoverable_ns": impact, "max_kernel_ns": params.max_kernel_ns,
+         "min_repeats": params.min_repeats, "sequences": rows},
+        "Fuse the sequence into one kernel (torch.compile, a fused/foreach op, a custom kernel) "
+        "or capture the repeated launches in a CUDA graph so they run back to back.")
+
+
+def _run(ctx: AnalysisContext, params: TinyKernelParams) -> Output:
+    busy = {t.device_id: t.busy for t in ctx.timelines}
+    k, sequences = repeated_sequences(ctx.trace.kernels, busy, params)
+    found = tiny_kernel_finding(k, sequences, busy, ctx.active_span_ns, params)
+    return Output(findings=[found] if found else [])
+
+
+TINY_KERNELS = Analysis(
+    id="tiny_kernels",
+    summary="repeated sequences of short kernels (fusion / CUDA graph candidates)",
+    finding_ids=("kernel.tiny_kernels",), params_type=TinyKernelParams, run=_run,
+    settings=(
+        Setting("tiny-kernel-max", "max_kernel_ns", "duration",
+                "kernels at or below this GPU time count as tiny (10us)"),
+        Setting("tiny-kernel-gap", "max_gap_ns", "duration",
+                "longest gap between kernels of one tiny-kernel sequence (100us)"),
+        Setting("tiny-kernel-repeats", "min_repeats", "int",
+                "occurrences a sequence needs to be reported (20)"),
+    ))

@@ -1,0 +1,82 @@
+"""Repeated short-kernel sequences (issue 14): n-gram mining and kernel.tiny_kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers_synthetic import trace
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infraprof.analyses.kernel_sequences import TinyKernelParams, ngram_hashes
+from infraprof.ranking import build_report
+
+
+def _loop(repeats: int, names: list[str], dur: int = 3_000, gap: int = 2_000,
+          stream: int = 7, start: int = 0, tail: tuple[str, int] | None = ("big_gemm", 500_000)
+          ) -> list[tuple[int, int, str, int]]:
+    """``repeats`` × (the short ``names`` back to back, then a long kernel)."""
+    out, t = [], start
+    for _ in range(repeats):
+        for name in names:
+            out.append((t, dur, name, stream))
+            t += dur + gap
+        if tail:
+            out.append((t, tail[1], tail[0], stream))
+            t += tail[1] + gap
+    return out
+
+
+def test_repeated_sequence_is_found_with_its_idle_time() -> None:
+    report = build_report(trace(_loop(30, ["a_kernel", "b_kernel", "c_kernel"])))
+    (found,) = [f for f in report.findings if f.id == "kernel.tiny_kernels"]
+    top = found.evidence["sequences"][0]
+    assert top["kernels"] == ["a_kernel", "b_kernel", "c_kernel"]
+    assert top["occurrences"] == 30 and top["launches"] == 90
+    assert top["kernel_ns"] == 30 * 3 * 3_000
+    assert top["recoverable_ns"] == 30 * 2 * 2_000  # the two gaps inside each occurrence
+    # longer windows that wrap into the next loop iteration include the 500 µs kernel: not tiny
+    assert all(len(s["kernels"]) == 3 or "big_gemm" not in s["kernels"]
+               for s in found.evidence["sequences"])
+    assert found.impact_ns == 30 * 2 * 2_000
+
+
+def test_long_kernels_other_streams_and_long_gaps_break_sequences() -> None:
+    few = build_report(trace(_loop(10, ["a", "b", "c"])))
+    assert not any(f.id == "kernel.tiny_kernels" for f in few.findings)  # < 20 repeats
+    slow = build_report(trace(_loop(30, ["a", "b", "c"], dur=20_000)))
+    assert not any(f.id == "kernel.tiny_kernels" for f in slow.findings)  # not short
+    gappy = build_report(trace(_loop(30, ["a", "b", "c"], gap=200_000)))
+    assert not any(f.id == "kernel.tiny_kernels" for f in gappy.findings)  # stalls, not launches
+    # a, b on stream 7 and c on stream 9: no length-3 window on one stream
+    split = [(s, d, n, 9 if n == "c" else st) for s, d, n, st in _loop(30, ["a", "b", "c"])]
+    assert not any(f.id == "kernel.tiny_kernels" for f in build_report(trace(split)).findings)
+
+
+def test_idle_hidden_by_another_stream_is_not_recoverable() -> None:
+    kernels = _loop(30, ["a", "b", "c"], tail=None, gap=2_000)
+    span = kernels[-1][0] + kernels[-1][1]
+    covered = [*kernels, (0, span, "other_stream_big", 9)]
+    report = build_report(trace(covered))
+    assert not any(f.id == "kernel.tiny_kernels" for f in report.findings)
+
+
+@given(st.lists(st.integers(0, 3), min_size=0, max_size=60), st.integers(3, 6))
+@settings(max_examples=100, deadline=None)
+def test_ngram_hashes_equal_iff_windows_equal(ids: list[int], n: int) -> None:
+    arr = np.array(ids, dtype=np.int64)
+    valid = np.ones(arr.size, dtype=bool)
+    new_stream = np.zeros(arr.size, dtype=bool)
+    if arr.size:
+        new_stream[0] = True
+    pos, hashes = ngram_hashes(arr, valid, new_stream, n)
+    assert pos.tolist() == list(range(max(0, arr.size - n + 1)))
+    windows = [tuple(ids[p:p + n]) for p in pos]
+    for i in range(len(windows)):
+        for j in range(len(windows)):
+            assert (hashes[i] == hashes[j]) == (windows[i] == windows[j])
+
+
+def test_params_defaults_are_documented() -> None:
+    p = TinyKernelParams()
+    assert (p.max_kernel_ns, p.max_gap_ns, p.min_length, p.max_length, p.min_repeats) == (
+        10_000, 100_000, 3, 8, 20)
