@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,18 @@ class SqliteFile:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{self.path}: SQLite read failed ({exc}); the file may be truncated or corrupt, "
+                "re-export it with `nsys export --type sqlite`"
+            ) from exc
+
+    def chunks(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``sql``, ``size`` at a time (bounded memory for large tables)."""
+        try:
+            cursor = self.conn.execute(sql)
+            while rows := cursor.fetchmany(size):
+                yield rows
         except sqlite3.DatabaseError as exc:
             raise InputError(
                 f"{self.path}: SQLite read failed ({exc}); the file may be truncated or corrupt, "
