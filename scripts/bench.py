@@ -105,7 +105,8 @@ def _replicate(con: sqlite3.Connection, table: str, shifts: tuple[int, int, int]
     if rows is None:
         return
     con.execute(f'INSERT INTO "{table}" SELECT {", ".join(exprs)} FROM "{table}" '
-                f'JOIN temp._copies WHERE "{table}".rowid <= {int(rows)} ORDER BY c, "{table}".rowid')
+                f'JOIN temp._copies WHERE "{table}".rowid <= {int(rows)} '
+                f'ORDER BY c, "{table}".rowid')
 
 
 def build(source: Path, target: Path, copies: int, with_samples: bool) -> int:
@@ -230,7 +231,8 @@ def main() -> int:
     copies = max(1, -(-args.kernels // max(per_copy, 1)))
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    db = folder / f"{source.name.split('.')[0]}-x{copies}{'-samples' if args.with_samples else ''}.sqlite"
+    suffix = "-samples" if args.with_samples else ""
+    db = folder / f"{source.name.split('.')[0]}-x{copies}{suffix}.sqlite"
     t0 = time.perf_counter()
     if not db.is_file():
         build(source, db, copies, args.with_samples)

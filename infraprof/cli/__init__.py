@@ -58,6 +58,7 @@ app.command("compare", epilog=EPILOG)(compare_command)
 app.command("gate", epilog=EPILOG)(gate_command)
 app.add_typer(baseline_app, name="baseline")
 app.command(epilog=EPILOG)(export)
+app.add_typer(__import__("infraprof.cli.cache", fromlist=["cache_app"]).cache_app, name="cache")
 
 
 def main() -> None:

@@ -111,6 +111,9 @@ def analyze(
         help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns)."),
     width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Read the export itself, not infraprof's columnar cache "
+        "(nothing is written to the cache either)."),
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
@@ -124,7 +127,8 @@ def analyze(
     ncu = [*ncu, *_folder_ncu(input_path, ncu)]
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
-        trace = load_trace(input_path, progress)
+        trace = load_trace(input_path, progress, use_cache=not no_cache,
+                           with_callchains=fmt is OutputFormat.html)
         extra = []
         for path in ncu:
             extra += join_ncu(trace, load_ncu(path))

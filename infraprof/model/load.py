@@ -13,7 +13,7 @@ from pathlib import Path
 from infraprof.errors import InputError
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.readers import nsys_report
-from infraprof.readers.nsys_sqlite import read_nsys_sqlite
+from infraprof.readers.columnar_cache import read_nsys_cached
 from infraprof.readers.sqlite_db import has_sqlite_header
 
 _CAPTURE_CANDIDATES = ("report.sqlite", "report.nsys-rep", "report.qdrep")
@@ -43,8 +43,12 @@ def resolve_input(path: Path) -> Path:
     return path
 
 
-def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Trace:
-    """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4)."""
+def load_trace(path: Path, progress: Callable[[str], None] | None = None,
+               use_cache: bool = True, with_callchains: bool = True) -> Trace:
+    """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4).
+
+    ``use_cache``: read through the columnar cache (:mod:`infraprof.readers.columnar_cache`);
+    ``with_callchains=False`` leaves ``Trace.callchains`` empty (only stacks need them)."""
     source = resolve_input(path)
     try:
         size = source.stat().st_size
@@ -63,7 +67,7 @@ def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Tra
         )
     if progress:
         progress(f"Reading {sqlite_path.name}")
-    tables = read_nsys_sqlite(sqlite_path)
+    tables = read_nsys_cached(sqlite_path, with_callchains, use_cache)
     command = tables.capture.get("PROCESS_0:COMMAND")
     if command is not None:
         args = [

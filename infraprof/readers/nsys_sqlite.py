@@ -115,7 +115,7 @@ class _Strings:
         texts = np.array([self.cache.get(i) for i in distinct.tolist()] + [None], dtype=object)
         which = np.full(len(ids), len(distinct), dtype=np.int64)
         which[valid] = inverse
-        return pd.Series(texts[which], index=ids.index, dtype=object)
+        return T.as_series(pd.Series(texts[which], index=ids.index, dtype=object))
 
 
 def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
@@ -171,7 +171,7 @@ def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Seri
     """``values.map(transform)`` computed once per distinct value (an object Series)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
     results = np.array([transform(u) for u in uniques] + [None], dtype=object)
-    return pd.Series(results[codes], index=values.index, dtype=object)
+    return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
 
 
 def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:

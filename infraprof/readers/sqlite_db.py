@@ -28,7 +28,7 @@ def has_sqlite_header(path: Path) -> bool:
         return False
 
 
-def _check_not_truncated(path: Path) -> None:
+def check_not_truncated(path: Path) -> None:
     """Raise :class:`InputError` when the file is shorter than its header says.
 
     SQLite reads a file cut after its last used page without complaint, silently losing rows;
@@ -59,7 +59,7 @@ class SqliteFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        _check_not_truncated(path)
+        check_not_truncated(path)
         uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
         try:
             self.conn = sqlite3.connect(uri, uri=True)
