@@ -15,7 +15,8 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
 * ``warm``: the same again, its columnar cache filled by the cold run;
 * ``--help`` and ``analyze`` of a small sample trace (start-up cost).
 
-Prints a table, the ratios and one JSON line (``{"bench": ...}``). Nothing is asserted.
+Prints a table (wall and CPU seconds, peak RSS), the ratios and one JSON line (``{"bench": ...}``,
+with the 1-minute load average: on a shared machine compare CPU seconds). Nothing is asserted.
 Usage: ``python scripts/bench.py [--kernels N]`` (or ``BENCH_KERNELS=N make bench``).
 """
 
@@ -161,7 +162,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv)} failed ({proc.returncode}): "
                          f"{err.decode(errors='replace')[-2000:]}")
-    return {"wall_s": round(wall, 3), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
 def best(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> dict[str, float]:
@@ -170,7 +172,8 @@ def best(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> dic
     return runs[len(runs) // 2]
 
 
-def run_steps(db: Path, repo: Path, repeat: int, cache: Path) -> dict[str, dict[str, float]]:
+def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True
+              ) -> dict[str, dict[str, float]]:
     py = sys.executable
     env = {"PYTHONPATH": str(repo), "INFRAPROF_CACHE_DIR": str(cache), "CI": "true"}
     infraprof = [py, "-m", "infraprof"]
@@ -183,7 +186,9 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path) -> dict[str, dict[
         shutil.rmtree(cache, ignore_errors=True)
         colds.append(measure([*infraprof, "analyze", str(db), "-f", "json"], env))
     results["infraprof cold"] = sorted(colds, key=lambda r: r["wall_s"])[len(colds) // 2]
-    results["infraprof warm"] = best([*infraprof, "analyze", str(db), "-f", "json"], repeat, env)
+    if warm:
+        results["infraprof warm"] = best([*infraprof, "analyze", str(db), "-f", "json"], repeat,
+                                         env)
     results["infraprof --help"] = best([*infraprof, "--help"], repeat, env)
     if SMALL_TRACE.is_file():
         results["small trace"] = best([*infraprof, "analyze", str(SMALL_TRACE), "-f", "json"],
@@ -192,19 +197,25 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path) -> dict[str, dict[
 
 
 def report(kernels: int, size: int, results: dict[str, dict[str, float]]) -> dict[str, object]:
-    print(f"{'step':18} {'wall s':>8} {'peak MiB':>9}")
+    print(f"{'step':18} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
     for name, r in results.items():
-        print(f"{name:18} {r['wall_s']:8.2f} {r['peak_rss_mib']:9.0f}")
-    cold, warm = results["infraprof cold"], results["infraprof warm"]
-    ratios = {"cold_vs_bare_read": cold["wall_s"] / results["bare read"]["wall_s"]}
+        print(f"{name:18} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mib']:9.0f}")
+    cold = results["infraprof cold"]
+    warm = results.get("infraprof warm", cold)
+    ratios = {"cold_vs_bare_read": cold["wall_s"] / results["bare read"]["wall_s"],
+              "warm_vs_cold": warm["wall_s"] / cold["wall_s"]}
     if "nsys stats" in results:
         ratios["cold_vs_nsys_stats"] = cold["wall_s"] / results["nsys stats"]["wall_s"]
         ratios["warm_vs_nsys_stats"] = warm["wall_s"] / results["nsys stats"]["wall_s"]
+    if "nsys stats" in results:
+        ratios["cold_cpu_vs_nsys_stats_cpu"] = cold["cpu_s"] / max(results["nsys stats"]["cpu_s"],
+                                                                   1e-3)
     for name, value in ratios.items():
         print(f"{name:22} {value:6.2f}x")
     line = {"bench": "infraprof", "kernels": kernels, "file_mib": round(size / 2**20, 1),
             "steps": results, "ratios": {k: round(v, 3) for k, v in ratios.items()},
-            "rss_bytes_per_kernel": round(cold["peak_rss_mib"] * 2**20 / max(kernels, 1))}
+            "rss_bytes_per_kernel": round(cold["peak_rss_mib"] * 2**20 / max(kernels, 1)),
+            "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     print(json.dumps(line, sort_keys=True))
     return line
 
@@ -219,6 +230,8 @@ def main() -> int:
         help="where the built file is kept (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "1")))
     ap.add_argument("--repo", default=str(ROOT), help="infraprof checkout to measure")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="skip the warm run (for checkouts without a cache)")
     ap.add_argument("--with-samples", action="store_true",
                     help="also replicate CPU samples and their callchains (large)")
     args = ap.parse_args()
@@ -244,8 +257,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="infraprof-bench-") as tmp:
         work = Path(tmp) / db.name
         shutil.copyfile(db, work)  # nsys and infraprof see a private copy
-        report(kernels, work.stat().st_size, run_steps(work, Path(args.repo), args.repeat,
-                                                        Path(tmp) / "cache"))
+        results = run_steps(work, Path(args.repo), args.repeat, Path(tmp) / "cache",
+                            warm=not args.no_warm)
+        report(kernels, work.stat().st_size, results)
     return 0
 
 

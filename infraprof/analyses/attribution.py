@@ -75,7 +75,7 @@ class AttributionParams:
     max_run_ahead_ns: int = 5_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class GapAttribution:
     """One gap and how its length splits into categories (``parts`` sums to ``dur_ns``)."""
 
@@ -323,21 +323,21 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
     nvtx = _launch_nvtx(gtids, launch_at, index)
     pools: dict[int, dict[str, Any]] = {}
     out: list[GapAttribution] = []
-    for k, (g0, g1, device) in enumerate(zip(g["g0"], g["g1"], g["device"], strict=True)):
-        next_op = {"kind": str(g["kind"][k]), "name": str(g["name"][k]),
-                   "stream_id": g["stream"][k], "start_ns": g["start"][k],
-                   "correlation_id": g["corr"][k]}
-        if g["no_launch"][k]:
+    rows = zip(g["g0"], g["g1"], g["device"], g["kind"], g["name"], g["stream"], g["start"],
+               g["corr"], g["no_launch"], g["api_name"], g["api_start"], g["api_end"], g["gtid"],
+               nvtx, strict=True)
+    for g0, g1, device, kind, name, stream, start, corr, no_launch, api_name, a0, a1, gtid, nv \
+            in rows:
+        next_op = {"kind": kind, "name": name, "stream_id": stream, "start_ns": start,
+                   "correlation_id": corr}
+        if no_launch:
             out.append(GapAttribution(device, g0, g1, {"unknown": g1 - g0}, next_op, None, None,
                                       None))
             continue
-        launch: dict[str, Any] = {"name": str(g["api_name"][k]),
-                                  "start_ns": int(g["api_start"][k]),
-                                  "end_ns": int(g["api_end"][k])}
-        gtid = int(g["gtid"][k])
-        if int(launch["end_ns"]) <= g0:
+        launch: dict[str, Any] = {"name": str(api_name), "start_ns": a0, "end_ns": a1}
+        if a1 <= g0:
             out.append(GapAttribution(device, g0, g1, {"dependency": g1 - g0}, next_op, launch,
-                                      gtid, nvtx[k]))
+                                      gtid, nv))
             continue
         entry = index.get(gtid)
         bounds, cats, calls, drain = _attribute_host(g0, g1, launch, entry)
@@ -348,7 +348,7 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
             bounds, cats = _expose(bounds, cats, drain, pool, g1)
         parts, segments = _parts(bounds, cats, p)
         out.append(GapAttribution(device, g0, g1, parts, next_op, launch, gtid,
-                                  nvtx[k], calls, drain, _where(entry, bounds, cats),
+                                  nv, calls, drain, _where(entry, bounds, cats),
                                   str(pool["name"]) if p.drain_exposure and pool["used"]
                                   else None, segments))
     return out
@@ -388,6 +388,10 @@ def _gap_table(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     launch_at = np.minimum(np.where(no_launch, 0, cols["api_start"]).astype(np.int64), cols["g1"])
     table: dict[str, list[Any]] = {key: col.tolist() for key, col in cols.items()}
     table["no_launch"] = no_launch.tolist()
+    table["kind"] = [str(x) for x in table["kind"]]
+    table["name"] = [str(x) for x in table["name"]]
+    for key in ("api_start", "api_end", "gtid"):  # int(float) of each, 0 without a launch
+        table[key] = np.where(no_launch, 0, cols[key]).astype(np.int64).tolist()
     return table, np.where(no_launch, -1, cols["gtid"]).astype(np.int64), launch_at
 
 
