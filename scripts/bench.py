@@ -150,10 +150,13 @@ print(len(k), len(r))
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``argv`` to completion; wall seconds and peak RSS (MiB) of that process tree."""
+    """Run ``argv`` to completion; wall and CPU seconds and peak RSS (MiB) of that process
+    tree. It runs in ``env["PYTHONPATH"]`` (else here): ``python -m`` puts its working directory
+    first on ``sys.path``, so this is what makes ``--repo`` choose the checkout measured."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            cwd=(env or {}).get("PYTHONPATH") or None)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
