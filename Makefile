@@ -48,6 +48,8 @@ typecheck: venv
 
 check: lint typecheck test
 
+# Real-derived export of BENCH_KERNELS kernels (default 1 M) vs bare read and nsys stats;
+# method and figures in docs/performance.md. BENCH_KERNELS=250000 make bench for a quick run.
 bench: venv
 	$(PY) scripts/bench.py
 

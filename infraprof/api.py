@@ -38,7 +38,7 @@ def analysis_config(config_file: PathLike | None = None, *, disable: Sequence[st
 def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | None = None,
             config: AnalysisConfig | None = None, disable: Sequence[str] = (),
             settings: Mapping[str, Any] | None = None,
-            progress: Callable[[str], None] | None = None) -> Report:
+            progress: Callable[[str], None] | None = None, use_cache: bool = True) -> Report:
     """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report or capture
     folder) into a :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
     ``.kernels``, ``.api_calls``, ``.memcpy``, ``.nvtx`` (pandas DataFrames), ``.to_dict()``.
@@ -46,7 +46,8 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     ``ncu``: Nsight Compute reports to join (a capture folder's own ``*.ncu-rep`` are used when
     none are given); ``pyspy``: a py-spy output (found automatically in capture folders);
     ``config``: settings from :func:`analysis_config` (else built from the nearest config
-    file, ``settings`` and ``disable``); ``progress``: called with a status line per step."""
+    file, ``settings`` and ``disable``); ``progress``: called with a status line per step;
+    ``use_cache``: read through infraprof's columnar cache of the export (default on)."""
     from infraprof.inputs import CaptureFolder, load_ncu, load_trace, pyspy_for
     from infraprof.ranking import build_report
 
@@ -55,7 +56,7 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         config = analysis_config(disable=disable, settings=settings)
     reports = [Path(p) for p in ncu] or (
         CaptureFolder(source).ncu_reports() if source.is_dir() else [])
-    trace = load_trace(source, progress)
+    trace = load_trace(source, progress, use_cache=use_cache)
     metrics = [load_ncu(p) for p in reports]
     aligned = pyspy_for(source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
                         trace.meta.session_start_utc_ns)

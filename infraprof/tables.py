@@ -197,6 +197,13 @@ def as_frame(value: object) -> pd.DataFrame:
     return value
 
 
+def as_series(value: object) -> pd.Series:
+    """Narrow a pandas result to ``Series`` (pandas-stubs often infer ``Any``)."""
+    if not isinstance(value, pd.Series):
+        raise TypeError(f"expected a Series, got {type(value).__name__}")
+    return value
+
+
 def empty(spec: TableSpec) -> pd.DataFrame:
     """An empty table with the columns and dtypes of ``spec``."""
     return as_frame(

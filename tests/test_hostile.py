@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers_cli import Result, run_main
+from helpers_devices import full_device, null_device, stdout_link
 from helpers_traces import TraceFiles, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,7 +264,8 @@ INPUT_CASES: dict[str, Build] = {
     "manifest-not-object": _manifest(["a"]),  # type: ignore[arg-type]
     "baseline-db-foreign-sqlite": _foreign_db,
     "baseline-db-text-file": _text_db,
-    "output-disk-full": lambda tmp: (["analyze", str(trace_copy(tmp)), "-o", "/dev/full"],
+    "output-disk-full": lambda tmp: (["analyze", str(trace_copy(tmp)), "-o",
+                                      str(full_device(tmp))],
                                      []),
     "output-unwritable-dir": lambda tmp: (["analyze", str(trace_copy(tmp)), "-o",
                                            "/proc/infraprof-out.txt"], []),
@@ -425,10 +427,11 @@ def test_gate_formats_escape_control_characters(
 
 def test_output_to_dev_null_keeps_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_main(["analyze", str(trace_copy(tmp_path)), "-o", os.devnull],
+    devnull = null_device(tmp_path)
+    code, _, err = run_main(["analyze", str(trace_copy(tmp_path)), "-o", str(devnull)],
                             monkeypatch, capsys)
     assert code == 0, err
-    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert stat.S_ISCHR(os.lstat(devnull).st_mode)
 
 
 def test_output_symlink_writes_its_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -471,10 +474,11 @@ def _cli(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes
 def test_dev_stdout_is_streamed_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "stdout.txt"
     with out.open("wb") as fh:
-        proc = _cli(["analyze", str(trace_copy(tmp_path)), "-o", "/dev/stdout", "-f", "json"],
+        link = stdout_link(tmp_path)
+        proc = _cli(["analyze", str(trace_copy(tmp_path)), "-o", str(link), "-f", "json"],
                     stdout=fh, stderr=subprocess.PIPE)
     assert proc.returncode == 0, proc.stderr
-    assert os.path.islink("/dev/stdout")
+    assert os.path.islink(link)
     assert json.loads(out.read_bytes())["summary"]["counts"]["kernels"] > 0
 
 

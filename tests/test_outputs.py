@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers_devices import full_device, null_device
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,12 +42,12 @@ def test_new_file_gets_umask_permissions(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="disk full"):
-        write_output(Path("/dev/full"), "x" * 10000)
+        write_output(full_device(tmp_path / "devices"), "x" * 10000)
     with pytest.raises(OutputError, match="no such directory"):
         write_output(tmp_path / "missing" / "out.txt", "x")
     with pytest.raises(OutputError):
         write_output(Path("/proc/infraprof-test.txt"), "x")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["devices"]
 
 
 def test_inputs_are_refused_through_links(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_inputs_are_refused_through_links(tmp_path: Path) -> None:
 
 def test_streams_are_recognised(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
-    assert is_stream(tmp_path / "fifo") and is_stream(Path(os.devnull))
+    assert is_stream(tmp_path / "fifo") and is_stream(null_device(tmp_path))
     assert is_stream(Path("/dev/stdout")) and is_stream(Path("/proc/self/fd/1"))
     assert not is_stream(tmp_path) and not is_stream(tmp_path / "absent")
 

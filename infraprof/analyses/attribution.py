@@ -80,7 +80,7 @@ class AttributionParams:
     max_run_ahead_ns: int = 5_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class GapAttribution:
     """One gap and how its length splits into categories (``parts`` sums to ``dur_ns``)."""
 
@@ -154,8 +154,10 @@ class _Calls(NamedTuple):
         f = frame.sort_values("start_ns")
         ends = f["end_ns"].to_numpy(dtype=np.int64)
         names = f["name"].to_numpy(dtype=object)
+        codes, uniques = pd.factorize(names, use_na_sentinel=False)
+        classes = np.array([classify(str(x)) for x in uniques], dtype=object)
         return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
-                   names, np.array([classify(str(x)) for x in names], dtype=object))
+                   names, classes[codes] if len(names) else np.empty(0, dtype=object))
 
     def overlapping(self, a: int, b: int) -> np.ndarray:
         """Indices of the calls overlapping ``[a, b)``."""
@@ -177,6 +179,24 @@ def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
         if s[i] <= t < e[i] and (best is None or s[i] >= best[0]):
             best = (int(s[i]), str(entry["nv_name"][i]))
     return best[1] if best else None
+
+
+def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> list[str | None]:
+    """:func:`_innermost_nvtx` for many instants at once (same 64-range look-back): the
+    latest-starting range among the 64 starting at or before ``t`` that is still open at ``t``."""
+    if "nv_s" not in entry:
+        return [None] * len(times)
+    s, e, names = entry["nv_s"], entry["nv_e"], entry["nv_name"]
+    hi = np.searchsorted(s, times, side="right")
+    best = np.full(len(times), -1, dtype=np.int64)
+    for back in range(1, 65):
+        i = hi - back
+        todo = (i >= 0) & (best < 0)
+        if not todo.any():
+            break
+        hit = todo & (e[np.where(todo, i, 0)] > times)
+        best[hit] = i[hit]
+    return [None if b < 0 else str(names[b]) for b in best.tolist()]
 
 
 def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str
@@ -300,47 +320,27 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
         return []
     joined = join_launch_calls(ops, trace.api_calls)
     index = _ThreadIndex(trace)
-    pending: list[tuple[int, int, int, int, dict[str, np.ndarray]]] = []
-    for tl in timelines:
-        d = joined[joined["device_id"] == tl.device_id]
-        order = np.argsort(d["start_ns"].to_numpy(dtype=np.int64), kind="stable")
-        d = d.iloc[order]
-        cols = {
-            "start": d["start_ns"].to_numpy(dtype=np.int64),
-            "kind": d["kind"].to_numpy(dtype=object),
-            "name": d["name"].to_numpy(dtype=object),
-            "stream": d["stream_id"].to_numpy(dtype=np.int64),
-            "corr": d["correlation_id"].to_numpy(dtype=np.int64),
-            "api_start": d["api_start_ns"].to_numpy(dtype=np.float64),
-            "api_end": d["api_end_ns"].to_numpy(dtype=np.float64),
-            "api_name": d["api_name"].to_numpy(dtype=object),
-            "gtid": d["global_tid"].to_numpy(dtype=np.float64),
-        }
-        idx = np.minimum(np.searchsorted(cols["start"], tl.gaps.ends, side="left"), len(d) - 1)
-        for g0, g1, i in zip(tl.gaps.starts.tolist(), tl.gaps.ends.tolist(), idx.tolist(),
-                             strict=True):
-            pending.append((g0, g1, tl.device_id, i, cols))
-    pending.sort(key=lambda x: (x[0], x[2]))
+    g, gtids, launch_at = _gap_table(joined, timelines)
+    nvtx = _launch_nvtx(gtids, launch_at, index)
     pools: dict[int, dict[str, Any]] = {}
     out: list[GapAttribution] = []
-    for g0, g1, device, i, c in pending:
-        next_op = {"kind": str(c["kind"][i]), "name": str(c["name"][i]),
-                   "stream_id": int(c["stream"][i]), "start_ns": int(c["start"][i]),
-                   "correlation_id": int(c["corr"][i])}
-        if np.isnan(c["api_start"][i]):
+    rows = zip(g["g0"], g["g1"], g["device"], g["kind"], g["name"], g["stream"], g["start"],
+               g["corr"], g["no_launch"], g["api_name"], g["api_start"], g["api_end"], g["gtid"],
+               nvtx, strict=True)
+    for g0, g1, device, kind, name, stream, start, corr, no_launch, api_name, a0, a1, gtid, nv \
+            in rows:
+        next_op = {"kind": kind, "name": name, "stream_id": stream, "start_ns": start,
+                   "correlation_id": corr}
+        if no_launch:
             out.append(GapAttribution(device, g0, g1, {"unknown": g1 - g0}, next_op, None, None,
                                       None))
             continue
-        launch: dict[str, Any] = {"name": str(c["api_name"][i]),
-                                  "start_ns": int(c["api_start"][i]),
-                                  "end_ns": int(c["api_end"][i])}
-        gtid = int(c["gtid"][i])
-        entry = index.get(gtid)
-        nvtx = _innermost_nvtx(entry, min(int(launch["start_ns"]), g1))
-        if int(launch["end_ns"]) <= g0:
+        launch: dict[str, Any] = {"name": str(api_name), "start_ns": a0, "end_ns": a1}
+        if a1 <= g0:
             out.append(GapAttribution(device, g0, g1, {"dependency": g1 - g0}, next_op, launch,
-                                      gtid, nvtx))
+                                      gtid, nv))
             continue
+        entry = index.get(gtid)
         bounds, cats, calls, drain = _attribute_host(g0, g1, launch, entry)
         if p.drain_exposure:
             pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
@@ -349,9 +349,61 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
             bounds, cats = _expose(bounds, cats, drain, pool, g1)
         parts, segments = _parts(bounds, cats, p)
         out.append(GapAttribution(device, g0, g1, parts, next_op, launch, gtid,
-                                  nvtx, calls, drain, _where(entry, bounds, cats),
+                                  nv, calls, drain, _where(entry, bounds, cats),
                                   str(pool["name"]) if p.drain_exposure and pool["used"]
                                   else None, segments))
+    return out
+
+
+def _gap_table(joined: pd.DataFrame, timelines: list[DeviceTimeline]
+               ) -> tuple[dict[str, list[Any]], np.ndarray, np.ndarray]:
+    """Every listed gap with its next operation and that operation's launch call, as columns
+    (Python lists), ordered by gap start then device (stable); plus, as arrays, the launching
+    thread of each gap (-1 when no launch call was found) and the instant whose NVTX range names
+    the gap (``min(launch start, gap end)``)."""
+    parts: list[dict[str, np.ndarray]] = []
+    for tl in timelines:
+        d = joined[joined["device_id"] == tl.device_id]
+        d = d.iloc[np.argsort(d["start_ns"].to_numpy(dtype=np.int64), kind="stable")]
+        start = d["start_ns"].to_numpy(dtype=np.int64)
+        idx = np.minimum(np.searchsorted(start, tl.gaps.ends, side="left"), len(d) - 1)
+        parts.append({
+            "g0": tl.gaps.starts.astype(np.int64), "g1": tl.gaps.ends.astype(np.int64),
+            "device": np.full(len(idx), tl.device_id, dtype=np.int64),
+            "start": start[idx], "kind": d["kind"].to_numpy(dtype=object)[idx],
+            "name": d["name"].to_numpy(dtype=object)[idx],
+            "stream": d["stream_id"].to_numpy(dtype=np.int64)[idx],
+            "corr": d["correlation_id"].to_numpy(dtype=np.int64)[idx],
+            "api_start": d["api_start_ns"].to_numpy(dtype=np.float64)[idx],
+            "api_end": d["api_end_ns"].to_numpy(dtype=np.float64)[idx],
+            "api_name": d["api_name"].to_numpy(dtype=object)[idx],
+            "gtid": d["global_tid"].to_numpy(dtype=np.float64)[idx],
+        })
+    if not parts:
+        return {"g0": [], "g1": [], "device": []}, np.empty(0, np.int64), np.empty(0, np.int64)
+    cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    order = np.argsort(cols["device"], kind="stable")
+    order = order[np.argsort(cols["g0"][order], kind="stable")]
+    cols = {key: col[order] for key, col in cols.items()}
+    no_launch = np.isnan(cols["api_start"])
+    launch_at = np.minimum(np.where(no_launch, 0, cols["api_start"]).astype(np.int64), cols["g1"])
+    table: dict[str, list[Any]] = {key: col.tolist() for key, col in cols.items()}
+    table["no_launch"] = no_launch.tolist()
+    table["kind"] = [str(x) for x in table["kind"]]
+    table["name"] = [str(x) for x in table["name"]]
+    for key in ("api_start", "api_end", "gtid"):  # int(float) of each, 0 without a launch
+        table[key] = np.where(no_launch, 0, cols[key]).astype(np.int64).tolist()
+    return table, np.where(no_launch, -1, cols["gtid"]).astype(np.int64), launch_at
+
+
+def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex) -> list[str | None]:
+    """Innermost NVTX range of each gap's launching thread at ``at`` (None without one)."""
+    out: list[str | None] = [None] * len(gtids)
+    for gtid in pd.unique(gtids[gtids >= 0]).tolist():
+        rows = np.flatnonzero(gtids == gtid)
+        for row, name in zip(rows.tolist(), _innermost_nvtx_many(index.get(int(gtid)), at[rows]),
+                             strict=True):
+            out[row] = name
     return out
 
 

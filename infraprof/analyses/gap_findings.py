@@ -21,13 +21,14 @@ launch overhead.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from infraprof import intervals
 from infraprof.analyses.attribution import CATEGORIES, GapAttribution
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
@@ -48,9 +49,34 @@ class GapFindingParams:
     examples: int = 3
 
 
-def _busy_between(timelines: dict[int, DeviceTimeline], device: int, t0: int, t1: int) -> int:
-    tl = timelines.get(device)
-    return 0 if tl is None else intervals.overlap_total(tl.busy, t0, t1)
+class _BusyIndex:
+    """GPU busy time between two instants per device in O(log n): the prefix sums of each
+    device's busy intervals are built once (``intervals.overlap_total`` rebuilds them per
+    query)."""
+
+    def __init__(self, timelines: dict[int, DeviceTimeline]) -> None:
+        self.timelines = timelines
+        self.prefix: dict[int, tuple[list[int], list[int], np.ndarray, np.ndarray]] = {}
+
+    def _covered_before(self, device: int, t: int) -> int:
+        if device not in self.prefix:
+            busy = self.timelines[device].busy
+            lengths = np.cumsum(busy.ends - busy.starts)
+            self.prefix[device] = ([0, *lengths.tolist()], busy.starts.tolist(), busy.starts,
+                                   busy.ends)
+        prefix, starts, _, ends = self.prefix[device]
+        idx = bisect.bisect_right(starts, t)
+        if idx == 0:
+            return 0
+        return prefix[idx - 1] + max(min(t, int(ends[idx - 1])) - starts[idx - 1], 0)
+
+    def between(self, device: int, t0: int, t1: int) -> int:
+        """Same as ``intervals.overlap_total(timelines[device].busy, t0, t1)`` (0 without
+        one)."""
+        tl = self.timelines.get(device)
+        if tl is None or t1 <= t0 or len(tl.busy) == 0:
+            return 0
+        return self._covered_before(device, t1) - self._covered_before(device, t0)
 
 
 def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimeline],
@@ -65,12 +91,13 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
                  "nvtx": defaultdict(int), "calls": defaultdict(lambda: [0, 0]),
                  "kernels": defaultdict(int)})
     last_host: dict[int, int] = {}
+    busy = _BusyIndex(by_dev)
     for a in sorted(attributions, key=lambda x: x.start_ns):
-        host_ns = sum(a.parts.get(c, 0) for c in ("host-cpu", "host-wait"))
+        host_ns = a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
         budget = 0
         if host_ns:
             prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
-            budget = min(host_ns, _busy_between(by_dev, a.device_id, prev, a.start_ns))
+            budget = min(host_ns, busy.between(a.device_id, prev, a.start_ns))
             last_host[a.device_id] = a.end_ns
         for cat, ns in a.parts.items():
             site = site_of(a, cat)

@@ -302,11 +302,12 @@ def nsys_kernels(trace: Trace) -> list[NsysKernel]:
     summary = kernel_summary(trace)
     k = trace.kernels
     dims = ["grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z"]
-    shapes = {
-        str(name): frozenset(tuple(int(v) for v in t) for t in g[dims].drop_duplicates()
-                             .itertuples(index=False))
-        for name, g in k.groupby("name", sort=False)
-    } if len(k) else {}
+    grouped: dict[str, set[tuple[int, ...]]] = {}
+    if len(k):  # distinct (name, shape) rows first: one pass instead of one per name
+        for name, *shape in k[["name", *dims]].drop_duplicates().itertuples(index=False):
+            if not pd.isna(name):  # groupby drops null names
+                grouped.setdefault(str(name), set()).add(tuple(int(v) for v in shape))
+    shapes = {name: frozenset(s) for name, s in grouped.items()}
     return [
         NsysKernel(str(r["name"]), str(r["short_name"]), int(r["total_ns"]), int(r["count"]),
                     shapes.get(str(r["name"]), frozenset()))

@@ -20,6 +20,7 @@ from typer._click.exceptions import NoArgsIsHelpError
 
 from infraprof._version import __version__
 from infraprof.cli.analyze import analyze
+from infraprof.cli.cache import cache_app
 from infraprof.cli.capture import capture
 from infraprof.cli.config import config
 from infraprof.cli.export import export
@@ -69,6 +70,7 @@ app.command("gate", epilog=EPILOG)(gate_command)
 app.add_typer(baseline_app, name="baseline")
 app.command(epilog=EPILOG)(export)
 app.command("config", epilog=EPILOG)(config)
+app.add_typer(cache_app, name="cache")
 
 
 def _usage_message(exc: Exception) -> str:

@@ -87,6 +87,9 @@ def analyze(
         "pyproject.toml with [tool.infraprof])."),
     width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Read the export itself, not infraprof's columnar cache "
+        "(nothing is written to the cache either)."),
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
@@ -109,7 +112,8 @@ def analyze(
         return
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
-        report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress)
+        report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
+                             use_cache=not no_cache)
     warn_data_quality(report.trace.data_quality, input_path)
     text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     emit(text, output, inputs=inputs, kind=text_kind)

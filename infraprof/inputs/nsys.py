@@ -17,7 +17,8 @@ from infraprof.inputs.detect import NSYS_KINDS, TRACE_KINDS, InputKind
 from infraprof.inputs.source import Input, naming_source, open_input
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.readers import nsys_report
-from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
+from infraprof.readers.columnar_cache import read_nsys_cached
+from infraprof.readers.nsys_sqlite import NsysTables
 
 WANTED: Final = "an nsys report, its SQLite export or a capture folder"
 
@@ -41,13 +42,17 @@ def sqlite_for(path: Path, progress: Callable[[str], None] | None = None) -> Pat
     return opened.path
 
 
-def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Trace:
-    """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4)."""
+def load_trace(path: Path, progress: Callable[[str], None] | None = None,
+               use_cache: bool = True, with_callchains: bool = True) -> Trace:
+    """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4).
+
+    ``use_cache``: read through the columnar cache (:mod:`infraprof.readers.columnar_cache`);
+    ``with_callchains=False`` leaves ``Trace.callchains`` empty (only CPU stacks need them)."""
     sqlite_path = sqlite_for(path, progress)
     if progress:
         progress(f"Reading {sqlite_path.name}")
     try:
-        tables = read_nsys_sqlite(sqlite_path)
+        tables = read_nsys_cached(sqlite_path, with_callchains, use_cache)
     except InputError as exc:
         if str(sqlite_path) in exc.message and str(path) not in exc.message:
             raise InputError(f"{path}: {exc.message}") from exc

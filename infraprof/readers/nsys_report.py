@@ -6,7 +6,10 @@ newer than the report and starts with the SQLite magic (an interrupted export le
 file that is newer than the report, so mtimes alone are not trusted).
 
 Cache directory: ``$INFRAPROF_CACHE_DIR``, else ``$XDG_CACHE_HOME/infraprof``, else
-``~/.cache/infraprof``; one file per report keyed by its absolute path, size and mtime.
+``~/.cache/infraprof``; one file per report keyed by its absolute path, size and mtime. A cached
+export is also checked against its own header (not truncated) before it is trusted, and rebuilt
+otherwise. Each export works in ``infraprof-export-<pid>-*``; one left behind by a killed run
+(its pid gone, or older than :data:`STALE_EXPORT_S`) is removed by the next export.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from infraprof.capture import nsys as nsys_tool
 from infraprof.errors import InputError, ToolError
-from infraprof.readers.sqlite_db import has_sqlite_header
+from infraprof.readers.sqlite_db import check_not_truncated, has_sqlite_header
 
 REPORT_MAGIC = b"NVIDIA Tegra Profiler Report"
 _VERSION_PATTERNS = (
@@ -94,12 +98,49 @@ def _cache_path(report: Path) -> Path:
     return cache_dir() / "sqlite" / f"{report.stem}-{digest}.sqlite"
 
 
+STALE_EXPORT_S = 24 * 3600
+
+
 def _cached(report: Path, target: Path) -> bool:
-    return (
-        target.is_file()
-        and target.stat().st_mtime_ns >= report.stat().st_mtime_ns
-        and has_sqlite_header(target)
-    )
+    if not (target.is_file() and target.stat().st_mtime_ns >= report.stat().st_mtime_ns
+            and has_sqlite_header(target)):
+        return False
+    try:
+        check_not_truncated(target)
+    except InputError:
+        target.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_exports(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove ``infraprof-export-<pid>-*`` work directories of runs that died (pid gone, or
+    older than :data:`STALE_EXPORT_S` whatever the pid). Returns what was removed."""
+    removed = []
+    now = time.time() if now is None else now
+    for work in folder.glob("infraprof-export-*"):
+        if not work.is_dir() or work.is_symlink():
+            continue
+        pid = work.name.split("-")[2]
+        try:
+            age = now - work.stat().st_mtime
+        except OSError:
+            continue
+        dead = not pid.isdigit() or not _pid_alive(int(pid))
+        if (dead and age > 60) or age > STALE_EXPORT_S:
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
 
 
 def export_report(report: Path, progress: Callable[[str], None] | None = None) -> Path:
@@ -114,9 +155,11 @@ def export_report(report: Path, progress: Callable[[str], None] | None = None) -
             f"{nsys_tool.NSYS_INSTALL_HINT}, or pass the report's .sqlite export instead"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_exports(target.parent)
     if progress:
         progress(f"Exporting {report.name} to SQLite with nsys")
-    with tempfile.TemporaryDirectory(prefix="infraprof-export-", dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"infraprof-export-{os.getpid()}-",
+                                     dir=target.parent) as tmp:
         work = Path(tmp)
         copy = work / ("input" + report.suffix)
         shutil.copyfile(report, copy)

@@ -21,6 +21,7 @@ Only the columns infraprof uses are read.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,22 +93,31 @@ class _Strings:
         self.db = db
         self.cache: dict[int, str] = {}
 
+    def _fetch(self, ids: list[int]) -> None:
+        missing = [i for i in ids if i not in self.cache]
+        if not missing or "StringIds" not in self.db.tables:
+            return
+        for chunk_start in range(0, len(missing), 50_000):
+            chunk = missing[chunk_start : chunk_start + 50_000]
+            self.db.conn.execute("DROP TABLE IF EXISTS temp._ids")
+            self.db.conn.execute("CREATE TEMP TABLE _ids(id INTEGER PRIMARY KEY)")
+            self.db.conn.executemany("INSERT INTO temp._ids VALUES (?)", [(i,) for i in chunk])
+            rows = self.db.query(
+                "SELECT s.id, s.value FROM StringIds s JOIN temp._ids t ON t.id = s.id"
+            )
+            self.cache.update((int(i), str(v)) for i, v in rows)
+
     def map(self, ids: pd.Series) -> pd.Series:
-        valid = ids.dropna().astype("int64")
-        missing = [int(i) for i in pd.unique(valid) if int(i) not in self.cache]
-        if missing and "StringIds" in self.db.tables:
-            for chunk_start in range(0, len(missing), 50_000):
-                chunk = missing[chunk_start : chunk_start + 50_000]
-                self.db.conn.execute("DROP TABLE IF EXISTS temp._ids")
-                self.db.conn.execute("CREATE TEMP TABLE _ids(id INTEGER PRIMARY KEY)")
-                self.db.conn.executemany("INSERT INTO temp._ids VALUES (?)", [(i,) for i in chunk])
-                rows = self.db.query(
-                    "SELECT s.id, s.value FROM StringIds s JOIN temp._ids t ON t.id = s.id"
-                )
-                self.cache.update((int(i), str(v)) for i, v in rows)
-        mapped = ids.map(self.cache)
-        result: pd.Series = mapped.astype(object).where(mapped.notna(), None)
-        return result
+        """Strings of ``ids`` (an object Series: ``None`` for null or unknown ids). Rows with
+        the same id share one ``str`` object; the lookup runs once per distinct id."""
+        valid = ids.notna().to_numpy(dtype=bool)
+        codes = ids[valid].to_numpy(dtype=np.int64)
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        self._fetch(distinct.tolist())
+        texts = np.array([self.cache.get(i) for i in distinct.tolist()] + [None], dtype=object)
+        which = np.full(len(ids), len(distinct), dtype=np.int64)
+        which[valid] = inverse
+        return T.as_series(pd.Series(texts[which], index=ids.index, dtype=object))
 
 
 def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
@@ -121,6 +131,69 @@ def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "")
     frame = T.as_frame(pd.DataFrame(
         {name: pd.Series(col) for name, col in zip(columns, data, strict=True)}))
     return validate.clean_table(frame, db.path, table, columns, db.issues)
+
+
+_NULL = np.iinfo(np.int64).min
+_CHUNK_ROWS = 65_536
+
+
+def _int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = ""
+               ) -> pd.DataFrame:
+    """:func:`_frame` for integer-only columns, read in chunks straight into int64 arrays,
+    then checked by :func:`~infraprof.readers.validate.clean_table`.
+
+    A column without nulls is ``int64``; one with nulls is pandas ``Int64`` (what the table
+    specs and :func:`infraprof.tables.conform` expect). Peak memory is the arrays plus one chunk
+    of Python rows (:data:`_CHUNK_ROWS`). A value that is not an integer (text, a fraction, a
+    blob) raises ``InputError`` naming the table and the column: a last column flags such rows
+    in the same scan, since numpy would truncate a fraction silently.
+    """
+    select = ", ".join(f"coalesce({expr}, {_NULL}) AS {name}" for name, expr in columns.items())
+    wrong = " OR ".join(f"typeof({expr}) NOT IN ('integer', 'null')" for expr in columns.values())
+    chunks: list[np.ndarray] = []
+    try:
+        for rows in db.chunks(f'SELECT {select}, ({wrong}) FROM "{table}" {where}',
+                              _CHUNK_ROWS):
+            chunks.append(np.array(rows, dtype=np.int64))
+    except (TypeError, ValueError, OverflowError):
+        _raise_not_integer(db, table, columns)
+    data = (np.concatenate(chunks) if chunks
+            else np.empty((0, len(columns) + 1), dtype=np.int64))
+    if data[:, -1].any():
+        _raise_not_integer(db, table, columns)
+    out: dict[str, Any] = {}
+    for i, name in enumerate(columns):
+        values = np.ascontiguousarray(data[:, i])
+        nulls = values == _NULL
+        if nulls.any():
+            column = pd.array(values, dtype="Int64")
+            column[nulls] = pd.NA
+            out[name] = column
+        else:
+            out[name] = values
+    frame = T.as_frame(pd.DataFrame(out))
+    return validate.clean_table(frame, db.path, table, columns, db.issues)
+
+
+def _raise_not_integer(db: SqliteFile, table: str, columns: dict[str, str]) -> None:
+    """The ``InputError`` for a non-integer value, naming the first column that holds one."""
+    for expr in columns.values():
+        rows = db.query(f"SELECT count(*), min(quote({expr})) FROM \"{table}\" "
+                        f"WHERE typeof({expr}) NOT IN ('integer', 'null')")
+        if rows and rows[0][0]:
+            raise InputError(
+                f"{db.path}: table {table}, column {expr.strip().strip(chr(34))}: {rows[0][0]} "
+                f"value(s) are not 64-bit integers (e.g. {str(rows[0][1])[:40]}); the export is "
+                "corrupt or was modified, re-export it with `nsys export --type sqlite`")
+    raise InputError(f"{db.path}: table {table} holds a value that is not a 64-bit integer; "
+                     "re-export it with `nsys export --type sqlite`")
+
+
+def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Series:
+    """``values.map(transform)`` computed once per distinct value (an object Series)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    results = np.array([transform(u) for u in uniques] + [None], dtype=object)
+    return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
 
 
 def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:
@@ -184,7 +257,7 @@ def _read_kernels(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "registers_per_thread": "registersPerThread",
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
     f["mangled_name"] = strings.map(f.pop("mangled_id"))
@@ -202,14 +275,14 @@ def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "return_value": _col(db, table, "returnValue"),
         "callchain_id": _col(db, table, "callchainId"),
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     raw = strings.map(f.pop("name_id")).fillna("<unknown>")
-    f["name"] = raw.map(strip_api_suffix)
+    f["name"] = _map_distinct(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
     # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
     f = f.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
     f = f.drop_duplicates(["global_tid", "correlation_id", "name"], keep="first")
-    f["api"] = f["name"].map(api_family)
+    f["api"] = _map_distinct(f["name"], api_family)
     return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), T.API_CALLS)
 
 
@@ -223,7 +296,7 @@ def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
         "global_pid": "globalPid", "bytes": "bytes", "copy_kind": "copyKind",
         "src": _col(db, table, "srcKind"), "dst": _col(db, table, "dstKind"),
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     kinds, mems = memcpy_kinds(db), mem_kinds(db)
     f["direction"] = f["copy_kind"].map(lambda k: kinds.get(int(k), f"kind{int(k)}"))
     f["src_kind"] = f.pop("src").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
@@ -240,7 +313,7 @@ def _read_memset(db: SqliteFile) -> pd.DataFrame:
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
         "global_pid": "globalPid", "bytes": "bytes", "mem": _col(db, table, "memKind"),
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     mems = mem_kinds(db)
     f["mem_kind"] = f.pop("mem").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
     return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
@@ -256,7 +329,7 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
         "correlation_id": "correlationId", "global_pid": "globalPid",
         "sync_type": _col(db, table, "syncType"),
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     f = _with_pid(f, "global_pid")
     calls = api[["pid", "correlation_id", "name"]].drop_duplicates(["pid", "correlation_id"])
     calls = calls.rename(columns={"name": "api_name"})
@@ -314,7 +387,7 @@ def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
     }
-    f = _frame(db, table, cols, "ORDER BY start")
+    f = _int_frame(db, table, cols, "ORDER BY start")
     f["name"] = strings.map(f.pop("name_id")).fillna("<unknown>")
     return T.conform(_with_pid(f, "global_tid"), T.OSRT)
 
@@ -323,7 +396,7 @@ def _read_samples(db: SqliteFile) -> pd.DataFrame:
     if "COMPOSITE_EVENTS" not in db.tables:
         return T.empty(T.CPU_SAMPLES)
     cols = {"start_ns": "start", "global_tid": "globalTid", "callchain_id": "id"}
-    f = _frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
+    f = _int_frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
     return T.conform(_with_pid(f, "global_tid"), T.CPU_SAMPLES)
 
 
@@ -338,7 +411,7 @@ def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
             continue
         cols = {"callchain_id": "id", "depth": "stackDepth", "symbol_id": "symbol",
                 "module_id": _col(db, table, "module")}
-        f = _frame(db, table, cols)
+        f = _int_frame(db, table, cols)
         f["source"] = source
         f["symbol"] = strings.map(f.pop("symbol_id"))
         f["module"] = strings.map(f.pop("module_id"))
@@ -353,7 +426,7 @@ def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         return T.empty(T.PROFILER_OVERHEAD)
     cols = {"start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
             "name_id": "nameId"}
-    f = _frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
+    f = _int_frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
     f["global_tid"] = f["global_tid"].fillna(0)
     f["name"] = strings.map(f.pop("name_id"))
     return T.conform(f, T.PROFILER_OVERHEAD)
@@ -362,7 +435,7 @@ def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
 def _read_threads(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     if "ThreadNames" not in db.tables:
         return T.empty(T.THREADS)
-    f = _frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
+    f = _int_frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
     f["name"] = strings.map(f.pop("name_id"))
     f = f.drop_duplicates("global_tid", keep="last")
     return T.conform(_with_pid(f, "global_tid"), T.THREADS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ def has_sqlite_header(path: Path) -> bool:
         return False
 
 
-def _check_not_truncated(path: Path) -> None:
+def check_not_truncated(path: Path) -> None:
     """Raise :class:`InputError` when the file is shorter than its header says.
 
     SQLite reads a file cut after its last used page without complaint, silently losing rows;
@@ -62,7 +62,7 @@ class SqliteFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        _check_not_truncated(path)
+        check_not_truncated(path)
         uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
         try:
             self.conn = sqlite3.connect(uri, uri=True)
@@ -110,6 +110,18 @@ class SqliteFile:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{self.path}: SQLite read failed ({exc}); the file may be truncated or corrupt, "
+                "re-export it with `nsys export --type sqlite`"
+            ) from exc
+
+    def chunks(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``sql``, ``size`` at a time (bounded memory for large tables)."""
+        try:
+            cursor = self.conn.execute(sql)
+            while rows := cursor.fetchmany(size):
+                yield rows
         except sqlite3.DatabaseError as exc:
             raise InputError(
                 f"{self.path}: SQLite read failed ({exc}); the file may be truncated or corrupt, "

@@ -1,0 +1,190 @@
+"""Columnar cache of the normalized tables read from an nsys SQLite export.
+
+Reading a large export costs seconds (SQLite decoding, StringIds lookups); re-analysing the same
+file reads one ``.npy`` file per column instead. An entry lives in ``<cache dir>/tables/``
+(``$INFRAPROF_CACHE_DIR``, else ``$XDG_CACHE_HOME/infraprof``, else ``~/.cache/infraprof``;
+never beside the input) and holds:
+
+* ``columns.json``: reader version, the source's key, metadata, per table its columns and
+  dtypes, and per file its size and Adler-32 checksum;
+* per column: ``int64``/``bool`` values as ``.npy``; nullable ``Int64`` as values + mask;
+  text as ``int32`` codes (-1 for null) + the distinct strings in the manifest.
+
+Key: the source's resolved path, size, mtime (ns), a SHA-256 of its first 64 KiB (the SQLite
+header and first pages) and whether callchains were read; versioned by
+:data:`READER_VERSION` (bump it whenever the reader's output changes). Entries are written to a
+temporary directory and renamed into place (atomic); an entry whose files do not match their
+recorded sizes and checksums is removed and rebuilt. Any cache failure falls back to reading
+the export: the cache never changes a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infraprof.readers.nsys_report import cache_dir
+from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
+from infraprof.readers.validate import DataIssue
+
+READER_VERSION = 2  # 2: data_quality, unified-memory fault tables
+HEADER_BYTES = 64 << 10
+_META_FIELDS = ("meta", "capture", "session_start_utc_ns", "analysis_start_ns", "analysis_end_ns")
+
+
+def tables_dir() -> Path:
+    """Where the columnar cache entries live."""
+    return cache_dir() / "tables"
+
+
+def source_key(path: Path, with_callchains: bool) -> tuple[str, str]:
+    """``(path digest, content digest)`` naming the cache entry of ``path``."""
+    st = path.stat()
+    with path.open("rb") as fh:
+        header = hashlib.sha256(fh.read(HEADER_BYTES)).hexdigest()
+    where = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    what = f"{READER_VERSION}|{st.st_size}|{st.st_mtime_ns}|{header}|{int(with_callchains)}"
+    return where[:12], hashlib.sha256(what.encode()).hexdigest()[:20]
+
+
+def read_nsys_cached(path: Path, with_callchains: bool = True, use_cache: bool = True,
+                     read: Callable[[Path, bool], NsysTables] = read_nsys_sqlite) -> NsysTables:
+    """:func:`read_nsys_sqlite` through the columnar cache (``use_cache=False``: no cache)."""
+    if not use_cache:
+        return read(path, with_callchains)
+    try:
+        where, what = source_key(path, with_callchains)
+    except OSError:
+        return read(path, with_callchains)
+    entry = tables_dir() / f"{where}-{what}"
+    cached = load_entry(entry, path)
+    if cached is not None:
+        return cached
+    tables = read(path, with_callchains)
+    store_entry(tables, entry, where)
+    return tables
+
+
+def _checksum(data: bytes) -> int:
+    return zlib.adler32(data) & 0xFFFFFFFF
+
+
+def _save(folder: Path, name: str, array: np.ndarray, files: dict[str, list[int]]) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    data = buffer.getvalue()
+    (folder / name).write_bytes(data)
+    files[name] = [len(data), _checksum(data)]
+
+
+def _column_spec(folder: Path, stem: str, column: pd.Series, files: dict[str, list[int]]
+                 ) -> dict[str, Any]:
+    dtype = str(column.dtype)
+    if dtype == "Int64":
+        mask = column.isna().to_numpy(dtype=bool)
+        _save(folder, f"{stem}.npy", column.to_numpy(dtype=np.int64, na_value=0), files)
+        _save(folder, f"{stem}.mask.npy", mask, files)
+        return {"dtype": dtype}
+    if dtype == "object":
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        texts = [str(u) for u in uniques]
+        if any(not isinstance(u, str) for u in uniques):
+            raise TypeError(f"column {stem} holds non-text values")
+        _save(folder, f"{stem}.npy", codes.astype(np.int32), files)
+        return {"dtype": dtype, "values": texts}
+    _save(folder, f"{stem}.npy", column.to_numpy(), files)
+    return {"dtype": dtype}
+
+
+def store_entry(tables: NsysTables, entry: Path, where: str) -> bool:
+    """Write ``tables`` as cache entry ``entry`` (atomic rename); older entries of the same
+    source path are removed. Returns False (and leaves nothing) when it cannot be written."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=entry.parent))
+    except OSError:
+        return False
+    try:
+        files: dict[str, list[int]] = {}
+        layout: dict[str, Any] = {}
+        for name, frame in tables.frames.items():
+            layout[name] = {"rows": len(frame), "columns": {
+                col: _column_spec(tmp, f"{name}.{i}", frame[col], files)
+                for i, col in enumerate(frame.columns)}}
+        manifest = {"reader_version": READER_VERSION, "files": files, "tables": layout,
+                    "data_quality": [issue.to_dict() for issue in tables.data_quality],
+                    **{f: getattr(tables, f) for f in _META_FIELDS}}
+        (tmp / "columns.json").write_text(json.dumps(manifest), encoding="utf-8")
+        for old in entry.parent.glob(f"{where}-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, entry)
+        return True
+    except (OSError, TypeError, ValueError):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+def _load(entry: Path, name: str, files: dict[str, list[int]]) -> np.ndarray:
+    data = (entry / name).read_bytes()
+    size, checksum = files[name]
+    if len(data) != size or _checksum(data) != checksum:
+        raise ValueError(f"{name}: size or checksum mismatch")
+    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return array
+
+
+def _column(entry: Path, stem: str, spec: dict[str, Any], files: dict[str, list[int]]
+            ) -> Any:
+    values = _load(entry, f"{stem}.npy", files)
+    if spec["dtype"] == "Int64":
+        return pd.arrays.IntegerArray(values, _load(entry, f"{stem}.mask.npy", files))
+    if spec["dtype"] == "object":
+        texts = np.array([*spec["values"], None], dtype=object)
+        return pd.Series(texts[np.where(values < 0, len(texts) - 1, values)], dtype=object)
+    return values
+
+
+def load_entry(entry: Path, source: Path) -> NsysTables | None:
+    """The tables of cache entry ``entry``, or None when it is missing or damaged (a damaged
+    entry is removed so that the caller rebuilds it)."""
+    manifest_path = entry / "columns.json"
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest["reader_version"] != READER_VERSION:
+            raise ValueError("reader version")
+        files = manifest["files"]
+        out = NsysTables(path=source, **{f: manifest[f] for f in _META_FIELDS},
+                         data_quality=[DataIssue(**d) for d in manifest["data_quality"]])
+        for name, layout in manifest["tables"].items():
+            columns = {col: _column(entry, f"{name}.{i}", spec, files)
+                       for i, (col, spec) in enumerate(layout["columns"].items())}
+            frame = pd.DataFrame(columns, index=pd.RangeIndex(layout["rows"]))
+            if len(frame.columns) != len(columns) or len(frame) != layout["rows"]:
+                raise ValueError(f"table {name}: shape mismatch")
+            out.frames[name] = frame
+        return out
+    except (OSError, KeyError, TypeError, ValueError):
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def cache_entries() -> list[tuple[Path, int]]:
+    """Every columnar cache entry and its size in bytes."""
+    folder = tables_dir()
+    if not folder.is_dir():
+        return []
+    return [(p, sum(f.stat().st_size for f in p.iterdir() if f.is_file()))
+            for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink()]

@@ -1,0 +1,115 @@
+"""Columnar cache: identical tables from the cache, damaged entries rebuilt, ``--no-cache``,
+``infraprof cache info/clear``, stale export work folders removed; the bench runs (smoke)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers_cli import run_main
+
+from infraprof.readers import columnar_cache
+from infraprof.readers.nsys_report import remove_stale_exports
+from infraprof.readers.nsys_sqlite import read_nsys_sqlite
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_traces" / "demo_host_stall.sqlite"
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("INFRAPROF_CACHE_DIR", str(folder))
+    return folder
+
+
+def _assert_same(a: columnar_cache.NsysTables, b: columnar_cache.NsysTables) -> None:
+    assert (a.meta, a.capture, a.session_start_utc_ns) == (b.meta, b.capture,
+                                                           b.session_start_utc_ns)
+    assert (a.analysis_start_ns, a.analysis_end_ns) == (b.analysis_start_ns, b.analysis_end_ns)
+    assert list(a.frames) == list(b.frames)
+    for name in a.frames:
+        pd.testing.assert_frame_equal(a.frames[name], b.frames[name], check_exact=True)
+
+
+def test_cached_tables_equal_the_export(cache: Path) -> None:
+    direct = read_nsys_sqlite(SAMPLE)
+    first = columnar_cache.read_nsys_cached(SAMPLE)
+    entries = columnar_cache.cache_entries()
+    assert len(entries) == 1 and (entries[0][0] / "columns.json").is_file()
+    second = columnar_cache.read_nsys_cached(SAMPLE, read=lambda *_: pytest.fail("not cached"))
+    _assert_same(direct, first)
+    _assert_same(direct, second)
+    assert len(second.frames["kernels"]) > 0
+
+
+def test_damaged_entry_is_rebuilt(cache: Path) -> None:
+    columnar_cache.read_nsys_cached(SAMPLE)
+    entry = columnar_cache.cache_entries()[0][0]
+    victim = entry / "kernels.0.npy"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    calls = []
+
+    def read(path: Path, callchains: bool) -> columnar_cache.NsysTables:
+        calls.append(path)
+        return read_nsys_sqlite(path, callchains)
+
+    rebuilt = columnar_cache.read_nsys_cached(SAMPLE, read=read)
+    assert calls == [SAMPLE]
+    _assert_same(read_nsys_sqlite(SAMPLE), rebuilt)
+    assert columnar_cache.load_entry(entry, SAMPLE) is not None
+
+
+def test_no_cache_writes_nothing_and_cache_commands(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["analyze", str(SAMPLE), "-f", "json", "--no-cache"],
+                            monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["summary"]["counts"]["kernels"] > 0
+    assert not (cache / "tables").exists()
+    cached = run_main(["analyze", str(SAMPLE), "-f", "json"], monkeypatch, capsys)
+    assert cached.code == 0 and cached.stdout == out
+    assert len(columnar_cache.cache_entries()) == 1
+    info = run_main(["cache", "info"], monkeypatch, capsys)
+    assert info.code == 0 and "columnar tables: 1 entries" in info.stdout
+    (cache / "unrelated.txt").write_text("keep me")
+    cleared = run_main(["cache", "clear"], monkeypatch, capsys)
+    assert cleared.code == 0 and not (cache / "tables").exists()
+    assert (cache / "unrelated.txt").read_text() == "keep me"
+
+
+def test_stale_export_folders_are_removed(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = tmp_path / f"infraprof-export-{child.pid}-abc"
+    alive = tmp_path / f"infraprof-export-{os.getpid()}-def"
+    fresh_dead = tmp_path / f"infraprof-export-{child.pid}-ghi"
+    for folder in (dead, alive, fresh_dead):
+        folder.mkdir()
+        (folder / "export.sqlite").write_bytes(b"partial")
+    old = time.time() - 600
+    os.utime(dead, (old, old))
+    os.utime(alive, (old, old))
+    assert remove_stale_exports(tmp_path) == [dead]
+    assert alive.is_dir() and fresh_dead.is_dir()
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    """``scripts/bench.py`` at a tiny size completes and prints its JSON line (no timings
+    are asserted)."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--kernels", "3000",
+         "--source", str(ROOT / "sample_traces" / "demo_launch_bound.sqlite"),
+         "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = json.loads(run.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "infraprof" and line["kernels"] >= 3000
+    assert {"bare read", "infraprof cold", "infraprof warm"} <= set(line["steps"])
