@@ -47,9 +47,9 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     none are given); ``pyspy``: a py-spy output (found automatically in capture folders);
     ``config``: settings from :func:`analysis_config` (else built from the nearest config
     file, ``settings`` and ``disable``); ``progress``: called with a status line per step."""
-    from infraprof.model import load_trace
     from infraprof.model.clock import pyspy_for
     from infraprof.model.kernel_metrics import load_ncu
+    from infraprof.model.load import load_input
     from infraprof.ranking import build_report
 
     source = Path(path)
@@ -57,10 +57,12 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         config = analysis_config(disable=disable, settings=settings)
     reports = [Path(p) for p in ncu] or (
         sorted(p for p in source.glob("*.ncu-rep") if p.is_file()) if source.is_dir() else [])
-    trace = load_trace(source, progress)
+    loaded = load_input(source, progress)
+    trace = loaded.trace
     metrics = [load_ncu(p) for p in reports]
-    aligned = pyspy_for(source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
-                        trace.meta.session_start_utc_ns)
+    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+        source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
+        trace.meta.session_start_utc_ns)
     return build_report(trace, config, pyspy=aligned, ncu=metrics)
 
 

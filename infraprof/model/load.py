@@ -1,18 +1,21 @@
 """Open any supported input as a :class:`~infraprof.model.trace.Trace`.
 
 Accepted: an nsys SQLite export, an ``.nsys-rep``/``.qdrep`` report (exported with the
-installed nsys, cached), or a capture folder holding one of those. Detection is by content
-(magic bytes), not by file name.
+installed nsys, cached), a capture folder holding one of those, or a PyTorch profiler (Kineto)
+Chrome-trace JSON, plain or gzipped. Detection is by content (magic bytes, the JSON's start),
+not by file name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from infraprof.errors import InputError
+from infraprof.model.clock import AlignedPyspy
 from infraprof.model.trace import Trace, TraceMeta
-from infraprof.readers import nsys_report
+from infraprof.readers import kineto, nsys_report
 from infraprof.readers.nsys_sqlite import read_nsys_sqlite
 from infraprof.readers.sqlite_db import has_sqlite_header
 
@@ -43,8 +46,22 @@ def resolve_input(path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class LoadedInput:
+    """A loaded trace and, for Kineto traces recorded ``with_stack=True``, its Python
+    function events as a profile on the trace's own timeline (used as py-spy samples are)."""
+
+    trace: Trace
+    python: AlignedPyspy | None = None
+
+
 def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Trace:
     """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4)."""
+    return load_input(path, progress).trace
+
+
+def load_input(path: Path, progress: Callable[[str], None] | None = None) -> LoadedInput:
+    """:func:`load_trace` plus the Python frames a Kineto trace carries."""
     source = resolve_input(path)
     try:
         size = source.stat().st_size
@@ -52,14 +69,17 @@ def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Tra
         raise InputError(f"{source}: cannot be read ({exc.strerror}); check permissions") from exc
     if size == 0:
         raise InputError(f"{source}: file is empty; re-run the capture or the export")
+    if kineto.is_kineto(source):
+        return _load_kineto(path, source, progress)
     if nsys_report.is_report(source):
         sqlite_path = nsys_report.export_report(source, progress)
     elif has_sqlite_header(source):
         sqlite_path = source
     else:
         raise InputError(
-            f"{source}: not an nsys report or SQLite export (unrecognised content); pass a "
-            ".nsys-rep/.qdrep file or the output of `nsys export --type sqlite`"
+            f"{source}: not an nsys report, SQLite export or PyTorch profiler trace "
+            "(unrecognised content); pass a .nsys-rep/.qdrep file, the output of `nsys export "
+            "--type sqlite` or a torch.profiler *.pt.trace.json[.gz]"
         )
     if progress:
         progress(f"Reading {sqlite_path.name}")
@@ -81,7 +101,22 @@ def load_trace(path: Path, progress: Callable[[str], None] | None = None) -> Tra
         analysis_end_ns=tables.analysis_end_ns,
         capture_command=command,
     )
-    return Trace(meta=meta, **tables.frames)
+    return LoadedInput(Trace(meta=meta, **tables.frames))
+
+
+def _load_kineto(path: Path, source: Path, progress: Callable[[str], None] | None
+                 ) -> LoadedInput:
+    tables = kineto.read_kineto(source, progress)
+    window = tables.window or (None, None)
+    schema = tables.header.get("schemaVersion")
+    meta = TraceMeta(
+        source=str(path), sqlite_path=str(source), nsys_version=None,
+        schema_version=f"kineto {schema}" if schema is not None else "kineto",
+        session_start_utc_ns=tables.session_start_utc_ns, analysis_start_ns=window[0],
+        analysis_end_ns=window[1], capture_command=None, input_format="kineto",
+        rank=tables.rank, world_size=tables.world_size, warnings=tuple(tables.warnings),
+    )
+    return LoadedInput(Trace(meta=meta, **tables.frames))
 
 
 def _arg_index(key: str) -> int:

@@ -24,7 +24,9 @@ def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
 
 @dataclass(frozen=True)
 class TraceMeta:
-    """Where a trace came from and what wrote it."""
+    """Where a trace came from and what wrote it. ``input_format`` is ``nsys`` or ``kineto``
+    (PyTorch profiler); ``rank``/``world_size`` come from Kineto's ``distributedInfo``;
+    ``warnings`` are reader messages for the user (e.g. a truncated file read in part)."""
 
     source: str
     sqlite_path: str
@@ -34,6 +36,10 @@ class TraceMeta:
     analysis_start_ns: int | None = None
     analysis_end_ns: int | None = None
     capture_command: str | None = None
+    input_format: str = "nsys"
+    rank: int | None = None
+    world_size: int | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

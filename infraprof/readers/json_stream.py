@@ -1,0 +1,244 @@
+"""Streaming reader for Chrome-trace JSON documents (PyTorch Kineto ``*.pt.trace.json[.gz]``).
+
+The document is never held whole: text is decoded in :data:`CHUNK_CHARS` pieces and each event
+of the ``traceEvents`` array is decoded on its own with the standard library's C-accelerated
+``json.JSONDecoder.raw_decode``, so memory is bounded by one chunk plus the largest single
+event (capped at :data:`MAX_VALUE_CHARS`) plus what the caller keeps. Both Chrome-trace layouts
+are accepted: an object whose ``traceEvents`` key holds the events (other top-level keys, before
+or after the array, become ``header``) and a bare array of events.
+
+Floats are handed back as their *source text* (``parse_float=str``) so that timestamps can be
+converted to integer nanoseconds exactly (:func:`us_to_ns`), without binary-float rounding.
+
+A file that ends early (the profiler killed mid-write, a partial copy, a truncated ``.gz``)
+is read up to its last complete event and :attr:`JsonStream.truncated` says where it stopped;
+bytes that are not JSON raise :class:`~infraprof.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from infraprof.errors import InputError
+
+CHUNK_CHARS: Final = 1 << 20
+MAX_VALUE_CHARS: Final = 64 << 20
+GZIP_MAGIC: Final = b"\x1f\x8b"
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECIMAL = re.compile(r"^(-?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?$")
+
+
+class _Incomplete(Exception):
+    """The buffered text ends inside a value."""
+
+
+class JsonStream:
+    """Iterate the events of one Chrome-trace file; ``header`` holds the other top-level keys
+    once :meth:`events` is exhausted, ``truncated`` a description of where an early end
+    stopped the read (``None`` for a complete file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.header: dict[str, Any] = {}
+        self.truncated: str | None = None
+        self.events_read = 0
+        self._decoder = json.JSONDecoder(parse_float=str)
+        self._raw: IO[str] | None = None
+        self._buf = ""
+        self._pos = 0
+        self._offset = 0
+        self._eof = False
+
+    def _open(self) -> IO[str]:
+        try:
+            with self.path.open("rb") as probe:
+                magic = probe.read(2)
+            binary: Any = (gzip.open(self.path, "rb")  # noqa: SIM115 (closed by events())
+                           if magic == GZIP_MAGIC else self.path.open("rb"))
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot be read ({exc.strerror}); check "
+                             "permissions") from exc
+        return io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
+
+    def _fill(self) -> bool:
+        """Append the next chunk; ``False`` at end of input (a truncated gzip stream too)."""
+        if self._eof or self._raw is None:
+            return False
+        try:
+            chunk = self._raw.read(CHUNK_CHARS)
+        except EOFError:
+            chunk = ""
+            self.truncated = "the gzip stream ends early"
+        except (OSError, zlib.error) as exc:
+            raise InputError(f"{self.path}: corrupt gzip data ({exc}); re-copy or re-export "
+                             "the trace") from exc
+        if not chunk:
+            self._eof = True
+            return False
+        if self._pos > CHUNK_CHARS:
+            self._offset += self._pos
+            self._buf = self._buf[self._pos:]
+            self._pos = 0
+        self._buf += chunk
+        return True
+
+    def _peek(self) -> str | None:
+        """The next non-blank character (not consumed), or ``None`` at end of input."""
+        while True:
+            match = _WHITESPACE.match(self._buf, self._pos)
+            self._pos = match.end() if match else self._pos
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._fill():
+                return None
+
+    def _value(self) -> Any:
+        """Decode the JSON value at the cursor; ``_Incomplete`` when the input ends in it."""
+        if self._peek() is None:
+            raise _Incomplete
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.pos >= len(self._buf) - 1 or exc.msg.startswith("Unterminated")
+                if not cut:
+                    raise InputError(
+                        f"{self.path}: invalid JSON at character {self._offset + exc.pos} "
+                        f"({exc.msg}); not a readable Chrome/Kineto trace") from exc
+                if len(self._buf) - self._pos > MAX_VALUE_CHARS:
+                    raise InputError(f"{self.path}: a single JSON value exceeds "
+                                     f"{MAX_VALUE_CHARS >> 20} MiB; not a Kineto trace") from exc
+                if not self._fill():
+                    raise _Incomplete from exc
+                continue
+            if end < len(self._buf) or not self._fill():
+                self._pos = end
+                return value
+
+    def _expect(self, char: str, where: str) -> None:
+        found = self._peek()
+        if found is None:
+            raise _Incomplete
+        if found != char:
+            raise InputError(f"{self.path}: expected {char!r} {where} at character "
+                             f"{self._offset + self._pos}, found {found!r}; not a Chrome trace")
+        self._pos += 1
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every event object, in file order (non-object array items are skipped)."""
+        self._raw = self._open()
+        try:
+            yield from self._document()
+        except _Incomplete:
+            where = self.truncated or "the file ends inside a JSON value"
+            self.truncated = (f"{where} (after {self.events_read} complete events); the "
+                              "profiler was probably stopped mid-write, so the rest is missing")
+        finally:
+            self._raw.close()
+
+    def _document(self) -> Iterator[dict[str, Any]]:
+        first = self._peek()
+        if first == "[":
+            self._pos += 1
+            yield from self._array()
+            return
+        if first != "{":
+            raise InputError(f"{self.path}: not a Chrome-trace JSON document (it does not "
+                             "start with '{' or '['); pass a torch.profiler trace")
+        self._pos += 1
+        while True:
+            char = self._peek()
+            if char is None:
+                raise _Incomplete
+            if char == "}":
+                self._pos += 1
+                return
+            if char == ",":
+                self._pos += 1
+                continue
+            key = self._value()
+            if not isinstance(key, str):
+                raise InputError(f"{self.path}: malformed JSON object key at character "
+                                 f"{self._offset + self._pos}")
+            self._expect(":", "after a key")
+            if key == "traceEvents" and self._peek() == "[":
+                self._pos += 1
+                yield from self._array()
+            else:
+                self.header[key] = self._value()
+
+    def _array(self) -> Iterator[dict[str, Any]]:
+        while True:
+            char = self._peek()
+            if char is None:
+                raise _Incomplete
+            if char == "]":
+                self._pos += 1
+                return
+            if char == ",":
+                self._pos += 1
+                continue
+            item = self._value()
+            if isinstance(item, dict):
+                self.events_read += 1
+                yield item
+
+
+def looks_like_chrome_trace(path: Path, probe_chars: int = 4096) -> bool:
+    """Cheap sniff: the (inflated) start of ``path`` is a JSON object holding
+    ``"traceEvents"``/``"schemaVersion"`` or a JSON array of objects with ``"ph"``."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(2)
+        opener = gzip.open if magic == GZIP_MAGIC else open
+        with opener(path, "rb") as raw:
+            head = raw.read(probe_chars).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    except (OSError, EOFError, zlib.error):
+        return False
+    if head.startswith("{"):
+        return '"traceEvents"' in head or '"schemaVersion"' in head
+    return head.startswith("[") and '"ph"' in head
+
+
+IntArray = npt.NDArray[np.int64]
+
+
+def us_to_ns(values: pd.Series) -> IntArray:
+    """Microsecond values (ints, or float *text* as read by :class:`JsonStream`) → integer
+    nanoseconds, exactly: the decimal text is split at the point instead of going through a
+    binary float, so ``4458676522690.655`` µs is ``4458676522690655`` ns. Digits below 1 ns
+    are rounded half up. Missing or unparseable values give 0."""
+    text = values.astype(str)
+    parts = text.str.extract(_DECIMAL)
+    ok = parts[1].notna()
+    whole = pd.to_numeric(parts[1].where(ok & (parts[1] != ""), "0"), errors="coerce")
+    frac = parts[2].fillna("").str.ljust(4, "0")
+    ns_frac = pd.to_numeric(frac.str.slice(0, 3), errors="coerce").fillna(0)
+    round_up = pd.to_numeric(frac.str.slice(3, 4), errors="coerce").fillna(0) >= 5
+    ns = whole.fillna(0).astype("int64") * 1000 + ns_frac.astype("int64") + round_up
+    exponent = parts[3].notna()
+    if exponent.any():  # rare: 1.5e3 style; exact via Python's decimal module
+        from decimal import Decimal, InvalidOperation
+
+        def exact(item: str) -> int:
+            try:
+                return int((Decimal(item) * 1000).to_integral_value())
+            except InvalidOperation:
+                return 0
+
+        ns = ns.where(~exponent, text[exponent].map(exact))
+    ns = ns.where(ok, 0)
+    sign = np.where(parts[0].fillna("") == "-", -1, 1)
+    result: IntArray = ns.to_numpy(dtype=np.int64) * sign
+    return result
