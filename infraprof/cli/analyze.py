@@ -67,7 +67,8 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
 def analyze(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
     output_format: OutputFormat | None = typer.Option(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
@@ -108,6 +109,9 @@ def analyze(
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
     with _progress(show_progress) as progress:
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress)
+    for warning in report.trace.meta.warnings:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"infraprof: warning: {warning}", markup=False)
     top = config.top
     if fmt is OutputFormat.json:
         text = render_json(report)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infraprof.errors import InputError
-from infraprof.model.clock import AlignedPyspy
+from infraprof.model.clock import AlignedPyspy, Alignment, NsysClock, PyspyClock
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.readers import kineto, nsys_report
+from infraprof.readers.kineto_python import python_profile
 from infraprof.readers.nsys_sqlite import read_nsys_sqlite
 from infraprof.readers.sqlite_db import has_sqlite_header
 
@@ -111,12 +112,28 @@ def _load_kineto(path: Path, source: Path, progress: Callable[[str], None] | Non
     schema = tables.header.get("schemaVersion")
     meta = TraceMeta(
         source=str(path), sqlite_path=str(source), nsys_version=None,
-        schema_version=f"kineto {schema}" if schema is not None else "kineto",
+        schema_version=str(schema) if schema is not None else None,
         session_start_utc_ns=tables.session_start_utc_ns, analysis_start_ns=window[0],
         analysis_end_ns=window[1], capture_command=None, input_format="kineto",
         rank=tables.rank, world_size=tables.world_size, warnings=tuple(tables.warnings),
     )
-    return LoadedInput(Trace(meta=meta, **tables.frames))
+    trace = Trace(meta=meta, **tables.frames)
+    return LoadedInput(trace, _kineto_python(tables, trace))
+
+
+def _kineto_python(tables: kineto.KinetoTables, trace: Trace) -> AlignedPyspy | None:
+    """``python_function`` events as samples on the trace timeline: same clock, so the
+    alignment error is the sampling period alone."""
+    names = {int(t): str(n) for t, n in zip(trace.threads["tid"], trace.threads["name"],
+                                            strict=True)}
+    profile = python_profile(tables.python_events, names, str(tables.path))
+    if profile is None:
+        return None
+    period = round(1e9 / (profile.rate_hz or 1.0))
+    alignment = Alignment(NsysClock(offset_ns=0, method="kineto-timeline", error_ns=0),
+                          PyspyClock(offset_ns=0, method="kineto-python-events",
+                                     error_ns=period))
+    return AlignedPyspy(profile, alignment, profile.samples, profile.notes)
 
 
 def _arg_index(key: str) -> int:

@@ -41,6 +41,18 @@ class TraceMeta:
     world_size: int | None = None
     warnings: tuple[str, ...] = ()
 
+    @property
+    def producer(self) -> list[str]:
+        """What wrote the trace, as report header parts (``nsys 2022.4 · export schema 3.0``;
+        ``PyTorch profiler (Kineto) · schema 1 · rank 0 of 2``)."""
+        if self.input_format == "kineto":
+            bits = ["PyTorch profiler (Kineto)", f"schema {self.schema_version or '?'}"]
+            if self.rank is not None:
+                size = f" of {self.world_size}" if self.world_size is not None else ""
+                bits.append(f"rank {self.rank}{size}")
+            return bits
+        return [f"nsys {self.nsys_version or '?'}", f"export schema {self.schema_version or '?'}"]
+
 
 @dataclass(frozen=True)
 class Trace:

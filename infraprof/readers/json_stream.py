@@ -23,12 +23,9 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import IO, Any, Final
-
-import numpy as np
-import numpy.typing as npt
-import pandas as pd
 
 from infraprof.errors import InputError
 
@@ -36,7 +33,7 @@ CHUNK_CHARS: Final = 1 << 20
 MAX_VALUE_CHARS: Final = 64 << 20
 GZIP_MAGIC: Final = b"\x1f\x8b"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECIMAL = re.compile(r"^(-?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?$")
+_DECIMAL = re.compile(r"^\s*(-?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?\s*$")
 
 
 class _Incomplete(Exception):
@@ -211,34 +208,19 @@ def looks_like_chrome_trace(path: Path, probe_chars: int = 4096) -> bool:
     return head.startswith("[") and '"ph"' in head
 
 
-IntArray = npt.NDArray[np.int64]
-
-
-def us_to_ns(values: pd.Series) -> IntArray:
-    """Microsecond values (ints, or float *text* as read by :class:`JsonStream`) → integer
-    nanoseconds, exactly: the decimal text is split at the point instead of going through a
-    binary float, so ``4458676522690.655`` µs is ``4458676522690655`` ns. Digits below 1 ns
-    are rounded half up. Missing or unparseable values give 0."""
-    text = values.astype(str)
-    parts = text.str.extract(_DECIMAL)
-    ok = parts[1].notna()
-    whole = pd.to_numeric(parts[1].where(ok & (parts[1] != ""), "0"), errors="coerce")
-    frac = parts[2].fillna("").str.ljust(4, "0")
-    ns_frac = pd.to_numeric(frac.str.slice(0, 3), errors="coerce").fillna(0)
-    round_up = pd.to_numeric(frac.str.slice(3, 4), errors="coerce").fillna(0) >= 5
-    ns = whole.fillna(0).astype("int64") * 1000 + ns_frac.astype("int64") + round_up
-    exponent = parts[3].notna()
-    if exponent.any():  # rare: 1.5e3 style; exact via Python's decimal module
-        from decimal import Decimal, InvalidOperation
-
-        def exact(item: str) -> int:
-            try:
-                return int((Decimal(item) * 1000).to_integral_value())
-            except InvalidOperation:
-                return 0
-
-        ns = ns.where(~exponent, text[exponent].map(exact))
-    ns = ns.where(ok, 0)
-    sign = np.where(parts[0].fillna("") == "-", -1, 1)
-    result: IntArray = ns.to_numpy(dtype=np.int64) * sign
-    return result
+def us_to_ns(value: Any) -> int:
+    """A microsecond value (an int, or float *text* as :class:`JsonStream` returns it) →
+    integer nanoseconds, exactly: the decimal text is split at the point instead of going
+    through a binary float, so ``"4458676522690.655"`` µs is ``4458676522690655`` ns. Digits
+    below 1 ns are rounded half away from zero. Anything else (missing, not a number) is 0."""
+    if type(value) is int:
+        return value * 1000
+    text = value if isinstance(value, str) else str(value)
+    match = _DECIMAL.match(text)
+    if match is None or not (match[2] or match[3]):
+        return 0
+    if match[4] is not None:  # exponent form (rare): exact through the decimal module
+        return int((Decimal(text) * 1000).to_integral_value(ROUND_HALF_UP))
+    frac = (match[3] or "").ljust(4, "0")
+    ns = int(match[2] or "0") * 1000 + int(frac[:3]) + (frac[3] >= "5")
+    return -ns if match[1] else ns

@@ -160,12 +160,13 @@ def _collect(stream: JsonStream) -> _Collected:
             args = args if isinstance(args, dict) else {}
             name = str(event.get("name", ""))
             name = names.setdefault(name, name)
-            out.rows[bucket].append((event.get("ts"), event.get("dur", 0), event.get("pid"),
+            out.rows[bucket].append((us_to_ns(event.get("ts")), us_to_ns(event.get("dur", 0)),
+                                     event.get("pid"),
                                      event.get("tid"), name,
                                      *(args.get(k) for k in _FIELDS[bucket])))
         elif phase in ("s", "f", "t") and cat == "ac2g":
             out.flows.append((event.get("id"), event.get("pid"), event.get("tid"),
-                              event.get("ts")))
+                              us_to_ns(event.get("ts"))))
         elif phase == "M":
             _metadata(event, out)
         else:
@@ -177,12 +178,12 @@ def _collect(stream: JsonStream) -> _Collected:
 def _frame(rows: Sequence[tuple[Any, ...]], bucket: str) -> pd.DataFrame:
     """Rows of one bucket as a frame with ``start_ns``/``end_ns`` in ns on Kineto's clock
     (shifted to the trace origin later) and integer ``pid``/``tid`` (non-numeric ids: -1)."""
-    columns = ["ts", "dur", "raw_pid", "raw_tid", "name", *_FIELDS[bucket]]
+    columns = ["ts_ns", "dur_ns", "raw_pid", "raw_tid", "name", *_FIELDS[bucket]]
     frame = pd.DataFrame.from_records(list(rows), columns=columns) if rows else pd.DataFrame(
         {c: pd.Series([], dtype=object) for c in columns})
-    start = us_to_ns(frame["ts"])
+    start = frame["ts_ns"].to_numpy(dtype=np.int64)
     frame["start_ns"] = start
-    frame["end_ns"] = start + np.maximum(us_to_ns(frame["dur"].fillna(0)), 0)
+    frame["end_ns"] = start + np.maximum(frame["dur_ns"].to_numpy(dtype=np.int64), 0)
     for col, raw in (("pid", "raw_pid"), ("tid", "raw_tid")):
         frame[col] = pd.to_numeric(frame[raw], errors="coerce").fillna(-1).astype("int64")
     return T.as_frame(frame)
@@ -297,10 +298,10 @@ def _ranges(annotations: pd.DataFrame, cpu_ops: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=["flow_id", "pid", "tid", "ts"]) if rows \
-        else pd.DataFrame({c: pd.Series([], dtype=object) for c in ("flow_id", "pid", "tid",
-                                                                     "ts")})
-    frame["start_ns"] = us_to_ns(frame["ts"])
+    columns = ["flow_id", "pid", "tid", "start_ns"]
+    frame = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(
+        {c: pd.Series([], dtype=object) for c in columns})
+    frame["start_ns"] = frame["start_ns"].astype("int64")
     for col in ("flow_id", "pid", "tid"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame = frame.dropna(subset=["flow_id", "pid", "tid"])

@@ -219,7 +219,7 @@ def idle_figure(report: Report) -> go.Figure | None:
 def _header(report: Report) -> str:
     m = report.trace.meta
     name = m.source.replace("\\", "/").rsplit("/", 1)[-1]
-    bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
+    bits = [*m.producer,
             f"span {fmt_ns(report.span_ns)}", f"infraprof {__version__}"]
     out = [f"<h1>infraprof report: {esc(name)}</h1>", f"<p class='meta'>{esc(' · '.join(bits))}"
            f"<br>source: {esc(m.source)}</p>"]

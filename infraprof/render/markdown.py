@@ -47,7 +47,7 @@ def _header(report: Report) -> list[str]:
     m = report.trace.meta
     name = m.source.replace("\\", "/").rsplit("/", 1)[-1]
     out = [f"## infraprof report: {md_text(name)}\n\n"]
-    bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
+    bits = [*m.producer,
             f"span {fmt_ns(report.span_ns)}", f"infraprof {__version__}"]
     out.append(md_text(" · ".join(bits)) + "\n\n")
     if m.capture_command:

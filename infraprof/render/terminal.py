@@ -42,7 +42,7 @@ def _name(text: str | None, limit: int = 90) -> Text:
 def _header(report: Report, console: Console) -> None:
     m = report.trace.meta
     console.print(Text("infraprof analyze: ", style="bold") + Text(m.source))
-    bits = [f"nsys {m.nsys_version or '?'}", f"export schema {m.schema_version or '?'}",
+    bits = [*m.producer,
             f"span {fmt_ns(report.span_ns)}"]
     console.print(Text(" · ".join(bits)))
     if m.capture_command:
