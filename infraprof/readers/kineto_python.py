@@ -97,7 +97,8 @@ def python_profile(events: pd.DataFrame, thread_names: Mapping[int, str], source
     events = events[events["end_ns"] > events["start_ns"]]
     if events.empty:
         return None
-    per_thread = {int(tid): _segments(g) for tid, g in events.groupby("tid", sort=True)}
+    tids = events["tid"].to_numpy(np.int64)
+    per_thread = {int(tid): _segments(events[tids == tid]) for tid in np.unique(tids)}
     total = sum(e - s for starts, ends, _ in per_thread.values()
                 for s, e in zip(starts, ends, strict=True))
     period = _period(int(total), period_ns, max_samples)
