@@ -17,12 +17,11 @@ bytes that are not JSON raise :class:`~infraprof.errors.InputError`.
 
 from __future__ import annotations
 
-import gzip
-import io
+import codecs
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import IO, Any, Final
@@ -32,6 +31,7 @@ from infraprof.errors import InputError
 CHUNK_CHARS: Final = 1 << 20
 MAX_VALUE_CHARS: Final = 64 << 20
 GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECIMAL = re.compile(r"^\s*(-?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?\s*$")
 
@@ -51,37 +51,70 @@ class JsonStream:
         self.truncated: str | None = None
         self.events_read = 0
         self._decoder = json.JSONDecoder(parse_float=str)
-        self._raw: IO[str] | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf = ""
         self._pos = 0
         self._offset = 0
         self._eof = False
 
-    def _open(self) -> IO[str]:
+    def _binary_chunks(self) -> Generator[bytes, None, None]:
+        """The file's bytes, inflated when gzipped (every member of a multi-member file), at
+        most :data:`CHUNK_CHARS` bytes at a time: a small compressed input cannot expand into
+        a large buffer. A gzip stream that ends early sets ``truncated`` after yielding all
+        that could be inflated."""
         try:
-            with self.path.open("rb") as probe:
-                magic = probe.read(2)
-            binary: Any = (gzip.open(self.path, "rb")  # noqa: SIM115 (closed by events())
-                           if magic == GZIP_MAGIC else self.path.open("rb"))
+            with self.path.open("rb") as raw:
+                if raw.read(2) != GZIP_MAGIC:
+                    raw.seek(0)
+                    while chunk := raw.read(CHUNK_CHARS):
+                        yield chunk
+                    return
+                raw.seek(0)
+                yield from self._inflate(raw)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot be read ({exc.strerror}); check "
                              "permissions") from exc
-        return io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
+
+    def _inflate(self, raw: IO[bytes]) -> Generator[bytes, None, None]:
+        inflater, pending, fed = zlib.decompressobj(GZIP_WBITS), b"", False
+        while True:
+            if not pending:
+                pending = raw.read(CHUNK_CHARS)
+                if not pending:
+                    break
+            fed = True
+            try:
+                out = inflater.decompress(pending, CHUNK_CHARS)
+            except zlib.error as exc:
+                raise InputError(f"{self.path}: corrupt gzip data ({exc}); re-copy the "
+                                 "trace") from exc
+            pending = inflater.unconsumed_tail
+            if out:
+                yield out
+            if inflater.eof:  # next member, unless only padding follows
+                pending = inflater.unused_data + pending
+                inflater, fed = zlib.decompressobj(GZIP_WBITS), False
+                if not pending.strip(b"\0"):
+                    pending = raw.read(CHUNK_CHARS)
+                    if not pending.strip(b"\0"):
+                        break
+        if fed and not inflater.eof:
+            self.truncated = "the gzip stream ends early"
 
     def _fill(self) -> bool:
-        """Append the next chunk; ``False`` at end of input (a truncated gzip stream too)."""
-        if self._eof or self._raw is None:
+        """Append the next chunk; ``False`` at end of input."""
+        if self._eof or self._chunks is None:
             return False
-        try:
-            chunk = self._raw.read(CHUNK_CHARS)
-        except EOFError:
-            chunk = ""
-            self.truncated = "the gzip stream ends early"
-        except (OSError, zlib.error) as exc:
-            raise InputError(f"{self.path}: corrupt gzip data ({exc}); re-copy or re-export "
-                             "the trace") from exc
+        chunk = ""
+        while not chunk:
+            data = next(self._chunks, None)
+            if data is None:
+                chunk = self._utf8.decode(b"", final=True)
+                self._eof = not chunk
+                break
+            chunk = self._utf8.decode(data)
         if not chunk:
-            self._eof = True
             return False
         if self._pos > CHUNK_CHARS:
             self._offset += self._pos
@@ -108,7 +141,9 @@ class JsonStream:
             try:
                 value, end = self._decoder.raw_decode(self._buf, self._pos)
             except json.JSONDecodeError as exc:
-                cut = exc.pos >= len(self._buf) - 1 or exc.msg.startswith("Unterminated")
+                # an error near the buffer's end (a \uXXXX escape or number cut by the chunk
+                # boundary) or an open string means "read more"
+                cut = exc.pos >= len(self._buf) - 12 or exc.msg.startswith("Unterminated")
                 if not cut:
                     raise InputError(
                         f"{self.path}: invalid JSON at character {self._offset + exc.pos} "
@@ -134,7 +169,8 @@ class JsonStream:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every event object, in file order (non-object array items are skipped)."""
-        self._raw = self._open()
+        chunks = self._binary_chunks()
+        self._chunks = chunks
         try:
             yield from self._document()
         except _Incomplete:
@@ -142,10 +178,13 @@ class JsonStream:
             self.truncated = (f"{where} (after {self.events_read} complete events); the "
                               "profiler was probably stopped mid-write, so the rest is missing")
         finally:
-            self._raw.close()
+            self._chunks = None
+            chunks.close()
 
     def _document(self) -> Iterator[dict[str, Any]]:
         first = self._peek()
+        if first is None:
+            raise _Incomplete
         if first == "[":
             self._pos += 1
             yield from self._array()
@@ -197,12 +236,12 @@ def looks_like_chrome_trace(path: Path, probe_chars: int = 4096) -> bool:
     ``"traceEvents"``/``"schemaVersion"`` or a JSON array of objects with ``"ph"``."""
     try:
         with path.open("rb") as handle:
-            magic = handle.read(2)
-        opener = gzip.open if magic == GZIP_MAGIC else open
-        with opener(path, "rb") as raw:
-            head = raw.read(probe_chars).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    except (OSError, EOFError, zlib.error):
+            data = handle.read(max(probe_chars, 1 << 16))
+        if data[:2] == GZIP_MAGIC:
+            data = zlib.decompressobj(GZIP_WBITS).decompress(data, probe_chars)
+    except (OSError, zlib.error):
         return False
+    head = data[:probe_chars].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if head.startswith("{"):
         return '"traceEvents"' in head or '"schemaVersion"' in head
     return head.startswith("[") and '"ph"' in head
