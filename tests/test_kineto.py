@@ -282,6 +282,23 @@ def test_truncated_and_gzip(synthetic_file: Path, tmp_path: Path,
     assert str(head) in lines[0] and "Traceback" not in result.stderr
 
 
+def test_compare_and_baseline_plain_json(synthetic_file: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain (not gzipped) Kineto JSON is a trace for compare/gate, not an analyze JSON."""
+    result = run_main(["compare", "-b", str(synthetic_file), "-c", str(synthetic_file),
+                       "-f", "json", "--step", "nvtx:ProfilerStep#1"], monkeypatch, capsys)
+    assert result.code == 0, result.stderr
+    metrics = {m["metric"]: m for m in json.loads(result.stdout)["metrics"]}
+    assert metrics["launch:calls"]["base"] == 36
+    steps = metrics["step:duration:p50_ns"]
+    assert steps["base"] == 1_000_000 and steps["n_base"] == 12
+    auto = run_main(["compare", "-b", str(synthetic_file), "-c", str(synthetic_file), "-f",
+                     "json"], monkeypatch, capsys)  # ProfilerStep <n> found as the step range
+    assert any(m["metric"] == "step:duration:p50_ns" and m["n_base"] == 12
+               for m in json.loads(auto.stdout)["metrics"])
+
+
 def test_chrome_trace_without_profiler_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pyspy.json"

@@ -27,6 +27,7 @@ from infraprof.analyses.run_metrics import (
 from infraprof.errors import InputError
 from infraprof.model import Trace, load_trace
 from infraprof.model.kernel_metrics import KernelMetrics, load_ncu
+from infraprof.readers.kineto import is_kineto
 from infraprof.readers.ncu_csv import csv_page
 from infraprof.readers.ncu_report import is_ncu_report
 
@@ -135,8 +136,8 @@ def metrics_from_ncu(km: KernelMetrics, source: str) -> RunMetrics:
 
 
 def load_run(path: Path, step: str = "auto") -> RunMetrics:
-    """One run from a capture folder, nsys report/SQLite export, analyze JSON or gate metrics
-    JSON. Raises ``InputError`` (exit 3) for anything unreadable."""
+    """One run from a capture folder, nsys report/SQLite export, PyTorch profiler (Kineto)
+    trace, analyze JSON or gate metrics JSON. Raises ``InputError`` (exit 3) for anything unreadable."""
     if path.is_file() and (is_ncu_report(path) or path.suffix == ".ncu-rep" or (
             path.suffix.lower() == ".csv" and csv_page(path) is not None)):
         return metrics_from_ncu(load_ncu(path), str(path))
@@ -146,7 +147,7 @@ def load_run(path: Path, step: str = "auto") -> RunMetrics:
                 head = fh.read(64).lstrip()
         except OSError as exc:
             raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
-        if head.startswith(b"{"):
+        if head.startswith(b"{") and not is_kineto(path):  # Kineto traces load as traces
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
