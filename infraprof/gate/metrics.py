@@ -137,7 +137,8 @@ def metrics_from_ncu(km: KernelMetrics, source: str) -> RunMetrics:
 
 def load_run(path: Path, step: str = "auto") -> RunMetrics:
     """One run from a capture folder, nsys report/SQLite export, PyTorch profiler (Kineto)
-    trace, analyze JSON or gate metrics JSON. Raises ``InputError`` (exit 3) for anything unreadable."""
+    trace, analyze JSON or gate metrics JSON. Raises ``InputError`` (exit 3) for anything
+    unreadable."""
     if path.is_file() and (is_ncu_report(path) or path.suffix == ".ncu-rep" or (
             path.suffix.lower() == ".csv" and csv_page(path) is not None)):
         return metrics_from_ncu(load_ncu(path), str(path))
