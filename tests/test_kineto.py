@@ -226,6 +226,16 @@ def test_synthetic_python_frames(synthetic_file: Path) -> None:
     assert parse_python_name("<built-in method x>") == ("<built-in method x>", "", 0)
 
 
+def test_synthetic_export_collapsed(synthetic_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """100 µs grid: per step 10 samples in train(), 2 of them in load_batch() (t+1..t+299)."""
+    result = run_main(["export", str(synthetic_file), "--to", "collapsed"], monkeypatch, capsys)
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "thread (100): MainThread;train (train.py:10) 96",
+        "thread (100): MainThread;train (train.py:10);load_batch (data.py:87) 24"]
+
+
 def test_python_profile_samples_exactly() -> None:
     import pandas as pd
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from infraprof.analyses.python_frames import idle_collapsed
 from infraprof.cli.output import emit
 from infraprof.errors import InputError, UsageError
-from infraprof.model import load_trace
 from infraprof.model.clock import pyspy_for
+from infraprof.model.load import load_input
 from infraprof.ranking import build_report
 from infraprof.render.chrome_trace import render_chrome_trace
 from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
@@ -65,8 +65,10 @@ def export(
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
-    trace = load_trace(input_path, None)
-    aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
+    loaded = load_input(input_path, None)
+    trace = loaded.trace
+    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+        input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     if fmt is ExportFormat.collapsed and trace.cpu_samples.empty and aligned is not None:
         report = build_report(trace, pyspy=aligned)
         attributions = report.analysis.attributions if report.analysis else None
