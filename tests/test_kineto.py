@@ -131,6 +131,11 @@ def test_stream_rejects_garbage(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="invalid JSON"):
         list(JsonStream(bad).events())
     assert not is_kineto(_write(tmp_path, '{"foo": 1}', "other.json"))
+    pyspy = [{"name": "f", "cat": "py-spy", "ph": "B", "ts": 1, "pid": 1, "tid": 1}]
+    assert not is_kineto(_write(tmp_path, json.dumps(pyspy), "pyspy.json"))
+    assert not is_kineto(_write(tmp_path, json.dumps({"traceEvents": pyspy}), "pyspy2.json"))
+    kineto_array = [{"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 1, "dur": 1}]
+    assert is_kineto(_write(tmp_path, json.dumps(kineto_array), "k.json"))
     assert not is_kineto(_write(tmp_path, "SQLite format 3\0", "x.sqlite"))
 
 
@@ -312,8 +317,9 @@ def test_compare_and_baseline_plain_json(synthetic_file: Path, tmp_path: Path,
 def test_chrome_trace_without_profiler_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pyspy.json"
-    path.write_text(json.dumps([{"ph": "B", "name": "f", "ts": 1, "pid": 1, "tid": 1},
-                                {"ph": "E", "name": "f", "ts": 2, "pid": 1, "tid": 1}]))
+    path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": [
+        {"ph": "B", "name": "f", "ts": 1, "pid": 1, "tid": 1},
+        {"ph": "E", "name": "f", "ts": 2, "pid": 1, "tid": 1}]}))
     result = run_main(["analyze", str(path)], monkeypatch, capsys)
     assert result.code == 3 and len(result.stderr.splitlines()) == 1
     assert str(path) in result.stderr

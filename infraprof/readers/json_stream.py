@@ -231,20 +231,17 @@ class JsonStream:
                 yield item
 
 
-def looks_like_chrome_trace(path: Path, probe_chars: int = 4096) -> bool:
-    """Cheap sniff: the (inflated) start of ``path`` is a JSON object holding
-    ``"traceEvents"``/``"schemaVersion"`` or a JSON array of objects with ``"ph"``."""
+def read_head(path: Path, chars: int = 1 << 16) -> str:
+    """The first ``chars`` characters of ``path`` (inflated when gzipped; at most ``chars``
+    bytes are inflated), without a BOM or leading blanks; ``""`` when unreadable."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(max(probe_chars, 1 << 16))
+            data = handle.read(max(chars, 1 << 16))
         if data[:2] == GZIP_MAGIC:
-            data = zlib.decompressobj(GZIP_WBITS).decompress(data, probe_chars)
+            data = zlib.decompressobj(GZIP_WBITS).decompress(data, chars)
     except (OSError, zlib.error):
-        return False
-    head = data[:probe_chars].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    if head.startswith("{"):
-        return '"traceEvents"' in head or '"schemaVersion"' in head
-    return head.startswith("[") and '"ph"' in head
+        return ""
+    return data[:chars].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
 
 
 def us_to_ns(value: Any) -> int:

@@ -50,7 +50,7 @@ import pandas as pd
 
 from infraprof import tables as T
 from infraprof.errors import InputError
-from infraprof.readers.json_stream import JsonStream, looks_like_chrome_trace, us_to_ns
+from infraprof.readers.json_stream import JsonStream, read_head, us_to_ns
 from infraprof.readers.ncu_metrics import short_name_of
 from infraprof.readers.nsys_sqlite import api_family, strip_api_suffix, sync_kind
 
@@ -84,6 +84,8 @@ _FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "python": ("Python id", "Python parent id"),
 }
 _COPY_NAME = re.compile(r"^Memcpy\s+(?P<dir>\S+)(?:\s*\((?P<src>[^)]*?)\s*->\s*(?P<dst>[^)]*)\))?")
+_KINETO_CAT: Final = re.compile(
+    r'"cat"\s*:\s*"(?:' + "|".join(sorted(k for k in _BUCKETS if k != "Trace")) + ')"')
 _SYNC_KINDS: Final = {"Stream Sync": "stream", "Event Sync": "event", "Context Sync": "context",
                       "Stream Wait Event": "stream_wait_event"}
 
@@ -108,9 +110,15 @@ class KinetoTables:
 
 
 def is_kineto(path: Path) -> bool:
-    """True when ``path`` (plain or gzipped) starts like a Chrome-trace JSON document; only the
-    first 4 KiB (inflated) are read."""
-    return path.is_file() and looks_like_chrome_trace(path)
+    """True when ``path`` (plain or gzipped) starts like a Kineto trace: a JSON object or array
+    whose first 64 KiB (inflated) hold Kineto's ``"schemaVersion"`` header key or an event of a
+    Kineto category. Other Chrome traces (py-spy's ``"cat": "py-spy"``) are not Kineto."""
+    if not path.is_file():
+        return False
+    head = read_head(path)
+    if not head.startswith(("{", "[")):
+        return False
+    return '"schemaVersion"' in head[:4096] or _KINETO_CAT.search(head) is not None
 
 
 @dataclass
