@@ -135,7 +135,8 @@ class JsonStream:
 
     def _value(self) -> Any:
         """Decode the JSON value at the cursor; ``_Incomplete`` when the input ends in it."""
-        if self._peek() is None:
+        if (self._pos >= len(self._buf) or self._buf[self._pos] in " \t\r\n") and (
+                self._peek() is None):
             raise _Incomplete
         while True:
             try:
@@ -251,6 +252,14 @@ def us_to_ns(value: Any) -> int:
     below 1 ns are rounded half away from zero. Anything else (missing, not a number) is 0."""
     if type(value) is int:
         return value * 1000
+    if type(value) is str:  # fast path: plain decimal text such as "4458676522690.655"
+        whole, _, frac = value.partition(".")
+        digits = whole[1:] if whole.startswith("-") else whole
+        if digits.isdigit() and digits.isascii() and (frac.isdigit() and frac.isascii()
+                                                       or not frac):
+            padded = (frac + "0000")[:4]
+            ns = int(digits) * 1000 + int(padded[:3]) + (padded[3] >= "5")
+            return -ns if whole.startswith("-") else ns
     text = value if isinstance(value, str) else str(value)
     match = _DECIMAL.match(text)
     if match is None or not (match[2] or match[3]):

@@ -253,7 +253,8 @@ def _kernels(frame: pd.DataFrame) -> pd.DataFrame:
         dims = _dims(frame[col])
         for axis in ("x", "y", "z"):
             frame[f"{prefix}_{axis}"] = dims[axis].astype("int64")
-    frame["short_name"] = frame["name"].map(short_name_of)
+    short = {name: short_name_of(str(name)) for name in pd.unique(frame["name"])}
+    frame["short_name"] = frame["name"].map(short)
     frame["mangled_name"] = None
     frame["registers_per_thread"] = _int_column(frame, "registers per thread")
     frame["static_smem_bytes"] = _int_column(frame, "shared memory")
