@@ -255,8 +255,8 @@ def us_to_ns(value: Any) -> int:
     if type(value) is str:  # fast path: plain decimal text such as "4458676522690.655"
         whole, _, frac = value.partition(".")
         digits = whole[1:] if whole.startswith("-") else whole
-        if digits.isdigit() and digits.isascii() and (frac.isdigit() and frac.isascii()
-                                                       or not frac):
+        frac_ok = not frac or (frac.isdigit() and frac.isascii())
+        if digits.isdigit() and digits.isascii() and frac_ok:
             padded = (frac + "0000")[:4]
             ns = int(digits) * 1000 + int(padded[:3]) + (padded[3] >= "5")
             return -ns if whole.startswith("-") else ns
