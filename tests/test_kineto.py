@@ -254,6 +254,35 @@ def test_python_profile_samples_exactly() -> None:
     assert depth.tolist() == [1, 2, 2, 2, 1, 1, 1, 1, 1, 1]
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30), st.integers(0, 2)),
+                min_size=1, max_size=12))
+def test_python_profile_matches_brute_force(spans: list[tuple[int, int, int]]) -> None:
+    """Each sample's stack = the calls open at the sample time (start <= t < end), outermost
+    first, for any (not necessarily nested) intervals on a 10 ns grid."""
+    import pandas as pd
+
+    events = pd.DataFrame({"start_ns": [10 * a for a, _, _ in spans],
+                           "end_ns": [10 * (a + d) for a, d, _ in spans],
+                           "tid": [t for _, _, t in spans],
+                           "name": [f"f.py({i}): f{i}" for i in range(len(spans))]})
+    profile = python_profile(events, {}, "x", period_ns=10)
+    assert profile is not None
+    frames = profile.frames.sort_values(["stack_id", "depth"])
+    stacks = {int(k): list(g["function"]) for k, g in frames.groupby("stack_id")}
+    got = sorted((int(t), int(tid), tuple(stacks[int(sid)])) for t, tid, sid in
+                 profile.samples[["start_ns", "tid", "stack_id"]].itertuples(index=False))
+    expected = []
+    for tid in sorted(set(events["tid"])):
+        mine = events[events["tid"] == tid].sort_values(["start_ns", "end_ns"],
+                                                        ascending=[True, False], kind="stable")
+        for t in range(0, 1000, 10):
+            inside = mine[(mine["start_ns"] <= t) & (t < mine["end_ns"])]
+            if len(inside):
+                expected.append((t, tid, tuple(n.split(": ")[1] for n in inside["name"])))
+    assert got == sorted(expected)
+
+
 def test_synthetic_analyze_cli(synthetic_file: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
