@@ -343,6 +343,25 @@ def test_compare_and_baseline_plain_json(synthetic_file: Path, tmp_path: Path,
                for m in json.loads(auto.stdout)["metrics"])
 
 
+@pytest.mark.parametrize("body", [
+    '{"schemaVersion": 1, "traceEvents": [' + "[" * 100_000 + "]" * 100_000 + "]}",
+    '{"schemaVersion": 1, "traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", '
+    '"ts": 1e300, "dur": 1, "args": {"device": 0}}]}',
+    '{"schemaVersion": 1, "traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", '
+    '"ts": 1, "dur": 1, "pid": 99999999999999999999999, "args": {"device": 0}}]}',
+])
+def test_hostile_values_are_bad_input(body: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hostile.json"
+    path.write_text(body)
+    result = run_main(["analyze", str(path), "-f", "json"], monkeypatch, capsys)
+    assert result.code in (0, 3), result.stderr
+    assert "Traceback" not in result.stderr
+    if result.code == 3:
+        assert len(result.stderr.splitlines()) == 1 and str(path) in result.stderr
+
+
 def test_chrome_trace_without_profiler_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pyspy.json"

@@ -141,6 +141,9 @@ class JsonStream:
         while True:
             try:
                 value, end = self._decoder.raw_decode(self._buf, self._pos)
+            except RecursionError as exc:
+                raise InputError(f"{self.path}: JSON nested too deeply at character "
+                                 f"{self._offset + self._pos}; not a Kineto trace") from exc
             except json.JSONDecodeError as exc:
                 # an error near the buffer's end (a \uXXXX escape or number cut by the chunk
                 # boundary) or an open string means "read more"

@@ -436,7 +436,11 @@ def read_kineto(path: Path, progress: Callable[[str], None] | None = None) -> Ki
         raise InputError(f"{path}: no PyTorch profiler events (kernel, cuda_runtime, cpu_op, "
                          "user_annotation) in this Chrome trace; pass a torch.profiler trace")
     _distributed(out)
-    _build(out, collected)
+    try:
+        _build(out, collected)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: an event field holds a value out of range or of the wrong "
+                         f"type ({exc}); not a readable torch.profiler trace") from exc
     if out.unknown:
         listed = ", ".join(f"{k} ({n})" for k, n in sorted(out.unknown.items()))
         out.warnings.append(f"{path}: ignored events of unknown categories: {listed}")
