@@ -43,7 +43,8 @@ def _guess(output: Path | None) -> ExportFormat:
 def export(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
     to: ExportFormat | None = typer.Option(
         None, "--to", "-t",
         help="perfetto or chrome: Chrome trace-event JSON (GPU streams, CUDA API and OS "
