@@ -455,6 +455,30 @@ def test_real_trace_timestamps_exact(shared_traces: Path) -> None:
 
 
 @pytest.mark.realtraces
+def test_real_trace_gpu_annotations_match_projection(shared_traces: Path) -> None:
+    """Kineto's own ``gpu_user_annotation`` spans (30 on the NCCL trace) equal infraprof's GPU
+    projection of the same ``user_annotation`` ranges, up to Kineto's fixed padding of the
+    span (1 µs before the first op, 0.5 µs after the last: the same on all 30 spans)."""
+    from infraprof.analyses.nvtx_proj import nvtx_projection
+
+    path = shared_traces / KINETO_DIR / "nccl_parser_config__nccl_data.json.gz"
+    doc = raw_doc(path)
+    base = int(doc["baseTimeNanoseconds"])
+    trace = load_input(path).trace
+    origin = trace.meta.session_start_utc_ns
+    assert origin is not None
+    kineto = sorted((e["name"], base + exact_ns(e["ts"]) - origin + 1000,
+                     base + exact_ns(e["ts"]) + exact_ns(e["dur"]) - origin - 500)
+                    for e in doc["traceEvents"] if e.get("cat") == "gpu_user_annotation")
+    proj = nvtx_projection(trace)
+    proj = proj[(proj["domain"] == "") & proj["gpu_start_ns"].notna()]
+    ours = sorted((str(n), int(s), int(e)) for n, s, e in
+                  proj[["name", "gpu_start_ns", "gpu_end_ns"]].itertuples(index=False))
+    assert len(kineto) == 30
+    assert kineto == [row for row in ours if row[0] in {k[0] for k in kineto}]
+
+
+@pytest.mark.realtraces
 def test_real_trace_syncs_and_ranks(kineto_reports: dict[str, tuple[Path, int, Any]]) -> None:
     path = kineto_reports[KINETO_FILES[0]][0]
     doc = raw_doc(path)
