@@ -349,6 +349,10 @@ def test_compare_and_baseline_plain_json(synthetic_file: Path, tmp_path: Path,
     '"ts": 1e300, "dur": 1, "args": {"device": 0}}]}',
     '{"schemaVersion": 1, "traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", '
     '"ts": 1, "dur": 1, "pid": 99999999999999999999999, "args": {"device": 0}}]}',
+    '{"schemaVersion": 1, "traceEvents": [{"ph": "X", "cat": ["kernel"], "ts": {}}, '
+    '{"ph": "i", "cat": {"a": 1}}, {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1e400, '
+    '"args": {"name": "t"}}, {"ph": "X", "cat": "cpu_op", "name": "op", "ts": 1, "dur": 1, '
+    '"pid": 1, "tid": 1}]}',
 ])
 def test_hostile_values_are_bad_input(body: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch,
@@ -360,6 +364,33 @@ def test_hostile_values_are_bad_input(body: str, tmp_path: Path,
     assert "Traceback" not in result.stderr
     if result.code == 3:
         assert len(result.stderr.splitlines()) == 1 and str(path) in result.stderr
+
+
+any_value = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=5),
+                      st.floats(allow_nan=False, allow_infinity=False),
+                      st.lists(st.integers(-5, 5), max_size=4))
+fuzz_event = st.fixed_dictionaries({
+    "ph": st.sampled_from(["X", "M", "s", "f", "i", "B"]),
+    "cat": st.one_of(st.sampled_from(["kernel", "cuda_runtime", "gpu_memcpy", "gpu_memset",
+                                      "cuda_sync", "cpu_op", "user_annotation",
+                                      "python_function", "ac2g", "Trace"]), any_value),
+}, optional={"name": any_value, "ts": any_value, "dur": any_value, "pid": any_value,
+             "tid": any_value, "id": any_value,
+             "args": st.dictionaries(st.sampled_from(
+                 ["device", "stream", "correlation", "bytes", "grid", "block", "name",
+                  "shared memory", "cuda_sync_kind", "context"]), any_value, max_size=5)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(fuzz_event, max_size=10))
+def test_fuzzed_events_read_or_input_error(tmp_path_factory: pytest.TempPathFactory,
+                                          events: list[dict[str, Any]]) -> None:
+    path = tmp_path_factory.mktemp("f") / "fuzz.json"
+    path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": events}))
+    try:
+        load_input(path)
+    except InputError:
+        pass
 
 
 def test_chrome_trace_without_profiler_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

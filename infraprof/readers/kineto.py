@@ -137,7 +137,7 @@ def _as_int(value: Any, default: int = 0) -> int:
         return value
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
@@ -162,7 +162,7 @@ def _collect(stream: JsonStream) -> _Collected:
         if phase == "X":
             bucket = _BUCKETS.get(cat) if isinstance(cat, str) else None
             if bucket is None:
-                (out.ignored if cat in IGNORED_CATEGORIES else out.unknown)[str(cat)] += 1
+                (out.ignored if str(cat) in IGNORED_CATEGORIES else out.unknown)[str(cat)] += 1
                 continue
             args = event.get("args")
             args = args if isinstance(args, dict) else {}
@@ -178,7 +178,7 @@ def _collect(stream: JsonStream) -> _Collected:
         elif phase == "M":
             _metadata(event, out)
         else:
-            (out.ignored if cat in IGNORED_CATEGORIES or cat is None else out.unknown)[
+            (out.ignored if cat is None or str(cat) in IGNORED_CATEGORIES else out.unknown)[
                 str(cat) if cat is not None else f"ph={phase}"] += 1
     return out
 
