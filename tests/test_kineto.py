@@ -388,9 +388,11 @@ def test_fuzzed_events_read_or_input_error(tmp_path_factory: pytest.TempPathFact
     path = tmp_path_factory.mktemp("f") / "fuzz.json"
     path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": events}))
     try:
-        load_input(path)
-    except InputError:
-        pass
+        loaded = load_input(path)
+    except InputError as exc:
+        assert str(path) in exc.message
+        return
+    assert loaded.trace.meta.input_format == "kineto"
 
 
 def test_chrome_trace_without_profiler_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
