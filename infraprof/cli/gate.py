@@ -2,8 +2,9 @@
 
 Inputs (each ``--base``/``--cand``, repeatable for K runs per side): a capture folder, an nsys
 report or SQLite export, a PyTorch profiler (Kineto) trace, ``analyze --format json`` output, or
-gate metrics JSON; or runs from a baseline store (``--base-db``). ``gate`` exits 0 (pass), 1 (regression, or a missing metric
-with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 (usage).
+gate metrics JSON; or runs from a baseline store (``--base-db``). ``gate`` exits 0 (pass), 1
+(regression, or a missing metric with ``missing = "fail"``, or inconclusive with ``--strict``),
+3 (bad input), 2 (usage).
 """
 
 from __future__ import annotations
