@@ -39,8 +39,9 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
             config: AnalysisConfig | None = None, disable: Sequence[str] = (),
             settings: Mapping[str, Any] | None = None,
             progress: Callable[[str], None] | None = None, use_cache: bool = True) -> Report:
-    """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report or capture
-    folder) into a :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
+    """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report, capture
+    folder or PyTorch profiler trace ``*.pt.trace.json[.gz]``) into a
+    :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
     ``.kernels``, ``.api_calls``, ``.memcpy``, ``.nvtx`` (pandas DataFrames), ``.to_dict()``.
 
     ``ncu``: Nsight Compute reports to join (a capture folder's own ``*.ncu-rep`` are used when
@@ -48,7 +49,7 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     ``config``: settings from :func:`analysis_config` (else built from the nearest config
     file, ``settings`` and ``disable``); ``progress``: called with a status line per step;
     ``use_cache``: read through infraprof's columnar cache of the export (default on)."""
-    from infraprof.inputs import CaptureFolder, load_ncu, load_trace, pyspy_for
+    from infraprof.inputs import CaptureFolder, load_input, load_ncu, pyspy_for
     from infraprof.ranking import build_report
 
     source = Path(path)
@@ -56,10 +57,12 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         config = analysis_config(disable=disable, settings=settings)
     reports = [Path(p) for p in ncu] or (
         CaptureFolder(source).ncu_reports() if source.is_dir() else [])
-    trace = load_trace(source, progress, use_cache=use_cache)
+    loaded = load_input(source, progress, use_cache=use_cache)
+    trace = loaded.trace
     metrics = [load_ncu(p) for p in reports]
-    aligned = pyspy_for(source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
-                        trace.meta.session_start_utc_ns)
+    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+        source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
+        trace.meta.session_start_utc_ns)
     return build_report(trace, config, pyspy=aligned, ncu=metrics)
 
 

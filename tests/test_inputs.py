@@ -90,6 +90,9 @@ MAKERS = {
     InputKind.NCU_REPORT: lambda d: _write(d / "a.bin", b"NVR\x00" + b"\x01" * 64),
     InputKind.NCU_CSV_RAW: lambda d: _write(d / "a.txt", RAW_CSV),
     InputKind.NCU_CSV_DETAILS: lambda d: _write(d / "a.txt", DETAILS_CSV),
+    InputKind.KINETO: lambda d: _write(d / "a.txt", json.dumps({
+        "schemaVersion": 1, "traceEvents": [{"ph": "X", "cat": "kernel", "name": "k",
+                                              "pid": 0, "tid": 7, "ts": 1.0, "dur": 2.0}]})),
     InputKind.PYSPY_CHROMETRACE: lambda d: _write(d / "a.txt", json.dumps(CHROME_EVENTS)),
     InputKind.PYSPY_SPEEDSCOPE: lambda d: _write(d / "a.txt", json.dumps(SPEEDSCOPE)),
     InputKind.PYSPY_RAW: lambda d: _write(d / "a.json",
@@ -130,8 +133,7 @@ SHARED_KINDS = {
     "ncar-miniweather-nsys/miniweather_baseline.qdrep": InputKind.NSYS_REPORT,
     "ncar-miniweather-nsys/miniweather_baseline.sqlite": InputKind.NSYS_SQLITE,
     SHARED_GZ: InputKind.NSYS_SQLITE,
-    "hta-kineto/critical_path__cuda_event_sync__event_sync_trace.json.gz":
-        InputKind.PYSPY_CHROMETRACE,
+    "hta-kineto/critical_path__cuda_event_sync__event_sync_trace.json.gz": InputKind.KINETO,
 }
 
 

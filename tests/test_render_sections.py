@@ -23,7 +23,7 @@ from infraprof.units import fmt_ns
 
 TOP = 10
 FIGURES = {"GPU timeline (idle gaps coloured by attributed cause)", "GPU idle by cause",
-           "Kernel time breakdown"}
+           "Kernel time breakdown", "Kernel time per class"}
 
 
 def _terminal_sections(text: str, titles: list[str]) -> list[tuple[str, int]]:
@@ -80,7 +80,8 @@ def _check_formats(report: Report) -> None:
 def test_sample_trace_same_sections_in_every_format() -> None:
     report = report_for(DEMO)
     keys = [s.key for s in report_sections(report, TOP)]
-    assert keys[:4] == ["findings", "devices", "kernels", "api"] and "nvtx" in keys
+    assert keys[:5] == ["findings", "devices", "kernels", "kernel_classes", "api"]
+    assert "nvtx" in keys
     _check_formats(report)
 
 

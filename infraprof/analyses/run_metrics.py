@@ -38,7 +38,8 @@ Metric names are ``family:subject:statistic``:
 ===============================  ===========================================================
 
 *Steps* (the within-run unit of observation) come from an NVTX range whose normalised name is
-``step``/``iteration``/``train_step`` (optionally numbered), or — when there is none — from the
+``step``/``iteration``/``train_step`` (optionally numbered; also PyTorch profiler's
+``ProfilerStep#N``), or — when there is none — from the
 intervals between consecutive device-wide synchronisations (``cuCtxSynchronize``,
 ``cudaDeviceSynchronize``), the usual end of a time step in codes without NVTX.
 """
@@ -72,7 +73,8 @@ TOP_RANGES = 20
 TOP_KERNELS = 50
 TOP_KERNEL_SAMPLES = 10
 QUANTILE_STATS = {"p50_ns": 0.5, "p90_ns": 0.9, "p99_ns": 0.99}
-_STEP_NAME = re.compile(r"^(train(ing)?[_ ]?)?(step|iter|iteration)( <n>)?$", re.IGNORECASE)
+_STEP_NAME = re.compile(r"^(train(ing)?[_ ]?|profiler[_ ]?)?(step|iter|iteration)( <n>)?$",
+                        re.IGNORECASE)
 _TRAILING_NUMBER = re.compile(r"\s*#?\d+$")
 SAMPLE_CAP = 10_000
 

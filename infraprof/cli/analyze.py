@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from infraprof.cli.output import TextKind, color_wanted, emit, warn_data_quality
+from infraprof.cli.output import TextKind, color_wanted, emit, warn_data_quality, warn_lines
 
 if TYPE_CHECKING:
     from infraprof.ranking import Report
@@ -61,7 +61,8 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
 def analyze(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
     output_format: OutputFormat | None = typer.Option(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
@@ -115,6 +116,7 @@ def analyze(
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
                              use_cache=not no_cache)
     warn_data_quality(report.trace.data_quality, input_path)
+    warn_lines(report.trace.meta.warnings)
     text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     emit(text, output, inputs=inputs, kind=text_kind)
 

@@ -37,7 +37,8 @@ def _guess(output: Path | None) -> ExportFormat:
 def export(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
     to: ExportFormat | None = typer.Option(
         None, "--to", "-t",
         help="perfetto or chrome: Chrome trace-event JSON (GPU streams, CUDA API and OS "
@@ -57,7 +58,7 @@ def export(
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
     from infraprof.analyses.python_frames import idle_collapsed
-    from infraprof.inputs import load_trace, pyspy_for
+    from infraprof.inputs import load_input, pyspy_for
     from infraprof.outputs import refuse_inputs
     from infraprof.ranking import build_report
     from infraprof.render.chrome_trace import render_chrome_trace
@@ -73,9 +74,11 @@ def export(
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
     inputs = [input_path, pyspy]
     refuse_inputs(output, inputs)
-    trace = load_trace(input_path, None)
+    loaded = load_input(input_path, None)
+    trace = loaded.trace
     warn_data_quality(trace.data_quality, input_path)
-    aligned = pyspy_for(input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
+    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+        input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     if fmt in _STACKS and trace.cpu_samples.empty and aligned is not None:
         # py-spy stacks: collapsed text, and speedscope made from that same text
         text = aligned.profile.collapsed()

@@ -1,9 +1,10 @@
 """``infraprof compare``, ``infraprof gate`` and ``infraprof baseline save|show|list``.
 
 Inputs (each ``--base``/``--cand``, repeatable for K runs per side): a capture folder, an nsys
-report or SQLite export, ``analyze --format json`` output, or gate metrics JSON; or runs from a
-baseline store (``--base-db``). ``gate`` exits 0 (pass), 1 (regression, or a missing metric
-with ``missing = "fail"``, or inconclusive with ``--strict``), 3 (bad input), 2 (usage).
+report or SQLite export, a PyTorch profiler (Kineto) trace, ``analyze --format json`` output, or
+gate metrics JSON; or runs from a baseline store (``--base-db``). ``gate`` exits 0 (pass), 1
+(regression, or a missing metric with ``missing = "fail"``, or inconclusive with ``--strict``),
+3 (bad input), 2 (usage).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
 def _make(is_gate: bool) -> Callable[..., None]:
     def command(
         base: list[Path] = typer.Option([], "--base", "-b", help="Baseline run (repeat for K "
-                                        "runs): capture folder, nsys report/SQLite, JSON; a "
+                                        "runs): capture folder, nsys report/SQLite, Kineto "
+                                        "trace, JSON; a "
                                         "`capture --repeat K` folder counts as K runs."),
         cand: list[Path] = typer.Option([], "--cand", "-c", help="Candidate run (repeatable)."),
         base_db: Path | None = typer.Option(None, "--base-db", help="Take baseline runs from "

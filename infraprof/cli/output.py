@@ -57,6 +57,13 @@ def warn_data_quality(issues: Iterable[DataIssue], source: Path) -> None:
         sys.stderr.write(f"infraprof: warning: {printable(issue.describe(source))}\n")
 
 
+def warn_lines(messages: Iterable[str]) -> None:
+    """One ``infraprof: warning:`` line on stderr per reader message (control characters
+    escaped)."""
+    for message in messages:
+        sys.stderr.write(f"infraprof: warning: {printable(message)}\n")
+
+
 def color_wanted(no_color: bool) -> bool:
     """ANSI colour on stdout: off with ``--no-color``, ``NO_COLOR`` or ``TERM=dumb``; on for a
     TTY or ``FORCE_COLOR``."""

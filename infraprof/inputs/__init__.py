@@ -5,7 +5,8 @@
   speedscope, raw collapsed stacks, flame-graph SVG), ``analyze --format json`` output and gate
   metrics JSON, by content; gzip-compressed files are looked through and inflated (bounded) into
   the cache when read (:mod:`infraprof.inputs.compressed`).
-* Loaders: :func:`load_trace` (nsys), :func:`load_ncu` (Nsight Compute), :func:`pyspy_for` /
+* Loaders: :func:`load_trace` / :func:`load_input` (nsys or PyTorch profiler traces),
+  :func:`load_ncu` (Nsight Compute), :func:`pyspy_for` /
   :func:`align_pyspy` (py-spy on the nsys timeline), :func:`read_json_document` (infraprof JSON).
 * The capture folder layout and manifest are defined once, in :mod:`infraprof.capture.layout`.
 
@@ -25,13 +26,14 @@ from infraprof.inputs.detect import (
 )
 from infraprof.inputs.documents import read_json_document
 from infraprof.inputs.ncu import load_ncu
-from infraprof.inputs.nsys import load_trace, resolve_input, sqlite_for
+from infraprof.inputs.nsys import resolve_input, sqlite_for
 from infraprof.inputs.pyspy import align_pyspy, load_capture_pyspy, load_pyspy, pyspy_for
 from infraprof.inputs.source import Input, open_input
+from infraprof.inputs.traces import LoadedInput, load_input, load_trace
 
 __all__ = [
     "JSON_DOCUMENT_KINDS", "NCU_KINDS", "NSYS_KINDS", "PYSPY_KINDS", "TRACE_KINDS",
-    "CaptureFolder", "Input", "InputKind", "Manifest", "align_pyspy", "detect",
-    "load_capture_pyspy", "load_ncu", "load_pyspy", "load_trace", "open_input", "pyspy_for",
-    "read_json_document", "read_manifest", "resolve_input", "sqlite_for",
+    "CaptureFolder", "Input", "InputKind", "LoadedInput", "Manifest", "align_pyspy", "detect",
+    "load_capture_pyspy", "load_input", "load_ncu", "load_pyspy", "load_trace", "open_input",
+    "pyspy_for", "read_json_document", "read_manifest", "resolve_input", "sqlite_for",
 ]

@@ -37,6 +37,7 @@ class InputKind(Enum):
     NCU_REPORT = "ncu-report"
     NCU_CSV_RAW = "ncu-csv-raw"
     NCU_CSV_DETAILS = "ncu-csv-details"
+    KINETO = "kineto"
     PYSPY_CHROMETRACE = "pyspy-chrometrace"
     PYSPY_SPEEDSCOPE = "pyspy-speedscope"
     PYSPY_RAW = "pyspy-raw"
@@ -57,6 +58,7 @@ _DESCRIPTIONS: Final = {
     InputKind.NCU_REPORT: "an Nsight Compute report",
     InputKind.NCU_CSV_RAW: "an ncu CSV export (raw page)",
     InputKind.NCU_CSV_DETAILS: "an ncu CSV export (details page)",
+    InputKind.KINETO: "a PyTorch profiler (Kineto) trace",
     InputKind.PYSPY_CHROMETRACE: "a Chrome trace-event JSON (py-spy chrometrace)",
     InputKind.PYSPY_SPEEDSCOPE: "a speedscope JSON profile (py-spy)",
     InputKind.PYSPY_RAW: "collapsed stacks (py-spy raw)",
@@ -66,7 +68,7 @@ _DESCRIPTIONS: Final = {
 }
 
 NSYS_KINDS: Final = frozenset({InputKind.NSYS_SQLITE, InputKind.NSYS_REPORT})
-TRACE_KINDS: Final = NSYS_KINDS | {InputKind.CAPTURE_FOLDER}
+TRACE_KINDS: Final = NSYS_KINDS | {InputKind.CAPTURE_FOLDER, InputKind.KINETO}
 NCU_KINDS: Final = frozenset({InputKind.NCU_REPORT, InputKind.NCU_CSV_RAW,
                               InputKind.NCU_CSV_DETAILS})
 PYSPY_KINDS: Final = frozenset({InputKind.PYSPY_CHROMETRACE, InputKind.PYSPY_SPEEDSCOPE,
@@ -81,8 +83,8 @@ _UNRECOGNISED_HINTS: Final = {
     ".ncu-rep": "not an Nsight Compute report (no NVR magic); is it complete?",
     ".csv": "not an ncu CSV export (no header with \"ID\" and \"Kernel Name\"); export with "
             "`ncu --import R.ncu-rep --csv --page raw`",
-    ".json": "JSON that is neither py-spy output, `infraprof analyze --format json` output "
-             "nor gate metrics",
+    ".json": "JSON that is neither a PyTorch profiler trace, py-spy output, `infraprof "
+             "analyze --format json` output nor gate metrics",
 }
 _UNRECOGNISED_HINTS[".qdrep"] = _UNRECOGNISED_HINTS[".nsys-rep"]
 _GENERIC_HINT: Final = (
@@ -180,6 +182,10 @@ def kind_of_head(head: bytes) -> InputKind | None:
 
 def _json_kind(text: str) -> InputKind | None:
     """JSON documents by their top-level keys (as written by each producer)."""
+    from infraprof.readers.kineto import looks_like_kineto
+
+    if looks_like_kineto(text):
+        return InputKind.KINETO
     if text.startswith("["):
         return InputKind.PYSPY_CHROMETRACE if '"ph"' in text or text == "[]" else None
     if '"schema_version"' in text and _ANALYZE_TOOL_RE.search(text):

@@ -13,7 +13,7 @@ from typing import Final
 
 from infraprof.capture.layout import CaptureFolder
 from infraprof.errors import InputError
-from infraprof.inputs.detect import NSYS_KINDS, TRACE_KINDS, InputKind
+from infraprof.inputs.detect import NSYS_KINDS, InputKind
 from infraprof.inputs.source import Input, naming_source, open_input
 from infraprof.model.trace import Trace, TraceMeta
 from infraprof.readers import nsys_report
@@ -26,7 +26,7 @@ WANTED: Final = "an nsys report, its SQLite export or a capture folder"
 def resolve_input(path: Path) -> Input:
     """The nsys file to read for ``path`` (a file, a gzip file or a capture folder), opened.
     ``InputError`` (exit 3) when ``path`` holds no nsys report or SQLite export."""
-    opened = open_input(path, TRACE_KINDS, WANTED)
+    opened = open_input(path, NSYS_KINDS | {InputKind.CAPTURE_FOLDER}, WANTED)
     if opened.kind is InputKind.CAPTURE_FOLDER:
         return open_input(CaptureFolder(path).nsys_file(), NSYS_KINDS, WANTED)
     return opened

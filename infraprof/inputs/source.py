@@ -24,6 +24,7 @@ _BELONGS: Final = {
     InputKind.NCU_REPORT: "pass it to `infraprof analyze` or with `--ncu`",
     InputKind.NCU_CSV_RAW: "pass it to `infraprof analyze` or with `--ncu`",
     InputKind.NCU_CSV_DETAILS: "pass it to `infraprof analyze` or with `--ncu`",
+    InputKind.KINETO: "pass it to `infraprof analyze`, `export` or `gate`",
     InputKind.PYSPY_CHROMETRACE: "pass it with `--pyspy` next to the nsys trace",
     InputKind.PYSPY_SPEEDSCOPE: "pass it with `--pyspy` next to the nsys trace",
     InputKind.PYSPY_RAW: "pass it with `--pyspy` next to the nsys trace",

@@ -25,7 +25,9 @@ def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
 
 @dataclass(frozen=True)
 class TraceMeta:
-    """Where a trace came from and what wrote it."""
+    """Where a trace came from and what wrote it. ``input_format`` is ``nsys`` or ``kineto``
+    (PyTorch profiler); ``rank``/``world_size`` come from Kineto's ``distributedInfo``;
+    ``warnings`` are reader messages for the user (e.g. a truncated file read in part)."""
 
     source: str
     sqlite_path: str
@@ -35,6 +37,22 @@ class TraceMeta:
     analysis_start_ns: int | None = None
     analysis_end_ns: int | None = None
     capture_command: str | None = None
+    input_format: str = "nsys"
+    rank: int | None = None
+    world_size: int | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def producer(self) -> list[str]:
+        """What wrote the trace, as report header parts (``nsys 2022.4 · export schema 3.0``;
+        ``PyTorch profiler (Kineto) · schema 1 · rank 0 of 2``)."""
+        if self.input_format == "kineto":
+            bits = ["PyTorch profiler (Kineto)", f"schema {self.schema_version or '?'}"]
+            if self.rank is not None:
+                size = f" of {self.world_size}" if self.world_size is not None else ""
+                bits.append(f"rank {self.rank}{size}")
+            return bits
+        return [f"nsys {self.nsys_version or '?'}", f"export schema {self.schema_version or '?'}"]
 
 
 @dataclass(frozen=True)

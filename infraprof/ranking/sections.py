@@ -94,6 +94,7 @@ class Header:
     active_span_ns: int
     has_gpu_activity: bool
     headline: str | None = None  # e.g. the GPU-bound verdict, shown under the header
+    producer: tuple[str, ...] = ()  # what wrote the trace: ("nsys 2022.4", "export schema 3")
 
     @property
     def busy_share(self) -> float:
@@ -129,7 +130,8 @@ def report_header(report: Report) -> Header:
         span_ns=report.span_ns, command=meta.capture_command or None, gpus_used=gpus,
         gpus_in_node=len(report.trace.gpus), busy_ns=report.gpu_busy_ns,
         active_span_ns=sum(d.span_ns for d in report.devices),
-        has_gpu_activity=report.trace.has_gpu_activity, headline=gpu_bound_headline(report))
+        has_gpu_activity=report.trace.has_gpu_activity, headline=gpu_bound_headline(report),
+        producer=tuple(meta.producer))
 
 
 def gpu_bound_headline(report: Report) -> str | None:

@@ -209,7 +209,7 @@ def _section(section: Section) -> str:
 
 
 def _header(header: Header) -> str:
-    bits = [f"nsys {header.nsys_version}", f"export schema {header.schema_version}",
+    bits = [*header.producer,
             f"span {fmt_ns(header.span_ns)}", f"infraprof {__version__}"]
     out = [f"<h1>infraprof report: {esc(header.name)}</h1>",
            f"<p class='meta'>{esc(' · '.join(bits))}<br>source: {esc(header.source)}</p>"]

@@ -68,7 +68,7 @@ def _section(section: Section) -> list[str]:
 
 def _header(header: Header) -> list[str]:
     out = [f"## infraprof report: {md_text(header.name)}\n\n"]
-    bits = [f"nsys {header.nsys_version}", f"export schema {header.schema_version}",
+    bits = [*header.producer,
             f"span {fmt_ns(header.span_ns)}", f"infraprof {__version__}"]
     out.append(md_text(" · ".join(bits)) + "\n\n")
     if header.command:

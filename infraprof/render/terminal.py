@@ -72,7 +72,7 @@ def _section(section: Section, console: Console) -> None:
 
 def _header(header: Header, console: Console) -> None:
     console.print(_safe("infraprof analyze: ", style="bold") + _safe(header.source))
-    bits = [f"nsys {header.nsys_version}", f"export schema {header.schema_version}",
+    bits = [*header.producer,
             f"span {fmt_ns(header.span_ns)}"]
     console.print(_safe(" · ".join(bits)))
     if header.command:
