@@ -540,3 +540,45 @@ def test_compare_rank_pair(shared_traces: Path, monkeypatch: pytest.MonkeyPatch,
     assert verdict["exit_code"] in (0, 1)
     calls = next(m for m in verdict["metrics"] if m["metric"] == "launch:calls")
     assert (calls["base"], calls["cand"]) == (1154, 1104)  # cudaLaunchKernel rows per rank
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    return sum(max(0, min(hi, bhi) - max(lo, blo)) for lo, hi in a for blo, bhi in b)
+
+
+@pytest.mark.realtraces
+def test_nccl_trace_exposed_communication_matches_oracle(
+        kineto_reports: dict[str, tuple[Path, int, Any]]) -> None:
+    """The NCCL-heavy trace gets the communication analysis; comm, overlap and exposed time
+    equal plain interval unions of the JSON's kernel events (NCCL kernels vs the others)."""
+    path, code, report = kineto_reports[KINETO_FILES[3]]
+    assert code == 0 and "comm.exposed" in {f["id"] for f in report["findings"]}
+    comm: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    other: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for event in raw_doc(path)["traceEvents"]:
+        if event.get("ph") == "X" and event.get("cat") in KERNEL_CATS:
+            start = exact_ns(event["ts"])
+            span = (start, start + exact_ns(event.get("dur", 0)))
+            device = int(event.get("args", {}).get("device", 0))
+            (comm if event["name"].lower().startswith("nccl") else other)[device].append(span)
+    for entry in report["kernel_classes"]["devices"]:
+        got = entry["communication"]
+        device = entry["device_id"]
+        comm_union, other_union = _union(comm[device]), _union(other[device])
+        comm_ns = sum(hi - lo for lo, hi in comm_union)
+        overlap = _overlap(comm_union, other_union)
+        tolerance = len(comm[device]) + len(other[device])  # µs→ns rounding, 1 ns per end
+        assert abs(got["comm_ns"] - comm_ns) <= tolerance
+        assert abs(got["overlap_ns"] - overlap) <= tolerance
+        assert abs(got["exposed_ns"] - (comm_ns - overlap)) <= tolerance
+        assert got["exposed_ns"] > 0
