@@ -28,6 +28,7 @@ from infraprof.analyses.copies import COPIES
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import GAPS
 from infraprof.analyses.host_bound import HOST_BOUND
+from infraprof.analyses.host_profile import HOST_PROFILE
 from infraprof.analyses.launch import LAUNCH
 from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
 from infraprof.analyses.nvtx_proj import NVTX
@@ -40,7 +41,7 @@ from infraprof.errors import UsageError
 
 ANALYSES: tuple[Analysis, ...] = (
     SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
-    PYTHON, NCU, RUN_METRICS,
+    PYTHON, NCU, RUN_METRICS, HOST_PROFILE,
 )
 
 REPORT_SETTINGS: tuple[Setting, ...] = (

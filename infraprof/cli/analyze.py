@@ -14,10 +14,16 @@ from rich.console import Console
 
 from infraprof import api
 from infraprof.analyses.ncu_kernels import diagnose
+from infraprof.analyses.registry import AnalysisConfig
 from infraprof.cli.output import color_wanted, emit
+from infraprof.model import Trace
+from infraprof.model.clock import AlignedPyspy
 from infraprof.model.kernel_metrics import load_ncu
+from infraprof.model.trace import TraceMeta
+from infraprof.ranking import Report, build_report
 from infraprof.readers.ncu_csv import csv_page
 from infraprof.readers.ncu_report import is_ncu_report
+from infraprof.readers.pyspy import read_pyspy
 from infraprof.render.html import render_html
 from infraprof.render.json_report import render_json
 from infraprof.render.markdown import render_markdown
@@ -64,10 +70,29 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
         emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
 
 
+_PYSPY_SUFFIXES = (".json", ".txt", ".svg", ".raw", ".collapsed", ".folded")
+
+
+def _is_pyspy_alone(path: Path) -> bool:
+    """A py-spy output given as the input (speedscope/chrometrace JSON, raw collapsed text or
+    SVG): a regular file with one of those suffixes (nsys exports are ``.sqlite``)."""
+    return path.is_file() and path.suffix.lower() in _PYSPY_SUFFIXES
+
+
+def _pyspy_alone_report(path: Path, config: AnalysisConfig) -> Report:
+    """A report of a py-spy profile alone: no trace, the profile untimed (host profile only)."""
+    profile = read_pyspy(path)
+    note = "py-spy profile analysed alone: no nsys trace to correlate with"
+    aligned = AlignedPyspy(profile, None, None, (*profile.notes, note))
+    trace = Trace(TraceMeta(source=str(path), sqlite_path=""))
+    return build_report(trace, config, pyspy=aligned)
+
+
 def analyze(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, or a capture folder."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+        "py-spy profile alone (speedscope/chrometrace JSON, raw text, SVG)."),
     output_format: OutputFormat | None = typer.Option(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
@@ -106,8 +131,12 @@ def analyze(
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return
     show_progress = sys.stderr.isatty() and not os.environ.get("CI")
-    with _progress(show_progress) as progress:
-        report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress)
+    if pyspy is None and not ncu and _is_pyspy_alone(input_path):
+        report = _pyspy_alone_report(input_path, config)
+    else:
+        with _progress(show_progress) as progress:
+            report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config,
+                                 progress=progress)
     top = config.top
     if fmt is OutputFormat.json:
         text = render_json(report)

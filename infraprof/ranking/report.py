@@ -17,6 +17,7 @@ from infraprof import __version__
 from infraprof.analyses import summary
 from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.findings import SEVERITY_ORDER, Finding
+from infraprof.analyses.phases import phases_dict
 from infraprof.analyses.registry import AnalysisConfig, run_analyses
 from infraprof.analyses.results import Results
 from infraprof.model import Trace
@@ -114,6 +115,9 @@ class Report:
                        if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
             "gate_samples": self._gate_samples(),
+            "phases": phases_dict(self.analysis.phases) if self.analysis else None,
+            "host_profile": (self.analysis.host_profile.to_dict()
+                             if self.analysis and self.analysis.host_profile else None),
         }
 
     def _gate_samples(self) -> dict[str, Any] | None:

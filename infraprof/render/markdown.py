@@ -16,6 +16,13 @@ from collections.abc import Sequence
 
 from infraprof import __version__
 from infraprof.ranking import Report
+from infraprof.render.host_sections import (
+    host_profile_lines,
+    iterations,
+    per_iteration,
+    phase_lines,
+    steady_findings,
+)
 from infraprof.render.evidence import evidence_lines
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
@@ -69,10 +76,14 @@ def _header(report: Report) -> list[str]:
 def _findings(report: Report, top: int) -> list[str]:
     if not report.findings:
         return ["\n### Ranked findings\n\nNo findings.\n"]
-    rows = [[str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.severity, md_text(f.category),
-             md_text(f.title)] for i, f in enumerate(report.findings[:top], 1)]
-    out = _table("Ranked findings (impact = estimated recoverable GPU time)",
-                 ["#", "impact", "share", "severity", "category", "title"], "rrrlll", rows)
+    n = iterations(report)
+    rows = [[str(i), fmt_ns(f.impact_ns), *([per_iteration(report, f)] if n else []),
+             fmt_pct(f.share), f.severity, md_text(f.category), md_text(f.title)]
+            for i, f in enumerate(steady_findings(report)[:top], 1)]
+    out = _table("Ranked findings (impact = estimated recoverable GPU time" + (
+        f"; per iteration × {n} steady-state iterations)" if n else ")"),
+        ["#", "impact", *(["per iteration"] if n else []), "share", "severity", "category",
+         "title"], "rrrrlll" if n else "rrrlll", rows)
     a = report.analysis
     total = sum(a.idle_breakdown_ns.values()) if a else 0
     if a and total > 0:
@@ -192,11 +203,21 @@ def fit(chunks: Sequence[str], max_bytes: int) -> str:
     return "".join(kept) + _NOTE.format(limit=limit, n=left)
 
 
+def _lines(title: str, lines: list[str]) -> list[str]:
+    if not lines:
+        return []
+    return [f"\n### {title}\n\n" + "".join(f"- {md_text(line)}\n" for line in lines)]
+
+
 def render_markdown(report: Report, top: int = 10, max_bytes: int = MAX_BYTES) -> str:
     """The report as GitHub-flavoured Markdown of at most ``max_bytes`` UTF-8 bytes."""
+    profile = _lines("Host CPU profile", host_profile_lines(report, top))
+    cpu_only = not report.trace.has_gpu_activity
     chunks = [
-        *_header(report), *_findings(report, top), *_evidence(report, top),
+        *_header(report), *(profile if cpu_only else []), *_findings(report, top),
+        *_evidence(report, top),
+        *_lines("Phases (start-up and teardown costs are one-time)", phase_lines(report, top)),
         *_devices(report), *_kernels(report, top), *_api(report, top), *_memory(report),
-        *_nvtx(report, top), *_python(report, top),
+        *_nvtx(report, top), *_python(report, top), *([] if cpu_only else profile),
     ]
     return fit(chunks, max_bytes)

@@ -16,6 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from infraprof.ranking import Report
+from infraprof.render.host_sections import (
+    host_profile_lines,
+    iterations,
+    per_iteration,
+    phase_lines,
+    steady_findings,
+)
 from infraprof.render.evidence import evidence_lines
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
@@ -61,12 +68,24 @@ def _header(report: Report, console: Console) -> None:
 def _findings(report: Report, console: Console, top: int) -> None:
     if not report.findings:
         return
-    t = _table("Ranked findings (impact = estimated recoverable GPU time)", [
-        ("#", "right"), ("impact", "right"), ("share", "right"), ("category", "left"),
+    n = iterations(report)
+    per = [("per iter", "right")] if n else []
+    t = _table("Ranked findings (impact = estimated recoverable GPU time" + (
+        f"; per iteration × {n} steady-state iterations)" if n else ")"), [
+        ("#", "right"), ("impact", "right"), *per, ("share", "right"), ("category", "left"),
         ("title", "left")])
-    for i, f in enumerate(report.findings[:top], 1):
-        t.add_row(str(i), fmt_ns(f.impact_ns), fmt_pct(f.share), f.category, Text(f.title))
+    for i, f in enumerate(steady_findings(report)[:top], 1):
+        cells = [per_iteration(report, f)] if n else []
+        t.add_row(str(i), fmt_ns(f.impact_ns), *cells, fmt_pct(f.share), f.category,
+                  Text(f.title))
     console.print(t)
+
+
+def _lines(title: str, lines: list[str], console: Console) -> None:
+    if lines:
+        console.print(Text("\n" + title, style="bold"))
+        for line in lines:
+            console.print(Text("   " + line))
 
 
 def _evidence(report: Report, console: Console, n: int = 3) -> None:
@@ -189,10 +208,17 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
                       color_system="auto" if color else None, highlight=False, soft_wrap=False)
     _header(report, console)
+    profile = host_profile_lines(report, top)
+    if not report.trace.has_gpu_activity:
+        _lines("Host CPU profile", profile, console)
     _findings(report, console, top)
     _breakdown(report, console)
     _evidence(report, console)
+    _lines("Phases (start-up and teardown costs are one-time)", phase_lines(report, top),
+           console)
     _python(report, console, top)
+    if report.trace.has_gpu_activity:
+        _lines("Host CPU profile", profile, console)
     if not report.trace.has_gpu_activity:
         console.print(Text("\nNo GPU activity (kernels, copies, memsets) in this trace."))
     _devices(report, console)
