@@ -126,8 +126,8 @@ def _pyspy_profile(pyspy: AlignedPyspy, names: dict[int, str], p: HostProfilePar
         pooled[tuple(stacks.get(int(str(sid)), ()))] += int(n)
     _, shares, _ = summarize_stacks(pooled, 1)
     hottest = None if not shares else {
-        "frame": _label(shares[0].function, shares[0].file, shares[0].line), "share": round(shares[0].share, 4),
-        "samples": shares[0].samples}
+        "frame": _label(shares[0].function, shares[0].file, shares[0].line),
+        "share": round(shares[0].share, 4), "samples": shares[0].samples}
     return HostProfile("py-spy", total, threads, hottest, notes=pyspy.notes)
 
 

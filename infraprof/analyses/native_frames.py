@@ -18,8 +18,9 @@ How a pool is summarised (:func:`summarize_pool`): the *chain* is the meaningful
 at least half of the samples with any meaningful frame pass through, ordered root first (by
 their mean distance from the leaf, which nsys's leaf-anchored stacks keep even when cut). The
 *named frame* is the first chain frame that fewer than 95 % of them pass through (frames above
-it enclose everything, like ``Solver::run``), else the chain's last (leaf-most) frame; the
-chain is kept as ``native_path``. Without a chain, the most common leaf-most meaningful frame
+it enclose everything, like ``Solver::run``) or above which most of its stacks were cut (the
+outermost code that is known), else the chain's last (leaf-most) frame; the chain is kept as
+``native_path``. Without a chain, the most common leaf-most meaningful frame
 is named. ``native_self_frames`` lists the leaf-most meaningful frames (where the time went).
 
 Splitting a site (:func:`split_keys`): each gap's samples vote for their stack's root-most
@@ -247,14 +248,16 @@ def summarize_pool(pool: pd.DataFrame, stacks: NativeStacks, top: int = 5) -> Na
     selfs = leaf.groupby(["label", "function", "module"]).agg(
         weight=("weight", "sum"), samples=("samples", "sum")).reset_index().sort_values(
         ["weight", "label"], ascending=[False, True])
+    below_cut = once["callchain_id"].map(stacks.cut).to_numpy(np.int64) == once["depth"] + 1
+    cut_w = once["weight"].where(below_cut.to_numpy(bool), 0.0).groupby(once["label"]).sum()
+    inc["cut"] = inc["label"].map(cut_w).fillna(0.0) >= 0.5 * inc["weight"]
+    chain = chain.assign(cut=chain["label"].map(inc.set_index("label")["cut"]))
     if len(chain):
-        below = chain[chain["share"] < ENCLOSING_SHARE]
+        below = chain[(chain["share"] < ENCLOSING_SHARE) | chain["cut"]]
         pick = below.iloc[0] if len(below) else chain.iloc[-1]
     else:
         pick = selfs.iloc[0]
-    held = fr[fr["label"] == pick["label"]].drop_duplicates("callchain_id")
-    above = held["callchain_id"].map(stacks.cut).to_numpy(np.int64) == held["depth"] + 1
-    cut = float(held["weight"][above.to_numpy(bool)].sum()) >= 0.5 * float(held["weight"].sum())
+    cut = bool(inc.loc[inc["label"] == pick["label"], "cut"].iloc[0])
 
     def row(r: Any, weight: float, samples: int) -> dict[str, Any]:
         return {"function": str(r["function"]), "module": str(r["module"]),

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infraprof.ranking import Report
+from infraprof.render.evidence import evidence_lines
 from infraprof.render.host_sections import (
     host_profile_lines,
     iterations,
@@ -23,7 +24,6 @@ from infraprof.render.host_sections import (
     phase_lines,
     steady_findings,
 )
-from infraprof.render.evidence import evidence_lines
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
 file_extension = ".txt"
