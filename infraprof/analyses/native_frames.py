@@ -28,7 +28,8 @@ meaningful frame (the outermost code visible: ``miniweather_output`` for an outp
 ``ompi_file_open`` for a stack cut inside MPI-IO's component loading); the winner is the gap's
 key. Gaps of one (category, site) whose keys differ become separate findings; keys holding
 less than 10 % of the site's idle time, or fewer than 5 samples, join the site's largest
-group. Gaps without samples have no key.
+group. Gaps without samples (shorter than the sampling period, mostly) take the key of the
+nearest gap of their site in time that has one.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def native_pools(attributions: list[GapAttribution], samples: pd.DataFrame,
     job_key = _job_keys(pairs) if split else pd.Series(dtype=object)
     info["key"] = info.index.map(job_key).fillna("") if len(job_key) else ""
     info["samples"] = pairs.groupby("job").size().reindex(info.index, fill_value=0)
-    info["key"] = _merge_small(info)
+    info["start_ns"] = [a.start_ns for a, _ in jobs]
+    info["key"] = _merge_small(_nearest_key(info))
     pairs["key"] = pairs["job"].map(info["key"])
     keys = {gap: str(k) for gap, k in zip(info["gap"], info["key"], strict=True) if k}
     return NativePools(stacks, pairs, keys)
@@ -193,6 +195,22 @@ def _job_keys(pairs: pd.DataFrame) -> pd.Series:
                                             ascending=[True, False, True, True])
     winners: pd.Series = votes.drop_duplicates("job").set_index("job")["root"]
     return winners
+
+
+def _nearest_key(info: pd.DataFrame) -> pd.DataFrame:
+    """Gaps without a key take the key of the nearest gap (in time) of their (category,
+    site) that has one; they keep none when no gap of the site has one."""
+    keyed = info[info["key"] != ""]
+    if keyed.empty or (info["key"] != "").all():
+        return info
+    bare = info[info["key"] == ""].reset_index().sort_values("start_ns")
+    near = pd.merge_asof(bare, keyed[["category", "site", "start_ns", "key"]].sort_values(
+        "start_ns"), on="start_ns", by=["category", "site"], direction="nearest",
+        suffixes=("_own", ""))
+    found = near.set_index("index")["key"].dropna()
+    out = info.copy()
+    out.loc[found.index, "key"] = found
+    return out
 
 
 def _merge_small(info: pd.DataFrame) -> pd.Series:
