@@ -208,7 +208,7 @@ def _nearest_key(info: pd.DataFrame) -> pd.DataFrame:
         "start_ns"), on="start_ns", by=["category", "site"], direction="nearest",
         suffixes=("_own", ""))
     found = near.set_index("index")["key"].dropna()
-    out = info.copy()
+    out: pd.DataFrame = info.copy()
     out.loc[found.index, "key"] = found
     return out
 
