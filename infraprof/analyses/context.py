@@ -17,7 +17,12 @@ import pandas as pd
 from infraprof.analyses import launch, summary
 from infraprof.analyses.attribution import AttributionParams, GapAttribution, attribute_gaps
 from infraprof.analyses.base import Output
-from infraprof.analyses.native_frames import NativePools, native_pools, native_stacks
+from infraprof.analyses.native_frames import (
+    NativePools,
+    NativeStacks,
+    native_pools,
+    native_stacks,
+)
 from infraprof.analyses.phases import DevicePhases, device_phases
 from infraprof.analyses.python_frames import FramePools, frame_pools
 from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
@@ -106,6 +111,10 @@ class AnalysisContext:
         samples; no split keys when py-spy frames name the findings)."""
         if self.trace.cpu_samples.empty or not self.attributions:
             return None
-        return native_pools(self.attributions, self.trace.cpu_samples,
-                            native_stacks(self.trace.callchains),
+        return native_pools(self.attributions, self.trace.cpu_samples, self.native_stacks,
                             split=self.python_pools is None)
+
+    @cached_property
+    def native_stacks(self) -> NativeStacks:
+        """The trace's nsys sampling callchains, prepared (system frames marked)."""
+        return native_stacks(self.trace.callchains)

@@ -31,7 +31,7 @@ from infraprof.analyses.api_classes import OSRT_WAIT_RE
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.host_frames import Frame, summarize_stacks
-from infraprof.analyses.native_frames import native_stacks, summarize_pool
+from infraprof.analyses.native_frames import summarize_pool
 from infraprof.model.clock import AlignedPyspy
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _pyspy_profile(pyspy: AlignedPyspy, names: dict[int, str], p: HostProfilePar
 
 def _nsys_profile(ctx: AnalysisContext, p: HostProfileParams) -> HostProfile:
     samples = ctx.trace.cpu_samples
-    stacks = native_stacks(ctx.trace.callchains)
+    stacks = ctx.native_stacks
     fr = stacks.frames
     leaf = fr.sort_values("depth").drop_duplicates("callchain_id")
     incl = fr.drop_duplicates(["callchain_id", "label"])

@@ -97,25 +97,33 @@ class NativeStacks:
 
 
 def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
-    """Prepare the ``sampling`` callchains of a trace (vectorised over frames)."""
+    """Prepare the ``sampling`` callchains of a trace (vectorised over frames: the per-frame
+    tests run once per distinct (symbol, module) pair)."""
     f = callchains[callchains["source"] == "sampling"]
-    symbols = f["symbol"].astype(object).where(f["symbol"].notna(), "")
-    modules = f["module"].astype(object).where(f["module"].notna(), "")
-    short = {m: module_name(m) for m in pd.unique(modules)}
-    mods = modules.map(short)
-    rows = pd.DataFrame({"s": symbols.to_numpy(object), "m": mods.to_numpy(object)})
-    kinds = rows.drop_duplicates().reset_index(drop=True)
-    kinds["keep"] = [is_meaningful(s, m) for s, m in zip(kinds["s"], kinds["m"], strict=True)]
-    mask = pd.Series(rows.merge(kinds, how="left", on=["s", "m"])["keep"].to_numpy(bool),
-                     index=f.index, dtype=bool)
-    cut = f["depth"].where(symbols == MAX_DEPTH, -1).groupby(f["callchain_id"]).max()
-    frames = pd.DataFrame({
-        "callchain_id": f["callchain_id"][mask].to_numpy(np.int64),
-        "depth": f["depth"][mask].to_numpy(np.int64),
-        "function": symbols[mask].to_numpy(object), "module": mods[mask].to_numpy(object)})
-    frames["label"] = frames["function"] + " (" + frames["module"] + ")"
-    roots = frames.sort_values(["callchain_id", "depth"]).drop_duplicates(
-        "callchain_id", keep="last").set_index("callchain_id")["label"]
+    ids, depth = f["callchain_id"].to_numpy(np.int64), f["depth"].to_numpy(np.int64)
+    sym_codes, sym_uniques = pd.factorize(f["symbol"].to_numpy(object), use_na_sentinel=False)
+    mod_codes, mod_uniques = pd.factorize(f["module"].to_numpy(object), use_na_sentinel=False)
+    syms = np.array(["" if x is None or x != x else str(x) for x in sym_uniques], dtype=object)
+    mods = np.array([module_name(None if x is None or x != x else str(x))
+                     for x in mod_uniques], dtype=object)
+    pair_codes, pair_uniques = pd.factorize(
+        sym_codes.astype(np.int64) * max(1, len(mods)) + mod_codes)
+    pair_sym = syms[pair_uniques // max(1, len(mods))] if len(f) else syms[:0]
+    pair_mod = mods[pair_uniques % max(1, len(mods))] if len(f) else mods[:0]
+    keep = np.array([is_meaningful(a, b) for a, b in zip(pair_sym, pair_mod, strict=True)],
+                    dtype=bool)
+    labels = np.array([f"{a} ({b})" for a, b in zip(pair_sym, pair_mod, strict=True)],
+                      dtype=object)
+    mask = keep[pair_codes] if len(f) else np.zeros(0, dtype=bool)
+    marker = (syms == MAX_DEPTH)[sym_codes] if len(f) else mask
+    cut = pd.Series(np.where(marker, depth, -1)).groupby(ids).max()
+    chosen = pair_codes[mask]
+    frames = pd.DataFrame({"callchain_id": ids[mask], "depth": depth[mask],
+                           "function": pair_sym[chosen], "module": pair_mod[chosen],
+                           "label": labels[chosen]})
+    order = np.lexsort((frames["depth"].to_numpy(), frames["callchain_id"].to_numpy()))
+    last = frames.iloc[order].drop_duplicates("callchain_id", keep="last")
+    roots = pd.Series(last["label"].to_numpy(object), index=last["callchain_id"].to_numpy())
     return NativeStacks(frames, cut.astype("int64"), roots)
 
 
