@@ -25,7 +25,7 @@ from infraprof.analyses.native_frames import (
     summarize_pool,
     thread_samples_in_windows,
 )
-from infraprof.analyses.phases import kernel_period
+from infraprof.analyses.phases import kernel_period, nvtx_steps
 from infraprof.model import load_trace
 from infraprof.ranking import build_report
 
@@ -200,3 +200,22 @@ def test_pyspy_profile_alone_names_hot_function(tmp_path: Path) -> None:
     table = CliRunner().invoke(app, ["analyze", str(raw), "--width", "120"])
     assert table.exit_code == 0
     assert table.output.index("Host CPU profile") < table.output.index("Ranked findings")
+
+
+def test_nvtx_steps_prefers_step_names_then_repeated_top_level() -> None:
+    def nvtx(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
+        frame = pd.DataFrame({"kind": "range", "name": [r[0] for r in rows],
+                              "start_ns": [r[1] for r in rows],
+                              "end_ns": pd.array([r[2] for r in rows], dtype="Int64"),
+                              "global_tid": 1})
+        return frame
+
+    loop = [("outer", 0, 100)] + [(f"step {i}", 10 * i, 10 * i + 5) for i in range(1, 5)]
+    found = nvtx_steps(nvtx(loop))
+    assert found is not None and found[0] == "step <n>" and len(found[1]) == 4
+    # No step-like name: the most repeated top-level range (nested ones do not count).
+    flat = [("io", 0, 10), ("inner", 1, 2), ("inner", 3, 4), ("inner", 5, 6), ("inner", 7, 8),
+            ("io", 20, 30), ("io", 40, 50)]
+    found = nvtx_steps(nvtx(flat))
+    assert found is not None and found[0] == "io" and len(found[1]) == 3
+    assert nvtx_steps(nvtx([("init", 0, 10)])) is None

@@ -65,10 +65,12 @@ class DevicePhases:
 
 def _top_level(ranges: pd.DataFrame) -> pd.Series:
     """Whether each range is not nested in an earlier range of its thread."""
-    r = ranges.sort_values(["global_tid", "start_ns"], kind="stable")
-    prev_end = r.groupby("global_tid")["end_ns"].transform(
-        lambda e: e.cummax().shift(1)).fillna(-np.inf)
-    top: pd.Series = (r["start_ns"] >= prev_end).reindex(ranges.index)
+    r = pd.DataFrame({"tid": ranges["global_tid"].to_numpy(np.int64),
+                      "start": ranges["start_ns"].to_numpy(np.float64),
+                      "end": ranges["end_ns"].to_numpy(np.float64)}, index=ranges.index)
+    r = r.sort_values(["tid", "start"], kind="stable")
+    prev_end = r.groupby("tid")["end"].cummax().groupby(r["tid"]).shift(1).fillna(-np.inf)
+    top: pd.Series = (r["start"] >= prev_end).reindex(ranges.index)
     return top
 
 
