@@ -16,7 +16,9 @@ def steady_findings(report: Report) -> list[Finding]:
 
 
 def one_time_findings(report: Report) -> list[Finding]:
-    return [f for f in report.findings if f.phase in ONE_TIME and f.impact_ns > 0]
+    """Start-up and teardown gap findings, by GPU idle time (what a one-time cost holds up)."""
+    found = [f for f in report.findings if f.phase in ONE_TIME and f.impact_ns > 0]
+    return sorted(found, key=lambda f: -int(f.evidence.get("gpu_idle_ns", 0)))
 
 
 def iterations(report: Report) -> int | None:
@@ -42,7 +44,8 @@ def phase_lines(report: Report, top: int) -> list[str]:
            f"{fmt_ns(p.span_end_ns - p.span_start_ns)}"
            + (f", {p.iterations} iterations" if p.iterations else "") for p in phases]
     for f in one_time_findings(report)[:top]:
-        out.append(f"{f.phase}: recoverable {fmt_ns(f.impact_ns)}: {f.title}")
+        idle = fmt_ns(int(f.evidence.get("gpu_idle_ns", 0)))
+        out.append(f"{f.phase}: GPU idle {idle} (recoverable {fmt_ns(f.impact_ns)}): {f.title}")
     return out
 
 
