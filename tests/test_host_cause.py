@@ -19,6 +19,8 @@ from helpers_traces import TraceFiles
 from infraprof import tables
 from infraprof.analyses.gap_findings import gap_findings
 from infraprof.analyses.native_frames import (
+    calls_in_windows,
+    chain_keys,
     is_meaningful,
     module_name,
     native_stacks,
@@ -70,7 +72,8 @@ def test_cut_stack_names_its_outermost_library_api() -> None:
         3: [("memcpy", LIBC), CUT],  # system frames only
     })
     stacks = native_stacks(chains)
-    pool = pd.DataFrame({"callchain_id": [1, 2, 3], "weight": [1.0, 1.0, 1.0]})
+    pool = pd.DataFrame({"callchain_id": chain_keys([1, 2, 3], "sampling"),
+                         "weight": [1.0, 1.0, 1.0]})
     summary = summarize_pool(pool, stacks)
     assert summary.named is not None
     assert (summary.named["function"], summary.named["module"]) == ("ompi_file_open", "libmpi")
@@ -79,7 +82,9 @@ def test_cut_stack_names_its_outermost_library_api() -> None:
     assert [f["function"] for f in summary.path] == ["ompi_file_open",
                                                      "mca_base_component_find"]
     assert summary.self_frames[0]["function"] == "mca_base_component_find"
-    assert stacks.root.to_dict() == {1: "ompi_file_open (libmpi)", 2: "ompi_file_open (libmpi)"}
+    one, two = chain_keys([1, 2], "sampling")
+    assert stacks.root.to_dict() == {one: "ompi_file_open (libmpi)",
+                                     two: "ompi_file_open (libmpi)"}
 
 
 def test_enclosing_frames_are_context_and_whole_stack_is_not_cut() -> None:
@@ -92,7 +97,8 @@ def test_enclosing_frames_are_context_and_whole_stack_is_not_cut() -> None:
         3: [("compute", APP), ("run", APP), ("MAIN_", APP), CUT],
     })
     stacks = native_stacks(chains)
-    pool = pd.DataFrame({"callchain_id": [1, 2, 3, 1], "weight": [1.0, 1.0, 1.0, 1.0]})
+    pool = pd.DataFrame({"callchain_id": chain_keys([1, 2, 3, 1], "sampling"),
+                         "weight": [1.0, 1.0, 1.0, 1.0]})
     summary = summarize_pool(pool, stacks)
     assert summary.named is not None
     assert summary.named["function"] == "miniweather_output"
@@ -111,6 +117,16 @@ def test_samples_in_windows_vectorised() -> None:
     got = thread_samples_in_windows(samples, windows)
     assert sorted(map(tuple, got[["job", "callchain_id"]].to_numpy().tolist())) == [
         (0, 1), (0, 2), (1, 2), (1, 3)]
+
+
+def test_calls_in_windows_weights_by_overlap() -> None:
+    calls = pd.DataFrame({"start_ns": [0, 5, 40], "end_ns": [100, 8, 45],
+                          "global_tid": [7, 7, 7], "callchain_id": [11, 12, 13]})
+    windows = pd.DataFrame({"job": [0, 1, 2], "global_tid": [7, 7, 9],
+                            "start_ns": [4, 42, 0], "end_ns": [10, 60, 99]})
+    got = calls_in_windows(calls, windows)
+    assert sorted(map(tuple, got.to_numpy().tolist())) == [
+        (0, 11, 6), (0, 12, 3), (1, 11, 18), (1, 13, 3)]
 
 
 def test_kernel_period() -> None:
@@ -151,6 +167,12 @@ def test_miniweather_host_finding_splits_by_native_code(trace_files: TraceFiles)
     assert list(writer.evidence)[-6:] == [
         "native_frame", "native_path", "native_self_frames", "native_stack_cut",
         "native_samples", "native_system_only_samples"]
+    # pwrite waits are not sampled: the OS-runtime backtraces name the writer.
+    pwrite = [f for f in report.findings if f.evidence.get("site") == "pwrite"]
+    assert len(pwrite) == 1
+    path = [f["function"] for f in pwrite[0].evidence["native_path"]]
+    assert path[:3] == ["miniweather_output", "nfmpi_put_vara_double_all_",
+                        "ncmpi_put_vara_double_all"]
     data = report.to_dict()
     assert data["phases"]["method"] == "kernel-period"
     assert data["host_profile"]["source"] == "nsys-sampling"

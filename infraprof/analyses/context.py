@@ -20,6 +20,7 @@ from infraprof.analyses.base import Output
 from infraprof.analyses.native_frames import (
     NativePools,
     NativeStacks,
+    backtraced_calls,
     native_pools,
     native_stacks,
 )
@@ -112,7 +113,8 @@ class AnalysisContext:
         if self.trace.cpu_samples.empty or not self.attributions:
             return None
         return native_pools(self.attributions, self.trace.cpu_samples, self.native_stacks,
-                            split=self.python_pools is None)
+                            split=self.python_pools is None,
+                            backtraced=backtraced_calls(self.trace))
 
     @cached_property
     def native_stacks(self) -> NativeStacks:

@@ -31,7 +31,7 @@ from infraprof.analyses.api_classes import OSRT_WAIT_RE
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.host_frames import Frame, summarize_stacks
-from infraprof.analyses.native_frames import summarize_pool
+from infraprof.analyses.native_frames import chain_keys, summarize_pool
 from infraprof.model.clock import AlignedPyspy
 
 if TYPE_CHECKING:
@@ -132,7 +132,8 @@ def _pyspy_profile(pyspy: AlignedPyspy, names: dict[int, str], p: HostProfilePar
 
 
 def _nsys_profile(ctx: AnalysisContext, p: HostProfileParams) -> HostProfile:
-    samples = ctx.trace.cpu_samples
+    samples = ctx.trace.cpu_samples.assign(callchain_id=chain_keys(
+        ctx.trace.cpu_samples["callchain_id"], "sampling"))
     stacks = ctx.native_stacks
     fr = stacks.frames
     leaf = fr.sort_values("depth").drop_duplicates("callchain_id")

@@ -5,7 +5,10 @@ with ``source == "sampling"``, ``depth`` 0 = the leaf). They are used exactly as
 are (:mod:`~infraprof.analyses.python_frames`): for every gap of a host-side or blocking
 category (``host-cpu``, ``host-wait``, ``sync``, ``memcpy``, ``allocation``) the launching
 thread's samples inside the category's time segments are pooled per finding, each sample
-weighted by an equal part of the gap's idle time of that category.
+weighted by an equal part of the gap's idle time of that category. Gaps without samples (a
+thread blocked in ``pwrite`` is not sampled) use the backtraces nsys records for OS-runtime and
+CUDA API calls (``OSRT_CALLCHAINS``, ``CUDA_CALLCHAINS``) of the calls overlapping those
+segments, each weighted by its overlap; ``native_samples`` then counts those calls.
 
 Which frames count (:func:`is_meaningful`): *system* frames are skipped — the C library,
 pthreads, the dynamic loader, libcuda and the NVIDIA driver, the kernel, the profiler's own
@@ -45,6 +48,7 @@ import pandas as pd
 from infraprof.analyses.attribution import GapAttribution
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.sites import WHAT, idle_text, site_of
+from infraprof.model import Trace
 
 NATIVE_CATEGORIES = ("host-cpu", "host-wait", "sync", "memcpy", "allocation")
 CHAIN_SHARE = 0.5
@@ -52,6 +56,7 @@ ENCLOSING_SHARE = 0.95
 SPLIT_MIN_SHARE = 0.10
 SPLIT_MIN_SAMPLES = 5
 MAX_DEPTH = "[Max depth]"
+SOURCES = ("sampling", "osrt", "cuda")
 _SYSTEM_MODULE = re.compile(
     r"^(libc|libpthread|libdl|librt|libm|ld|ld-linux(-x86-64|-aarch64)?|libgcc_s|libstdc\+\+|"
     r"libcuda|libnvidia-.*|libcupti|libToolsInjection.*|libnss_.*|libpython[\d.]*m?|"
@@ -96,11 +101,20 @@ class NativeStacks:
         return self.cut.empty
 
 
+def chain_keys(callchain_ids: pd.Series | np.ndarray, source: str) -> np.ndarray:
+    """Keys of :class:`NativeStacks` for callchain ids of one ``source`` (``sampling``,
+    ``osrt``, ``cuda``: each export table numbers its callchains from 1)."""
+    return np.asarray(callchain_ids, dtype=np.int64) * len(SOURCES) + SOURCES.index(source)
+
+
 def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
-    """Prepare the ``sampling`` callchains of a trace (vectorised over frames: the per-frame
-    tests run once per distinct (symbol, module) pair)."""
-    f = callchains[callchains["source"] == "sampling"]
-    ids, depth = f["callchain_id"].to_numpy(np.int64), f["depth"].to_numpy(np.int64)
+    """Prepare the callchains of a trace — CPU samples', OS-runtime and CUDA calls'
+    backtraces, keyed by :func:`chain_keys` (vectorised over frames: the per-frame tests run
+    once per distinct (symbol, module) pair)."""
+    f = callchains[callchains["source"].isin(SOURCES)]
+    codes = f["source"].map({s: i for i, s in enumerate(SOURCES)}).to_numpy(np.int64)
+    ids = f["callchain_id"].to_numpy(np.int64) * len(SOURCES) + codes
+    depth = f["depth"].to_numpy(np.int64)
     sym_codes, sym_uniques = pd.factorize(f["symbol"].to_numpy(object), use_na_sentinel=False)
     mod_codes, mod_uniques = pd.factorize(f["module"].to_numpy(object), use_na_sentinel=False)
     syms = np.array(["" if x is None or x != x else str(x) for x in sym_uniques], dtype=object)
@@ -152,6 +166,36 @@ def thread_samples_in_windows(samples: pd.DataFrame, windows: pd.DataFrame) -> p
     return joined
 
 
+def calls_in_windows(calls: pd.DataFrame | None, windows: pd.DataFrame) -> pd.DataFrame:
+    """``job, callchain_id, overlap`` (ns) for every call of ``calls`` (``start_ns, end_ns,
+    global_tid, callchain_id``) overlapping a window of ``windows`` on its thread."""
+    out = [pd.DataFrame({"job": pd.Series([], dtype="int64"),
+                         "callchain_id": pd.Series([], dtype="int64"),
+                         "overlap": pd.Series([], dtype="int64")})]
+    if calls is None:
+        calls = out[0].assign(start_ns=0, end_ns=0, global_tid=0)
+    for gtid, win in windows.groupby("global_tid", sort=False):
+        rows = calls[calls["global_tid"] == gtid].sort_values("start_ns", kind="stable")
+        if rows.empty:
+            continue
+        starts, ends = rows["start_ns"].to_numpy(np.int64), rows["end_ns"].to_numpy(np.int64)
+        lo = np.searchsorted(np.maximum.accumulate(ends), win["start_ns"].to_numpy(np.int64),
+                             side="right")
+        hi = np.searchsorted(starts, win["end_ns"].to_numpy(np.int64), side="left")
+        n = np.maximum(hi - lo, 0)
+        idx = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(n.sum())
+        w0 = np.repeat(win["start_ns"].to_numpy(np.int64), n)
+        w1 = np.repeat(win["end_ns"].to_numpy(np.int64), n)
+        overlap = np.minimum(ends[idx], w1) - np.maximum(starts[idx], w0)
+        keep = overlap > 0
+        out.append(pd.DataFrame({
+            "job": np.repeat(win["job"].to_numpy(np.int64), n)[keep],
+            "callchain_id": rows["callchain_id"].to_numpy(np.int64)[idx][keep],
+            "overlap": overlap[keep]}))
+    joined: pd.DataFrame = pd.concat(out, ignore_index=True)
+    return joined
+
+
 @dataclass(frozen=True)
 class NativePools:
     """Samples in the gaps: ``pairs`` has one row per (job, sample) with ``weight`` (idle ns the
@@ -164,9 +208,13 @@ class NativePools:
 
 
 def native_pools(attributions: list[GapAttribution], samples: pd.DataFrame,
-                 stacks: NativeStacks, split: bool = True) -> NativePools | None:
+                 stacks: NativeStacks, split: bool = True,
+                 backtraced: pd.DataFrame | None = None) -> NativePools | None:
     """Pool the launching thread's samples per (gap, category); None without samples.
-    ``split``: give gaps split keys (off when py-spy frames name the findings)."""
+    ``split``: give gaps split keys (off when py-spy frames name the findings);
+    ``backtraced``: OS-runtime and CUDA calls with backtraces (``start_ns, end_ns,
+    global_tid, callchain_id`` as :func:`chain_keys`), used for gaps without samples, each
+    weighted by its overlap with the category's time."""
     if stacks.empty or samples.empty:
         return None
     jobs = [(a, cat) for a in attributions if a.global_tid is not None
@@ -175,12 +223,17 @@ def native_pools(attributions: list[GapAttribution], samples: pd.DataFrame,
             for lo, hi in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
     windows = pd.DataFrame(rows, columns=["job", "global_tid", "start_ns", "end_ns"])
     pairs = thread_samples_in_windows(samples, windows)
+    pairs["callchain_id"] = chain_keys(pairs["callchain_id"], "sampling")
+    pairs["overlap"] = 1
+    calls = calls_in_windows(backtraced, windows)
+    pairs = pd.concat([pairs, calls[~calls["job"].isin(pairs["job"])]], ignore_index=True)
     info = pd.DataFrame({
         "ns": [a.parts[c] for a, c in jobs], "category": [c for _, c in jobs],
         "site": [site_of(a, c) for a, c in jobs],
         "gap": [(a.device_id, a.start_ns, c) for a, c in jobs]})
     pairs = pairs.join(info, on="job")
-    pairs["weight"] = pairs["ns"] / pairs.groupby("job")["job"].transform("size")
+    pairs["weight"] = pairs["ns"] * pairs["overlap"] / pairs.groupby("job")[
+        "overlap"].transform("sum")
     pairs["root"] = pairs["callchain_id"].map(stacks.root).fillna("")
     pairs["cut"] = pairs["callchain_id"].map(stacks.cut).fillna(-1) >= 0
     job_key = _job_keys(pairs) if split else pd.Series(dtype=object)
@@ -350,3 +403,18 @@ def native_title(finding: Finding, summary: NativeSummary) -> str:
     cut = ", stack cut above it" if summary.cut else ""
     return (f"GPU idle {idle_text(idle)}{pct}: host in {where}{cut} "
             f"({finding.evidence.get('site')}; {WHAT[finding.category]})")
+
+
+def backtraced_calls(trace: Trace) -> pd.DataFrame:
+    """OS-runtime and CUDA API calls that have a backtrace: ``start_ns, end_ns, global_tid,
+    callchain_id`` (as :func:`chain_keys`)."""
+    parts = []
+    for table, source in ((trace.osrt, "osrt"), (trace.api_calls, "cuda")):
+        rows = table[table["callchain_id"].notna()]
+        parts.append(pd.DataFrame({
+            "start_ns": rows["start_ns"].to_numpy(np.int64),
+            "end_ns": rows["end_ns"].to_numpy(np.int64),
+            "global_tid": rows["global_tid"].to_numpy(np.int64),
+            "callchain_id": chain_keys(rows["callchain_id"].to_numpy(np.int64), source)}))
+    joined: pd.DataFrame = pd.concat(parts, ignore_index=True)
+    return joined
