@@ -241,3 +241,30 @@ def test_nvtx_steps_prefers_step_names_then_repeated_top_level() -> None:
     found = nvtx_steps(nvtx(flat))
     assert found is not None and found[0] == "io" and len(found[1]) == 3
     assert nvtx_steps(nvtx([("init", 0, 10)])) is None
+
+
+def test_cpu_only_nsys_samples_give_host_profile_finding() -> None:
+    """A CPU-only trace with nsys CPU samples: the host profile names the hot native frame."""
+    from infraprof.model.trace import Trace, TraceMeta
+
+    chains = _chains({
+        1: [("memcpy", LIBC), ("pack_rows", APP), ("write_output", APP), ("main", APP)],
+        2: [("pack_rows", APP), ("write_output", APP), ("main", APP)],
+        3: [("solve", APP), ("main", APP)],
+    })
+    ids = [1] * 5 + [2] * 2 + [3] * 3
+    samples = tables.conform(pd.DataFrame({
+        "start_ns": range(len(ids)), "global_tid": 42, "pid": 1, "tid": 42,
+        "callchain_id": ids}), tables.CPU_SAMPLES)
+    trace = Trace(TraceMeta(source="synthetic", sqlite_path=""), cpu_samples=samples,
+                  callchains=chains)
+    report = build_report(trace)
+    prof = report.to_dict()["host_profile"]
+    assert prof["source"] == "nsys-sampling" and prof["samples"] == 10
+    assert prof["hottest"] == {"frame": "write_output (openacc)", "share": 0.7, "samples": 7}
+    thread = prof["threads"][0]
+    assert thread["self"][0] == {"frame": "pack_rows (openacc)", "samples": 7, "share": 0.7}
+    assert {r["frame"]: r["samples"] for r in thread["inclusive"]} == {
+        "pack_rows (openacc)": 7, "write_output (openacc)": 7, "solve (openacc)": 3}
+    finding = next(f for f in report.findings if f.id == "host.profile")
+    assert finding.title == "70 % of samples in `write_output (openacc)`"
