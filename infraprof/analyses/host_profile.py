@@ -7,9 +7,10 @@ leaf-most meaningful frame) and by *inclusive* samples (every distinct frame of 
 once). infraprof's own frames never appear: stacks of its capture bootstrap (sync pulses) are
 dropped, and importlib and NVTX-marker frames are removed from the others.
 
-The *hottest function* is named with the call-tree rule of the Python summaries (descend while
-one child holds ≥ 95 % of the samples; the top frame below is named) for py-spy, and with the
-native chain rule (:func:`~infraprof.analyses.native_frames.summarize_pool`) for nsys samples.
+The *hottest function* (py-spy) is the deepest frame that at least half of the samples pass
+through, descending the call tree from the root; when that frame encloses ≥ 95 % of them
+(``<module>``, ``main``), the largest frame below it is named instead. For nsys samples the
+native chain rule (:func:`~infraprof.analyses.native_frames.summarize_pool`) names it.
 
 The OS-runtime wait summary lists blocking OS calls (``host-wait`` calls: reads, polls,
 sleeps, lock waits) by total time.
@@ -30,7 +31,7 @@ import pandas as pd
 from infraprof.analyses.api_classes import OSRT_WAIT_RE
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
-from infraprof.analyses.host_frames import Frame, summarize_stacks
+from infraprof.analyses.host_frames import ENCLOSING_SHARE, Frame, summarize_stacks
 from infraprof.analyses.native_frames import chain_keys, summarize_pool
 from infraprof.model.clock import AlignedPyspy
 
@@ -124,11 +125,39 @@ def _pyspy_profile(pyspy: AlignedPyspy, names: dict[int, str], p: HostProfilePar
     pooled: Counter[tuple[Frame, ...]] = Counter()
     for sid, n in counts.groupby("stack_id")["count"].sum().items():
         pooled[tuple(stacks.get(int(str(sid)), ()))] += int(n)
-    _, shares, _ = summarize_stacks(pooled, 1)
-    hottest = None if not shares else {
+    return HostProfile("py-spy", total, threads, hottest_python(pooled), notes=pyspy.notes)
+
+
+def hottest_python(counts: Counter[tuple[Frame, ...]]) -> dict[str, Any] | None:
+    """The deepest frame at least half of the samples pass through (descending the call tree
+    from the root); when it encloses ≥ 95 % of them (``<module>``, ``main``), the largest
+    frame below it instead (:func:`summarize_stacks`)."""
+    total = sum(counts.values())
+    members = list(counts.items())
+    node: tuple[Frame, int] | None = None
+    depth = 0
+    while True:
+        children: Counter[tuple[str, str]] = Counter()
+        for stack, n in members:
+            if len(stack) > depth:
+                children[stack[depth][:2]] += n
+        if not children or children.most_common(1)[0][1] < 0.5 * total:
+            break
+        key = children.most_common(1)[0][0]
+        members = [(st, n) for st, n in members if len(st) > depth and st[depth][:2] == key]
+        lines: Counter[Frame] = Counter()
+        for st, n in members:
+            lines[st[depth]] += n
+        node = (lines.most_common(1)[0][0], children[key])
+        depth += 1
+    if node is not None and node[1] < ENCLOSING_SHARE * total:
+        (function, file, line), n = node
+        return {"frame": _label(function, file, line), "share": round(n / total, 4),
+                "samples": n}
+    _, shares, _ = summarize_stacks(counts, 1)
+    return None if not shares else {
         "frame": _label(shares[0].function, shares[0].file, shares[0].line),
         "share": round(shares[0].share, 4), "samples": shares[0].samples}
-    return HostProfile("py-spy", total, threads, hottest, notes=pyspy.notes)
 
 
 def _nsys_profile(ctx: AnalysisContext, p: HostProfileParams) -> HostProfile:
