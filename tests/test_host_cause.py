@@ -58,6 +58,7 @@ def test_module_names_and_system_frames() -> None:
     assert not is_meaningful("memcpy", "libc")
     assert not is_meaningful("0x2b4bc9ee4000", "libcuda")
     assert not is_meaningful("[Max depth]", "[Max depth]")
+    assert not is_meaningful("[Broken backtraces]", "[Broken backtraces]")
     assert not is_meaningful("MAIN_", "openacc")
     assert not is_meaningful("cuStreamSynchronize", "libcuda")
     assert is_meaningful("ompi_file_open", "libmpi")

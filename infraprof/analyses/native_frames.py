@@ -13,9 +13,10 @@ segments, each weighted by its overlap; ``native_samples`` then counts those cal
 Which frames count (:func:`is_meaningful`): *system* frames are skipped — the C library,
 pthreads, the dynamic loader, libcuda and the NVIDIA driver, the kernel, the profiler's own
 injection libraries, the Python interpreter, process/thread entry points (``main``, ``MAIN_``,
-``_start``, ``start_thread``, ``clone``), unresolved addresses (``0x…``) and nsys's
-``[Max depth]`` marker (the stack was cut: nsys records at most a fixed number of frames from
-the leaf, so the callers above are unknown — said as ``native_stack_cut``).
+``_start``, ``start_thread``, ``clone``), unresolved addresses (``0x…``) and nsys's markers
+(``[Max depth]``: the stack was cut, nsys records at most a fixed number of frames from the
+leaf, so the callers above are unknown — said as ``native_stack_cut``; ``[Broken
+backtraces]``: unwinding failed there, treated the same way).
 
 How a pool is summarised (:func:`summarize_pool`): the *chain* is the meaningful frames that
 at least half of the samples with any meaningful frame pass through, ordered root first (by
@@ -56,6 +57,7 @@ ENCLOSING_SHARE = 0.95
 SPLIT_MIN_SHARE = 0.10
 SPLIT_MIN_SAMPLES = 5
 MAX_DEPTH = "[Max depth]"
+CUT_MARKERS = (MAX_DEPTH, "[Broken backtraces]")
 SOURCES = ("sampling", "osrt", "cuda")
 _SYSTEM_MODULE = re.compile(
     r"^(libc|libpthread|libdl|librt|libm|ld|ld-linux(-x86-64|-aarch64)?|libgcc_s|libstdc\+\+|"
@@ -63,7 +65,7 @@ _SYSTEM_MODULE = re.compile(
     r"python[\d.]*|vmlinux|\[kernel\.kallsyms\]|\[vdso\]|\[vsyscall\]|\[unknown\])$")
 _ENTRY_SYMBOLS = frozenset({"main", "MAIN_", "_start", "__libc_start_main", "start_thread",
                             "clone", "__clone", "__clone3"})
-_UNRESOLVED = re.compile(r"^(0x[0-9a-fA-F]+|\[unknown\]|)$")
+_UNRESOLVED = re.compile(r"^(0x[0-9a-fA-F]+|\[.*\]|)$")  # addresses, nsys's [markers]
 _VERSION = re.compile(r"(\.so)(\.[\d.]*)?$|-[\d.]+(?=\.so)|-[\d.]+$")
 
 
@@ -80,7 +82,7 @@ def module_name(path: str | None) -> str:
 def is_meaningful(symbol: str | None, module: str) -> bool:
     """False for system frames, entry points, unresolved addresses and ``[Max depth]``."""
     sym = "" if symbol is None else str(symbol)
-    if sym == MAX_DEPTH or _UNRESOLVED.match(sym) or sym in _ENTRY_SYMBOLS:
+    if _UNRESOLVED.match(sym) or sym in _ENTRY_SYMBOLS:
         return False
     return not _SYSTEM_MODULE.match(module)
 
@@ -129,7 +131,7 @@ def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
     labels = np.array([f"{a} ({b})" for a, b in zip(pair_sym, pair_mod, strict=True)],
                       dtype=object)
     mask = keep[pair_codes] if len(f) else np.zeros(0, dtype=bool)
-    marker = (syms == MAX_DEPTH)[sym_codes] if len(f) else mask
+    marker = np.isin(syms, CUT_MARKERS)[sym_codes] if len(f) else mask
     cut = pd.Series(np.where(marker, depth, -1)).groupby(ids).max()
     chosen = pair_codes[mask]
     frames = pd.DataFrame({"callchain_id": ids[mask], "depth": depth[mask],
