@@ -24,6 +24,7 @@ from infraprof.analyses.native_frames import (
     is_meaningful,
     module_name,
     native_stacks,
+    short_symbol,
     summarize_pool,
     thread_samples_in_windows,
 )
@@ -63,6 +64,19 @@ def test_module_names_and_system_frames() -> None:
     assert not is_meaningful("cuStreamSynchronize", "libcuda")
     assert is_meaningful("ompi_file_open", "libmpi")
     assert is_meaningful("miniweather_output", "openacc")
+
+
+def test_short_symbol_for_titles() -> None:
+    assert short_symbol("cudaError cudaMalloc<double>(double**, unsigned long)") == (
+        "cudaMalloc<double>")
+    assert short_symbol("llvm::FPPassManager::runOnFunction(llvm::Function&)") == (
+        "llvm::FPPassManager::runOnFunction")
+    assert short_symbol("std::abs(double)") == "std::abs"
+    assert short_symbol("miniweather_output") == "miniweather_output"
+    long = "f<" + ", ".join(["std::vector<int>"] * 9) + ">(int)"
+    assert short_symbol(long) == "f<…>"
+    assert not is_meaningful("pybind11::cpp_function::dispatcher(_object*)", "libtorch_python")
+    assert not is_meaningful("PyObject_Call", "libtorch_python")
 
 
 def test_cut_stack_names_its_outermost_library_api() -> None:

@@ -12,7 +12,8 @@ segments, each weighted by its overlap; ``native_samples`` then counts those cal
 
 Which frames count (:func:`is_meaningful`): *system* frames are skipped — the C library,
 pthreads, the dynamic loader, libcuda and the NVIDIA driver, the kernel, the profiler's own
-injection libraries, the Python interpreter, process/thread entry points (``main``, ``MAIN_``,
+injection libraries, the Python interpreter and binding glue (``pybind11::``, Python C-API
+symbols), process/thread entry points (``main``, ``MAIN_``,
 ``_start``, ``start_thread``, ``clone``), unresolved addresses (``0x…``) and nsys's markers
 (``[Max depth]``: the stack was cut, nsys records at most a fixed number of frames from the
 leaf, so the callers above are unknown — said as ``native_stack_cut``; ``[Broken
@@ -66,6 +67,7 @@ _SYSTEM_MODULE = re.compile(
 _ENTRY_SYMBOLS = frozenset({"main", "MAIN_", "_start", "__libc_start_main", "start_thread",
                             "clone", "__clone", "__clone3"})
 _UNRESOLVED = re.compile(r"^(0x[0-9a-fA-F]+|\[.*\]|)$")  # addresses, nsys's [markers]
+_GLUE = re.compile(r"^(pybind11::|_?Py[A-Z][A-Za-z]*_|_PyEval|method_vectorcall|cfunction_)")
 _VERSION = re.compile(r"(\.so)(\.[\d.]*)?$|-[\d.]+(?=\.so)|-[\d.]+$")
 
 
@@ -82,7 +84,7 @@ def module_name(path: str | None) -> str:
 def is_meaningful(symbol: str | None, module: str) -> bool:
     """False for system frames, entry points, unresolved addresses and ``[Max depth]``."""
     sym = "" if symbol is None else str(symbol)
-    if _UNRESOLVED.match(sym) or sym in _ENTRY_SYMBOLS:
+    if _UNRESOLVED.match(sym) or sym in _ENTRY_SYMBOLS or _GLUE.match(sym):
         return False
     return not _SYSTEM_MODULE.match(module)
 
@@ -386,8 +388,30 @@ def with_native_frames(finding: Finding, key: str, pools: NativePools | None) ->
     return replace(finding, title=native_title(finding, summary), evidence=ev)
 
 
+def short_symbol(symbol: str, limit: int = 60) -> str:
+    """A C++ symbol as titles print it: no return type or parameter list, long template
+    arguments elided (``cudaError cudaMalloc<double>(double**, unsigned long)`` →
+    ``cudaMalloc<double>``). Evidence keeps the full symbol."""
+    depth, cut = 0, len(symbol)
+    if symbol.endswith(")"):
+        for i in range(len(symbol) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(symbol[i], 0)
+            if depth == 0:
+                cut = i
+                break
+    name, depth, start = symbol[:cut], 0, 0
+    for i, ch in enumerate(name):
+        depth += {"<": 1, ">": -1}.get(ch, 0)
+        if ch == " " and depth == 0:
+            start = i + 1
+    name = name[start:] or symbol
+    if len(name) > limit:
+        name = re.sub(r"<.*>", "<…>", name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def _frame_text(item: dict[str, Any]) -> str:
-    return f"`{item['function']}` ({item['module']})"
+    return f"`{short_symbol(item['function'])}` ({item['module']})"
 
 
 def native_title(finding: Finding, summary: NativeSummary) -> str:
