@@ -33,6 +33,7 @@ import plotly.io as pio
 from infraprof import __version__
 from infraprof.ranking import Report
 from infraprof.render.evidence import evidence_lines
+from infraprof.render.host_sections import host_profile_lines, phase_lines
 from infraprof.render.html_parts import (
     CAUSE_COLORS,
     PAGE_CSS,
@@ -254,6 +255,13 @@ def _findings(report: Report, top: int) -> str:
     return "\n".join(out)
 
 
+def _lines(title: str, lines: list[str]) -> str:
+    """A titled bullet list (empty without lines)."""
+    if not lines:
+        return ""
+    return f"<h2>{esc(title)}</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+
+
 def _tables(report: Report, top: int) -> str:
     out = []
     if report.devices:
@@ -320,7 +328,12 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
         ("ip-kernels", "Kernel time breakdown", kernel_figure(report)),
         *[(f"ip-ncu-{i}", title, f) for i, (title, f) in enumerate(ncu_figures(report))],
     ]
-    body: list[str] = [_header(report), _findings(report, top)]
+    profile = _lines("Host CPU profile", host_profile_lines(report, top))
+    cpu_only = not report.trace.has_gpu_activity
+    body: list[str] = [_header(report), *([profile] if cpu_only else []),
+                       _findings(report, top),
+                       _lines("Phases (start-up and teardown costs are one-time)",
+                              phase_lines(report, top))]
     first = True
     for div_id, title, fig in figures:
         if fig is None:
@@ -333,7 +346,8 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
             body += [f"<p class='note'>Downsampled for drawing: {esc(n)}</p>" for n in notes]
         body.append(_figure(fig, div_id, first))
         first = False
-    body += [_idle_stacks(report, top), python_tables(report, top), _tables(report, top)]
+    body += [_idle_stacks(report, top), python_tables(report, top),
+             *([] if cpu_only else [profile]), _tables(report, top)]
     title = esc("infraprof report: " + report.trace.meta.source.replace("\\", "/")
                 .rsplit("/", 1)[-1])
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
