@@ -196,8 +196,9 @@ def test_miniweather_host_finding_splits_by_native_code(trace_files: TraceFiles)
 
 
 @pytest.mark.realtraces
-def test_miniweather_async_host_alloc_is_startup(trace_files: TraceFiles) -> None:
-    path = trace_files.path(MW + "miniweather_async.nsys2022.4-export.sqlite")
+@pytest.mark.parametrize("name", ["miniweather_async", "miniweather_async_collapsed"])
+def test_miniweather_async_host_alloc_is_startup(trace_files: TraceFiles, name: str) -> None:
+    path = trace_files.path(MW + name + ".nsys2022.4-export.sqlite")
     report = build_report(load_trace(path, None))
     alloc = [f for f in report.findings if f.evidence.get("site") == "cuMemHostAlloc"]
     assert len(alloc) == 1 and alloc[0].evidence["gaps"] == 1
