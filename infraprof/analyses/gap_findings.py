@@ -117,37 +117,40 @@ def keyed_gap_findings(attributions: list[GapAttribution], timelines: list[Devic
                 })
                 rec["examples"].sort(key=lambda e: -e["attributed_ns"])
                 del rec["examples"][p.examples:]
-    findings = []
-    for (cat, site, key), rec in acc.items():
-        if rec["impact"] <= 0:
-            continue
-        threads = sorted(rec["threads"])
-        calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
-        nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
-        title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
-        finding = impact_finding(
-            f"gap.{cat}", cat, title, int(rec["impact"]), active,
-            {
-                "site": site,
-                "gpu_idle_ns": int(rec["idle"]),
-                "gaps": int(rec["gaps"]),
-                "threads": [{"global_tid": t, "tid": int(decode_tid(t)),
-                             "name": thread_names.get(t)} for t in threads[:5]],
-                "nvtx_ranges": [{"name": n, "idle_ns": int(v)} for n, v in nvtx],
-                "calls_in_gaps": [{"name": n, "count": c, "in_gap_call_ns": d}
-                                  for n, (c, d) in calls],
-                "examples": rec["examples"],
-                "next_ops": [{"name": n, "idle_ns": int(v)} for n, v in sorted(
-                    rec["kernels"].items(), key=lambda kv: -kv[1])[: p.max_sites]],
-                "not_recoverable_ns": int(rec["idle"] - rec["impact"]),
-            },
-            RECOMMENDATIONS[cat],
-        )
-        if rec["phase"]:
-            phase = max(PHASES, key=lambda ph: (rec["phase"].get(ph, 0), ph == "steady"))
-            finding = replace(finding, phase=phase)
-        findings.append((finding, key))
-    return findings
+    return [(_finding(cat, site, rec, p, active, thread_names), key)
+            for (cat, site, key), rec in acc.items() if rec["impact"] > 0]
+
+
+def _finding(cat: str, site: str, rec: dict[str, Any], p: GapFindingParams, active: int,
+             thread_names: dict[int, str]) -> Finding:
+    """The finding of one (category, site, split key) accumulator, in the phase that holds
+    most of its idle time (ties: steady)."""
+    threads = sorted(rec["threads"])
+    calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
+    nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
+    title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
+    finding = impact_finding(
+        f"gap.{cat}", cat, title, int(rec["impact"]), active,
+        {
+            "site": site,
+            "gpu_idle_ns": int(rec["idle"]),
+            "gaps": int(rec["gaps"]),
+            "threads": [{"global_tid": t, "tid": int(decode_tid(t)),
+                         "name": thread_names.get(t)} for t in threads[:5]],
+            "nvtx_ranges": [{"name": n, "idle_ns": int(v)} for n, v in nvtx],
+            "calls_in_gaps": [{"name": n, "count": c, "in_gap_call_ns": d}
+                              for n, (c, d) in calls],
+            "examples": rec["examples"],
+            "next_ops": [{"name": n, "idle_ns": int(v)} for n, v in sorted(
+                rec["kernels"].items(), key=lambda kv: -kv[1])[: p.max_sites]],
+            "not_recoverable_ns": int(rec["idle"] - rec["impact"]),
+        },
+        RECOMMENDATIONS[cat],
+    )
+    if not rec["phase"]:
+        return finding
+    phase = max(PHASES, key=lambda ph: (rec["phase"].get(ph, 0), ph == "steady"))
+    return replace(finding, phase=phase)
 
 
 def _site_totals(api_calls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
