@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from infraprof.analyses.api_classes import OSRT_WAIT_RE
@@ -164,22 +165,24 @@ def _nsys_profile(ctx: AnalysisContext, p: HostProfileParams) -> HostProfile:
     samples = ctx.trace.cpu_samples.assign(callchain_id=chain_keys(
         ctx.trace.cpu_samples["callchain_id"], "sampling"))
     stacks = ctx.native_stacks
-    fr = stacks.frames
-    leaf = fr.sort_values("depth").drop_duplicates("callchain_id")
-    incl = fr.drop_duplicates(["callchain_id", "label"])
-    threads = []
-    by_tid = samples.groupby("global_tid").size().sort_values(ascending=False)
-    for gtid, n in by_tid.head(p.threads).items():
-        mine = samples[samples["global_tid"] == gtid].groupby("callchain_id").size()
-        self_rows = leaf.join(mine.rename("samples"), on="callchain_id", how="inner")
-        incl_rows = incl.join(mine.rename("samples"), on="callchain_id", how="inner")
-        tid = samples.loc[samples["global_tid"] == gtid, "tid"].iloc[0]
-        threads.append({
-            "tid": int(tid), "name": ctx.thread_names.get(int(str(gtid))), "samples": int(n),
-            "self": _top(self_rows.groupby("label", as_index=False)["samples"].sum(), int(n),
-                         p.top),
-            "inclusive": _top(incl_rows.groupby("label", as_index=False)["samples"].sum(),
-                              int(n), p.top)})
+    by_tid = samples.groupby("global_tid").size().sort_values(ascending=False).head(p.threads)
+    mine = samples[samples["global_tid"].isin(by_tid.index)].groupby(
+        ["global_tid", "callchain_id"]).size().rename("samples").reset_index()
+    fr = stacks.frames_of(np.unique(mine["callchain_id"].to_numpy(np.int64)))
+    labels = fr.drop_duplicates("code").set_index("code")["label"]
+    leaf = fr[["callchain_id", "code"]].drop_duplicates("callchain_id").merge(
+        mine, on="callchain_id")
+    incl = fr[["callchain_id", "code"]].drop_duplicates().merge(mine, on="callchain_id")
+    self_n = leaf.groupby(["global_tid", "code"], as_index=False)["samples"].sum()
+    incl_n = incl.groupby(["global_tid", "code"], as_index=False)["samples"].sum()
+    self_n["label"] = self_n["code"].map(labels)
+    incl_n["label"] = incl_n["code"].map(labels)
+    tids = samples.drop_duplicates("global_tid").set_index("global_tid")["tid"]
+    threads = [{
+        "tid": int(tids[gtid]), "name": ctx.thread_names.get(int(str(gtid))), "samples": int(n),
+        "self": _top(self_n[self_n["global_tid"] == gtid], int(n), p.top),
+        "inclusive": _top(incl_n[incl_n["global_tid"] == gtid], int(n), p.top)}
+        for gtid, n in by_tid.items()]
     named = summarize_pool(samples[["callchain_id"]].assign(weight=1.0), stacks).named
     hottest = None if named is None else {
         "frame": f"{named['function']} ({named['module']})",

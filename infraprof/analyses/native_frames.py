@@ -91,8 +91,9 @@ def is_meaningful(symbol: str | None, module: str) -> bool:
 
 @dataclass(frozen=True)
 class NativeStacks:
-    """Sampling callchains, prepared once: ``frames`` (``callchain_id, depth, function,
-    module, label`` of the meaningful frames only), ``cut`` (callchain id → depth of its
+    """Sampling callchains, prepared once: ``frames`` (``callchain_id, depth, code, function,
+    module, label`` of the meaningful frames only, sorted by key and depth; ``code`` numbers
+    the distinct (symbol, module) pairs), ``cut`` (callchain id → depth of its
     ``[Max depth]`` marker, -1 when the stack is whole) and ``root`` (callchain id → label of
     its root-most meaningful frame)."""
 
@@ -103,6 +104,16 @@ class NativeStacks:
     @property
     def empty(self) -> bool:
         return self.cut.empty
+
+    def frames_of(self, keys: np.ndarray) -> pd.DataFrame:
+        """The meaningful frames of callchains ``keys`` (``frames`` is sorted by key, so this
+        is a slice per key rather than a scan of every frame)."""
+        ids = self.frames["callchain_id"].to_numpy(np.int64)
+        lo = np.searchsorted(ids, keys, side="left")
+        n = np.searchsorted(ids, keys, side="right") - lo
+        idx = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(n.sum())
+        rows: pd.DataFrame = self.frames.iloc[idx]
+        return rows
 
 
 def chain_keys(callchain_ids: pd.Series | np.ndarray, source: str) -> np.ndarray:
@@ -136,11 +147,12 @@ def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
     marker = np.isin(syms, CUT_MARKERS)[sym_codes] if len(f) else mask
     cut = pd.Series(np.where(marker, depth, -1)).groupby(ids).max()
     chosen = pair_codes[mask]
-    frames = pd.DataFrame({"callchain_id": ids[mask], "depth": depth[mask],
+    frames = pd.DataFrame({"callchain_id": ids[mask], "depth": depth[mask], "code": chosen,
                            "function": pair_sym[chosen], "module": pair_mod[chosen],
                            "label": labels[chosen]})
     order = np.lexsort((frames["depth"].to_numpy(), frames["callchain_id"].to_numpy()))
-    last = frames.iloc[order].drop_duplicates("callchain_id", keep="last")
+    frames = frames.iloc[order].reset_index(drop=True)
+    last = frames.drop_duplicates("callchain_id", keep="last")
     roots = pd.Series(last["label"].to_numpy(object), index=last["callchain_id"].to_numpy())
     return NativeStacks(frames, cut.astype("int64"), roots)
 
@@ -309,47 +321,46 @@ class NativeSummary:
 
 
 def summarize_pool(pool: pd.DataFrame, stacks: NativeStacks, top: int = 5) -> NativeSummary:
-    """Summarise ``pool`` (rows ``callchain_id, weight``; see the module docstring)."""
+    """Summarise ``pool`` (rows ``callchain_id, weight``; see the module docstring). Frames
+    are grouped by their integer ``code`` (one per distinct symbol and module)."""
     total_w = float(pool["weight"].sum()) or 1.0
     w = pool.groupby("callchain_id").agg(weight=("weight", "sum"), samples=("weight", "size"))
-    fr = stacks.frames[stacks.frames["callchain_id"].isin(w.index)]
-    fr = fr.join(w, on="callchain_id")
+    fr = stacks.frames_of(w.index.to_numpy(np.int64)).join(w, on="callchain_id")
     with_frames = w[w.index.isin(fr["callchain_id"])]
     named_w = float(with_frames["weight"].sum())
     system_only = int(w["samples"].sum() - with_frames["samples"].sum())
     if fr.empty:
         return NativeSummary(None, [], [], int(w["samples"].sum()), system_only, False)
-    once = fr.drop_duplicates(["callchain_id", "label"])
-    once = once.assign(wd=once["weight"] * once["depth"])
-    inc = once.groupby(["label", "function", "module"]).agg(
-        weight=("weight", "sum"), samples=("samples", "sum"), wd=("wd", "sum")).reset_index()
+    names = fr.drop_duplicates("code").set_index("code")[["label", "function", "module"]]
+    once = fr.drop_duplicates(["callchain_id", "code"])
+    below_cut = once["callchain_id"].map(stacks.cut).to_numpy(np.int64) == once["depth"] + 1
+    once = once.assign(wd=once["weight"] * once["depth"],
+                       cut_w=once["weight"].where(below_cut.to_numpy(bool), 0.0))
+    inc = once.groupby("code").agg(weight=("weight", "sum"), samples=("samples", "sum"),
+                                   wd=("wd", "sum"), cut_w=("cut_w", "sum")).join(names)
     inc["depth"] = inc["wd"] / inc["weight"]
     inc["share"] = inc["weight"] / named_w
+    inc["cut"] = inc["cut_w"] >= 0.5 * inc["weight"]
     chain = inc[inc["share"] >= CHAIN_SHARE].sort_values(["depth", "label"],
                                                          ascending=[False, True])
-    leaf = fr.sort_values("depth").drop_duplicates("callchain_id")
-    selfs = leaf.groupby(["label", "function", "module"]).agg(
-        weight=("weight", "sum"), samples=("samples", "sum")).reset_index().sort_values(
-        ["weight", "label"], ascending=[False, True])
-    below_cut = once["callchain_id"].map(stacks.cut).to_numpy(np.int64) == once["depth"] + 1
-    cut_w = once["weight"].where(below_cut.to_numpy(bool), 0.0).groupby(once["label"]).sum()
-    inc["cut"] = inc["label"].map(cut_w).fillna(0.0) >= 0.5 * inc["weight"]
-    chain = chain.assign(cut=chain["label"].map(inc.set_index("label")["cut"]))
+    leaf = fr.drop_duplicates("callchain_id")  # frames are sorted by (key, depth): the leaf
+    selfs = leaf.groupby("code").agg(weight=("weight", "sum"), samples=("samples", "sum")
+                                     ).join(names).sort_values(["weight", "label"],
+                                                               ascending=[False, True])
     if len(chain):
         below = chain[(chain["share"] < ENCLOSING_SHARE) | chain["cut"]]
-        pick = below.iloc[0] if len(below) else chain.iloc[-1]
+        pick_code = (below if len(below) else chain.iloc[-1:]).index[0]
     else:
-        pick = selfs.iloc[0]
-    cut = bool(inc.loc[inc["label"] == pick["label"], "cut"].iloc[0])
+        pick_code = selfs.index[0]
+    pick = inc.loc[pick_code]
+    cut = bool(pick["cut"])
 
     def row(r: Any, weight: float, samples: int) -> dict[str, Any]:
         return {"function": str(r["function"]), "module": str(r["module"]),
                 "share_of_idle": round(weight / total_w, 4), "samples": int(samples)}
 
-    pick_w = float(inc.loc[inc["label"] == pick["label"], "weight"].iloc[0])
-    pick_n = int(inc.loc[inc["label"] == pick["label"], "samples"].iloc[0])
     return NativeSummary(
-        row(pick, pick_w, pick_n),
+        row(pick, float(pick["weight"]), int(pick["samples"])),
         [row(r, float(r["weight"]), int(r["samples"])) for _, r in chain.iterrows()],
         [row(r, float(r["weight"]), int(r["samples"])) for _, r in selfs.head(top).iterrows()],
         int(w["samples"].sum()), system_only, bool(cut))
