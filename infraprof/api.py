@@ -55,6 +55,8 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     source = Path(path)
     if config is None:
         config = analysis_config(disable=disable, settings=settings)
+    if pyspy is None and not ncu and _is_pyspy_profile(source):
+        return _pyspy_alone(source, config)
     reports = [Path(p) for p in ncu] or (
         CaptureFolder(source).ncu_reports() if source.is_dir() else [])
     loaded = load_input(source, progress, use_cache=use_cache)
@@ -64,6 +66,27 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
         trace.meta.session_start_utc_ns)
     return build_report(trace, config, pyspy=aligned, ncu=metrics)
+
+
+def _is_pyspy_profile(path: Path) -> bool:
+    from infraprof.inputs import PYSPY_KINDS, detect
+
+    return path.is_file() and detect(path) in PYSPY_KINDS
+
+
+def _pyspy_alone(path: Path, config: AnalysisConfig) -> Report:
+    """The report of a py-spy profile given alone: no trace to correlate with, so the host CPU
+    profile (and its ``host.profile`` finding) is the report."""
+    from infraprof.inputs import load_pyspy
+    from infraprof.model.clock import AlignedPyspy
+    from infraprof.model.trace import Trace, TraceMeta
+    from infraprof.ranking import build_report
+
+    profile = load_pyspy(path)
+    note = "py-spy profile analysed alone: no nsys trace to correlate with"
+    aligned = AlignedPyspy(profile, None, None, (*profile.notes, note))
+    return build_report(Trace(TraceMeta(source=str(path), sqlite_path="")), config,
+                        pyspy=aligned)
 
 
 def compare(base: PathLike | Sequence[PathLike], cand: PathLike | Sequence[PathLike], *,

@@ -174,6 +174,23 @@ def test_analyze_names_the_stall_function_as_top_frame_of_each_step(capture: Pat
     assert _is_stall(load[0]["frame"]) and load[0]["share"] >= 0.6, load
 
 
+@pytest.mark.nsys
+def test_cpu_only_capture_host_profile_names_the_stall_function(capture: Path,
+                                                                 nsys_bin: str) -> None:
+    """CPU-only capture: the host profile names the stall function in ``host.profile``, and
+    infraprof's bootstrap, importlib and NVTX-marker frames never appear (issue 13)."""
+    r = _analyze_json(_env(nsys_bin), str(capture))
+    prof = r["host_profile"]
+    assert prof["source"] == "py-spy" and prof["samples"] > 100
+    assert prof["hottest"]["frame"].startswith("load_batch() stall_app.py:"), prof["hottest"]
+    assert 0.45 <= prof["hottest"]["share"] <= 0.9  # truth: 40 ms of a ~60 ms step
+    text = json.dumps(prof)
+    for hidden in ("bootstrap.py", "importlib", "_infraprof_sync_pulse", "nvtx/"):
+        assert hidden not in text, hidden
+    finding = next(f for f in r["findings"] if f["id"] == "host.profile")
+    assert "% of samples in `load_batch() stall_app.py:" in finding["title"]
+
+
 # ----------------------------------------------------------------- 2: GPU idle attribution
 
 

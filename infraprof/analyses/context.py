@@ -17,6 +17,14 @@ import pandas as pd
 from infraprof.analyses import launch, summary
 from infraprof.analyses.attribution import AttributionParams, GapAttribution, attribute_gaps
 from infraprof.analyses.base import Output
+from infraprof.analyses.native_frames import (
+    NativePools,
+    NativeStacks,
+    backtraced_calls,
+    native_pools,
+    native_stacks,
+)
+from infraprof.analyses.phases import DevicePhases, device_phases
 from infraprof.analyses.python_frames import FramePools, frame_pools
 from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_timelines
 from infraprof.model import Trace
@@ -92,3 +100,23 @@ class AnalysisContext:
         if self.pyspy is None:
             return None
         return frame_pools(self.attributions, self.pyspy)
+
+    @cached_property
+    def phases(self) -> list[DevicePhases]:
+        """Start-up / steady state / teardown of every active device."""
+        return device_phases(self.trace, self.timelines)
+
+    @cached_property
+    def native_pools(self) -> NativePools | None:
+        """nsys CPU samples pooled per gap and category, with split keys (None without
+        samples; no split keys when py-spy frames name the findings)."""
+        if self.trace.cpu_samples.empty or not self.attributions:
+            return None
+        return native_pools(self.attributions, self.trace.cpu_samples, self.native_stacks,
+                            split=self.python_pools is None,
+                            backtraced=backtraced_calls(self.trace))
+
+    @cached_property
+    def native_stacks(self) -> NativeStacks:
+        """The trace's nsys sampling callchains, prepared (system frames marked)."""
+        return native_stacks(self.trace.callchains)

@@ -21,7 +21,9 @@ SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 @dataclass(frozen=True)
 class Finding:
     """A bottleneck: ``impact_ns`` is the GPU time a fix would recover (estimated);
-    ``share`` is ``impact_ns`` over the GPUs' active span."""
+    ``share`` is ``impact_ns`` over the GPUs' active span; ``phase``: ``startup``, ``steady``
+    or ``teardown`` for findings built from GPU idle gaps (see
+    :mod:`~infraprof.analyses.phases`), else None."""
 
     id: str
     category: str
@@ -31,6 +33,7 @@ class Finding:
     share: float
     evidence: dict[str, Any] = field(default_factory=dict)
     recommendation: str = ""
+    phase: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,7 @@ class Finding:
             "share": round(float(self.share), 6),
             "evidence": self.evidence,
             "recommendation": self.recommendation,
+            "phase": self.phase,
         }
 
 

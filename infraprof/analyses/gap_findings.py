@@ -32,8 +32,10 @@ import pandas as pd
 from infraprof.analyses.attribution import CATEGORIES, GapAttribution
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.native_frames import with_native_frames
+from infraprof.analyses.phases import PHASES, DevicePhases, phase_of_gap
 from infraprof.analyses.python_frames import with_python_frames
-from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, site_of
+from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, idle_text, site_of
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.analyses.wait_contents import with_during_wait
 from infraprof.tables import decode_tid
@@ -83,13 +85,27 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
                  thread_names: dict[int, str], params: GapFindingParams | None = None
                  ) -> list[Finding]:
     """Aggregate attributions into findings, one per (category, site) with positive impact."""
+    return [f for f, _ in keyed_gap_findings(attributions, timelines, thread_names, params)]
+
+
+def keyed_gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimeline],
+                       thread_names: dict[int, str], params: GapFindingParams | None = None,
+                       split: dict[tuple[int, int, str], str] | None = None,
+                       phases: dict[int, DevicePhases] | None = None
+                       ) -> list[tuple[Finding, str]]:
+    """One finding per (category, site, split key) with positive impact, with its key.
+
+    ``split`` maps ``(device_id, gap_start_ns, category)`` to the key of the code that caused
+    that gap's time (:func:`~infraprof.analyses.native_frames.split_keys`; absent: no key);
+    ``phases``: per device, to give each finding the phase holding most of its idle time."""
     p = params or GapFindingParams()
+    keys = split or {}
     by_dev = {t.device_id: t for t in timelines}
     active = sum(t.span_ns for t in timelines) or 1
-    acc: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+    acc: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
         lambda: {"idle": 0, "impact": 0, "gaps": 0, "examples": [], "threads": set(),
                  "nvtx": defaultdict(int), "calls": defaultdict(lambda: [0, 0]),
-                 "kernels": defaultdict(int)})
+                 "kernels": defaultdict(int), "phase": defaultdict(int)})
     last_host: dict[int, int] = {}
     busy = _BusyIndex(by_dev)
     for a in sorted(attributions, key=lambda x: x.start_ns):
@@ -101,8 +117,10 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
             last_host[a.device_id] = a.end_ns
         for cat, ns in a.parts.items():
             site = site_of(a, cat)
-            rec = acc[(cat, site)]
+            rec = acc[(cat, site, keys.get((a.device_id, a.start_ns, cat), ""))]
             rec["idle"] += ns
+            if phases is not None:
+                rec["phase"][phase_of_gap(phases, a.device_id, a.start_ns, a.end_ns)] += ns
             if cat in ("host-cpu", "host-wait"):
                 rec["impact"] += budget * ns // host_ns
             else:
@@ -127,42 +145,40 @@ def gap_findings(attributions: list[GapAttribution], timelines: list[DeviceTimel
                 })
                 rec["examples"].sort(key=lambda e: -e["attributed_ns"])
                 del rec["examples"][p.examples:]
-    findings = []
-    for (cat, site), rec in acc.items():
-        if rec["impact"] <= 0:
-            continue
-        threads = sorted(rec["threads"])
-        calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
-        nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
-        title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
-        findings.append(impact_finding(
-            f"gap.{cat}", cat, title, int(rec["impact"]), active,
-            {
-                "site": site,
-                "gpu_idle_ns": int(rec["idle"]),
-                "gaps": int(rec["gaps"]),
-                "threads": [{"global_tid": t, "tid": int(decode_tid(t)),
-                             "name": thread_names.get(t)} for t in threads[:5]],
-                "nvtx_ranges": [{"name": n, "idle_ns": int(v)} for n, v in nvtx],
-                "calls_in_gaps": [{"name": n, "count": c, "in_gap_call_ns": d}
-                                  for n, (c, d) in calls],
-                "examples": rec["examples"],
-                "next_ops": [{"name": n, "idle_ns": int(v)} for n, v in sorted(
-                    rec["kernels"].items(), key=lambda kv: -kv[1])[: p.max_sites]],
-                "not_recoverable_ns": int(rec["idle"] - rec["impact"]),
-            },
-            RECOMMENDATIONS[cat],
-        ))
-    return findings
+    return [(_finding(cat, site, rec, p, active, thread_names), key)
+            for (cat, site, key), rec in acc.items() if rec["impact"] > 0]
 
 
-def idle_text(ns: int) -> str:
-    """Idle time as finding titles print it (``68.0 ms``, ``1.25 s``, ``575 µs``)."""
-    if ns >= 1_000_000_000:
-        return f"{ns / 1e9:.2f} s"
-    if ns >= 1_000_000:
-        return f"{ns / 1e6:.1f} ms"
-    return f"{ns / 1e3:.0f} µs"
+def _finding(cat: str, site: str, rec: dict[str, Any], p: GapFindingParams, active: int,
+             thread_names: dict[int, str]) -> Finding:
+    """The finding of one (category, site, split key) accumulator, in the phase that holds
+    most of its idle time (ties: steady)."""
+    threads = sorted(rec["threads"])
+    calls = sorted(rec["calls"].items(), key=lambda kv: -kv[1][1])[: p.max_sites]
+    nvtx = sorted(rec["nvtx"].items(), key=lambda kv: -kv[1])[: p.max_sites]
+    title = f"{site}: GPU idle {idle_text(rec['idle'])} in {rec['gaps']} gaps; {WHAT[cat]}"
+    finding = impact_finding(
+        f"gap.{cat}", cat, title, int(rec["impact"]), active,
+        {
+            "site": site,
+            "gpu_idle_ns": int(rec["idle"]),
+            "gaps": int(rec["gaps"]),
+            "threads": [{"global_tid": t, "tid": int(decode_tid(t)),
+                         "name": thread_names.get(t)} for t in threads[:5]],
+            "nvtx_ranges": [{"name": n, "idle_ns": int(v)} for n, v in nvtx],
+            "calls_in_gaps": [{"name": n, "count": c, "in_gap_call_ns": d}
+                              for n, (c, d) in calls],
+            "examples": rec["examples"],
+            "next_ops": [{"name": n, "idle_ns": int(v)} for n, v in sorted(
+                rec["kernels"].items(), key=lambda kv: -kv[1])[: p.max_sites]],
+            "not_recoverable_ns": int(rec["idle"] - rec["impact"]),
+        },
+        RECOMMENDATIONS[cat],
+    )
+    if not rec["phase"]:
+        return finding
+    phase = max(PHASES, key=lambda ph: (rec["phase"].get(ph, 0), ph == "steady"))
+    return replace(finding, phase=phase)
 
 
 def _site_totals(api_calls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -205,11 +221,14 @@ def _with_launch_bound(finding: Finding, bound: pd.DataFrame) -> Finding:
 
 def _run_gaps(ctx: AnalysisContext, params: GapFindingParams) -> Output:
     totals = _site_totals(ctx.trace.api_calls)
+    native = ctx.native_pools
+    phases = {ph.device_id: ph for ph in ctx.phases}
     findings = [
-        with_during_wait(with_python_frames(
+        with_during_wait(with_native_frames(with_python_frames(
             _with_launch_bound(_with_site_totals(f, totals), ctx.launch_bound),
-            ctx.python_pools), ctx.trace)
-        for f in gap_findings(ctx.attributions, ctx.timelines, ctx.thread_names, params)]
+            ctx.python_pools), key, native), ctx.trace)
+        for f, key in keyed_gap_findings(ctx.attributions, ctx.timelines, ctx.thread_names,
+                                         params, native.keys if native else None, phases)]
     return Output(findings=findings)
 
 

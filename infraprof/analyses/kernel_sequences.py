@@ -28,7 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
-from infraprof.analyses.gap_findings import idle_text
+from infraprof.analyses.sites import idle_text
 from infraprof.tables import as_frame
 
 if TYPE_CHECKING:

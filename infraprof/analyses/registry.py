@@ -29,6 +29,7 @@ from infraprof.analyses.copies import COPIES
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_findings import GAPS
 from infraprof.analyses.host_bound import HOST_BOUND
+from infraprof.analyses.host_profile import HOST_PROFILE
 from infraprof.analyses.kernel_classes import KERNEL_CLASSES
 from infraprof.analyses.kernel_sequences import TINY_KERNELS
 from infraprof.analyses.launch import LAUNCH
@@ -43,7 +44,7 @@ from infraprof.errors import UsageError
 
 ANALYSES: tuple[Analysis, ...] = (
     SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
-    PYTHON, NCU, RUN_METRICS, KERNEL_CLASSES, COMMUNICATION, TINY_KERNELS,
+    PYTHON, NCU, RUN_METRICS, KERNEL_CLASSES, COMMUNICATION, TINY_KERNELS, HOST_PROFILE,
 )
 
 REPORT_SETTINGS: tuple[Setting, ...] = (

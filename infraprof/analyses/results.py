@@ -14,6 +14,8 @@ import pandas as pd
 
 from infraprof.analyses.attribution import CATEGORIES, GapAttribution
 from infraprof.analyses.context import AnalysisContext
+from infraprof.analyses.host_profile import HostProfile
+from infraprof.analyses.phases import DevicePhases
 from infraprof.analyses.python_frames import PythonSummary
 from infraprof.analyses.summary import DeviceBusy
 from infraprof.analyses.timeline import DeviceTimeline
@@ -91,6 +93,16 @@ class Results:
     def communication(self) -> list[dict[str, Any]]:
         """Per device with collective kernels: comm, overlap and exposed time."""
         return list(self.table("communication", "devices", []))
+
+    @property
+    def host_profile(self) -> HostProfile | None:
+        found = self.table("host_profile", "profile")
+        return found if isinstance(found, HostProfile) else None
+
+    @property
+    def phases(self) -> list[DevicePhases]:
+        """Start-up / steady / teardown per active device (empty without GPU activity)."""
+        return list(self.context.phases) if self.context.trace.has_gpu_activity else []
 
     @property
     def pyspy(self) -> AlignedPyspy | None:

@@ -70,3 +70,12 @@ def site_of(a: GapAttribution, category: str) -> str:
         where = a.where.get(category) or a.nvtx
         return _normalize(where) if where else "(no NVTX range)"
     return "(unknown)"
+
+
+def idle_text(ns: int) -> str:
+    """Idle time as finding titles print it (``68.0 ms``, ``1.25 s``, ``575 µs``)."""
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e3:.0f} µs"

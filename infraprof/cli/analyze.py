@@ -61,8 +61,9 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
 def analyze(
     input_path: Path = typer.Argument(
         ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
-        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
+        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, a "
+        "PyTorch profiler trace (*.pt.trace.json[.gz]), or a py-spy profile alone "
+        "(speedscope/chrometrace JSON, raw text, SVG)."),
     output_format: OutputFormat | None = typer.Option(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
@@ -95,7 +96,7 @@ def analyze(
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
     from infraprof import api
-    from infraprof.inputs import NCU_KINDS, TRACE_KINDS, open_input
+    from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, open_input
     from infraprof.outputs import refuse_inputs
 
     fmt = output_format
@@ -106,8 +107,9 @@ def analyze(
                                  settings={"top": top, "min-impact": min_impact})
     inputs = [input_path, *ncu, pyspy]
     refuse_inputs(output, inputs)
-    kind = open_input(input_path, TRACE_KINDS | NCU_KINDS, "an nsys report, its SQLite export, "
-                      "a capture folder or an Nsight Compute report").kind
+    kind = open_input(input_path, TRACE_KINDS | NCU_KINDS | PYSPY_KINDS,
+                      "an nsys report, its SQLite export, a capture folder, a PyTorch profiler "
+                      "trace, an Nsight Compute report or a py-spy profile").kind
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return

@@ -17,6 +17,7 @@ from infraprof._version import __version__
 from infraprof.analyses import summary
 from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.findings import SEVERITY_ORDER, Finding
+from infraprof.analyses.phases import phases_dict
 from infraprof.analyses.registry import AnalysisConfig, run_analyses
 from infraprof.analyses.results import Results
 from infraprof.model import Trace
@@ -115,6 +116,9 @@ class Report:
                        if self.analysis and self.analysis.python else None),
             "findings": [f.to_dict() for f in self.findings],
             "kernel_classes": self._kernel_classes_dict(),
+            "phases": phases_dict(self.analysis.phases) if self.analysis else None,
+            "host_profile": (self.analysis.host_profile.to_dict()
+                             if self.analysis and self.analysis.host_profile else None),
             "gate_samples": self._gate_samples(),
             # rows the reader left out, per table and reason (empty for a clean export)
             "data_quality": [issue.to_dict() for issue in t.data_quality],

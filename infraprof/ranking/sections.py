@@ -34,6 +34,13 @@ from infraprof.analyses import cpu_stacks
 from infraprof.analyses.copies import CopyParams
 from infraprof.analyses.findings import Finding
 from infraprof.collapsed import collapsed_counts
+from infraprof.ranking.host_sections import (
+    host_profile_section,
+    iterations,
+    per_iteration_ns,
+    phases_section,
+    steady_findings,
+)
 from infraprof.ranking.report import Report
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct, fmt_rate
 
@@ -145,17 +152,23 @@ def gpu_bound_headline(report: Report) -> str | None:
 
 
 def ranked(report: Report, top: int) -> list[tuple[int, Finding]]:
-    """The first ``top`` findings with their rank (1 = largest impact), as the findings table
-    numbers them: evidence blocks use the same numbers."""
-    return list(enumerate(report.findings[:top], 1))
+    """The first ``top`` steady-state findings (and those without a phase) with their rank
+    (1 = largest impact), as the findings table numbers them: evidence blocks use the same
+    numbers. Start-up and teardown costs are listed in the phases section."""
+    return list(enumerate(steady_findings(report)[:top], 1))
 
 
 def report_sections(report: Report, top: int) -> list[Section]:
-    """Every table of the report, in display order (see the module docstring)."""
-    built = [_findings(report, top), _devices(report), _kernels(report, top),
-             _kernel_classes(report), _api(report, top), _launch(report, top),
-             _memory(report), _copies(report), _nvtx(report, top),
-             *_python(report, top), _idle_stacks(report, top)]
+    """Every table of the report, in display order (see the module docstring). The host CPU
+    profile leads when the trace has no GPU activity (it is then what the report is about),
+    else it follows the Python sections."""
+    host = host_profile_section(report, top)
+    cpu_only = not report.trace.has_gpu_activity
+    built = [host if cpu_only else None, _findings(report, top), _devices(report),
+             _kernels(report, top), _kernel_classes(report), _api(report, top),
+             _launch(report, top), _memory(report), _copies(report), _nvtx(report, top),
+             phases_section(report, top), *_python(report, top),
+             None if cpu_only else host, _idle_stacks(report, top)]
     return [s for s in built if s is not None]
 
 
@@ -175,13 +188,17 @@ def _idle_note(report: Report) -> tuple[str, ...]:
 
 
 def _findings(report: Report, top: int) -> Section:
-    columns = (column("#", "int"), column("impact", "ns"), column("share", "pct"),
+    """Ranked steady-state findings; with known iterations, each one's cost per iteration."""
+    per_iter = iterations(report) is not None
+    columns = (column("#", "int"), column("impact", "ns"),
+               *((column("per iter", "ns"),) if per_iter else ()), column("share", "pct"),
                column("severity"), column("category"), column("title", wide=True))
     title = "Ranked findings (impact = estimated recoverable GPU time)"
-    if not report.findings:
+    if not ranked(report, top):
         return Section("findings", title, columns, notes=("No findings.",))
-    rows: list[tuple[Cell, ...]] = [(i, f.impact_ns, f.share, f.severity, f.category, f.title)
-                                    for i, f in ranked(report, top)]
+    rows: list[tuple[Cell, ...]] = [
+        (i, f.impact_ns, *((per_iteration_ns(report, f),) if per_iter else ()), f.share,
+         f.severity, f.category, f.title) for i, f in ranked(report, top)]
     return Section("findings", title, columns, rows, _idle_note(report))
 
 

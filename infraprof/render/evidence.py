@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_findings import idle_text
+from infraprof.analyses.sites import idle_text
 from infraprof.units import fmt_bytes, fmt_ns, fmt_pct
 
 _DIRECTIONS = {"HtoD": "H2D", "DtoH": "D2H", "DtoD": "D2D", "PtoP": "P2P", "UVM HtoD": "UM H2D",
@@ -69,6 +69,15 @@ def _gap_lines(ev: dict[str, Any]) -> list[str]:
     for pf in ev.get("python_frames", [])[:3]:
         lines.append(f"python: {pf['frame']} {fmt_pct(pf.get('share_of_idle'))} of the idle "
                      f"time ({pf.get('samples', '?')} samples)")
+    native = ev.get("native_frame")
+    if native:
+        path = " → ".join(f"{f['function']} ({f['module']})" for f in ev.get("native_path", []))
+        cut = "; nsys cut the stack above it" if ev.get("native_stack_cut") else ""
+        lines.append(f"native: {native['function']} ({native['module']}) "
+                     f"{fmt_pct(native.get('share_of_idle'))} of the idle time "
+                     f"({native.get('samples', '?')} samples{cut})")
+        if path:
+            lines.append(f"native path: {path}")
     for t in ev.get("threads", [])[:2]:
         lines.append(f"thread {t['tid']}" + (f" ({t['name']})" if t.get("name") else ""))
     for e in ev.get("examples", [])[:3]:

@@ -255,9 +255,10 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
         ("ip-kernel-classes", "Kernel time per class", kernel_class_figure(report)),
         *[(f"ip-ncu-{i}", title, f) for i, (title, f) in enumerate(ncu_figures(report))],
     ]
-    sections = report_sections(report, top)  # the findings section comes first
+    sections = report_sections(report, top)
+    lead = next(i for i, s in enumerate(sections) if s.key == "findings") + 1
     header = report_header(report)
-    body: list[str] = [_header(header), _section(sections[0]),
+    body: list[str] = [_header(header), *(_section(s) for s in sections[:lead]),
                        _evidence(report, top)]
     first = True
     for div_id, title, fig in figures:
@@ -271,7 +272,7 @@ def render_html(report: Report, top: int = 20, max_ops_per_row: int = MAX_OPS_PE
             body += [f"<p class='note'>Downsampled for drawing: {esc(n)}</p>" for n in notes]
         body.append(_figure(fig, div_id, first))
         first = False
-    body += [_section(section) for section in sections[1:]]
+    body += [_section(section) for section in sections[lead:]]
     title = esc("infraprof report: " + header.name)
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>\n"

@@ -123,7 +123,7 @@ def fit(chunks: Sequence[str], max_bytes: int) -> str:
 def render_markdown(report: Report, top: int = 10, max_bytes: int = MAX_BYTES) -> str:
     """The report as GitHub-flavoured Markdown of at most ``max_bytes`` UTF-8 bytes."""
     chunks = _header(report_header(report))
-    for section in report_sections(report, top):  # the findings section comes first
+    for section in report_sections(report, top):
         chunks += _section(section)
         if section.key == "findings":
             chunks += _evidence(report, top)

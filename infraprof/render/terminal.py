@@ -108,7 +108,7 @@ def render_terminal(report: Report, width: int = 120, color: bool = False, top: 
                       color_system="auto" if color else None, highlight=False, soft_wrap=False)
     header = report_header(report)
     _header(header, console)
-    for section in report_sections(report, top):  # the findings section comes first
+    for section in report_sections(report, top):
         _section(section, console)
         if section.key == "findings":
             _evidence(report, console, top)
