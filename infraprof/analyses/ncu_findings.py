@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import info_finding
-from infraprof.analyses.ncu_kernels import HOT_SHARE, capture_command, join_ncu, nsys_kernels
+from infraprof.analyses.ncu_kernels import HOT_SHARE, capture_command, join_ncu
+from infraprof.analyses.ncu_match import nsys_kernels
 from infraprof.model import Trace
 
 if TYPE_CHECKING:

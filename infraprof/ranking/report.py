@@ -53,29 +53,9 @@ class Report:
         return sum(d.busy_ns for d in self.devices)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON contract (``docs/json-schema.md``)."""
         meta = self.trace.meta
-        gpus = self.trace.gpus.set_index("device_id")
-        devices = []
-        for d in self.devices:
-            row = gpus.loc[d.device_id] if d.device_id in gpus.index else None
-            devices.append({
-                "device_id": d.device_id,
-                "name": d.name,
-                "sm_count": _opt_int(row["sm_count"]) if row is not None else None,
-                "memory_bandwidth_bytes_per_s": (
-                    _opt_int(row["memory_bandwidth_bytes_per_s"]) if row is not None else None
-                ),
-                "span_start_ns": d.span_start_ns,
-                "span_end_ns": d.span_end_ns,
-                "span_ns": d.span_ns,
-                "busy_ns": d.busy_ns,
-                "idle_ns": d.idle_ns,
-                "busy_share": round(d.busy_ns / d.span_ns, 6) if d.span_ns else 0.0,
-                "kernel_ns": d.kernel_ns,
-                "memcpy_ns": d.memcpy_ns,
-                "memset_ns": d.memset_ns,
-                "ops": d.ops,
-            })
+        devices = self._devices_dict()
         t = self.trace
         return {
             "schema_version": SCHEMA_VERSION,
@@ -133,6 +113,33 @@ class Report:
         comm = {c["device_id"]: c for c in a.communication}
         devices = [{**d, "communication": comm.get(d["device_id"])} for d in a.kernel_classes]
         return {"gpu_bound": a.gpu_bound, "devices": devices}
+
+    def _devices_dict(self) -> list[dict[str, Any]]:
+        """Per device: name, SM count and memory bandwidth from the node's GPU table, and the
+        busy/idle summary."""
+        gpus = self.trace.gpus.set_index("device_id")
+        devices = []
+        for d in self.devices:
+            row = gpus.loc[d.device_id] if d.device_id in gpus.index else None
+            devices.append({
+                "device_id": d.device_id,
+                "name": d.name,
+                "sm_count": _opt_int(row["sm_count"]) if row is not None else None,
+                "memory_bandwidth_bytes_per_s": (
+                    _opt_int(row["memory_bandwidth_bytes_per_s"]) if row is not None else None
+                ),
+                "span_start_ns": d.span_start_ns,
+                "span_end_ns": d.span_end_ns,
+                "span_ns": d.span_ns,
+                "busy_ns": d.busy_ns,
+                "idle_ns": d.idle_ns,
+                "busy_share": round(d.busy_ns / d.span_ns, 6) if d.span_ns else 0.0,
+                "kernel_ns": d.kernel_ns,
+                "memcpy_ns": d.memcpy_ns,
+                "memset_ns": d.memset_ns,
+                "ops": d.ops,
+            })
+        return devices
 
     def _gate_samples(self) -> dict[str, Any] | None:
         """The gate's metrics of this run (``infraprof.gate.run/1``; None when disabled)."""

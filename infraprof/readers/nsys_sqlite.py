@@ -34,6 +34,7 @@ from infraprof.errors import InputError
 from infraprof.readers import validate
 from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
+from infraprof.readers.sqlite_frames import read_frame, read_int_frame
 
 API_SUFFIX_RE = re.compile(r"_v\d{4,5}$")
 NVTX_RANGE_TYPES = (59, 60, 70, 71)
@@ -120,75 +121,6 @@ class _Strings:
         return T.as_series(pd.Series(texts[which], index=ids.index, dtype=object))
 
 
-def _frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "") -> pd.DataFrame:
-    """SELECT the wanted columns (``out_name -> SQL expression``) of ``table``, checked by
-    :func:`~infraprof.readers.validate.clean_table` (bad rows dropped into ``db.issues``)."""
-    select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
-    rows = db.query(f'SELECT {select} FROM "{table}" {where}')
-    if not rows:
-        return T.as_frame(pd.DataFrame({name: pd.Series([], dtype=object) for name in columns}))
-    data = list(zip(*rows, strict=True))
-    frame = T.as_frame(pd.DataFrame(
-        {name: pd.Series(col) for name, col in zip(columns, data, strict=True)}))
-    return validate.clean_table(frame, db.path, table, columns, db.issues)
-
-
-_NULL = np.iinfo(np.int64).min
-_CHUNK_ROWS = 65_536
-
-
-def _int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = ""
-               ) -> pd.DataFrame:
-    """:func:`_frame` for integer-only columns, read in chunks straight into int64 arrays,
-    then checked by :func:`~infraprof.readers.validate.clean_table`.
-
-    A column without nulls is ``int64``; one with nulls is pandas ``Int64`` (what the table
-    specs and :func:`infraprof.tables.conform` expect). Peak memory is the arrays plus one chunk
-    of Python rows (:data:`_CHUNK_ROWS`). A value that is not an integer (text, a fraction, a
-    blob) raises ``InputError`` naming the table and the column: a last column flags such rows
-    in the same scan, since numpy would truncate a fraction silently.
-    """
-    select = ", ".join(f"coalesce({expr}, {_NULL}) AS {name}" for name, expr in columns.items())
-    wrong = " OR ".join(f"typeof({expr}) NOT IN ('integer', 'null')" for expr in columns.values())
-    chunks: list[np.ndarray] = []
-    try:
-        for rows in db.chunks(f'SELECT {select}, ({wrong}) FROM "{table}" {where}',
-                              _CHUNK_ROWS):
-            chunks.append(np.array(rows, dtype=np.int64))
-    except (TypeError, ValueError, OverflowError):
-        _raise_not_integer(db, table, columns)
-    data = (np.concatenate(chunks) if chunks
-            else np.empty((0, len(columns) + 1), dtype=np.int64))
-    if data[:, -1].any():
-        _raise_not_integer(db, table, columns)
-    out: dict[str, Any] = {}
-    for i, name in enumerate(columns):
-        values = np.ascontiguousarray(data[:, i])
-        nulls = values == _NULL
-        if nulls.any():
-            column = pd.array(values, dtype="Int64")
-            column[nulls] = pd.NA
-            out[name] = column
-        else:
-            out[name] = values
-    frame = T.as_frame(pd.DataFrame(out))
-    return validate.clean_table(frame, db.path, table, columns, db.issues)
-
-
-def _raise_not_integer(db: SqliteFile, table: str, columns: dict[str, str]) -> None:
-    """The ``InputError`` for a non-integer value, naming the first column that holds one."""
-    for expr in columns.values():
-        rows = db.query(f"SELECT count(*), min(quote({expr})) FROM \"{table}\" "
-                        f"WHERE typeof({expr}) NOT IN ('integer', 'null')")
-        if rows and rows[0][0]:
-            raise InputError(
-                f"{db.path}: table {table}, column {expr.strip().strip(chr(34))}: {rows[0][0]} "
-                f"value(s) are not 64-bit integers (e.g. {str(rows[0][1])[:40]}); the export is "
-                "corrupt or was modified, re-export it with `nsys export --type sqlite`")
-    raise InputError(f"{db.path}: table {table} holds a value that is not a 64-bit integer; "
-                     "re-export it with `nsys export --type sqlite`")
-
-
 def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Series:
     """``values.map(transform)`` computed once per distinct value (an object Series)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
@@ -257,7 +189,7 @@ def _read_kernels(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "registers_per_thread": "registersPerThread",
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
     f["mangled_name"] = strings.map(f.pop("mangled_id"))
@@ -275,7 +207,7 @@ def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "return_value": _col(db, table, "returnValue"),
         "callchain_id": _col(db, table, "callchainId"),
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     raw = strings.map(f.pop("name_id")).fillna("<unknown>")
     f["name"] = _map_distinct(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
@@ -296,7 +228,7 @@ def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
         "global_pid": "globalPid", "bytes": "bytes", "copy_kind": "copyKind",
         "src": _col(db, table, "srcKind"), "dst": _col(db, table, "dstKind"),
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     kinds, mems = memcpy_kinds(db), mem_kinds(db)
     f["direction"] = f["copy_kind"].map(lambda k: kinds.get(int(k), f"kind{int(k)}"))
     f["src_kind"] = f.pop("src").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
@@ -313,7 +245,7 @@ def _read_memset(db: SqliteFile) -> pd.DataFrame:
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
         "global_pid": "globalPid", "bytes": "bytes", "mem": _col(db, table, "memKind"),
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     mems = mem_kinds(db)
     f["mem_kind"] = f.pop("mem").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
     return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
@@ -329,7 +261,7 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
         "correlation_id": "correlationId", "global_pid": "globalPid",
         "sync_type": _col(db, table, "syncType"),
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     f = _with_pid(f, "global_pid")
     calls = api[["pid", "correlation_id", "name"]].drop_duplicates(["pid", "correlation_id"])
     calls = calls.rename(columns={"name": "api_name"})
@@ -357,7 +289,7 @@ def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "domain_id": _col(db, table, "domainId", "0"),
     }
     types = (*NVTX_RANGE_TYPES, *NVTX_MARK_TYPES, NVTX_DOMAIN_CREATE)
-    f = _frame(db, table, cols, f"WHERE eventType IN {types} ORDER BY start")
+    f = read_frame(db, table, cols, f"WHERE eventType IN {types} ORDER BY start")
     f["global_tid"] = f["global_tid"].fillna(0).astype("int64")
     registered = strings.map(f.pop("text_id"))
     text = f.pop("text")
@@ -387,7 +319,7 @@ def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
     }
-    f = _int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, "ORDER BY start")
     f["name"] = strings.map(f.pop("name_id")).fillna("<unknown>")
     return T.conform(_with_pid(f, "global_tid"), T.OSRT)
 
@@ -396,7 +328,7 @@ def _read_samples(db: SqliteFile) -> pd.DataFrame:
     if "COMPOSITE_EVENTS" not in db.tables:
         return T.empty(T.CPU_SAMPLES)
     cols = {"start_ns": "start", "global_tid": "globalTid", "callchain_id": "id"}
-    f = _int_frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
+    f = read_int_frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
     return T.conform(_with_pid(f, "global_tid"), T.CPU_SAMPLES)
 
 
@@ -411,7 +343,7 @@ def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
             continue
         cols = {"callchain_id": "id", "depth": "stackDepth", "symbol_id": "symbol",
                 "module_id": _col(db, table, "module")}
-        f = _int_frame(db, table, cols)
+        f = read_int_frame(db, table, cols)
         f["source"] = source
         f["symbol"] = strings.map(f.pop("symbol_id"))
         f["module"] = strings.map(f.pop("module_id"))
@@ -426,7 +358,7 @@ def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         return T.empty(T.PROFILER_OVERHEAD)
     cols = {"start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
             "name_id": "nameId"}
-    f = _int_frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
+    f = read_int_frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
     f["global_tid"] = f["global_tid"].fillna(0)
     f["name"] = strings.map(f.pop("name_id"))
     return T.conform(f, T.PROFILER_OVERHEAD)
@@ -435,7 +367,7 @@ def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
 def _read_threads(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     if "ThreadNames" not in db.tables:
         return T.empty(T.THREADS)
-    f = _int_frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
+    f = read_int_frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
     f["name"] = strings.map(f.pop("name_id"))
     f = f.drop_duplicates("global_tid", keep="last")
     return T.conform(_with_pid(f, "global_tid"), T.THREADS)
@@ -444,7 +376,7 @@ def _read_threads(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
 def _read_processes(db: SqliteFile) -> pd.DataFrame:
     if "PROCESSES" not in db.tables:
         return T.empty(T.PROCESSES)
-    f = _frame(db, "PROCESSES", {"global_pid": "globalPid", "pid": "pid", "name": "name"})
+    f = read_frame(db, "PROCESSES", {"global_pid": "globalPid", "pid": "pid", "name": "name"})
     return T.conform(f.drop_duplicates("global_pid"), T.PROCESSES)
 
 
@@ -466,12 +398,12 @@ def _read_um_faults(db: SqliteFile) -> tuple[pd.DataFrame, pd.DataFrame]:
     cpu, gpu = T.empty(T.UM_CPU_FAULTS), T.empty(T.UM_GPU_FAULTS)
     if cpu_table is not None:
         _require_columns(db, cpu_table, ("start", "globalPid"))
-        f = _frame(db, cpu_table, {"start_ns": "start", "global_pid": "globalPid",
+        f = read_frame(db, cpu_table, {"start_ns": "start", "global_pid": "globalPid",
                                    "address": _col(db, cpu_table, "address")}, "ORDER BY start")
         cpu = T.conform(_with_pid(f, "global_pid"), T.UM_CPU_FAULTS)
     if gpu_table is not None:
         _require_columns(db, gpu_table, ("start", "end", "globalPid", "deviceId"))
-        f = _frame(db, gpu_table, {
+        f = read_frame(db, gpu_table, {
             "start_ns": "start", "end_ns": '"end"', "global_pid": "globalPid",
             "device_id": "deviceId", "address": _col(db, gpu_table, "address"),
             "faults": f'coalesce({_col(db, gpu_table, "numberOfPageFaults", "1")}, 1)'},
@@ -494,7 +426,7 @@ def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
         "compute_major": _col(db, t, "computeMajor"), "compute_minor": _col(db, t, "computeMinor"),
         "bus_location": _col(db, t, "busLocation"),
     }
-    f = _frame(db, t, cols, "ORDER BY id").drop_duplicates("device_id")
+    f = read_frame(db, t, cols, "ORDER BY id").drop_duplicates("device_id")
     known = set(int(d) for d in f["device_id"])
     extra = [{"device_id": d, "name": f"GPU {d}"} for d in sorted(used - known)]
     if extra:
