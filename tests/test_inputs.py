@@ -170,11 +170,15 @@ def test_missing_path(tmp_path: Path) -> None:
 
 def test_wrong_kind_says_where_it_belongs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    path = MAKERS[InputKind.PYSPY_SPEEDSCOPE](tmp_path)
+    path = MAKERS[InputKind.GATE_METRICS_JSON](tmp_path)
     result = run_main(["analyze", str(path)], monkeypatch, capsys)
     assert result.code == 3 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and str(path) in result.stderr
-    assert "--pyspy" in result.stderr
+    assert "infraprof gate" in result.stderr
+    # a py-spy profile is not a trace either, but `export` says where it belongs
+    path = MAKERS[InputKind.PYSPY_SPEEDSCOPE](tmp_path)
+    result = run_main(["export", str(path), "--to", "perfetto"], monkeypatch, capsys)
+    assert result.code == 3 and "--pyspy" in result.stderr
 
 
 # --------------------------------------------------------------------------------------------
