@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import infraprof
 from infraprof.capture.ptree import alive, find_collectors
 
 pytestmark = pytest.mark.nsys
@@ -159,6 +160,13 @@ def test_wrapper_interpreter_yields_python_frames(nsys_bin: str, tmp_path: Path,
     pyspy = _manifest(tmp_path / "c")["pyspy"]
     assert isinstance(pyspy, dict) and os.path.basename(str(pyspy["exe"])).startswith("python")
     assert os.path.realpath(str(pyspy["exe"])) == os.path.realpath(real)
+    # the CPU-only capture's report names the hot function (~75 % of the run) however the
+    # interpreter was launched (issue 13: host.profile)
+    report = infraprof.analyze(tmp_path / "c").to_dict()
+    finding = next(f for f in report["findings"] if f["id"] == "host.profile")
+    assert "hot_loop()" in finding["title"], finding["title"]
+    assert report["host_profile"]["hottest"]["frame"].startswith("hot_loop()")
+    assert report["host_profile"]["hottest"]["share"] >= 0.5
 
 
 def _full_disk_folder(tmp_path: Path, nsys_bin: str) -> tuple[Path, str, bool]:
