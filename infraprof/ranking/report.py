@@ -144,7 +144,9 @@ class Report:
     def _gate_samples(self) -> dict[str, Any] | None:
         """The gate's metrics of this run (``infraprof.gate.run/1``; None when disabled)."""
         run = self.analysis.table("run_metrics", "run") if self.analysis else None
-        return run.to_dict() if run is not None else None
+        if run is None:
+            return None
+        return {**run.to_dict(), "source": self.trace.meta.source}  # == inputs[0].path
 
     def _timeline_dict(self) -> dict[str, Any]:
         a = self.analysis
