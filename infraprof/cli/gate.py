@@ -23,7 +23,6 @@ from rich.console import Console
 
 from infraprof.cli.output import TextKind, color_wanted, emit
 from infraprof.errors import InputError, RegressionDetected, UsageError
-from infraprof.outputs import refuse_inputs
 from infraprof.text_safety import printable
 
 if TYPE_CHECKING:  # the gate modules load numpy/scipy/sqlite-utils: imported when run
@@ -129,6 +128,7 @@ def _make(is_gate: bool) -> Callable[..., None]:
         from infraprof.gate.junit import render_junit
         from infraprof.gate.policy import load_policy
         from infraprof.gate.verdict import compare
+        from infraprof.outputs import refuse_inputs
 
         policy = load_policy(config, overrides=_overrides(
             max_regression=max_regression, abs_threshold=abs_threshold, alpha=alpha,
@@ -212,6 +212,7 @@ def baseline_save(
     """Extract the gate metrics of INPUT runs and store them (one transaction)."""
     from infraprof.gate import baseline as store
     from infraprof.gate.policy import check_step
+    from infraprof.outputs import refuse_inputs
 
     refuse_inputs(db, inputs, "--db")
     runs = _load_side(list(inputs), check_step(step, "--step"), "input")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from infraprof.errors import OutputClosed, OutputError
-from infraprof.outputs import write_output
 from infraprof.text_safety import printable, safe_json, safe_text
 
 if TYPE_CHECKING:  # the reader loads pandas: not at start-up
@@ -39,6 +38,8 @@ def emit(text: str, output: Path | None, what: str = "the output",
     """
     text = make_safe(text, kind)
     if output is not None:
+        from infraprof.outputs import write_output  # file writing: loaded when used
+
         write_output(output, text, inputs, what, option)
         return
     try:
