@@ -96,7 +96,7 @@ def analyze(
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
     from infraprof import api
-    from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, open_input
+    from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
     from infraprof.outputs import refuse_inputs
 
     fmt = output_format
@@ -107,9 +107,9 @@ def analyze(
                                  settings={"top": top, "min-impact": min_impact})
     inputs = [input_path, *ncu, pyspy]
     refuse_inputs(output, inputs)
-    kind = open_input(input_path, TRACE_KINDS | NCU_KINDS | PYSPY_KINDS,
+    kind = check_kind(input_path, TRACE_KINDS | NCU_KINDS | PYSPY_KINDS,
                       "an nsys report, its SQLite export, a capture folder, a PyTorch profiler "
-                      "trace, an Nsight Compute report or a py-spy profile").kind
+                      "trace, an Nsight Compute report or a py-spy profile")
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return

@@ -30,9 +30,9 @@ from infraprof.inputs import (
     JSON_DOCUMENT_KINDS,
     NCU_KINDS,
     TRACE_KINDS,
+    check_kind,
     load_ncu,
     load_trace,
-    open_input,
     read_json_document,
 )
 from infraprof.model import Trace
@@ -148,9 +148,9 @@ def load_run(path: Path, step: str = "auto") -> RunMetrics:
     """One run from a capture folder, nsys report/SQLite export, Nsight Compute report or CSV,
     analyze JSON or gate metrics JSON (any file gzip-compressed too), detected by content.
     Raises ``InputError`` (exit 3) for anything unreadable."""
-    kind = open_input(path, TRACE_KINDS | NCU_KINDS | JSON_DOCUMENT_KINDS,
+    kind = check_kind(path, TRACE_KINDS | NCU_KINDS | JSON_DOCUMENT_KINDS,
                       "a capture folder, an nsys report or SQLite export, an Nsight Compute "
-                      "report, analyze JSON or gate metrics JSON").kind
+                      "report, analyze JSON or gate metrics JSON")
     if kind in NCU_KINDS:
         return metrics_from_ncu(load_ncu(path), str(path))
     if kind in JSON_DOCUMENT_KINDS:

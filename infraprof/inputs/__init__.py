@@ -28,12 +28,32 @@ from infraprof.inputs.documents import read_json_document
 from infraprof.inputs.ncu import load_ncu
 from infraprof.inputs.nsys import resolve_input, sqlite_for
 from infraprof.inputs.pyspy import align_pyspy, load_capture_pyspy, load_pyspy, pyspy_for
-from infraprof.inputs.source import Input, open_input
+from infraprof.inputs.source import Input, check_kind, open_input
 from infraprof.inputs.traces import LoadedInput, load_input, load_trace
 
 __all__ = [
-    "JSON_DOCUMENT_KINDS", "NCU_KINDS", "NSYS_KINDS", "PYSPY_KINDS", "TRACE_KINDS",
-    "CaptureFolder", "Input", "InputKind", "LoadedInput", "Manifest", "align_pyspy", "detect",
-    "load_capture_pyspy", "load_input", "load_ncu", "load_pyspy", "load_trace", "open_input",
-    "pyspy_for", "read_json_document", "read_manifest", "resolve_input", "sqlite_for",
+    "JSON_DOCUMENT_KINDS",
+    "NCU_KINDS",
+    "NSYS_KINDS",
+    "PYSPY_KINDS",
+    "TRACE_KINDS",
+    "CaptureFolder",
+    "Input",
+    "InputKind",
+    "LoadedInput",
+    "Manifest",
+    "align_pyspy",
+    "check_kind",
+    "detect",
+    "load_capture_pyspy",
+    "load_input",
+    "load_ncu",
+    "load_pyspy",
+    "load_trace",
+    "open_input",
+    "pyspy_for",
+    "read_json_document",
+    "read_manifest",
+    "resolve_input",
+    "sqlite_for",
 ]

@@ -49,13 +49,22 @@ class Input:
         return self.path != self.source
 
 
-def open_input(path: Path, accept: Collection[InputKind] | None = None,
-               wanted: str = "a supported input") -> Input:
-    """Detect ``path``; with ``accept``, any other kind is an ``InputError`` (exit 3) that says
-    the file is not ``wanted`` and where it belongs. gzip content is inflated (bounded)."""
+def check_kind(path: Path, accept: Collection[InputKind] | None = None,
+               wanted: str = "a supported input") -> InputKind:
+    """The kind of ``path`` (nothing inflated or read beyond its head); with ``accept``, any
+    other kind is an ``InputError`` (exit 3) that says the file is not ``wanted`` and where it
+    belongs."""
     kind = detect(path)
     if accept is not None and kind not in accept:
         raise InputError(f"{path}: is {kind.description}, not {wanted}; {_BELONGS[kind]}")
+    return kind
+
+
+def open_input(path: Path, accept: Collection[InputKind] | None = None,
+               wanted: str = "a supported input") -> Input:
+    """:func:`check_kind`, then gzip content is inflated (bounded) for readers that need a
+    plain file."""
+    kind = check_kind(path, accept, wanted)
     if kind is InputKind.CAPTURE_FOLDER or not is_gzip(path):
         return Input(path, kind, path)
     return Input(path, kind, inflate(path))
