@@ -235,19 +235,6 @@ class JsonStream:
                 yield item
 
 
-def read_head(path: Path, chars: int = 1 << 16) -> str:
-    """The first ``chars`` characters of ``path`` (inflated when gzipped; at most ``chars``
-    bytes are inflated), without a BOM or leading blanks; ``""`` when unreadable."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(max(chars, 1 << 16))
-        if data[:2] == GZIP_MAGIC:
-            data = zlib.decompressobj(GZIP_WBITS).decompress(data, chars)
-    except (OSError, zlib.error):
-        return ""
-    return data[:chars].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-
-
 def us_to_ns(value: Any) -> int:
     """A microsecond value (an int, or float *text* as :class:`JsonStream` returns it) →
     integer nanoseconds, exactly: the decimal text is split at the point instead of going

@@ -1,8 +1,8 @@
 """PyTorch profiler (Kineto) Chrome-trace JSON → the normalized tables of :mod:`infraprof.tables`.
 
-Input: ``torch.profiler`` output (``*.pt.trace.json``, optionally gzipped; detected by content,
-:func:`is_kineto`), read as a stream (:mod:`infraprof.readers.json_stream`). Mapping (``cat`` of
-complete ``"ph": "X"`` events, old Kineto spellings in brackets):
+Input: ``torch.profiler`` output (``*.pt.trace.json``, optionally gzipped; detected by content:
+:func:`looks_like_kineto`, used by :func:`infraprof.inputs.detect`), read as a stream
+(:mod:`infraprof.readers.json_stream`). Mapping (``cat`` of complete ``"ph": "X"`` events, old Kineto spellings in brackets):
 
 * ``kernel`` [``Kernel``] → ``kernels``: ``args.device``/``stream``/``context``/``correlation``,
   ``grid``/``block`` (0 when absent), ``registers per thread``; Kineto's ``shared memory`` is
@@ -50,7 +50,7 @@ import pandas as pd
 
 from infraprof import tables as T
 from infraprof.errors import InputError
-from infraprof.readers.json_stream import JsonStream, read_head, us_to_ns
+from infraprof.readers.json_stream import JsonStream, us_to_ns
 from infraprof.readers.ncu_metrics import short_name_of
 from infraprof.readers.nsys_sqlite import api_family, strip_api_suffix, sync_kind
 
@@ -107,14 +107,6 @@ class KinetoTables:
     ignored: dict[str, int] = field(default_factory=dict)
     unknown: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def is_kineto(path: Path) -> bool:
-    """True when ``path`` (plain or gzipped) starts like a Kineto trace (see
-    :func:`looks_like_kineto`)."""
-    if not path.is_file():
-        return False
-    return looks_like_kineto(read_head(path))
 
 
 def looks_like_kineto(head: str) -> bool:
