@@ -2,7 +2,8 @@
 
 Input: ``torch.profiler`` output (``*.pt.trace.json``, optionally gzipped; detected by content:
 :func:`looks_like_kineto`, used by :func:`infraprof.inputs.detect`), read as a stream
-(:mod:`infraprof.readers.json_stream`). Mapping (``cat`` of complete ``"ph": "X"`` events, old Kineto spellings in brackets):
+(:mod:`infraprof.readers.json_stream`). Mapping (``cat`` of complete ``"ph": "X"`` events, old
+Kineto spellings in brackets):
 
 * ``kernel`` [``Kernel``] → ``kernels``: ``args.device``/``stream``/``context``/``correlation``,
   ``grid``/``block`` (0 when absent), ``registers per thread``; Kineto's ``shared memory`` is
