@@ -272,13 +272,34 @@ def _side_data(runs: Sequence[RunMetrics], metric: str,
     return [np.array([v], dtype=np.float64) for v in values], "runs"
 
 
+@dataclass
+class _Comparison:
+    """What one metric's verdict is decided from: both sides' per-run arrays at one level
+    (``samples`` or ``runs``), pooled, and the quantile ``qq`` the estimates take."""
+
+    metric: str
+    policy: Policy
+    metric_policy: MetricPolicy
+    level: str
+    qq: float
+    b_runs: list[stats.FloatArray]
+    c_runs: list[stats.FloatArray]
+    common: dict[str, Any]
+
+    def result(self, verdict: Verdict, reason: str = "", **extra: Any) -> MetricResult:
+        failed = self.metric_policy.report_only is False and (
+            verdict is Verdict.REGRESSION
+            or (verdict is Verdict.INCONCLUSIVE and self.policy.strict))
+        return MetricResult(verdict=verdict, failed=failed, reason=reason, **self.common,
+                            **extra)
+
+
 def compare_metric(metric: str, base: Sequence[RunMetrics], cand: Sequence[RunMetrics],
                    policy: Policy) -> MetricResult:
     """The verdict of one metric (see the module docstring for the rule)."""
     mp = policy.for_metric(metric)
-    unit = metric_unit(metric)
     q = QUANTILE_STATS.get(metric.rpartition(":")[2])
-    common: dict[str, Any] = {"metric": metric, "unit": unit, "policy": mp,
+    common: dict[str, Any] = {"metric": metric, "unit": metric_unit(metric), "policy": mp,
                               "runs_base": len(base), "runs_cand": len(cand),
                               "alpha": policy.alpha}
     b_data, c_data = _side_data(base, metric, q), _side_data(cand, metric, q)
@@ -290,55 +311,63 @@ def compare_metric(metric: str, base: Sequence[RunMetrics], cand: Sequence[RunMe
         return MetricResult(verdict=Verdict.MISSING, failed=mp.report_only is False
                             and policy.missing == "fail", reason=reason, **common)
     level = "samples" if b_data[1] == c_data[1] == "samples" else "runs"
-    b_runs, c_runs = _run_arrays(base, metric, q, b_data[0], level), _run_arrays(
-        cand, metric, q, c_data[0], level)
-    b_all, c_all = stats.pooled(b_runs), stats.pooled(c_runs)
-    qq = q if (q is not None and level == "samples") else 0.5
+    comparison = _Comparison(
+        metric, policy, mp, level, q if (q is not None and level == "samples") else 0.5,
+        _run_arrays(base, metric, q, b_data[0], level),
+        _run_arrays(cand, metric, q, c_data[0], level), common)
+    return _decide(comparison)
+
+
+def _decide(cmp: _Comparison) -> MetricResult:
+    """Estimates, practical threshold, deterministic shortcut and sample sufficiency."""
+    mp, policy, qq, common = cmp.metric_policy, cmp.policy, cmp.qq, cmp.common
+    b_all, c_all = stats.pooled(cmp.b_runs), stats.pooled(cmp.c_runs)
     est_b, est_c = float(np.quantile(b_all, qq)), float(np.quantile(c_all, qq))
     delta = est_c - est_b
     change = delta / abs(est_b) if est_b else (0.0 if delta == 0 else math.copysign(
         math.inf, delta))
     thr = mp.threshold(est_b)
-    worse = delta > 0 if mp.direction == "lower" else delta < 0
-    practical = abs(delta) > thr
     common.update(base=est_b, cand=est_c, delta=delta, change=change, threshold=thr,
-                  n_base=int(b_all.size), n_cand=int(c_all.size), level=level,
-                  base_runs=tuple(float(np.quantile(r, qq)) for r in b_runs),
-                  cand_runs=tuple(float(np.quantile(r, qq)) for r in c_runs))
-
-    def result(verdict: Verdict, reason: str = "", **extra: Any) -> MetricResult:
-        failed = mp.report_only is False and (
-            verdict is Verdict.REGRESSION
-            or (verdict is Verdict.INCONCLUSIVE and policy.strict))
-        return MetricResult(verdict=verdict, failed=failed, reason=reason, **common, **extra)
-
+                  n_base=int(b_all.size), n_cand=int(c_all.size), level=cmp.level,
+                  base_runs=tuple(float(np.quantile(r, qq)) for r in cmp.b_runs),
+                  cand_runs=tuple(float(np.quantile(r, qq)) for r in cmp.c_runs))
+    worse = delta > 0 if mp.direction == "lower" else delta < 0
     moving = Verdict.REGRESSION if worse else Verdict.IMPROVEMENT
-    exact = unit in ("count", "bytes") and all(
+    practical = abs(delta) > thr
+    exact = common["unit"] in ("count", "bytes") and all(
         np.all(x == x[0]) for x in (np.array(common["base_runs"]),
                                     np.array(common["cand_runs"])))
-    if exact and level == "runs":
-        return result(moving if practical else Verdict.UNCHANGED,
-                      "deterministic (runs agree exactly); threshold only")
-    need = policy.min_runs if level == "runs" else max(
+    if exact and cmp.level == "runs":
+        return cmp.result(moving if practical else Verdict.UNCHANGED,
+                          "deterministic (runs agree exactly); threshold only")
+    need = policy.min_runs if cmp.level == "runs" else max(
         policy.min_samples, math.ceil(5 / (1 - qq)))
     n_min = min(b_all.size, c_all.size)
     if n_min < need:
-        what = "runs" if level == "runs" else "samples"
-        return result(Verdict.INCONCLUSIVE,
-                      f"too few {what} ({b_all.size}/{c_all.size}); need ≥ {need} per side",
-                      need=need)
+        what = "runs" if cmp.level == "runs" else "samples"
+        return cmp.result(Verdict.INCONCLUSIVE,
+                          f"too few {what} ({b_all.size}/{c_all.size}); need ≥ {need} per side",
+                          need=need)
+    return _decide_statistically(cmp, b_all, c_all, moving, int(n_min))
+
+
+def _decide_statistically(cmp: _Comparison, b_all: stats.FloatArray, c_all: stats.FloatArray,
+                          moving: Verdict, n_min: int) -> MetricResult:
+    """The tests, the bootstrap interval and the verdict they support."""
+    policy, common = cmp.policy, cmp.common
+    est_b, delta, thr = common["base"], common["delta"], common["threshold"]
     tests: list[float] = []
-    if level == "samples" and qq == 0.5:
+    if cmp.level == "samples" and cmp.qq == 0.5:
         tests.append(stats.mann_whitney_p(b_all, c_all))
-    if len(b_runs) >= 2 and len(c_runs) >= 2:
+    if len(cmp.b_runs) >= 2 and len(cmp.c_runs) >= 2:
         tests.append(stats.welch_log_p(np.array(common["base_runs"]),
                                        np.array(common["cand_runs"])))
     p = max(tests) if tests else None
-    ci = stats.bootstrap_ratio_ci(b_runs, c_runs, qq, 1 - policy.alpha,
+    ci = stats.bootstrap_ratio_ci(cmp.b_runs, cmp.c_runs, cmp.qq, 1 - policy.alpha,
                                   policy.bootstrap_resamples, policy.seed)
     extra: dict[str, Any] = {"p_value": p}
     if ci is None:
-        return result(Verdict.INCONCLUSIVE, "no data to bootstrap", **extra)
+        return cmp.result(Verdict.INCONCLUSIVE, "no data to bootstrap", **extra)
     extra.update(ci=(ci.low, ci.high), ci_is_ratio=ci.ratio)
     if ci.ratio and est_b != 0:
         lo, hi, margin_unit = ci.low - 1, ci.high - 1, abs(est_b)
@@ -347,22 +376,21 @@ def compare_metric(metric: str, base: Sequence[RunMetrics], cand: Sequence[RunMe
     half = (hi - lo) / 2
     rel_thr = thr / margin_unit if margin_unit else math.inf
     rel_delta = abs(delta) / margin_unit if margin_unit else math.inf
+    practical = abs(delta) > thr
     ci_moves = (lo > 0 and delta > 0) or (hi < 0 and delta < 0)
-    significant = ci_moves and (p is None or p < policy.alpha)
-    if practical and significant:
-        return result(moving, **extra)
+    if practical and ci_moves and (p is None or p < policy.alpha):
+        return cmp.result(moving, **extra)
     if not practical and -rel_thr <= lo and hi <= rel_thr:
-        return result(Verdict.UNCHANGED, **extra)
-    margin = rel_delta if practical else rel_thr - rel_delta
-    need_n = stats.samples_needed(n_min, half, margin)
-    what = "runs" if level == "runs" else "samples"
+        return cmp.result(Verdict.UNCHANGED, **extra)
+    need_n = stats.samples_needed(n_min, half, rel_delta if practical else rel_thr - rel_delta)
+    what = "runs" if cmp.level == "runs" else "samples"
     if practical:
         reason = f"change not significant at alpha={policy.alpha:g}"
     else:
         reason = "interval too wide to rule out a change beyond the threshold"
     if need_n is not None:
         reason += f"; need ≈{need_n} {what} per side"
-    return result(Verdict.INCONCLUSIVE, reason, need=need_n, **extra)
+    return cmp.result(Verdict.INCONCLUSIVE, reason, need=need_n, **extra)
 
 
 def _run_arrays(runs: Sequence[RunMetrics], metric: str, q: float | None,
