@@ -6,6 +6,7 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from infraprof.errors import InfraprofError, ToolError, UsageError
 
 if TYPE_CHECKING:  # the capture machinery is imported when the command runs
     from infraprof.capture.ncu import NcuOptions
-    from infraprof.capture.runner import CaptureResult
+    from infraprof.capture.runner import CaptureOptions, CaptureResult
 
 
 def _default_folder(command: list[str]) -> Path:
@@ -96,6 +97,35 @@ def _summary(result: CaptureResult, alignment: dict[str, Any] | None, err: Conso
     err.print("infraprof: " + "\n  ".join(parts), markup=False, highlight=False)
 
 
+def _capture_once(opts: CaptureOptions, nsys: bool, ncu_options: Callable[[], NcuOptions] | None,
+                  log: Callable[[str], None], err: Console) -> int:
+    """One capture into ``opts.output``: nsys (+ py-spy) then, when asked, ncu. Returns the
+    app's exit code under nsys (0 without nsys)."""
+    from infraprof.capture.manifest import update_manifest
+    from infraprof.capture.ncu import run_ncu
+    from infraprof.capture.runner import run_capture
+
+    exit_code = 0
+    if nsys:
+        result = run_capture(opts, log)
+        alignment = None
+        with contextlib.suppress(OSError):
+            alignment = postprocess(result, log)
+        _summary(result, alignment, err)
+        if result.tool_failure:
+            raise ToolError(f"{result.tool_failure}; what was captured is in {opts.output}")
+        exit_code = result.exit_code
+    if ncu_options is not None:
+        nopts = ncu_options()
+        opts.output.mkdir(parents=True, exist_ok=True)
+        outcome = run_ncu(list(opts.command), opts.output, nopts)
+        update_manifest(opts.output, ncu=outcome.to_manifest())
+        log(f"ncu: {outcome.message}")
+        if outcome.status == "missing" and not nsys:
+            raise ToolError(outcome.message)
+    return exit_code
+
+
 def capture(
     ctx: typer.Context,
     command: list[str] | None = typer.Argument(
@@ -142,9 +172,7 @@ def capture(
 ) -> None:
     """Run COMMAND under Nsight Systems (and py-spy for Python) and write report, SQLite export,
     py-spy samples and manifest.json into one folder for `infraprof analyze`."""
-    from infraprof.capture.manifest import update_manifest
-    from infraprof.capture.ncu import run_ncu
-    from infraprof.capture.runner import CaptureOptions, run_capture
+    from infraprof.capture.runner import CaptureOptions
 
     argv = [*(command or []), *ctx.args]
     if argv[:1] == ["--"]:
@@ -157,6 +185,8 @@ def capture(
         err.print(f"infraprof: {message}", markup=False)
 
     folder = output or _default_folder(argv)
+    ncu_options = (lambda: _ncu_options(ncu_set, kernel, launch_skip, launch_count,
+                                        clock_control, from_capture, log)) if ncu else None
     exit_code = 0
     for k in range(repeat):
         target = folder / run_folder_name(k + 1) if repeat > 1 else folder
@@ -164,24 +194,7 @@ def capture(
             log(f"run {k + 1} of {repeat} → {target}")
         opts = CaptureOptions(command=tuple(argv), output=target, pyspy=pyspy, rate_hz=rate,
                               sample=sample, nsys_args=tuple(nsys_arg), timeout_s=timeout)
-        if nsys:
-            result = run_capture(opts, log)
-            alignment = None
-            with contextlib.suppress(OSError):
-                alignment = postprocess(result, log)
-            _summary(result, alignment, err)
-            if result.tool_failure:
-                raise ToolError(f"{result.tool_failure}; what was captured is in {target}")
-            exit_code = result.exit_code
-        if ncu:
-            nopts = _ncu_options(ncu_set, kernel, launch_skip, launch_count, clock_control,
-                                 from_capture, log)
-            target.mkdir(parents=True, exist_ok=True)
-            outcome = run_ncu(argv, target, nopts)
-            update_manifest(target, ncu=outcome.to_manifest())
-            log(f"ncu: {outcome.message}")
-            if outcome.status == "missing" and not nsys:
-                raise ToolError(outcome.message)
+        exit_code = _capture_once(opts, nsys, ncu_options, log, err)
         if exit_code != 0:
             if repeat > 1 and k + 1 < repeat:
                 log(f"app exited with {exit_code}; remaining repeats skipped")
