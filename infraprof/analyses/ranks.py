@@ -24,8 +24,9 @@ in most steps; the title gives its compute over the median rank's.
 ranks by op and order (NCCL issues a communicator's collectives in the same order on every
 rank): the ``i``-th AllReduce of every rank is one collective. The rank whose kernel starts
 last *arrives last*; the others' kernels start earlier and wait inside for it. A rank that
-arrives last at more than half of at least :data:`MIN_COLLECTIVES` matched collectives is a
-straggler. **Impact**: ``Σ (its start − the second-latest start)`` over the collectives it
+arrives last at more than half of at least :data:`MIN_COLLECTIVES` matched collectives, and
+whose collective kernels are on average shorter than the other ranks' (they waited for it),
+is a straggler. **Impact**: ``Σ (its start − the second-latest start)`` over the collectives it
 arrives last at: had it arrived with the next-latest rank, each would have ended that much
 earlier. **Why late**: its own timeline in the windows ``[second-latest start, its start]``:
 its attributed idle gaps by cause (``gap.*`` causes of its own analysis) and, for the rest of
@@ -169,9 +170,13 @@ def _job_span(facts: Sequence[RankFacts], aligned: bool) -> int:
 
 
 def step_compute(facts: Sequence[RankFacts]) -> np.ndarray:
-    """``(ranks, K)`` compute per aligned step (module docstring), ``K`` = fewest steps."""
-    count = min(len(f.steps) for f in facts)
-    return np.array([[c for _, _, c in f.steps[:count]] for f in facts], dtype=np.int64)
+    """``(ranks, K)`` compute per aligned step (module docstring): the ``K`` steps every rank
+    has when all ranks have steps of the same name, else one column of whole-run compute."""
+    names = {f.step_name for f in facts}
+    if len(names) == 1 and None not in names:
+        count = min(len(f.steps) for f in facts)
+        return np.array([[c for _, _, c in f.steps[:count]] for f in facts], dtype=np.int64)
+    return np.array([[sum(c for _, _, c in f.steps)] for f in facts], dtype=np.int64)
 
 
 def _imbalance(facts: Sequence[RankFacts], ranks: list[int], span: int,
@@ -186,25 +191,26 @@ def _imbalance(facts: Sequence[RankFacts], ranks: list[int], span: int,
     ratio = float(peak.sum() / median.sum())
     if ratio - 1 < params.min_imbalance:
         return []
-    slowest = np.bincount(table.argmax(axis=0), minlength=len(facts))
-    worst = int(slowest.argmax())
     totals = table.sum(axis=1)
+    worst = int(totals.argmax())
+    slowest = int((table.argmax(axis=0) == worst).sum())
     median_total = float(np.median(totals))
-    excess = int(round(float((peak - median).sum())))
     over = totals[worst] / median_total - 1 if median_total else 0.0
-    what = "NVTX steps" if all(f.step_name for f in facts) else "steps (whole run)"
+    what = (f"{table.shape[1]} NVTX steps" if table.shape[1] > 1 or facts[0].step_name
+            else "the whole run")
     evidence = {
         "rank": ranks[worst], "input": facts[worst].input, "steps_compared": int(table.shape[1]),
-        "slowest_in_steps": int(slowest[worst]), "max_over_median": round(ratio, 6),
+        "slowest_in_steps": slowest, "max_over_median": round(ratio, 6),
         "compute_ns_by_rank": {str(ranks[i]): int(totals[i]) for i in range(len(facts))},
         "median_rank_compute_ns": int(round(median_total)),
     }
-    title = (f"Rank {ranks[worst]} computes {over:.1%} more per step than the median rank; "
-             f"it is the slowest in {int(slowest[worst])} of {table.shape[1]} {what}")
+    title = (f"Rank {ranks[worst]} computes {over:.1%} more than the median rank over {what}; "
+             f"the job waits for the slowest rank each step (slowest in {slowest} of "
+             f"{table.shape[1]})")
     return [impact_finding(
-        "ranks.imbalance", "ranks", title, excess, span, evidence,
-        "Balance the work across ranks (even data shards/sequence lengths, pipeline stage "
-        "sizes); every other rank waits for the slowest at each step.")]
+        "ranks.imbalance", "ranks", title, int(round(float((peak - median).sum()))), span,
+        evidence, "Balance the work across ranks (even data shards/sequence lengths, pipeline "
+        "stage sizes); every other rank waits for the slowest at each step.")]
 
 
 def _matched_collectives(facts: Sequence[RankFacts]) -> list[np.ndarray]:
@@ -241,8 +247,11 @@ def _stragglers(facts: Sequence[RankFacts], ranks: list[int],
             late_ns[rank_i] += int(lateness[col])
             windows[rank_i].append((int(starts[second[col], col]), int(starts[last[col], col])))
     findings = []
+    waits = np.concatenate([g[:, :, 1] - g[:, :, 0] for g in matched], axis=1) if matched else (
+        np.zeros((len(facts), 0), dtype=np.int64))
     for i, f in enumerate(facts):
-        if total >= MIN_COLLECTIVES and last_counts[i] * 2 > total:
+        others_wait_longer = waits.size and np.delete(waits, i, axis=0).mean() > waits[i].mean()
+        if total >= MIN_COLLECTIVES and last_counts[i] * 2 > total and others_wait_longer:
             findings.append(_straggler_finding(f, ranks[i], int(last_counts[i]), total,
                                                int(late_ns[i]), windows[i], matched, i, span))
     return [int(c) for c in last_counts], findings

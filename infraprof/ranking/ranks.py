@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -23,6 +24,7 @@ from infraprof.ranking.report import SCHEMA_VERSION, Report
 MAX_COLLECTIVES: Final = 200_000  # per rank: bounds the data a worker sends back
 MAX_GAPS: Final = 200_000  # per rank: the longest gaps are kept
 MAX_STEPS: Final = 100_000
+STEP_LIKE: Final = re.compile(r"step|iter|batch|epoch", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,14 @@ def build_many(reports: list[dict[str, Any]], facts: list[RankFacts],
 
 def _steps(report: Report, compute: tuple[np.ndarray, np.ndarray]) -> tuple[
         str | None, list[tuple[int, int, int]]]:
-    """``(step name, [(start, end, compute)])``: NVTX steps (else the whole span as one step);
+    """``(step name, [(start, end, compute)])``: NVTX steps whose name says step, iteration,
+    batch or epoch (:data:`STEP_LIKE`; else the whole span is one step);
     compute = summed durations of the non-communication kernels starting in each step's
     window (to the next step's start), or the step's wall time when the rank has no kernels."""
     starts, durations = compute
     found = nvtx_steps(report.trace.nvtx)
+    if found is not None and not STEP_LIKE.search(found[0]):
+        found = None
     if found is None:
         name = None
         bounds = np.array([[report.span_start_ns, report.span_end_ns]], dtype=np.int64)
