@@ -21,19 +21,36 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, nsys_required
 from helpers_cli import run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import infraprof
-from infraprof.analyses.ranks import RankFacts, assign_ranks, cross_rank, late_causes
+from infraprof.analyses.ranks import (
+    CROSS_RANK_FINDING_IDS,
+    RankFacts,
+    assign_ranks,
+    cross_rank,
+    late_causes,
+)
 from infraprof.inputs.many import capture_environment, expand_inputs, rank_from_environment
 from infraprof.ranking.ranks import ManyReport
 
 POWER = "nsightful/power_iteration__baseline.sqlite"
 HTA = "hta-kineto/trace_filter__sampled_rank-{}.json.gz"
 SLOW = 1.2
+
+
+def _distributed() -> Any:
+    """dask.distributed (the ``dev`` extra): a failure in CI when missing, else a skip."""
+    try:
+        import distributed
+    except ImportError:
+        if nsys_required():
+            pytest.fail("dask.distributed is required in CI: pip install -e '.[dev]'")
+        pytest.skip("dask.distributed not installed (pip install 'infraprof[dask]')")
+    return distributed
 
 
 def _slow_down(db_path: Path, factor: float) -> None:
@@ -171,7 +188,7 @@ def test_expand_inputs_folders_and_globs(tmp_path: Path) -> None:
 
 @pytest.mark.realtraces
 def test_dask_local_gives_the_pool_json(copies: Path, pooled: dict[str, Any]) -> None:
-    pytest.importorskip("distributed")
+    _distributed()
     assert infraprof.analyze_many([copies], jobs=1, dask="local").to_dict() == pooled
 
 
@@ -179,7 +196,7 @@ def test_dask_local_gives_the_pool_json(copies: Path, pooled: dict[str, Any]) ->
 def test_dask_scheduler_address_on_loopback(copies: Path, pooled: dict[str, Any]) -> None:
     """A LocalCluster started here on 127.0.0.1 only, used through its tcp:// address, and shut
     down (bounded: the client waits at most 60 s for it)."""
-    distributed = pytest.importorskip("distributed")
+    distributed = _distributed()
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None)
     try:
@@ -367,3 +384,24 @@ def test_renderers_escape_hostile_names() -> None:
     assert "\x1b" not in render_many_terminal(many)
     md = render_many_markdown(many)
     assert "<script>" not in md and "\x1b" not in md and "\\|" in md
+
+
+def test_cross_rank_finding_ids_are_documented() -> None:
+    text = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    for fid in CROSS_RANK_FINDING_IDS:
+        assert f"## `{fid}`" in text
+
+
+@pytest.mark.realtraces
+def test_job_json_matches_its_schema(pooled: dict[str, Any]) -> None:
+    import jsonschema
+
+    many = json.loads((ROOT / "docs" / "json-schema-many.json").read_text(encoding="utf-8"))
+    single = json.loads((ROOT / "docs" / "json-schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(many)
+    jsonschema.validate(pooled, many)
+    for report in pooled["reports"]:
+        jsonschema.validate(report, single)
+    text = (ROOT / "docs" / "json-schema.md").read_text(encoding="utf-8")
+    rows = many["properties"]["ranks"]["items"]["properties"]
+    assert [k for k in [*many["properties"], *rows] if f"`{k}`" not in text] == []
