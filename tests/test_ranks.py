@@ -405,3 +405,43 @@ def test_job_json_matches_its_schema(pooled: dict[str, Any]) -> None:
     text = (ROOT / "docs" / "json-schema.md").read_text(encoding="utf-8")
     rows = many["properties"]["ranks"]["items"]["properties"]
     assert [k for k in [*many["properties"], *rows] if f"`{k}`" not in text] == []
+
+
+def test_gate_job_metrics_take_the_slowest_rank() -> None:
+    from infraprof.analyses.run_metrics import RunMetrics
+    from infraprof.gate.ranks import job_metrics
+
+    fast = RunMetrics("a", values={"gpu:busy_ns": 10.0, "only:a": 1.0},
+                      samples={"step:duration": [5.0, 9.0, 5.0]})
+    slow = RunMetrics("b", values={"gpu:busy_ns": 30.0},
+                      samples={"step:duration": [7.0, 6.0, 8.0, 99.0]})
+    job = job_metrics([fast, slow], "job")
+    assert job.samples["step:duration"] == [7.0, 9.0, 8.0]  # per step, the slowest rank
+    assert job.values["step:duration:p50_ns"] == 8.0
+    assert job.values["gpu:busy_ns"] == 30.0 and "only:a" not in job.values
+    assert job.values["rank0:only:a"] == 1.0 and job.values["rank1:gpu:busy_ns"] == 30.0
+    assert job.samples["rank1:step:duration"] == [7.0, 6.0, 8.0, 99.0]
+
+
+@pytest.mark.realtraces
+def test_gate_accepts_folders_of_per_rank_reports(copies: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from infraprof.gate.metrics import load_run
+
+    base, cand = tmp_path / "base", tmp_path / "cand"
+    for folder, names in ((base, ("rank0", "rank1")), (cand, ("rank0", "rank2"))):
+        folder.mkdir()
+        for i, name in enumerate(names):
+            shutil.copyfile(copies / f"{name}.sqlite", folder / f"r{i}.sqlite")
+    per_rank = [load_run(cand / f"r{i}.sqlite") for i in range(2)]
+    job = load_run(cand)
+    assert job.context["ranks"] == "2"
+    busy = [r.values["gpu:busy_ns"] for r in per_rank]
+    assert job.values["gpu:busy_ns"] == max(busy) and job.values["rank1:gpu:busy_ns"] == busy[1]
+    code, out, err = run_main(["compare", "--base", str(base), "--cand", str(cand), "-f", "json"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    results = {r["metric"]: r for r in json.loads(out)["metrics"]}
+    assert results["gpu:busy_ns"]["cand"] == max(busy)
+    assert results["rank1:gpu:busy_ns"]["base"] != results["rank1:gpu:busy_ns"]["cand"]
