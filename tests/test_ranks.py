@@ -339,9 +339,13 @@ def test_rank_from_the_capture_environment(copies: Path, tmp_path: Path) -> None
 def test_expand_inputs_errors(tmp_path: Path) -> None:
     from infraprof.errors import InputError
 
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty").mkdir()  # at most one report-like entry: a capture folder, as always
+    assert expand_inputs([tmp_path / "empty"]) == [tmp_path / "empty"]
+    (tmp_path / "docs").mkdir()
+    for name in ("a.json", "b.json"):
+        (tmp_path / "docs" / name).write_text('{"not": "a trace"}')
     with pytest.raises(InputError, match="holds no nsys report"):
-        expand_inputs([tmp_path / "empty"])
+        expand_inputs([tmp_path / "docs"])
     with pytest.raises(InputError, match="matches no file"):
         expand_inputs([tmp_path / "nothing*.sqlite"])
 

@@ -2,8 +2,9 @@
 of each report from its capture environment.
 
 * :func:`expand_inputs`: each argument is a report/export/capture folder/Kineto trace; a
-  folder that is *not* a capture folder (no ``report.*`` and no ``manifest.json``) stands for
-  the reports in it (files and capture folders, one level, by name); an argument that does not
+  folder that is *not* a capture folder (:func:`is_capture_folder`: no ``report.*``, no
+  ``manifest.json`` and two or more report-like entries) stands for the reports in it
+  (files and capture folders, one level, by name); an argument that does not
   exist and holds ``*``, ``?`` or ``[`` is a glob. A report and its own SQLite export side by
   side (``r0.nsys-rep`` + ``r0.sqlite``) count once (the export). Duplicates (same resolved
   path) are refused: a rank would be counted twice. At most :data:`MAX_INPUTS`.
@@ -29,11 +30,32 @@ RANK_VARIABLES: Final = ("RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID", "PMI_RA
 MAX_INPUTS: Final = 4096
 _GLOB_CHARS: Final = frozenset("*?[")
 _ENV_KEY: Final = ":ENVIRONMENT_VARIABLE"
+_REPORT_ENDINGS: Final = (".sqlite", ".nsys-rep", ".qdrep", ".json", ".sqlite.gz", ".json.gz")
+
+
+def _has_capture_files(path: Path) -> bool:
+    return any((path / name).exists() for name in (*NSYS_FILES, MANIFEST_NAME))
+
+
+def _report_like(entry: Path) -> bool:
+    """Cheap (name only) pre-check of a folder entry that may be a report."""
+    if entry.name.startswith("."):
+        return False
+    if entry.is_dir():
+        return _has_capture_files(entry)
+    return entry.name.lower().endswith(_REPORT_ENDINGS)
 
 
 def is_capture_folder(path: Path) -> bool:
-    """A folder written by ``infraprof capture`` (or holding ``report.*`` the same way)."""
-    return any((path / name).exists() for name in (*NSYS_FILES, MANIFEST_NAME))
+    """A capture folder, as ``analyze`` always read one: ``report.*`` or ``manifest.json`` in
+    it, or at most one report-like entry (the folder's only export is its report). A folder
+    with two or more is a folder of reports."""
+    if _has_capture_files(path):
+        return True
+    try:
+        return sum(1 for entry in path.iterdir() if _report_like(entry)) < 2
+    except OSError:
+        return True
 
 
 def _folder_reports(folder: Path) -> list[Path]:
@@ -43,7 +65,7 @@ def _folder_reports(folder: Path) -> list[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if is_capture_folder(entry):
+            if _has_capture_files(entry):
                 found.append(entry)
             continue
         try:
