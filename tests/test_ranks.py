@@ -169,6 +169,8 @@ def test_text_formats_print_the_checked_figures(pooled_many: ManyReport,
         assert fmt_ns(value) in line
     assert fmt_ns(impact) == "225.818 ms"
     assert "recovers 225.818 ms of job time (ranks.imbalance)" in text
+    idle = max(row["idle_by_cause_ns"].items(), key=lambda kv: kv[1])
+    assert f"{idle[0]} {fmt_ns(idle[1])}" in line  # the top idle cause, checked above
     md = render_many_markdown(pooled_many)
     assert f"| 2 | input order | {fmt_ns(row['gpu_busy_ns'])} |" in md
     page = render_many_html(pooled_many)
@@ -241,6 +243,9 @@ def test_straggler_on_real_nccl_collectives(shared_traces: Path) -> None:
                 late[who] += abs(b[1] - a[1])
     assert [r["last_arrivals"] for r in data["ranks"]] == counts
     assert [r["collectives"] for r in data["ranks"]] == [len(t) for t in truth]
+    for row, report in zip(data["ranks"], data["reports"], strict=True):
+        comm = [d["communication"] for d in report["kernel_classes"]["devices"]]
+        assert row["exposed_comm_ns"] == sum(c["exposed_ns"] for c in comm if c) > 0
     straggler = next(f for f in data["findings"] if f["id"] == "ranks.straggler")
     who = int(np.argmax(counts))
     ev = straggler["evidence"]
@@ -344,6 +349,11 @@ def test_expand_inputs_errors(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     for name in ("a.json", "b.json"):
         (tmp_path / "docs" / name).write_text('{"not": "a trace"}')
+    with pytest.raises(InputError, match=r"a\.json"):  # not a trace: said, not skipped
+        expand_inputs([tmp_path / "docs"])
+    run = {"schema": "infraprof.gate.run/1", "source": "x", "values": {}, "samples": {}}
+    for name in ("a.json", "b.json"):
+        (tmp_path / "docs" / name).write_text(json.dumps(run))
     with pytest.raises(InputError, match="holds no nsys report"):
         expand_inputs([tmp_path / "docs"])
     with pytest.raises(InputError, match="matches no file"):
@@ -365,6 +375,12 @@ def test_cli_errors_are_one_line(copies: Path, tmp_path: Path, monkeypatch: pyte
         code, _, err = run_main(argv, monkeypatch, capsys)
         assert code == want, (argv, err)
         assert err.startswith("infraprof: error:") and err.count("\n") == 1 and text in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copyfile(copies / "rank0.sqlite", broken / "a.sqlite")
+    (broken / "b.sqlite").write_bytes((copies / "rank1.sqlite").read_bytes()[:65536])
+    code, _, err = run_main(["analyze", str(broken), "-j", "2"], monkeypatch, capsys)
+    assert code == 3 and err.count("\n") == 1 and "b.sqlite: truncated SQLite file" in err
     monkeypatch.setitem(sys.modules, "distributed", None)  # dask not installed
     code, _, err = run_main(["analyze", str(copies), "--dask", "local"], monkeypatch, capsys)
     assert code == 4 and err.count("\n") == 1 and "pip install" in err
@@ -428,24 +444,22 @@ def test_gate_job_metrics_take_the_slowest_rank() -> None:
 
 
 @pytest.mark.realtraces
-def test_gate_accepts_folders_of_per_rank_reports(copies: Path, tmp_path: Path,
+def test_gate_accepts_folders_of_per_rank_reports(copies: Path, pooled: dict[str, Any],
+                                                  tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from infraprof.gate.metrics import load_run
-
     base, cand = tmp_path / "base", tmp_path / "cand"
     for folder, names in ((base, ("rank0", "rank1")), (cand, ("rank0", "rank2"))):
         folder.mkdir()
         for i, name in enumerate(names):
             shutil.copyfile(copies / f"{name}.sqlite", folder / f"r{i}.sqlite")
-    per_rank = [load_run(cand / f"r{i}.sqlite") for i in range(2)]
-    job = load_run(cand)
-    assert job.context["ranks"] == "2"
-    busy = [r.values["gpu:busy_ns"] for r in per_rank]
-    assert job.values["gpu:busy_ns"] == max(busy) and job.values["rank1:gpu:busy_ns"] == busy[1]
+    # each copy's own gate metrics, from its single analysis (analyze JSON `gate_samples`)
+    busy = [r["gate_samples"]["values"]["gpu:busy_ns"] for r in pooled["reports"]]
     code, out, err = run_main(["compare", "--base", str(base), "--cand", str(cand), "-f", "json"],
                               monkeypatch, capsys)
     assert code == 0, err
     results = {r["metric"]: r for r in json.loads(out)["metrics"]}
-    assert results["gpu:busy_ns"]["cand"] == max(busy)
-    assert results["rank1:gpu:busy_ns"]["base"] != results["rank1:gpu:busy_ns"]["cand"]
+    assert results["gpu:busy_ns"]["base"] == max(busy[0], busy[1])
+    assert results["gpu:busy_ns"]["cand"] == max(busy[0], busy[2])
+    assert results["rank1:gpu:busy_ns"]["base"] == busy[1]
+    assert results["rank1:gpu:busy_ns"]["cand"] == busy[2]

@@ -60,23 +60,12 @@ def is_capture_folder(path: Path) -> bool:
 
 def _folder_reports(folder: Path) -> list[Path]:
     """The traces in a folder of reports (module docstring), sorted by name."""
-    found: list[Path] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if _has_capture_files(entry):
-                found.append(entry)
-            continue
-        try:
-            kind = detect(entry)
-        except InputError:
-            continue
-        if kind in TRACE_KINDS:
-            found.append(entry)
-    exports = {p.name.split(".")[0] for p in found if p.suffix == ".sqlite"}
-    found = [p for p in found if not (p.suffix in (".nsys-rep", ".qdrep")
-                                      and p.name.split(".")[0] in exports)]
+    entries = [e for e in sorted(folder.iterdir()) if _report_like(e)]
+    exports = {e.name.split(".")[0] for e in entries if e.suffix == ".sqlite"}
+    entries = [e for e in entries if not (e.suffix in (".nsys-rep", ".qdrep")
+                                          and e.name.split(".")[0] in exports)]
+    # capture folders as they are; files by content (a broken report is an error, exit 3)
+    found = [e for e in entries if e.is_dir() or detect(e) in TRACE_KINDS]
     if not found:
         raise InputError(f"{folder}: holds no nsys report, SQLite export, capture folder or "
                          "PyTorch profiler trace; pass the reports themselves")
