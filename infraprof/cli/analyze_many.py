@@ -90,8 +90,20 @@ def analyze_several(paths: Sequence[Path], config: AnalysisConfig, fmt: str,
     refuse_inputs(output, inputs)
     many = api.analyze_many(inputs, config=config, jobs=options.jobs, memory_budget=budget,
                             dask=options.dask, use_cache=options.use_cache)
+    _warn(many)
     text, kind = _render(many, fmt, config.top)
     emit(text, output, inputs=inputs, kind=kind)  # type: ignore[arg-type]
+
+
+def _warn(many: ManyReport) -> None:
+    """The rows each input's reader left out, one ``infraprof: warning:`` line each, as for
+    a single input."""
+    from infraprof.cli.output import warn_data_quality
+    from infraprof.readers.validate import DataIssue
+
+    for report in many.reports:
+        issues = [DataIssue(**issue) for issue in report.get("data_quality") or []]
+        warn_data_quality(issues, Path(str(report["inputs"][0]["path"])))
 
 
 def emit_split(report: Report, path: Path, config: AnalysisConfig, fmt: str,

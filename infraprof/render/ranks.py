@@ -90,7 +90,7 @@ def render_many_markdown(many: ManyReport, top: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lane(row: dict[str, Any], job_lo: int, job_ns: int) -> str:
+def _lane(row: dict[str, Any], job_ns: int) -> str:
     """One rank's lane: its span on the job's clock, filled by its GPU busy share."""
     offset = row["offset_ns"] or 0
     left = 100 * offset / job_ns if job_ns else 0.0
@@ -111,7 +111,7 @@ def render_many_html(many: ManyReport, top: int = 10) -> str:
                    for r in many.ranks)
     findings = "".join(f"<li>{line}</li>" for line in _finding_lines(many, top, esc))
     inputs = "".join(f"<li><code>{esc(p)}</code>: {esc(t)}</li>" for p, t in _inputs(many))
-    lanes = "".join(_lane(r, 0, job_ns) for r in many.ranks)
+    lanes = "".join(_lane(r, job_ns) for r in many.ranks)
     title = html.escape(f"infraprof: {len(many.reports)} inputs, {len(many.ranks)} ranks")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + title + "</title>"
