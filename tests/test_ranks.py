@@ -463,3 +463,19 @@ def test_gate_accepts_folders_of_per_rank_reports(copies: Path, pooled: dict[str
     assert results["gpu:busy_ns"]["cand"] == max(busy[0], busy[2])
     assert results["rank1:gpu:busy_ns"]["base"] == busy[1]
     assert results["rank1:gpu:busy_ns"]["cand"] == busy[2]
+
+
+def test_worker_count_is_bounded_by_cores_inputs_and_memory(tmp_path: Path) -> None:
+    from infraprof.many import BASE_BYTES, BYTES_PER_INPUT_BYTE, estimate_bytes, worker_count
+
+    files = []
+    for i in range(8):
+        path = tmp_path / f"r{i}.sqlite"
+        path.write_bytes(b"x" * (1000 * (i + 1)))
+        files.append(path)
+    need = estimate_bytes(files[-1])
+    assert need == BASE_BYTES + BYTES_PER_INPUT_BYTE * 8000
+    assert worker_count(files, jobs=3, memory_budget=100 * need) == 3
+    assert worker_count(files[:2], jobs=8, memory_budget=100 * need) == 2
+    assert worker_count(files, jobs=8, memory_budget=5 * need) == 5
+    assert worker_count(files, jobs=8, memory_budget=1) == 1  # at least one
