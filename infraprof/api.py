@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from infraprof.analyses.registry import AnalysisConfig
     from infraprof.gate.verdict import GateResult
     from infraprof.ranking import Report
+    from infraprof.ranking.ranks import ManyReport
 
 PathLike = str | Path
 
@@ -66,6 +67,38 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
         trace.meta.session_start_utc_ns)
     return build_report(trace, config, pyspy=aligned, ncu=metrics)
+
+
+def analyze_many(paths: PathLike | Sequence[PathLike], *, config: AnalysisConfig | None = None,
+                 disable: Sequence[str] = (), settings: Mapping[str, Any] | None = None,
+                 jobs: int | None = None, memory_budget: int | None = None,
+                 dask: str | None = None, use_cache: bool = True) -> ManyReport:
+    """Analyse several reports as one job, as ``infraprof analyze A B C …`` does: ``paths``
+    are reports, exports, capture folders, folders of reports or globs (``docs/scaling.md``).
+    Returns a :class:`~infraprof.ranking.ranks.ManyReport`: ``.reports`` (one
+    :meth:`Report.to_dict` per input, in order), ``.ranks`` (per-rank rows), ``.findings``
+    (cross-rank, by impact) and ``.to_dict()`` (the CLI's JSON).
+
+    ``jobs``: most worker processes (default: the usable cores); ``memory_budget``: bytes the
+    workers may use together (default half the available memory); ``dask``: ``"local"`` (a
+    ``LocalCluster`` on 127.0.0.1) or a scheduler address ``tcp://HOST:PORT`` to run on
+    instead of the local pool (``ToolError`` when dask is not installed)."""
+    from infraprof import many
+    from infraprof.inputs import TRACE_KINDS, check_kind
+    from infraprof.inputs.many import expand_inputs
+
+    given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    inputs = expand_inputs(given)
+    for source in inputs:
+        check_kind(source, TRACE_KINDS, "an nsys report, its SQLite export, a capture folder "
+                   "or a PyTorch profiler trace")
+    if config is None:
+        config = analysis_config(disable=disable, settings=settings)
+    job_list = [many.Job(i, str(p), config, use_cache) for i, p in enumerate(inputs)]
+    workers = many.worker_count(inputs, jobs, memory_budget)
+    if dask is not None:
+        return many.run_on_dask(job_list, dask, workers, memory_budget)
+    return many.run_local(job_list, workers)
 
 
 def _is_pyspy_profile(path: Path) -> bool:

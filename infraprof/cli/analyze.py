@@ -59,11 +59,12 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
 
 
 def analyze(
-    input_path: Path = typer.Argument(
-        ..., metavar="INPUT",
+    input_paths: list[Path] = typer.Argument(
+        ..., metavar="INPUT...",
         help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, a "
         "PyTorch profiler trace (*.pt.trace.json[.gz]), or a py-spy profile alone "
-        "(speedscope/chrometrace JSON, raw text, SVG)."),
+        "(speedscope/chrometrace JSON, raw text, SVG). Several inputs, a folder of reports or "
+        "a quoted glob: one job (one report per rank; see docs/scaling.md)."),
     output_format: OutputFormat | None = typer.Option(
         None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
     output: Path | None = typer.Option(
@@ -92,10 +93,25 @@ def analyze(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Read the export itself, not infraprof's columnar cache "
         "(nothing is written to the cache either)."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", min=1, help="Several inputs: most worker processes (default: "
+        "the usable cores, bounded by --memory-budget)."),
+    memory_budget: str | None = typer.Option(
+        None, "--memory-budget", help="Several inputs: memory the workers may use together "
+        "(e.g. 8GiB, 512MB; default half the available memory)."),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Several inputs: run on Dask: `local` (a LocalCluster on "
+        "127.0.0.1) or a scheduler address tcp://HOST:PORT (needs infraprof[dask])."),
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
     from infraprof import api
+    from infraprof.cli.analyze_many import (
+        ManyOptions,
+        analyze_several,
+        emit_split,
+        is_several,
+    )
     from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
     from infraprof.outputs import refuse_inputs
 
@@ -105,6 +121,11 @@ def analyze(
             OutputFormat.table)
     config = api.analysis_config(config_file, disable=disable,
                                  settings={"top": top, "min-impact": min_impact})
+    many = ManyOptions(jobs, memory_budget, dask, not no_cache)
+    if is_several(input_paths, many):
+        analyze_several(input_paths, config, fmt.value, output, many, ncu=ncu, pyspy=pyspy)
+        return
+    input_path = input_paths[0]
     inputs = [input_path, *ncu, pyspy]
     refuse_inputs(output, inputs)
     kind = check_kind(input_path, TRACE_KINDS | NCU_KINDS | PYSPY_KINDS,
@@ -119,9 +140,10 @@ def analyze(
                              use_cache=not no_cache)
     warn_data_quality(report.trace.data_quality, input_path)
     warn_lines(report.trace.meta.warnings)
+    if emit_split(report, input_path, config, fmt.value, output, inputs):
+        return
     text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     emit(text, output, inputs=inputs, kind=text_kind)
-
 
 
 def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int | None,

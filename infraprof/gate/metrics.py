@@ -147,7 +147,12 @@ def metrics_from_ncu(km: KernelMetrics, source: str) -> RunMetrics:
 def load_run(path: Path, step: str = "auto") -> RunMetrics:
     """One run from a capture folder, nsys report/SQLite export, Nsight Compute report or CSV,
     analyze JSON or gate metrics JSON (any file gzip-compressed too), detected by content.
-    Raises ``InputError`` (exit 3) for anything unreadable."""
+    Raises ``InputError`` (exit 3) for anything unreadable. A folder of per-rank reports is
+    one run of a multi-rank job (:mod:`infraprof.gate.ranks`)."""
+    from infraprof.gate.ranks import is_rank_folder, load_job
+
+    if is_rank_folder(path):
+        return load_job(path, step)
     kind = check_kind(path, TRACE_KINDS | NCU_KINDS | JSON_DOCUMENT_KINDS,
                       "a capture folder, an nsys report or SQLite export, an Nsight Compute "
                       "report, analyze JSON or gate metrics JSON")

@@ -1,0 +1,122 @@
+"""``infraprof analyze A B C …``: several inputs (or one report holding several rank processes)
+analysed as one job; see ``docs/scaling.md``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from infraprof.cli.output import emit
+from infraprof.errors import UsageError
+
+if TYPE_CHECKING:
+    from infraprof.analyses.registry import AnalysisConfig
+    from infraprof.ranking import Report
+    from infraprof.ranking.ranks import ManyReport
+
+_SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS: Final = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+                 "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+@dataclass(frozen=True)
+class ManyOptions:
+    """The options that apply to several inputs."""
+
+    jobs: int | None = None
+    memory_budget: str | None = None
+    dask: str | None = None
+    use_cache: bool = True
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``8GiB``, ``512MB``, ``1.5G``, ``4096`` (``UsageError`` otherwise)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"--memory-budget {text!r}: give a size such as 8GiB or 512MB")
+    unit = (match.group(2) or "").lower().removesuffix("b")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise UsageError(f"--memory-budget {text!r}: must be more than 0 bytes")
+    return value
+
+
+def is_several(paths: Sequence[Path], options: ManyOptions) -> bool:
+    """Several inputs: more than one argument, a glob or a folder of reports (a folder that is
+    not a capture folder)."""
+    from infraprof.inputs.many import is_capture_folder
+
+    if len(paths) > 1:
+        return True
+    path = paths[0]
+    if not path.exists() and set("*?[") & set(str(path)):
+        return True
+    return path.is_dir() and not is_capture_folder(path)
+
+
+def _render(many: ManyReport, fmt: str, top: int) -> tuple[str, str]:
+    from infraprof.render.ranks import (
+        render_many_html,
+        render_many_json,
+        render_many_markdown,
+        render_many_terminal,
+    )
+
+    if fmt == "json":
+        return render_many_json(many), "json"
+    if fmt in ("markdown", "md"):
+        return render_many_markdown(many, top), "text"
+    if fmt == "html":
+        return render_many_html(many, top), "text"
+    return render_many_terminal(many, top), "text"
+
+
+def analyze_several(paths: Sequence[Path], config: AnalysisConfig, fmt: str,
+                    output: Path | None, options: ManyOptions, ncu: Sequence[Path] = (),
+                    pyspy: Path | None = None) -> None:
+    """Analyse the inputs as one job and write the multi-input report."""
+    from infraprof import api
+    from infraprof.inputs.many import expand_inputs
+    from infraprof.outputs import refuse_inputs
+
+    if ncu or pyspy is not None:
+        raise UsageError("--ncu and --pyspy join one trace; analyse that trace alone to use "
+                         "them, or drop them for several inputs")
+    budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
+    inputs = expand_inputs(list(paths))
+    refuse_inputs(output, inputs)
+    many = api.analyze_many(inputs, config=config, jobs=options.jobs, memory_budget=budget,
+                            dask=options.dask, use_cache=options.use_cache)
+    _warn(many)
+    text, kind = _render(many, fmt, config.top)
+    emit(text, output, inputs=inputs, kind=kind)  # type: ignore[arg-type]
+
+
+def _warn(many: ManyReport) -> None:
+    """The rows each input's reader left out, one ``infraprof: warning:`` line each, as for
+    a single input."""
+    from infraprof.cli.output import warn_data_quality
+    from infraprof.readers.validate import DataIssue
+
+    for report in many.reports:
+        issues = [DataIssue(**issue) for issue in report.get("data_quality") or []]
+        warn_data_quality(issues, Path(str(report["inputs"][0]["path"])))
+
+
+def emit_split(report: Report, path: Path, config: AnalysisConfig, fmt: str,
+               output: Path | None, inputs: Sequence[Path | None]) -> bool:
+    """For one report holding several rank processes: write the job report of its ranks (its
+    own report object is ``reports[0]``) and return True; False for one process."""
+    from infraprof.many import Job, job_facts
+    from infraprof.model.processes import rank_pids
+    from infraprof.ranking.ranks import build_many
+
+    if len(rank_pids(report.trace)) < 2:
+        return False
+    many = build_many([report.to_dict()], job_facts(report, Job(0, str(path), config)))
+    text, kind = _render(many, fmt, config.top)
+    emit(text, output, inputs=inputs, kind=kind)  # type: ignore[arg-type]
+    return True

@@ -1,0 +1,186 @@
+"""Analyse several reports at once: a map (one :func:`run_job` per input, each exactly what a
+single ``infraprof analyze`` of that input produces, plus its ranks' facts) and a reduce
+(:func:`~infraprof.ranking.ranks.build_many`: the per-rank table and the cross-rank findings).
+
+The map runs in this process (one worker), in a local process pool (``forkserver`` start
+method, one report per worker process at a time, the pool sized by :func:`worker_count`), or on
+a Dask cluster (:func:`run_on_dask`; ``docs/scaling.md``). All three give the same result: the
+per-input objects come back in input order and the reduce is the same function.
+
+**Memory bound.** A report's analysis peaks at about :data:`BASE_BYTES` plus
+:data:`BYTES_PER_INPUT_BYTE` times its file size (the SQLite export, or the report for
+``.nsys-rep``; the largest nsys file of a capture folder). The pool runs at most
+``budget // largest estimate`` workers (at least one): ``budget`` defaults to half the memory
+available now (``/proc/meminfo`` ``MemAvailable``), and to the core count for processes.
+Each worker process analyses one report and exits (``max_tasks_per_child=1``), so memory is
+returned between reports.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from infraprof.errors import ToolError, UsageError
+
+if TYPE_CHECKING:
+    from infraprof.analyses.ranks import RankFacts
+    from infraprof.analyses.registry import AnalysisConfig
+    from infraprof.ranking.ranks import ManyReport
+    from infraprof.ranking.report import Report
+
+BASE_BYTES: Final = 400 * 2**20
+BYTES_PER_INPUT_BYTE: Final = 12
+DASK_INSTALL: Final = ("--dask needs dask.distributed, which is not installed; install it with "
+                       "`pip install 'infraprof[dask]'` (or `pip install \"dask[distributed]\"`)")
+DASK_TIMEOUT_S: Final = 60
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input to analyse: its position, path, settings and cache choice (sent to workers)."""
+
+    index: int
+    path: str
+    config: AnalysisConfig
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a worker sends back: the input's ``analyze`` JSON object, its ranks' facts and the
+    reader's warnings."""
+
+    index: int
+    report: dict[str, Any]
+    facts: list[RankFacts]
+    warnings: tuple[str, ...] = ()
+
+
+def _report_rank(report: Report) -> tuple[int | None, str]:
+    """The rank a whole report states: Kineto ``distributedInfo``, else the rank variables of
+    the environment nsys recorded for the launched process (nsys 2023.3+)."""
+    from infraprof.inputs.many import capture_environment, rank_from_environment
+
+    meta = report.trace.meta
+    if meta.rank is not None:
+        return meta.rank, "PyTorch profiler distributedInfo.rank"
+    env = capture_environment(meta.sqlite_path).get(0, {})
+    found = rank_from_environment(env)
+    if found is not None:
+        return found[0], f"{found[1]} in the capture environment"
+    return None, "input order"
+
+
+def job_facts(report: Report, job: Job) -> list[RankFacts]:
+    """One rank per report, or one per rank process when the report holds several
+    (:mod:`infraprof.model.processes`), each from its own analysis."""
+    from infraprof.model.processes import process_trace, rank_pids
+    from infraprof.ranking.ranks import rank_facts
+    from infraprof.ranking.report import build_report
+
+    pids = rank_pids(report.trace)
+    if len(pids) < 2:
+        hint, source = _report_rank(report)
+        return [rank_facts(report, input_path=job.path, input_index=job.index,
+                           pid=pids[0] if pids else None, rank_hint=hint, rank_source=source)]
+    return [rank_facts(build_report(process_trace(report.trace, pid), job.config),
+                       input_path=job.path, input_index=job.index, pid=pid, rank_hint=None,
+                       rank_source="process order (pid) in the report") for pid in pids]
+
+
+def run_job(job: Job) -> JobResult:
+    """The map step: ``infraprof.analyze(job.path).to_dict()`` and the ranks' facts."""
+    from infraprof import api
+
+    report = api.analyze(job.path, config=job.config, use_cache=job.use_cache)
+    return JobResult(job.index, report.to_dict(), job_facts(report, job),
+                     report.trace.meta.warnings)
+
+
+def reduce_results(results: Sequence[JobResult]) -> ManyReport:
+    """The reduce step: per-input objects in input order, then the cross-rank results."""
+    from infraprof.ranking.ranks import build_many
+
+    ordered = sorted(results, key=lambda r: r.index)
+    return build_many([r.report for r in ordered], [f for r in ordered for f in r.facts])
+
+
+def estimate_bytes(path: Path) -> int:
+    """Peak memory of one report's analysis (module docstring)."""
+    files = [path] if path.is_file() else [p for p in path.glob("report.*") if p.is_file()]
+    size = max((p.stat().st_size for p in files), default=0)
+    return BASE_BYTES + BYTES_PER_INPUT_BYTE * size
+
+
+def available_bytes() -> int:
+    """Memory available now (``MemAvailable``; 4 GiB when unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def worker_count(paths: Sequence[Path], jobs: int | None = None,
+                 memory_budget: int | None = None) -> int:
+    """Workers for ``paths``: at most ``jobs`` (default: usable cores), one per input, and
+    as many as the memory budget (default half the available memory) holds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    budget = memory_budget if memory_budget is not None else available_bytes() // 2
+    need = max((estimate_bytes(p) for p in paths), default=BASE_BYTES)
+    return max(1, min(jobs or cores, len(paths), budget // need))
+
+
+def run_local(jobs: Sequence[Job], workers: int) -> ManyReport:
+    """The map in this process (``workers == 1``) or a ``forkserver`` process pool."""
+    if workers <= 1 or len(jobs) <= 1:
+        return reduce_results([run_job(j) for j in jobs])
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    fresh: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                             **fresh) as pool:
+        return reduce_results(list(pool.map(run_job, jobs)))
+
+
+def run_on_dask(jobs: Sequence[Job], address: str, workers: int,
+                memory_budget: int | None = None) -> ManyReport:
+    """The map and the reduce on a Dask cluster: ``address`` ``local`` starts a
+    ``LocalCluster`` on 127.0.0.1 (``workers`` processes of one thread, no dashboard), else
+    a scheduler address such as ``tcp://10.0.0.5:8786``. ``ToolError`` (exit 4) when dask is
+    missing or the scheduler cannot be reached."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ToolError(DASK_INSTALL) from exc
+    if address != "local" and "://" not in address:
+        raise UsageError(f"--dask {address}: give `local` or a scheduler address such as "
+                         "tcp://HOST:8786")
+    cluster = None
+    try:
+        if address == "local":
+            budget = memory_budget if memory_budget is not None else available_bytes() // 2
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, memory_limit=max(budget // workers, BASE_BYTES))
+        with Client(cluster if cluster is not None else address,  # type: ignore[no-untyped-call]
+                    timeout=DASK_TIMEOUT_S) as client:
+            futures = client.map(run_job, list(jobs), pure=False)
+            result: ManyReport = client.submit(reduce_results, futures, pure=False).result()
+            return result
+    except (OSError, TimeoutError) as exc:
+        raise ToolError(f"--dask {address}: cannot run on the Dask cluster ({exc}); check "
+                        "the scheduler address and that it is running") from exc
+    finally:
+        if cluster is not None:
+            cluster.close()
