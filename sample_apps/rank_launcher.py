@@ -44,7 +44,7 @@ def worker(steps: int, slow_rank: int) -> int:
         checksum ^= _spin(seconds)
         nvtx.pop_range()
         nvtx.pop_range()
-    print(f"rank {rank}: {steps} steps, checksum {checksum:08x}")
+    print(f"rank {rank}: pid {os.getpid()}, {steps} steps, checksum {checksum:08x}")
     return 0
 
 
