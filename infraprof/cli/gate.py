@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -81,59 +81,113 @@ def _load_side(paths: list[Path], step: str, what: str) -> list[RunMetrics]:
     return load_side(paths, step, what)
 
 
+_BaseOpt = Annotated[list[Path] | None, typer.Option(
+    "--base", "-b", help="Baseline run (repeat for K runs): capture folder, nsys report/SQLite, "
+    "Kineto trace, JSON; a `capture --repeat K` folder counts as K runs.")]
+_CandOpt = Annotated[list[Path] | None, typer.Option("--cand", "-c",
+                                              help="Candidate run (repeatable).")]
+_BaseDbOpt = Annotated[Path | None, typer.Option(
+    "--base-db", help="Take baseline runs from this store (see `infraprof baseline`).")]
+_BaseNameOpt = Annotated[str, typer.Option("--base-name", help="Store: baseline name.")]
+_BaseBranchOpt = Annotated[str | None, typer.Option("--base-branch", help="Store: branch.")]
+_BaseGpuOpt = Annotated[str | None, typer.Option("--base-gpu", help="Store: GPU name.")]
+_BaseLastOpt = Annotated[int, typer.Option("--base-last", min=1, help="Store: newest K runs.")]
+_FormatOpt = Annotated[GateFormat | None, typer.Option(
+    "--format", "-f", help="Output format (default: from -o suffix, else table). github: "
+    "annotations + job summary in $GITHUB_STEP_SUMMARY.")]
+_OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")]
+_JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML here.")]
+_ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="TOML file with the gate policy (default: the nearest infraprof.toml, or "
+    "pyproject.toml with a tool.infraprof.gate table).")]
+_MaxRegressionOpt = Annotated[str | None, typer.Option(
+    "--max-regression", help="Practical threshold, e.g. 5% (or 250us absolute).")]
+_AbsThresholdOpt = Annotated[str | None, typer.Option(
+    "--abs-threshold", help="Absolute threshold in the metric unit (ns: 250us).")]
+_AlphaOpt = Annotated[float | None, typer.Option(
+    "--alpha", help="Significance level (default 0.01).")]
+_MinSamplesOpt = Annotated[int | None, typer.Option(
+    "--min-samples", help="Samples per side (default 20).")]
+_MinRunsOpt = Annotated[int | None, typer.Option(
+    "--min-runs", help="Runs per side for run-level metrics (default 3).")]
+_MissingOpt = Annotated[str | None, typer.Option(
+    "--missing", help="fail|warn when a metric is on one side only (default fail).")]
+_StrictOpt = Annotated[bool | None, typer.Option(
+    "--strict/--no-strict", help="Fail on inconclusive metrics too.")]
+_MetricOpt = Annotated[list[str] | None, typer.Option(
+    "--metric", "-m", help="Only metrics matching this pattern (repeatable), e.g. 'nvtx:*'.")]
+_ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Skip matching metrics.")]
+_StepOpt = Annotated[str | None, typer.Option(
+    "--step", help="Step source: auto, none, nvtx:NAME or sync:API.")]
+_WidthOpt = Annotated[int | None, typer.Option("--width", min=40, help="Terminal width.")]
+_NoColorOpt = Annotated[bool, typer.Option("--no-color", help="No ANSI colours.")]
+
+
+def _baseline_runs(base: list[Path], base_db: Path | None, step: str, name: str,
+                   branch: str | None, gpu: str | None, last: int) -> list[RunMetrics]:
+    """The baseline side: the given runs, then the matching runs of the store."""
+    from infraprof.gate import baseline as store
+
+    if not base and base_db is None:
+        raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
+    runs = _load_side(list(base), step, "baseline")
+    if base_db is not None:
+        stored = store.query_runs(base_db, name=name, branch=branch, gpu=gpu, last=last)
+        if not stored:
+            raise InputError(f"{base_db}: no stored runs match name={name!r}"
+                             f"{f', branch={branch!r}' if branch else ''}"
+                             f"{f', gpu={gpu!r}' if gpu else ''}")
+        runs += [s.metrics for s in stored]
+    return runs
+
+
+def _write_result(result: GateResult, output_format: GateFormat | None, output: Path | None,
+                  junit: Path | None, width: int | None, no_color: bool,
+                  inputs: list[Path | None]) -> None:
+    """The verdict in the chosen format (stdout or ``output``) and, when asked, JUnit XML."""
+    from infraprof.gate.junit import render_junit
+
+    fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
+                            if output else GateFormat.table)
+    color = output is None and color_wanted(no_color)
+    cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+    kind: TextKind = ("json" if fmt in (GateFormat.json, GateFormat.gitlab) else
+                      "github" if fmt is GateFormat.github else "ansi" if color else "text")
+    emit(_render(result, fmt, color, cols), output, inputs=inputs, kind=kind)
+    if junit is not None:
+        emit(render_junit(result), junit, "the JUnit XML", inputs, option="--junit")
+
+
+def _raise_on_failure(result: GateResult) -> None:
+    if result.failed:
+        failed = [r.metric for r in result.results if r.failed]
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
+                                         else "")
+        raise RegressionDetected(f"gate failed on {len(failed)} metric(s): {shown}")
+
+
 def _make(is_gate: bool) -> Callable[..., None]:
     def command(
-        base: list[Path] = typer.Option([], "--base", "-b", help="Baseline run (repeat for K "
-                                        "runs): capture folder, nsys report/SQLite, Kineto "
-                                        "trace, JSON; a "
-                                        "`capture --repeat K` folder counts as K runs."),
-        cand: list[Path] = typer.Option([], "--cand", "-c", help="Candidate run (repeatable)."),
-        base_db: Path | None = typer.Option(None, "--base-db", help="Take baseline runs from "
-                                            "this store (see `infraprof baseline`)."),
-        base_name: str = typer.Option("main", "--base-name", help="Store: baseline name."),
-        base_branch: str | None = typer.Option(None, "--base-branch", help="Store: branch."),
-        base_gpu: str | None = typer.Option(None, "--base-gpu", help="Store: GPU name."),
-        base_last: int = typer.Option(5, "--base-last", min=1, help="Store: newest K runs."),
-        output_format: GateFormat | None = typer.Option(
-            None, "--format", "-f", help="Output format (default: from -o suffix, else "
-            "table). github: annotations + job summary in $GITHUB_STEP_SUMMARY."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file."),
-        junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML here."),
-        config: Path | None = typer.Option(None, "--config", help="TOML file with the gate "
-                                           "policy (default: the nearest infraprof.toml, or "
-                                           "pyproject.toml with a tool.infraprof.gate table)."),
-        max_regression: str | None = typer.Option(None, "--max-regression", help="Practical "
-                                                  "threshold, e.g. 5% (or 250us absolute)."),
-        abs_threshold: str | None = typer.Option(None, "--abs-threshold", help="Absolute "
-                                                 "threshold in the metric unit (ns: 250us)."),
-        alpha: float | None = typer.Option(None, "--alpha", help="Significance level "
-                                           "(default 0.01)."),
-        min_samples: int | None = typer.Option(None, "--min-samples", help="Samples per side "
-                                               "(default 20)."),
-        min_runs: int | None = typer.Option(None, "--min-runs", help="Runs per side for "
-                                            "run-level metrics (default 3)."),
-        missing: str | None = typer.Option(None, "--missing", help="fail|warn when a metric "
-                                           "is on one side only (default fail)."),
-        strict: bool | None = typer.Option(None, "--strict/--no-strict", help="Fail on "
-                                           "inconclusive metrics too."),
-        metric: list[str] = typer.Option([], "--metric", "-m", help="Only metrics matching "
-                                         "this pattern (repeatable), e.g. 'nvtx:*'."),
-        exclude: list[str] = typer.Option([], "--exclude", help="Skip matching metrics."),
-        step: str | None = typer.Option(None, "--step", help="Step source: auto, none, "
-                                        "nvtx:NAME or sync:API."),
-        width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
-        no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours."),
+        base: _BaseOpt = None, cand: _CandOpt = None, base_db: _BaseDbOpt = None,
+        base_name: _BaseNameOpt = "main", base_branch: _BaseBranchOpt = None,
+        base_gpu: _BaseGpuOpt = None, base_last: _BaseLastOpt = 5,
+        output_format: _FormatOpt = None, output: _OutputOpt = None, junit: _JunitOpt = None,
+        config: _ConfigOpt = None, max_regression: _MaxRegressionOpt = None,
+        abs_threshold: _AbsThresholdOpt = None, alpha: _AlphaOpt = None,
+        min_samples: _MinSamplesOpt = None, min_runs: _MinRunsOpt = None,
+        missing: _MissingOpt = None, strict: _StrictOpt = None, metric: _MetricOpt = None,
+        exclude: _ExcludeOpt = None, step: _StepOpt = None, width: _WidthOpt = None,
+        no_color: _NoColorOpt = False,
     ) -> None:
-        from infraprof.gate import baseline as store
-        from infraprof.gate.junit import render_junit
         from infraprof.gate.policy import load_policy
         from infraprof.gate.verdict import compare
         from infraprof.outputs import refuse_inputs
 
+        base, cand = list(base or ()), list(cand or ())
         policy = load_policy(config, overrides=_overrides(
             max_regression=max_regression, abs_threshold=abs_threshold, alpha=alpha,
             min_samples=min_samples, min_runs=min_runs, missing=missing, strict=strict,
-            metrics=metric, step=step))
+            metrics=list(metric or ()), step=step))
         if exclude:
             policy = replace(policy, exclude=(*policy.exclude, *exclude))
         if not cand:
@@ -141,33 +195,13 @@ def _make(is_gate: bool) -> Callable[..., None]:
         inputs = [*base, *cand, base_db, config]
         refuse_inputs(output, inputs)
         refuse_inputs(junit, inputs, "--junit")
-        if not base and base_db is None:
-            raise UsageError("no baseline: give --base PATH (repeatable) or --base-db STORE")
-        base_runs = _load_side(list(base), policy.step, "baseline")
-        if base_db is not None:
-            stored = store.query_runs(base_db, name=base_name, branch=base_branch,
-                                      gpu=base_gpu, last=base_last)
-            if not stored:
-                raise InputError(f"{base_db}: no stored runs match name={base_name!r}"
-                                 f"{f', branch={base_branch!r}' if base_branch else ''}"
-                                 f"{f', gpu={base_gpu!r}' if base_gpu else ''}")
-            base_runs += [s.metrics for s in stored]
+        base_runs = _baseline_runs(base, base_db, policy.step, base_name, base_branch,
+                                   base_gpu, base_last)
         cand_runs = _load_side(list(cand), policy.step, "candidate")
         result = compare(base_runs, cand_runs, policy)
-        fmt = output_format or (_SUFFIX.get(output.suffix.lower(), GateFormat.table)
-                                if output else GateFormat.table)
-        color = output is None and color_wanted(no_color)
-        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
-        kind: TextKind = ("json" if fmt in (GateFormat.json, GateFormat.gitlab) else
-                          "github" if fmt is GateFormat.github else "ansi" if color else "text")
-        emit(_render(result, fmt, color, cols), output, inputs=inputs, kind=kind)
-        if junit is not None:
-            emit(render_junit(result), junit, "the JUnit XML", inputs, option="--junit")
-        if is_gate and result.failed:
-            failed = [r.metric for r in result.results if r.failed]
-            shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
-                                             else "")
-            raise RegressionDetected(f"gate failed on {len(failed)} metric(s): {shown}")
+        _write_result(result, output_format, output, junit, width, no_color, inputs)
+        if is_gate:
+            _raise_on_failure(result)
 
     command.__name__ = "gate" if is_gate else "compare"
     command.__doc__ = (
