@@ -9,14 +9,18 @@ blocking syncs and NVTX ranges.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infraprof import intervals
 from infraprof import tables as table_schema
+from infraprof.analyses import python_frames
 from infraprof.analyses.attribution import (
     _innermost_nvtx,
     _ThreadIndex,
@@ -187,3 +191,77 @@ def test_gap_table_agrees_with_the_per_gap_algorithm(
     want = _reference_findings(atts, trace, split, phases, params)
     assert [((f.id, f.title, f.impact_ns, f.evidence, f.phase), k) for f, k in got] == [
         ((f.id, f.title, f.impact_ns, f.evidence, ph), k) for (f, ph), k in want]
+
+
+@given(st.lists(_OP, min_size=1, max_size=40), st.integers(0, 100_000))
+@settings(max_examples=40, deadline=None)
+def test_idle_collapsed_windows_are_the_launching_threads_gaps(
+        ops: list[Op], floor: int) -> None:
+    """:func:`idle_collapsed` asks, per launching thread (by tid), for the union of its gaps
+    at least ``floor`` long — as the per-gap loop did."""
+    trace = _trace(ops, [])
+    table = attribute_table(trace, device_timelines(trace))
+    want: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for a in table.records():
+        if a.global_tid is not None and a.dur_ns >= floor:
+            want[int(decode_tid(a.global_tid))].append((a.start_ns, a.end_ns))
+    expected = [(tid, list(zip(merged.starts.tolist(), merged.ends.tolist(), strict=True)))
+                for tid, windows in sorted(want.items())
+                for merged in [intervals.union([w[0] for w in windows],
+                                               [w[1] for w in windows])]]
+    asked: list[tuple[int, list[tuple[int, int]]]] = []
+
+    def record(samples: Any, frames: Any, tid: int, windows: Any) -> str:
+        asked.append((tid, list(windows)))
+        return ""
+
+    pyspy = SimpleNamespace(samples=pd.DataFrame(), frames=pd.DataFrame(),
+                            alignment=SimpleNamespace(error_ns=0), notes=())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(python_frames, "collapsed_in_windows", record)
+        python_frames.idle_collapsed(trace, pyspy, table, min_window_ns=floor)  # type: ignore[arg-type]
+    assert asked == expected
+
+
+def _fake_counts(samples: Any, frames: Any, tid: int, windows: Any, error_ns: int
+                 ) -> list[Counter[Any]]:
+    return [Counter({(("f", tid, a % 5),): 1 + (a + b) % 3, (("g", b % 3),): 1})
+            for a, b in windows]
+
+
+@given(st.lists(_OP, min_size=1, max_size=40), st.lists(_RANGE, max_size=6),
+       st.integers(0, 50_000))
+@settings(max_examples=40, deadline=None)
+def test_frame_pools_match_the_per_gap_pooling(
+        ops: list[Op], ranges: list[tuple[int, int, int, int]], error_ns: int) -> None:
+    """py-spy pools from the host rows equal pooling every gap (same keys, weights and
+    insertion order), with stand-in stack counts per window."""
+    trace = _trace(ops, ranges)
+    table = attribute_table(trace, device_timelines(trace))
+    pyspy = SimpleNamespace(samples=pd.DataFrame(), frames=pd.DataFrame(),
+                            alignment=SimpleNamespace(error_ns=error_ns), notes=())
+    want = python_frames.FramePools(error_ns, defaultdict(Counter), defaultdict(Counter),
+                                    Counter(), Counter())
+    by_tid: dict[int, list[GapAttribution]] = defaultdict(list)
+    for a in table.records():
+        if a.global_tid is not None:
+            by_tid[int(decode_tid(a.global_tid))].append(a)
+    for tid, atts in by_tid.items():
+        jobs = python_frames._thread_jobs(atts)
+        flat = [(i, w) for i, (a, cat) in enumerate(jobs)
+                for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
+        per_job: list[Counter[Any]] = [Counter() for _ in jobs]
+        for (i, _), found in zip(flat, _fake_counts(None, None, tid, [w for _, w in flat], 0),
+                                 strict=True):
+            per_job[i].update(found)
+        for (a, cat), counts in zip(jobs, per_job, strict=True):
+            python_frames._pool_job(want, a, cat, counts)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(python_frames, "windows_counts", _fake_counts)
+        got = python_frames.frame_pools(table, pyspy)  # type: ignore[arg-type]
+    assert got is not None
+    for name in ("weights", "samples"):
+        assert [(k, list(c.items())) for k, c in getattr(got, name).items()] == [
+            (k, list(c.items())) for k, c in getattr(want, name).items()]
+    assert list(got.attributed.items()) == list(want.attributed.items())
+    assert list(got.refused.items()) == list(want.refused.items())

@@ -143,10 +143,11 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
         return None
     pools = FramePools(int(pyspy.alignment.error_ns), defaultdict(Counter), defaultdict(Counter),
                        Counter(), Counter())
-    by_tid: dict[int, list[GapAttribution]] = defaultdict(list)
+    # threads in the order of their first launched gap (the pools' insertion order)
+    by_tid: dict[int, list[GapAttribution]] = {int(tid): [] for tid in pd.unique(
+        decode_tid(attributions.gtid[attributions.has_launch]))}
     for a in attributions.host_records():
-        if a.global_tid is not None:
-            by_tid[int(decode_tid(a.global_tid))].append(a)
+        by_tid[int(decode_tid(a.global_tid or 0))].append(a)
     for tid, atts in by_tid.items():
         jobs = _thread_jobs(atts)
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
