@@ -33,6 +33,7 @@ No launch call found (correlation missing) -> ``unknown``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -146,15 +147,15 @@ class _Calls(NamedTuple):
 
 
 def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
+    """The latest-starting range among the 64 starting at or before ``t`` that is still open
+    at ``t`` (ties: the later one in start order); None without one."""
     if "nv_s" not in entry:
         return None
     s, e = entry["nv_s"], entry["nv_e"]
     hi = int(np.searchsorted(s, t, side="right"))
-    best: tuple[int, str] | None = None
-    for i in range(max(0, hi - 64), hi):
-        if s[i] <= t < e[i] and (best is None or s[i] >= best[0]):
-            best = (int(s[i]), str(entry["nv_name"][i]))
-    return best[1] if best else None
+    lo = max(0, hi - 64)
+    still_open = np.flatnonzero(e[lo:hi] > t)
+    return str(entry["nv_name"][lo + int(still_open[-1])]) if len(still_open) else None
 
 
 def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
@@ -181,27 +182,26 @@ def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray
     return out
 
 
-def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Elementary segments of ``[a, b)`` and the winning category of each."""
-    bounds = np.unique(np.array([a, b, *[x for s, e, _ in spans for x in (s, e)]],
-                                dtype=np.int64))
-    bounds = bounds[(bounds >= a) & (bounds <= b)]
-    cats = np.full(len(bounds) - 1, base, dtype=object)
-    prio = np.zeros(len(bounds) - 1, dtype=np.int64)
+Painted = tuple[list[int], list[str]]  # segment bounds (len n + 1) and each segment's category
+
+
+def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str) -> Painted:
+    """Elementary segments of ``[a, b)`` and the winning category of each (a gap has a few
+    segments: plain Python beats numpy here)."""
+    bounds = sorted({x for x in (a, b, *[x for s, e, _ in spans for x in (s, e)]) if a <= x <= b})
+    cats = [base] * (len(bounds) - 1)
+    prio = [0] * (len(bounds) - 1)
     for s, e, cat in spans:
-        i0 = int(np.searchsorted(bounds, s))
-        i1 = int(np.searchsorted(bounds, e))
         p = _PRIORITY[cat]
-        sel = slice(i0, i1)
-        mask = prio[sel] <= p
-        cats[sel] = np.where(mask, cat, cats[sel])
-        prio[sel] = np.where(mask, p, prio[sel])
+        for i in range(bisect.bisect_left(bounds, s), bisect.bisect_left(bounds, e)):
+            if prio[i] <= p:
+                cats[i] = cat
+                prio[i] = p
     return bounds, cats
 
 
 def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
-                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
+                    ) -> tuple[list[int], list[str], list[dict[str, Any]],
                                dict[str, Any] | None]:
     spans: list[tuple[int, int, str]] = []
     calls: list[dict[str, Any]] = []
@@ -210,9 +210,11 @@ def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
         table: _Calls | None = entry.get(key)
         if table is None:
             continue
-        for i in table.overlapping(g0, g1):
-            s, e, cat = int(table.s[i]), int(table.e[i]), str(table.cat[i])
-            name = str(table.name[i])
+        idx = table.overlapping(g0, g1)
+        for s, e, cat, name in zip(table.s[idx].tolist(), table.e[idx].tolist(),
+                                   table.cat[idx].tolist(), table.name[idx].tolist(),
+                                   strict=True):
+            cat, name = str(cat), str(name)
             spans.append((max(s, g0), min(e, g1), cat))
             calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
             if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
@@ -222,68 +224,68 @@ def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
     queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
     bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if entry["traced"] else "unknown")
     if q0 < g1:
-        cats[bounds[:-1] >= q0] = "launch-overhead"
+        cats = ["launch-overhead" if lo >= q0 else cat
+                for lo, cat in zip(bounds[:-1], cats, strict=True)]
     calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
     return bounds, cats, calls[:5], drain
 
 
-def _expose(bounds: np.ndarray, cats: np.ndarray, drain: dict[str, Any] | None,
-            slack: dict[str, Any], g1: int) -> tuple[np.ndarray, np.ndarray]:
+def _expose(bounds: list[int], cats: list[str], drain: dict[str, Any] | None,
+            slack: dict[str, Any], g1: int) -> None:
     """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
-    while the pool (time the host spent blocked before gaps) lasts."""
+    while the pool (time the host spent blocked before gaps) lasts (``bounds`` and ``cats``
+    are changed in place)."""
     if drain is not None:
         slack["ns"] = min(slack["ns"] + int(drain["blocked_before_gap_ns"]), slack["cap"])
         slack["category"] = drain["category"]
         slack["name"] = drain["name"]
     if slack["ns"] <= 0 or slack["category"] is None:
-        return bounds, cats
-    after = min(int(drain["end_ns"]), g1) if drain is not None else int(bounds[0])
+        return
+    after = min(int(drain["end_ns"]), g1) if drain is not None else bounds[0]
     i = 0
     while i < len(cats) and slack["ns"] > 0:
-        length = int(bounds[i + 1] - bounds[i])
+        length = bounds[i + 1] - bounds[i]
         if bounds[i] < after or cats[i] not in _EXPOSABLE:
             i += 1
             continue
         if length > slack["ns"]:
-            cut = int(bounds[i]) + int(slack["ns"])
-            bounds = np.insert(bounds, i + 1, cut)
-            cats = np.insert(cats, i + 1, cats[i])
+            bounds.insert(i + 1, bounds[i] + int(slack["ns"]))
+            cats.insert(i + 1, cats[i])
             length = int(slack["ns"])
         cats[i] = slack["category"]
         slack["ns"] -= length
         slack["used"] = True
         i += 1
-    return bounds, cats
 
 
-def _where(entry: dict[str, Any], bounds: np.ndarray, cats: np.ndarray) -> dict[str, str]:
+def _where(entry: dict[str, Any], bounds: list[int], cats: list[str]) -> dict[str, str]:
     """Innermost NVTX range at the middle of each category's longest segment."""
-    lengths = np.diff(bounds)
     best: dict[str, tuple[int, int]] = {}
-    for i, (cat, n) in enumerate(zip(cats, lengths, strict=True)):
-        if n > best.get(str(cat), (-1, 0))[0]:
-            best[str(cat)] = (int(n), i)
+    for i, cat in enumerate(cats):
+        n = bounds[i + 1] - bounds[i]
+        if n > best.get(cat, (-1, 0))[0]:
+            best[cat] = (n, i)
     out = {}
-    for cat, (_, i) in best.items():
-        name = _innermost_nvtx(entry, int(bounds[i] + lengths[i] // 2))
+    for cat, (n, i) in best.items():
+        name = _innermost_nvtx(entry, bounds[i] + n // 2)
         if name is not None:
             out[cat] = name
     return out
 
 
-def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams
+def _parts(bounds: list[int], cats: list[str], p: AttributionParams
            ) -> tuple[dict[str, int], dict[str, list[tuple[int, int]]]]:
     """Per-category totals and time segments (adjacent segments merged), after rule 4."""
     total: dict[str, int] = {}
-    for cat, n in zip(cats, np.diff(bounds), strict=True):
-        total[str(cat)] = total.get(str(cat), 0) + int(n)
+    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
+        total[cat] = total.get(cat, 0) + b - a
     cpu = total.get("host-cpu", 0)
     rename = {"host-cpu": "launch-overhead"} if 0 < cpu < p.launch_host_max_ns else {}
     segments: dict[str, list[tuple[int, int]]] = {}
-    for cat, a, b in zip(cats, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
         if b <= a:
             continue
-        c = rename.get(str(cat), str(cat))
+        c = rename.get(cat, cat)
         seg = segments.setdefault(c, [])
         if seg and seg[-1][1] == a:
             seg[-1] = (seg[-1][0], b)
@@ -332,7 +334,7 @@ def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams
             pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
                                            "cap": p.max_run_ahead_ns, "used": False})
             pool["used"] = False
-            bounds, cats = _expose(bounds, cats, drain, pool, g1)
+            _expose(bounds, cats, drain, pool, g1)
             exposed_by = str(pool["name"]) if pool["used"] else None
         parts, segments = _parts(bounds, cats, p)
         out[row] = HostDetail(parts, calls, drain, _where(entry, bounds, cats), exposed_by,
