@@ -29,6 +29,10 @@ joined to its launching API call (correlation id + process) and thread::
    categories of a gap always sum to its length.
 
 No launch call found (correlation missing) -> ``unknown``.
+
+The result is a :class:`~infraprof.analyses.gap_table.GapTable`: cases 1 and "no launch call"
+(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, one by
+one in time order (the slack pool of rule 3 is sequential per thread).
 """
 
 from __future__ import annotations
