@@ -29,12 +29,17 @@ joined to its launching API call (correlation id + process) and thread::
    categories of a gap always sum to its length.
 
 No launch call found (correlation missing) -> ``unknown``.
+
+The result is a :class:`~infraprof.analyses.gap_table.GapTable`: cases 1 and "no launch call"
+(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, one by
+one in time order (the slack pool of rule 3 is sequential per thread).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -42,6 +47,13 @@ import pandas as pd
 
 from infraprof.analyses.api_classes import api_category, osrt_category
 from infraprof.analyses.base import Analysis, Output, Setting
+from infraprof.analyses.gap_table import (
+    CATEGORIES,
+    GapAttribution,
+    GapTable,
+    HostDetail,
+    listed_gaps,
+)
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
@@ -49,10 +61,6 @@ from infraprof.model.correlation import join_launch_calls
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
 
-CATEGORIES = (
-    "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
-    "unknown",
-)
 _API_TO_CAT = {
     "sync": "sync", "memcpy": "memcpy", "allocation": "allocation", "launch": "launch-overhead",
     "cuda-other": "launch-overhead",
@@ -78,33 +86,6 @@ class AttributionParams:
     launch_host_max_ns: int = 50_000
     drain_exposure: bool = True
     max_run_ahead_ns: int = 5_000_000
-
-
-@dataclass(slots=True)
-class GapAttribution:
-    """One gap and how its length splits into categories (``parts`` sums to ``dur_ns``)."""
-
-    device_id: int
-    start_ns: int
-    end_ns: int
-    parts: dict[str, int]
-    next_op: dict[str, Any]
-    launch: dict[str, Any] | None
-    global_tid: int | None
-    nvtx: str | None
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    drain: dict[str, Any] | None = None
-    where: dict[str, str] = field(default_factory=dict)
-    exposed_by: str | None = None
-    segments: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-
-    @property
-    def dur_ns(self) -> int:
-        return self.end_ns - self.start_ns
-
-    @property
-    def category(self) -> str:
-        return max(self.parts.items(), key=lambda kv: kv[1])[0]
 
 
 class _ThreadIndex:
@@ -170,22 +151,24 @@ class _Calls(NamedTuple):
 
 
 def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
+    """The latest-starting range among the 64 starting at or before ``t`` that is still open
+    at ``t`` (ties: the later one in start order); None without one."""
     if "nv_s" not in entry:
         return None
     s, e = entry["nv_s"], entry["nv_e"]
     hi = int(np.searchsorted(s, t, side="right"))
-    best: tuple[int, str] | None = None
-    for i in range(max(0, hi - 64), hi):
-        if s[i] <= t < e[i] and (best is None or s[i] >= best[0]):
-            best = (int(s[i]), str(entry["nv_name"][i]))
-    return best[1] if best else None
+    lo = max(0, hi - 64)
+    still_open = np.flatnonzero(e[lo:hi] > t)
+    return str(entry["nv_name"][lo + int(still_open[-1])]) if len(still_open) else None
 
 
-def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> list[str | None]:
+def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
     """:func:`_innermost_nvtx` for many instants at once (same 64-range look-back): the
-    latest-starting range among the 64 starting at or before ``t`` that is still open at ``t``."""
+    latest-starting range among the 64 starting at or before ``t`` that is still open at ``t``
+    (an object array of ``str``, None where no range is open)."""
+    out = np.full(len(times), None, dtype=object)
     if "nv_s" not in entry:
-        return [None] * len(times)
+        return out
     s, e, names = entry["nv_s"], entry["nv_e"], entry["nv_name"]
     hi = np.searchsorted(s, times, side="right")
     best = np.full(len(times), -1, dtype=np.int64)
@@ -196,30 +179,33 @@ def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> list[str |
             break
         hit = todo & (e[np.where(todo, i, 0)] > times)
         best[hit] = i[hit]
-    return [None if b < 0 else str(names[b]) for b in best.tolist()]
+    found = best >= 0
+    distinct, which = np.unique(best[found], return_inverse=True)
+    texts = np.array([str(names[b]) for b in distinct.tolist()], dtype=object)
+    out[found] = texts[which]
+    return out
 
 
-def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Elementary segments of ``[a, b)`` and the winning category of each."""
-    bounds = np.unique(np.array([a, b, *[x for s, e, _ in spans for x in (s, e)]],
-                                dtype=np.int64))
-    bounds = bounds[(bounds >= a) & (bounds <= b)]
-    cats = np.full(len(bounds) - 1, base, dtype=object)
-    prio = np.zeros(len(bounds) - 1, dtype=np.int64)
+Painted = tuple[list[int], list[str]]  # segment bounds (len n + 1) and each segment's category
+
+
+def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str) -> Painted:
+    """Elementary segments of ``[a, b)`` and the winning category of each (a gap has a few
+    segments: plain Python beats numpy here)."""
+    bounds = sorted({x for x in (a, b, *[x for s, e, _ in spans for x in (s, e)]) if a <= x <= b})
+    cats = [base] * (len(bounds) - 1)
+    prio = [0] * (len(bounds) - 1)
     for s, e, cat in spans:
-        i0 = int(np.searchsorted(bounds, s))
-        i1 = int(np.searchsorted(bounds, e))
         p = _PRIORITY[cat]
-        sel = slice(i0, i1)
-        mask = prio[sel] <= p
-        cats[sel] = np.where(mask, cat, cats[sel])
-        prio[sel] = np.where(mask, p, prio[sel])
+        for i in range(bisect.bisect_left(bounds, s), bisect.bisect_left(bounds, e)):
+            if prio[i] <= p:
+                cats[i] = cat
+                prio[i] = p
     return bounds, cats
 
 
-def _attribute_host(g0: int, g1: int, launch: dict[str, Any], entry: dict[str, Any]
-                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
+def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
+                    ) -> tuple[list[int], list[str], list[dict[str, Any]],
                                dict[str, Any] | None]:
     spans: list[tuple[int, int, str]] = []
     calls: list[dict[str, Any]] = []
@@ -228,80 +214,82 @@ def _attribute_host(g0: int, g1: int, launch: dict[str, Any], entry: dict[str, A
         table: _Calls | None = entry.get(key)
         if table is None:
             continue
-        for i in table.overlapping(g0, g1):
-            s, e, cat = int(table.s[i]), int(table.e[i]), str(table.cat[i])
-            name = str(table.name[i])
+        idx = table.overlapping(g0, g1)
+        for s, e, cat, name in zip(table.s[idx].tolist(), table.e[idx].tolist(),
+                                   table.cat[idx].tolist(), table.name[idx].tolist(),
+                                   strict=True):
+            cat, name = str(cat), str(name)
             spans.append((max(s, g0), min(e, g1), cat))
             calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
             if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
                 drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
                          "blocked_before_gap_ns": g0 - s}
-    q0 = max(int(launch["end_ns"]), g0)
+    q0 = max(launch_end, g0)
     queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
     bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if entry["traced"] else "unknown")
     if q0 < g1:
-        cats[bounds[:-1] >= q0] = "launch-overhead"
+        cats = ["launch-overhead" if lo >= q0 else cat
+                for lo, cat in zip(bounds[:-1], cats, strict=True)]
     calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
     return bounds, cats, calls[:5], drain
 
 
-def _expose(bounds: np.ndarray, cats: np.ndarray, drain: dict[str, Any] | None,
-            slack: dict[str, Any], g1: int) -> tuple[np.ndarray, np.ndarray]:
+def _expose(bounds: list[int], cats: list[str], drain: dict[str, Any] | None,
+            slack: dict[str, Any], g1: int) -> None:
     """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
-    while the pool (time the host spent blocked before gaps) lasts."""
+    while the pool (time the host spent blocked before gaps) lasts (``bounds`` and ``cats``
+    are changed in place)."""
     if drain is not None:
         slack["ns"] = min(slack["ns"] + int(drain["blocked_before_gap_ns"]), slack["cap"])
         slack["category"] = drain["category"]
         slack["name"] = drain["name"]
     if slack["ns"] <= 0 or slack["category"] is None:
-        return bounds, cats
-    after = min(int(drain["end_ns"]), g1) if drain is not None else int(bounds[0])
+        return
+    after = min(int(drain["end_ns"]), g1) if drain is not None else bounds[0]
     i = 0
     while i < len(cats) and slack["ns"] > 0:
-        length = int(bounds[i + 1] - bounds[i])
+        length = bounds[i + 1] - bounds[i]
         if bounds[i] < after or cats[i] not in _EXPOSABLE:
             i += 1
             continue
         if length > slack["ns"]:
-            cut = int(bounds[i]) + int(slack["ns"])
-            bounds = np.insert(bounds, i + 1, cut)
-            cats = np.insert(cats, i + 1, cats[i])
+            bounds.insert(i + 1, bounds[i] + int(slack["ns"]))
+            cats.insert(i + 1, cats[i])
             length = int(slack["ns"])
         cats[i] = slack["category"]
         slack["ns"] -= length
         slack["used"] = True
         i += 1
-    return bounds, cats
 
 
-def _where(entry: dict[str, Any], bounds: np.ndarray, cats: np.ndarray) -> dict[str, str]:
+def _where(entry: dict[str, Any], bounds: list[int], cats: list[str]) -> dict[str, str]:
     """Innermost NVTX range at the middle of each category's longest segment."""
-    lengths = np.diff(bounds)
     best: dict[str, tuple[int, int]] = {}
-    for i, (cat, n) in enumerate(zip(cats, lengths, strict=True)):
-        if n > best.get(str(cat), (-1, 0))[0]:
-            best[str(cat)] = (int(n), i)
+    for i, cat in enumerate(cats):
+        n = bounds[i + 1] - bounds[i]
+        if n > best.get(cat, (-1, 0))[0]:
+            best[cat] = (n, i)
     out = {}
-    for cat, (_, i) in best.items():
-        name = _innermost_nvtx(entry, int(bounds[i] + lengths[i] // 2))
+    for cat, (n, i) in best.items():
+        name = _innermost_nvtx(entry, bounds[i] + n // 2)
         if name is not None:
             out[cat] = name
     return out
 
 
-def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams
+def _parts(bounds: list[int], cats: list[str], p: AttributionParams
            ) -> tuple[dict[str, int], dict[str, list[tuple[int, int]]]]:
     """Per-category totals and time segments (adjacent segments merged), after rule 4."""
     total: dict[str, int] = {}
-    for cat, n in zip(cats, np.diff(bounds), strict=True):
-        total[str(cat)] = total.get(str(cat), 0) + int(n)
+    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
+        total[cat] = total.get(cat, 0) + b - a
     cpu = total.get("host-cpu", 0)
     rename = {"host-cpu": "launch-overhead"} if 0 < cpu < p.launch_host_max_ns else {}
     segments: dict[str, list[tuple[int, int]]] = {}
-    for cat, a, b in zip(cats, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
         if b <= a:
             continue
-        c = rename.get(str(cat), str(cat))
+        c = rename.get(cat, cat)
         seg = segments.setdefault(c, [])
         if seg and seg[-1][1] == a:
             seg[-1] = (seg[-1][0], b)
@@ -311,108 +299,88 @@ def _parts(bounds: np.ndarray, cats: np.ndarray, p: AttributionParams
     return {k: v for k, v in parts.items() if v > 0}, segments
 
 
-def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
-                   params: AttributionParams | None = None) -> list[GapAttribution]:
-    """Attribute every listed gap of ``timelines`` (see the module docstring)."""
-    p = params or AttributionParams()
+def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
+                    params: AttributionParams | None = None) -> GapTable:
+    """Attribute every listed gap of ``timelines`` (see the module docstring), as a
+    :class:`GapTable`: single-category gaps as columns only, gaps with host activity painted
+    one by one."""
     ops = trace.gpu_ops()
     if ops.empty:
-        return []
+        return GapTable()
     joined = join_launch_calls(ops, trace.api_calls)
     index = _ThreadIndex(trace)
-    g, gtids, launch_at = _gap_table(joined, timelines)
-    nvtx = _launch_nvtx(gtids, launch_at, index)
+    table, launch_at = listed_gaps(joined, timelines)
+    nvtx, nvtx_names = _launch_nvtx(np.where(table.has_launch, table.gtid, -1), launch_at, index)
+    host = _host_details(table, index, params or AttributionParams())
+    return replace(table, nvtx=nvtx, nvtx_names=nvtx_names, host=host)
+
+
+def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
+                   params: AttributionParams | None = None) -> list[GapAttribution]:
+    """:func:`attribute_table` as one record per gap (for tests and small traces)."""
+    return attribute_table(trace, timelines, params).records()
+
+
+def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams
+                  ) -> dict[int, HostDetail]:
+    """Paint the gaps with host activity, in table order (rules 2-4; the drain slack pool of
+    each thread runs over its host gaps in time order)."""
+    rows = table.host_rows()
     pools: dict[int, dict[str, Any]] = {}
-    out: list[GapAttribution] = []
-    rows = zip(g["g0"], g["g1"], g["device"], g["kind"], g["name"], g["stream"], g["start"],
-               g["corr"], g["no_launch"], g["api_name"], g["api_start"], g["api_end"], g["gtid"],
-               nvtx, strict=True)
-    for g0, g1, device, kind, name, stream, start, corr, no_launch, api_name, a0, a1, gtid, nv \
-            in rows:
-        next_op = {"kind": kind, "name": name, "stream_id": stream, "start_ns": start,
-                   "correlation_id": corr}
-        if no_launch:
-            out.append(GapAttribution(device, g0, g1, {"unknown": g1 - g0}, next_op, None, None,
-                                      None))
-            continue
-        launch: dict[str, Any] = {"name": str(api_name), "start_ns": a0, "end_ns": a1}
-        if a1 <= g0:
-            out.append(GapAttribution(device, g0, g1, {"dependency": g1 - g0}, next_op, launch,
-                                      gtid, nv))
-            continue
+    out: dict[int, HostDetail] = {}
+    for row, g0, g1, gtid, a1 in zip(rows.tolist(), table.g0[rows].tolist(),
+                                     table.g1[rows].tolist(), table.gtid[rows].tolist(),
+                                     table.api_end[rows].tolist(), strict=True):
         entry = index.get(gtid)
-        bounds, cats, calls, drain = _attribute_host(g0, g1, launch, entry)
+        bounds, cats, calls, drain = _attribute_host(g0, g1, a1, entry)
+        exposed_by = None
         if p.drain_exposure:
             pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
                                            "cap": p.max_run_ahead_ns, "used": False})
             pool["used"] = False
-            bounds, cats = _expose(bounds, cats, drain, pool, g1)
+            _expose(bounds, cats, drain, pool, g1)
+            exposed_by = str(pool["name"]) if pool["used"] else None
         parts, segments = _parts(bounds, cats, p)
-        out.append(GapAttribution(device, g0, g1, parts, next_op, launch, gtid,
-                                  nv, calls, drain, _where(entry, bounds, cats),
-                                  str(pool["name"]) if p.drain_exposure and pool["used"]
-                                  else None, segments))
+        out[row] = HostDetail(parts, calls, drain, _where(entry, bounds, cats), exposed_by,
+                              segments)
     return out
 
 
-def _gap_table(joined: pd.DataFrame, timelines: list[DeviceTimeline]
-               ) -> tuple[dict[str, list[Any]], np.ndarray, np.ndarray]:
-    """Every listed gap with its next operation and that operation's launch call, as columns
-    (Python lists), ordered by gap start then device (stable); plus, as arrays, the launching
-    thread of each gap (-1 when no launch call was found) and the instant whose NVTX range names
-    the gap (``min(launch start, gap end)``)."""
-    parts: list[dict[str, np.ndarray]] = []
-    for tl in timelines:
-        d = joined[joined["device_id"] == tl.device_id]
-        d = d.iloc[np.argsort(d["start_ns"].to_numpy(dtype=np.int64), kind="stable")]
-        start = d["start_ns"].to_numpy(dtype=np.int64)
-        idx = np.minimum(np.searchsorted(start, tl.gaps.ends, side="left"), len(d) - 1)
-        parts.append({
-            "g0": tl.gaps.starts.astype(np.int64), "g1": tl.gaps.ends.astype(np.int64),
-            "device": np.full(len(idx), tl.device_id, dtype=np.int64),
-            "start": start[idx], "kind": d["kind"].to_numpy(dtype=object)[idx],
-            "name": d["name"].to_numpy(dtype=object)[idx],
-            "stream": d["stream_id"].to_numpy(dtype=np.int64)[idx],
-            "corr": d["correlation_id"].to_numpy(dtype=np.int64)[idx],
-            "api_start": d["api_start_ns"].to_numpy(dtype=np.float64)[idx],
-            "api_end": d["api_end_ns"].to_numpy(dtype=np.float64)[idx],
-            "api_name": d["api_name"].to_numpy(dtype=object)[idx],
-            "gtid": d["global_tid"].to_numpy(dtype=np.float64)[idx],
-        })
-    if not parts:
-        return {"g0": [], "g1": [], "device": []}, np.empty(0, np.int64), np.empty(0, np.int64)
-    cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    order = np.argsort(cols["device"], kind="stable")
-    order = order[np.argsort(cols["g0"][order], kind="stable")]
-    cols = {key: col[order] for key, col in cols.items()}
-    no_launch = np.isnan(cols["api_start"])
-    launch_at = np.minimum(np.where(no_launch, 0, cols["api_start"]).astype(np.int64), cols["g1"])
-    table: dict[str, list[Any]] = {key: col.tolist() for key, col in cols.items()}
-    table["no_launch"] = no_launch.tolist()
-    table["kind"] = [str(x) for x in table["kind"]]
-    table["name"] = [str(x) for x in table["name"]]
-    for key in ("api_start", "api_end", "gtid"):  # int(float) of each, 0 without a launch
-        table[key] = np.where(no_launch, 0, cols[key]).astype(np.int64).tolist()
-    return table, np.where(no_launch, -1, cols["gtid"]).astype(np.int64), launch_at
+def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
+                 ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Innermost NVTX range of each gap's launching thread at ``at``, as int32 codes (-1: none,
+    or no launching thread: ``gtids`` < 0) and the distinct names."""
+    names = np.full(len(gtids), None, dtype=object)
+    if not len(gtids):
+        return np.empty(0, dtype=np.int32), ()
+    order = np.argsort(gtids, kind="stable")
+    ordered = gtids[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    for lo, hi in zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True):
+        gtid = int(ordered[lo])
+        if gtid >= 0:
+            rows = order[lo:hi]
+            names[rows] = _innermost_nvtx_many(index.get(gtid), at[rows])
+    codes, uniques = pd.factorize(names)
+    return codes.astype(np.int32), tuple(str(x) for x in uniques)
 
 
-def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex) -> list[str | None]:
-    """Innermost NVTX range of each gap's launching thread at ``at`` (None without one)."""
-    out: list[str | None] = [None] * len(gtids)
-    for gtid in pd.unique(gtids[gtids >= 0]).tolist():
-        rows = np.flatnonzero(gtids == gtid)
-        for row, name in zip(rows.tolist(), _innermost_nvtx_many(index.get(int(gtid)), at[rows]),
-                             strict=True):
-            out[row] = name
-    return out
+def idle_breakdown(table: GapTable) -> dict[str, int]:
+    """Idle ns per category over all gaps (every category present, in :data:`CATEGORIES`
+    order)."""
+    breakdown = dict.fromkeys(CATEGORIES, 0)
+    dur = table.dur
+    for code, category in enumerate(CATEGORIES):
+        breakdown[category] += int(dur[table.category == code].sum())
+    for detail in table.host.values():
+        for category, ns in detail.parts.items():
+            breakdown[category] += ns
+    return breakdown
 
 
 def _run_attribution(ctx: AnalysisContext, params: AttributionParams) -> Output:
-    breakdown = dict.fromkeys(CATEGORIES, 0)
-    for a in ctx.attributions:
-        for category, ns in a.parts.items():
-            breakdown[category] += ns
-    return Output(tables={"attributions": ctx.attributions, "idle_breakdown_ns": breakdown,
+    return Output(tables={"attributions": ctx.attributions,
+                          "idle_breakdown_ns": idle_breakdown(ctx.attributions),
                           "gaps_attributed": len(ctx.attributions)})
 
 

@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from infraprof.analyses import launch, summary
-from infraprof.analyses.attribution import AttributionParams, GapAttribution, attribute_gaps
+from infraprof.analyses.attribution import AttributionParams, attribute_table
 from infraprof.analyses.base import Output
+from infraprof.analyses.gap_table import GapTable
 from infraprof.analyses.native_frames import (
     NativePools,
     NativeStacks,
@@ -81,11 +82,11 @@ class AnalysisContext:
                                            self.params_of("launch", launch.LaunchParams()))
 
     @cached_property
-    def attributions(self) -> list[GapAttribution]:
+    def attributions(self) -> GapTable:
         """Every listed gap, attributed (empty without GPU activity)."""
         if not self.trace.has_gpu_activity:
-            return []
-        return attribute_gaps(self.trace, self.timelines,
+            return GapTable()
+        return attribute_table(self.trace, self.timelines,
                               self.params_of("attribution", AttributionParams()))
 
     @cached_property

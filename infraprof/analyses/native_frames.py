@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infraprof.analyses.attribution import GapAttribution
 from infraprof.analyses.findings import Finding
+from infraprof.analyses.gap_table import GapTable
 from infraprof.analyses.sites import WHAT, idle_text, site_of
 from infraprof.model import Trace
 
@@ -223,17 +223,18 @@ class NativePools:
     keys: dict[tuple[int, int, str], str]
 
 
-def native_pools(attributions: list[GapAttribution], samples: pd.DataFrame,
+def native_pools(attributions: GapTable, samples: pd.DataFrame,
                  stacks: NativeStacks, split: bool = True,
                  backtraced: pd.DataFrame | None = None) -> NativePools | None:
     """Pool the launching thread's samples per (gap, category); None without samples.
     ``split``: give gaps split keys (off when py-spy frames name the findings);
     ``backtraced``: OS-runtime and CUDA calls with backtraces (``start_ns, end_ns,
     global_tid, callchain_id`` as :func:`chain_keys`), used for gaps without samples, each
-    weighted by its overlap with the category's time."""
+    weighted by its overlap with the category's time. Only gaps with host activity have time
+    of these categories (the others are ``dependency``/``unknown`` throughout)."""
     if stacks.empty or samples.empty:
         return None
-    jobs = [(a, cat) for a in attributions if a.global_tid is not None
+    jobs = [(a, cat) for a in attributions.host_records() if a.global_tid is not None
             for cat in NATIVE_CATEGORIES if a.parts.get(cat, 0) > 0]
     rows = [(i, int(a.global_tid or 0), lo, hi) for i, (a, cat) in enumerate(jobs)
             for lo, hi in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]

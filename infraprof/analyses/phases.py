@@ -152,6 +152,18 @@ def phase_of_gap(phases: dict[int, DevicePhases], device_id: int, start_ns: int,
     return "steady" if ph is None else ph.phase_at((start_ns + end_ns) // 2)
 
 
+def phase_codes(phases: dict[int, DevicePhases], device: np.ndarray, start_ns: np.ndarray,
+                end_ns: np.ndarray) -> np.ndarray:
+    """:func:`phase_of_gap` of many gaps at once, as indexes into :data:`PHASES`."""
+    mid = start_ns + (end_ns - start_ns) // 2
+    out = np.full(len(mid), PHASES.index("steady"), dtype=np.int64)
+    for device_id, ph in phases.items():
+        mine = device == device_id
+        out[mine & (mid > ph.steady_end_ns)] = PHASES.index("teardown")
+        out[mine & (mid < ph.steady_start_ns)] = PHASES.index("startup")
+    return out
+
+
 def phases_dict(phases: list[DevicePhases]) -> dict[str, Any]:
     """The JSON ``phases`` section: how the phases were found, per device."""
     methods = sorted({p.method for p in phases})

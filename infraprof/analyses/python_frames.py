@@ -27,12 +27,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from infraprof import intervals
-from infraprof.analyses.attribution import GapAttribution, attribute_gaps
+from infraprof.analyses.attribution import attribute_table
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding
+from infraprof.analyses.gap_table import GapAttribution, GapTable
 from infraprof.analyses.host_frames import (
     Frame,
     FrameShare,
@@ -132,18 +134,20 @@ def _thread_jobs(atts: list[GapAttribution]) -> list[tuple[GapAttribution, str]]
     return [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
 
 
-def frame_pools(attributions: list[GapAttribution], pyspy: AlignedPyspy) -> FramePools | None:
+def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | None:
     """Pool, per (category, site), the launching thread's stacks during the time segments of
-    each gap that have that category (``GapAttribution.segments``), each weighted by that
-    gap's idle time of the category. None when the profile is not on the nsys timeline."""
+    each gap that have that category (``HostDetail.segments``; only gaps with host activity
+    have host-side time), each weighted by that gap's idle time of the category. None when
+    the profile is not on the nsys timeline."""
     if pyspy.samples is None or pyspy.alignment is None:
         return None
     pools = FramePools(int(pyspy.alignment.error_ns), defaultdict(Counter), defaultdict(Counter),
                        Counter(), Counter())
-    by_tid: dict[int, list[GapAttribution]] = defaultdict(list)
-    for a in attributions:
-        if a.global_tid is not None:
-            by_tid[int(decode_tid(a.global_tid))].append(a)
+    # threads in the order of their first launched gap (the pools' insertion order)
+    by_tid: dict[int, list[GapAttribution]] = {int(tid): [] for tid in pd.unique(
+        decode_tid(attributions.gtid[attributions.has_launch]))}
+    for a in attributions.host_records():
+        by_tid[int(decode_tid(a.global_tid or 0))].append(a)
     for tid, atts in by_tid.items():
         jobs = _thread_jobs(atts)
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
@@ -207,7 +211,7 @@ def python_summary(pyspy: AlignedPyspy, nvtx: pd.DataFrame) -> PythonSummary:
 
 
 def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
-                   attributions: list[GapAttribution] | None = None,
+                   attributions: GapTable | None = None,
                    min_window_ns: int | None = None) -> str:
     """"CPU while the GPU was idle": py-spy collapsed-stack text (``raw`` format; opens in
     speedscope and flamegraph tools) of each GPU idle gap's launching thread during the gap.
@@ -221,17 +225,17 @@ def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
         why = "; ".join(pyspy.notes) or "the py-spy profile has no timestamps"
         raise InputError(f"cannot export CPU stacks while the GPU was idle: {why}")
     if attributions is None:
-        attributions = attribute_gaps(trace, device_timelines(trace)) if (
-            trace.has_gpu_activity) else []
+        attributions = attribute_table(trace, device_timelines(trace)) if (
+            trace.has_gpu_activity) else GapTable()
     floor = pyspy.alignment.error_ns if min_window_ns is None else min_window_ns
-    by_tid: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for a in attributions:
-        if a.global_tid is not None and a.end_ns - a.start_ns >= floor:
-            by_tid[int(decode_tid(a.global_tid))].append((a.start_ns, a.end_ns))
+    keep = attributions.has_launch & (attributions.dur >= floor)
+    tids = decode_tid(attributions.gtid[keep])
+    starts, ends = attributions.g0[keep], attributions.g1[keep]
     out = []
-    for tid, windows in sorted(by_tid.items()):
+    for tid in np.unique(tids).tolist():
         # gaps of several devices may overlap: count each sample once
-        merged = intervals.union([lo for lo, _ in windows], [hi for _, hi in windows])
+        mine = tids == tid
+        merged = intervals.union(starts[mine], ends[mine])
         out.append(collapsed_in_windows(pyspy.samples, pyspy.frames, tid,
                                         zip(merged.starts.tolist(), merged.ends.tolist(),
                                             strict=True)))

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from infraprof.analyses.attribution import CATEGORIES, GapAttribution
 from infraprof.analyses.context import AnalysisContext
+from infraprof.analyses.gap_table import CATEGORIES, GapTable
 from infraprof.analyses.host_profile import HostProfile
 from infraprof.analyses.phases import DevicePhases
 from infraprof.analyses.python_frames import PythonSummary
@@ -42,8 +42,10 @@ class Results:
         return list(self.table("summary", "devices", []))
 
     @property
-    def attributions(self) -> list[GapAttribution]:
-        return list(self.table("attribution", "attributions", []))
+    def attributions(self) -> GapTable:
+        """Every attributed gap (an empty table when attribution did not run)."""
+        found = self.table("attribution", "attributions")
+        return found if isinstance(found, GapTable) else GapTable()
 
     @property
     def idle_breakdown_ns(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from infraprof.analyses.attribution import GapAttribution
+from infraprof.analyses.gap_table import GapAttribution
 
 RECOMMENDATIONS = {
     "sync": "Remove or defer the synchronization: keep work queued (async copies into pinned "

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from infraprof.analyses.attribution import GapAttribution
+from infraprof.analyses.gap_table import GapAttribution
 from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking.report import Report
 from infraprof.tables import as_frame
@@ -98,18 +98,20 @@ def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
     a = report.analysis
     if a is None:
         return DrawnGaps([], 0, 1.0)
-    atts = a.attributions
+    table = a.attributions
     share = 1.0
-    if len(atts) > max_gaps:
-        kept = sorted(atts, key=lambda g: -g.dur_ns)[:max_gaps]
-        total = sum(g.dur_ns for g in atts)
-        share = sum(g.dur_ns for g in kept) / total if total else 1.0
-        atts = sorted(kept, key=lambda g: g.start_ns)
-    plain = [] if a.attributions else [
+    rows = np.arange(len(table))
+    if len(table) > max_gaps:
+        dur = table.dur
+        kept = np.argsort(-dur, kind="stable")[:max_gaps]
+        total = int(dur.sum())
+        share = int(dur[kept].sum()) / total if total else 1.0
+        rows = kept[np.argsort(table.g0[kept], kind="stable")]
+    plain = [] if len(table) else [
         (tl.device_id, s, e) for tl in a.timelines
         for s, e in zip(tl.gaps.starts.tolist()[:max_gaps], tl.gaps.ends.tolist()[:max_gaps],
                         strict=True)]
-    return DrawnGaps(atts, len(a.attributions), share, plain)
+    return DrawnGaps(table.records(rows), len(table), share, plain)
 
 
 def launch_flows(report: Report) -> pd.DataFrame:

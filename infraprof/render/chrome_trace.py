@@ -27,6 +27,7 @@ from typing import Any, TypedDict
 import pandas as pd
 
 from infraprof import __version__
+from infraprof.analyses.gap_table import GapAttribution
 from infraprof.ranking import Report
 from infraprof.ranking.timeline_view import launch_flows, main_pid, pyspy_slices
 from infraprof.tables import decode_pid, decode_tid
@@ -161,12 +162,18 @@ def _nvtx_marks(report: Report) -> list[TraceEvent]:
             for r in _records(n)]
 
 
+def _gap_records(report: Report) -> list[GapAttribution]:
+    """Every attributed gap of the report, as records (the export's one access to the gap
+    table)."""
+    return report.analysis.attributions.records() if report.analysis else []
+
+
 def _gaps(report: Report, names: dict[int, str]) -> list[TraceEvent]:
     a = report.analysis
     if a is None:
         return []
     out: list[TraceEvent] = []
-    for g in a.attributions:
+    for g in _gap_records(report):
         cause = g.category
         args: dict[str, Any] = {
             "cause": cause, "parts_ns": dict(g.parts), "next_op": g.next_op,
@@ -177,7 +184,7 @@ def _gaps(report: Report, names: dict[int, str]) -> list[TraceEvent]:
         out.append({"name": f"idle: {cause}", "cat": "gpu_idle", "ph": "X",
                     "ts": _us(g.start_ns), "dur": _us(g.dur_ns), "pid": GPU_PID_BASE + g.device_id,
                     "tid": GAP_TID, "args": json.loads(json.dumps(args, default=_plain))})
-    if not a.attributions:
+    if not len(a.attributions):
         for tl in a.timelines:
             for s, e in zip(tl.gaps.starts.tolist(), tl.gaps.ends.tolist(), strict=True):
                 out.append({"name": "idle: unattributed", "cat": "gpu_idle", "ph": "X",

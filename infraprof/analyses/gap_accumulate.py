@@ -1,0 +1,219 @@
+"""Per (category, site, split key): what the gaps charged there add up to, for the gap findings.
+
+The single-category gaps of the :class:`~infraprof.analyses.gap_table.GapTable` (``dependency``
+at site ``stream N`` of the next operation, ``unknown`` at ``(unknown)``; ~97 % of a real
+trace's gaps) are aggregated with numpy/pandas group-bys; only the gaps with host activity are
+walked one by one (their parts, sites and busy-time budget). Both feed the same accumulators,
+so the result is what walking every gap in time order gives: accumulators in the order of the
+first gap (and part) that hits each, NVTX ranges in the order of their first gap, examples the
+top ones by (-attributed ns, gap order). Split keys exist only for host-side categories.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
+from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes, phase_of_gap
+from infraprof.analyses.sites import site_of
+from infraprof.analyses.timeline import DeviceTimeline
+
+HOST = ("host-cpu", "host-wait")
+
+
+@dataclass
+class Accumulator:
+    """One (category, site, key): idle and recoverable ns, gap count; ``first`` (row, part
+    index) of the first gap that hit it; ``examples`` as (-ns, row, example); ``nvtx`` name →
+    [ns, first row]; ``calls`` name → [count, in-gap ns]; ``kernels`` name → ns (launch
+    overhead); ``phase`` phase → ns (empty without phases)."""
+
+    first: tuple[int, int]
+    idle: int = 0
+    impact: int = 0
+    gaps: int = 0
+    examples: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    threads: set[int] = field(default_factory=set)
+    nvtx: dict[str, list[int]] = field(default_factory=dict)
+    calls: dict[str, list[int]] = field(default_factory=dict)
+    kernels: dict[str, int] = field(default_factory=dict)
+    phase: dict[str, int] = field(default_factory=dict)
+
+    def add_example(self, ns: int, row: int, example: dict[str, Any], keep: int) -> None:
+        self.examples.append((-ns, row, example))
+        if len(self.examples) > 4 * keep:
+            self.trim_examples(keep)
+
+    def trim_examples(self, keep: int) -> None:
+        self.examples.sort(key=lambda e: (e[0], e[1]))
+        del self.examples[keep:]
+
+
+class BusyIndex:
+    """GPU busy time between two instants per device in O(log n): the prefix sums of each
+    device's busy intervals are built once."""
+
+    def __init__(self, timelines: dict[int, DeviceTimeline]) -> None:
+        self.timelines = timelines
+        self.prefix: dict[int, tuple[list[int], list[int], np.ndarray]] = {}
+
+    def _covered_before(self, device: int, t: int) -> int:
+        if device not in self.prefix:
+            busy = self.timelines[device].busy
+            lengths = np.cumsum(busy.ends - busy.starts)
+            self.prefix[device] = ([0, *lengths.tolist()], busy.starts.tolist(), busy.ends)
+        prefix, starts, ends = self.prefix[device]
+        idx = bisect.bisect_right(starts, t)
+        if idx == 0:
+            return 0
+        return prefix[idx - 1] + max(min(t, int(ends[idx - 1])) - starts[idx - 1], 0)
+
+    def between(self, device: int, t0: int, t1: int) -> int:
+        """Same as ``intervals.overlap_total(timelines[device].busy, t0, t1)`` (0 without
+        one)."""
+        tl = self.timelines.get(device)
+        if tl is None or t1 <= t0 or len(tl.busy) == 0:
+            return 0
+        return self._covered_before(device, t1) - self._covered_before(device, t0)
+
+
+Key = tuple[str, str, str]
+
+
+def accumulate(table: GapTable, timelines: list[DeviceTimeline], examples: int,
+               split: dict[tuple[int, int, str], str],
+               phases: dict[int, DevicePhases] | None) -> list[tuple[Key, Accumulator]]:
+    """Accumulators of every (category, site, split key) hit by a gap of ``table``, in the
+    order of the first gap (and part) that hits each; at most ``examples`` examples each."""
+    acc = _single_category(table, examples, phases)
+    _host_gaps(table, timelines, acc, examples, split, phases)
+    for rec in acc.values():
+        rec.trim_examples(examples)
+    return sorted(acc.items(), key=lambda kv: kv[1].first)
+
+
+def example_of(a: GapAttribution, ns: int) -> dict[str, Any]:
+    """One example gap of a finding's evidence (``ns``: its time in the finding's category)."""
+    return {"device_id": a.device_id, "gap_start_ns": a.start_ns, "gap_end_ns": a.end_ns,
+            "attributed_ns": ns, "next_op": a.next_op["name"],
+            "launch_call": a.launch and a.launch["name"],
+            "drain_call": a.drain and a.drain["name"], "nvtx": a.nvtx, "calls": a.calls[:3]}
+
+
+def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePhases] | None
+                     ) -> dict[Key, Accumulator]:
+    """Accumulators of the single-category gaps, by group-bys over their rows."""
+    rows = np.flatnonzero(table.category >= 0)
+    if not len(rows):
+        return {}
+    category = table.category[rows].astype(np.int64)
+    stream = np.where(category == DEPENDENCY, table.op_stream[rows], 0)
+    rows_of = pd.DataFrame({"row": rows, "category": category, "stream": stream,
+                            "ns": table.dur[rows], "gtid": table.gtid[rows],
+                            "launched": table.has_launch[rows]})
+    group = rows_of.groupby(["category", "stream"], sort=False).ngroup().to_numpy()
+    rows_of["group"] = group
+    firsts = np.unique(group, return_index=True)[1]
+    totals = rows_of.groupby("group")["ns"].agg(["sum", "size"])
+    acc: dict[Key, Accumulator] = {}
+    for g, first in enumerate(firsts.tolist()):
+        cat = CATEGORIES[int(category[first])]
+        site = f"stream {int(stream[first])}" if cat == "dependency" else "(unknown)"
+        ns, gaps = int(totals.loc[g, "sum"]), int(totals.loc[g, "size"])
+        acc[(cat, site, "")] = Accumulator((int(rows[first]), 0), ns, ns, gaps)
+    recs = list(acc.values())
+    launched = rows_of[rows_of["launched"]].drop_duplicates(["group", "gtid"])
+    for g, gtid in zip(launched["group"].tolist(), launched["gtid"].tolist(), strict=True):
+        recs[g].threads.add(gtid)
+    _single_nvtx(table, rows_of, recs)
+    if phases is not None:
+        rows_of["phase"] = phase_codes(phases, table.device[rows], table.g0[rows],
+                                       table.g1[rows])
+        by_phase = rows_of.groupby(["group", "phase"])["ns"].sum()
+        for (g, ph), ns in by_phase.items():
+            recs[int(g)].phase[PHASES[int(ph)]] = int(ns)
+    _single_examples(table, rows_of, recs, examples)
+    return acc
+
+
+def _single_nvtx(table: GapTable, rows_of: pd.DataFrame, recs: list[Accumulator]) -> None:
+    """NVTX totals of single-category gaps: the launch's range, ``(none)`` without one."""
+    labels = [name or "(none)" for name in table.nvtx_names] + ["(none)"]
+    label_codes, label_names = pd.factorize(np.array(labels, dtype=object))
+    codes = table.nvtx[rows_of["row"].to_numpy()]
+    rows_of["label"] = label_codes[np.where(codes < 0, len(labels) - 1, codes)]
+    by_label = rows_of.groupby(["group", "label"]).agg(ns=("ns", "sum"), first=("row", "min"))
+    for (g, label), ns, first in zip(by_label.index.tolist(), by_label["ns"].tolist(),
+                                     by_label["first"].tolist(), strict=True):
+        recs[int(g)].nvtx[str(label_names[int(label)])] = [int(ns), int(first)]
+
+
+def _single_examples(table: GapTable, rows_of: pd.DataFrame, recs: list[Accumulator],
+                     keep: int) -> None:
+    """The ``keep`` longest single-category gaps of each group (ties: earlier gap)."""
+    group = rows_of["group"].to_numpy()
+    ns = rows_of["ns"].to_numpy()
+    row = rows_of["row"].to_numpy()
+    order = np.lexsort((row, -ns, group))
+    ordered = group[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
+    picked = order[rank < keep]
+    for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), row[picked].tolist(),
+                          table.records(row[picked]), strict=True):
+        recs[g].examples.append((-n, r, example_of(a, n)))
+
+
+def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, Accumulator],
+               examples: int, split: dict[tuple[int, int, str], str],
+               phases: dict[int, DevicePhases] | None) -> None:
+    """Add the gaps with host activity, one by one in time order."""
+    by_dev = {t.device_id: t for t in timelines}
+    last_host: dict[int, int] = {}
+    busy = BusyIndex(by_dev)
+    rows = table.host_rows()
+    for row, a in zip(rows.tolist(), table.records(rows), strict=True):
+        host_ns = a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
+        budget = 0
+        if host_ns:
+            prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
+            budget = min(host_ns, busy.between(a.device_id, prev, a.start_ns))
+            last_host[a.device_id] = a.end_ns
+        phase = None if phases is None else phase_of_gap(phases, a.device_id, a.start_ns,
+                                                         a.end_ns)
+        for part, (cat, ns) in enumerate(a.parts.items()):
+            key = (cat, site_of(a, cat), split.get((a.device_id, a.start_ns, cat), ""))
+            rec = acc.get(key)
+            if rec is None:
+                rec = acc[key] = Accumulator((row, part))
+            rec.first = min(rec.first, (row, part))
+            impact = budget * ns // host_ns if cat in HOST else ns
+            _add_host_part(rec, a, row, cat, ns, impact, phase, examples)
+
+
+def _add_host_part(rec: Accumulator, a: GapAttribution, row: int, cat: str, ns: int,
+                   impact: int, phase: str | None, examples: int) -> None:
+    rec.idle += ns
+    rec.impact += impact
+    rec.gaps += 1
+    if phase is not None:
+        rec.phase[phase] = rec.phase.get(phase, 0) + ns
+    if a.global_tid is not None:
+        rec.threads.add(a.global_tid)
+    name = a.where.get(cat) or a.nvtx or "(none)"
+    nvtx = rec.nvtx.setdefault(name, [0, row])
+    nvtx[0] += ns
+    nvtx[1] = min(nvtx[1], row)
+    if cat == "launch-overhead":
+        kernel = a.next_op["name"]
+        rec.kernels[kernel] = rec.kernels.get(kernel, 0) + ns
+    for c in a.calls:
+        if c["category"] == cat:
+            call = rec.calls.setdefault(c["name"], [0, 0])
+            call[0] += 1
+            call[1] += int(c["dur_ns"])
+    rec.add_example(ns, row, example_of(a, ns), examples)
