@@ -88,10 +88,12 @@ def rank_facts(report: Report, *, input_path: str, input_index: int, pid: int | 
     collectives = [(str(o).lower(), int(s), int(e)) for o, s, e in zip(
         ops, comm["start_ns"], comm["end_ns"], strict=True)]
     analysis = report.analysis
-    attributions = analysis.attributions if analysis else []
-    longest = sorted(attributions, key=lambda g: g.start_ns - g.end_ns)[:MAX_GAPS]
-    gaps = [(g.start_ns, g.end_ns, max(g.parts, key=lambda c: g.parts[c]) if g.parts
-             else "unknown") for g in sorted(longest, key=lambda g: g.start_ns)]
+    table = analysis.attributions if analysis else None
+    longest = (np.argsort(-table.dur, kind="stable")[:MAX_GAPS] if table is not None
+               else np.empty(0, np.int64))
+    records = table.records(longest) if table is not None else []
+    gaps = [(g.start_ns, g.end_ns, g.category if g.parts else "unknown")
+            for g in sorted(records, key=lambda g: g.start_ns)]
     top = report.findings[0] if report.findings else None
     return RankFacts(
         input=input_path, input_index=input_index, pid=pid, rank_hint=rank_hint,
