@@ -34,7 +34,7 @@ from infraprof.render import protobuf_wire as wire
 from infraprof.render.timeline_export import Arg, ExportPlan, Process, Track
 from infraprof.render.timeline_nesting import endpoint_order
 
-CHUNK_ROWS = 32768
+CHUNK_ROWS = 65536
 CATEGORIES = ("kernel", "memcpy", "memset", "cuda_api", "osrt", "nvtx", "gpu_idle", "py-spy")
 SLICE_BEGIN, SLICE_END, INSTANT = 1, 2, 3
 STATE_CLEARED, NEEDS_STATE = 1, 2
@@ -165,9 +165,12 @@ def _gather_args(plan: ExportPlan, src: np.ndarray, row: np.ndarray, at: np.ndar
 def _as_column(arg: Arg) -> tuple[np.ndarray, np.ndarray]:
     if arg.kind != "dim3":
         return arg.values, arg.present
-    triples, inverse = np.unique(arg.values.reshape(-1, 3), axis=0, return_inverse=True)
+    dims = arg.values.reshape(-1, 3).astype(np.int64)
+    key = (dims[:, 0] << 32) | ((dims[:, 1] & 0xFFFF) << 16) | (dims[:, 2] & 0xFFFF)
+    codes, _ = pd.factorize(key)
+    triples = dims[np.unique(codes, return_index=True)[1]] if len(dims) else dims
     labels = np.array([f"[{x}, {y}, {z}]" for x, y, z in triples.tolist()], dtype=object)
-    return labels[np.asarray(inverse).reshape(-1)], arg.present
+    return labels[codes], arg.present
 
 
 class _Strings:

@@ -92,12 +92,25 @@ class Rows:
         return Rows(self.n, [(data, np.where(present, used, 0)) for data, used in self.segments])
 
     def tobytes(self) -> bytes:
-        """Every message's bytes, message after message."""
+        """Every message's bytes, message after message: each segment's used bytes are
+        copied to where they land (row start + the lengths of the segments before)."""
         if not self.segments or self.n == 0:
             return b""
-        data = np.hstack([d for d, _ in self.segments])
-        mask = np.hstack([np.arange(d.shape[1]) < used[:, None] for d, used in self.segments])
-        return bytes(data[mask].tobytes())
+        offset = np.zeros(self.n, dtype=np.int64)
+        offset[1:] = np.cumsum(self.lengths())[:-1]
+        out = np.empty(int(offset[-1] + self.lengths()[-1]), dtype=np.uint8)
+        for data, used in self.segments:
+            width = data.shape[1]
+            if width == 0:
+                continue
+            if bool((used == width).all()):
+                where = offset[:, None] + np.arange(width)
+                out[where] = data
+            else:
+                mask = np.arange(width) < used[:, None]
+                out[(offset[:, None] + np.arange(width))[mask]] = data[mask]
+            offset += used
+        return out.tobytes()
 
 
 def varint_matrix(values: npt.ArrayLike) -> tuple[U8, I64]:
@@ -119,6 +132,15 @@ def varint_matrix(values: npt.ArrayLike) -> tuple[U8, I64]:
     return out[:, :width], used
 
 
+def _prefixed(n: int, prefix: bytes, data: U8, used: I64) -> Rows:
+    """One segment: ``prefix`` then each row's first ``used`` bytes of ``data``."""
+    head = np.frombuffer(prefix, dtype=np.uint8)
+    matrix = np.empty((n, len(head) + data.shape[1]), dtype=np.uint8)
+    matrix[:, :len(head)] = head
+    matrix[:, len(head):] = data
+    return Rows(n, [(matrix, used + len(head))])
+
+
 def constant(n: int, payload: bytes) -> Rows:
     """The same bytes in every message."""
     row = np.frombuffer(payload, dtype=np.uint8)
@@ -128,23 +150,20 @@ def constant(n: int, payload: bytes) -> Rows:
 def varints(field: int, values: npt.ArrayLike) -> Rows:
     """Field ``field`` = ``values[i]`` (wire type 0) in message ``i``."""
     data, used = varint_matrix(values)
-    head = constant(len(used), tag(field, VARINT))
-    return head.add(Rows(len(used), [(data, used)]))
+    return _prefixed(len(used), tag(field, VARINT), data, used)
 
 
 def fixed64s(field: int, values: npt.ArrayLike) -> Rows:
     """Field ``field`` = ``values[i]`` as 8 little-endian bytes (wire type 1)."""
     raw = np.ascontiguousarray(np.asarray(values).astype("<u8")).view(np.uint8)
     n = len(raw) // 8
-    head = constant(n, tag(field, FIXED64))
-    return head.add(Rows(n, [(raw.reshape(n, 8), np.full(n, 8, dtype=np.int64))]))
+    return _prefixed(n, tag(field, FIXED64), raw.reshape(n, 8), np.full(n, 8, dtype=np.int64))
 
 
 def message(field: int, inner: Rows) -> Rows:
     """``inner`` wrapped as the length-delimited field ``field`` of every message."""
     data, used = varint_matrix(inner.lengths())
-    head = constant(inner.n, tag(field, LENGTH_DELIMITED))
-    return head.add(Rows(inner.n, [(data, used)]), inner)
+    return _prefixed(inner.n, tag(field, LENGTH_DELIMITED), data, used).add(inner)
 
 
 def lookup(codes: npt.NDArray[np.int64], table: Sequence[bytes]) -> Rows:

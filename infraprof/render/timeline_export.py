@@ -315,7 +315,7 @@ def gap_rows(report: Report) -> pd.DataFrame:
         out = pd.concat(frames, ignore_index=True).astype("int64")
         return as_frame(out.assign(cause=pd.Series(["unattributed"] * len(out), dtype=object),
                                    finding_id=pd.Series([None] * len(out), dtype=object)))
-    cause = [g.category for g in atts]
+    cause = [max(g.parts, key=g.parts.__getitem__) for g in atts]  # GapAttribution.category
     frame = pd.DataFrame({
         "start_ns": np.array([g.start_ns for g in atts], dtype=np.int64),
         "end_ns": np.array([g.end_ns for g in atts], dtype=np.int64),
@@ -327,8 +327,14 @@ def gap_rows(report: Report) -> pd.DataFrame:
         "nvtx": [g.nvtx for g in atts],
         "exposed_by": [g.exposed_by for g in atts],
     })
-    for cat in sorted({c for g in atts for c in g.parts}):
-        frame[f"{cat}_ns"] = pd.array([g.parts.get(cat) for g in atts], dtype="Int64")
+    parts: dict[str, npt.NDArray[np.int64]] = {}
+    for i, g in enumerate(atts):
+        for cat, ns in g.parts.items():
+            if cat not in parts:
+                parts[cat] = np.full(len(atts), -1, dtype=np.int64)
+            parts[cat][i] = ns
+    for cat in sorted(parts):
+        frame[f"{cat}_ns"] = pd.Series(parts[cat], dtype="Int64").where(parts[cat] >= 0)
     return as_frame(frame)
 
 
