@@ -293,3 +293,27 @@ def test_an_empty_trace_exports_no_events() -> None:
     chunks: list[bytes] = []
     write_perfetto(plan, chunks.append)
     assert decode(b"".join(chunks)).packets == 0
+
+
+def test_pyspy_slices_get_a_track_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """py-spy slices (``timeline_view.pyspy_slices``, tested with the capture tests) land on
+    ``py-spy <tid>`` tracks of the main process with their whole stack as an argument."""
+    from infraprof.ranking import timeline_view
+    from infraprof.render import timeline_export
+
+    report = report_for(DEMO)
+    fake = [timeline_view.PyspySlice(11, 1_000, 5_000, ("main (app.py:3)", "hot (app.py:7)")),
+            timeline_view.PyspySlice(11, 5_000, 9_000, ("main (app.py:3)",)),
+            timeline_view.PyspySlice(12, 2_000, 3_000, ("worker (app.py:20)",))]
+    monkeypatch.setattr(timeline_export, "pyspy_slices", lambda _: fake)
+    chunks: list[bytes] = []
+    write_perfetto(build_plan(report), chunks.append)
+    decoded = decode(b"".join(chunks))
+    got = {_key(decoded, u): [(s, e, ev.name, ev.args["stack"]) for s, e, ev in slices(evs)]
+           for u, evs in decoded.events.items() if decoded.tracks[u].get("name", "")
+           .startswith("py-spy")}
+    pid = timeline_view.main_pid(report)
+    assert got == {
+        (pid, "py-spy", 11): [(1_000, 5_000, "hot (app.py:7)", "main (app.py:3) > hot (app.py:7)"),
+                              (5_000, 9_000, "main (app.py:3)", "main (app.py:3)")],
+        (pid, "py-spy", 12): [(2_000, 3_000, "worker (app.py:20)", "worker (app.py:20)")]}

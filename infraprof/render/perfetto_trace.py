@@ -262,33 +262,64 @@ class _Lane:
     strings: _Strings
 
 
-def _encode_chunk(plan: ExportPlan, lane: _Lane, index: np.ndarray, is_end: np.ndarray,
-                  arg_iids: dict[str, int]) -> bytes:
-    """The packets of ``index`` (slice numbers in time order; ``is_end``: its end)."""
+def _begin_packets(plan: ExportPlan, lane: _Lane, index: np.ndarray,
+                   arg_iids: dict[str, int]) -> wire.Rows:
+    """Slice-begin and instant packets of slices ``index``: name, category, arguments,
+    flows."""
     n = len(index)
-    begins = ~is_end
     src, row = lane.src[index], lane.row[index]
-    at = np.nonzero(begins)[0]
-    kind = np.where(is_end, SLICE_END, np.where(lane.instant[index], INSTANT, SLICE_BEGIN))
+    kind = np.where(lane.instant[index], INSTANT, SLICE_BEGIN)
     category = np.array([CATEGORIES.index(s.cat) + 1 for s in plan.sources])[src]
     flow, terminates = _flows(plan, src, row)
-    flows = begins & (flow > 0)
+    every = np.arange(n)
     event = wire.Rows.empty(n).add(
         wire.varints(EVENT_TYPE, kind),
         wire.constant(n, wire.varint_field(EVENT_TRACK_UUID, lane.uuid)),
-        wire.varints(EVENT_CATEGORY_IIDS, category).only(begins),
-        wire.varints(EVENT_NAME_IID, lane.name_iid[index]).only(begins),
-        _annotations(_gather_args(plan, src[at], row[at], at, n), arg_iids, lane.strings, n),
-        wire.fixed64s(EVENT_FLOW_IDS, flow).only(flows & ~terminates),
-        wire.fixed64s(EVENT_TERMINATING_FLOWS, flow).only(flows & terminates))
-    times = np.where(is_end, lane.end[index], lane.start[index])
-    packet = wire.Rows.empty(n).add(
-        wire.varints(PACKET_TIMESTAMP, times),
-        wire.constant(n, wire.varint_field(PACKET_SEQUENCE_ID, lane.sequence)),
-        wire.constant(n, wire.varint_field(PACKET_SEQUENCE_FLAGS, NEEDS_STATE)).only(begins),
-        wire.message(PACKET_TRACK_EVENT, event))
-    encoded = wire.message(TRACE_PACKET, packet).tobytes()
-    return lane.strings.announce(lane.sequence) + encoded
+        wire.varints(EVENT_CATEGORY_IIDS, category),
+        wire.varints(EVENT_NAME_IID, lane.name_iid[index]),
+        _annotations(_gather_args(plan, src, row, every, n), arg_iids, lane.strings, n),
+        wire.fixed64s(EVENT_FLOW_IDS, flow).only((flow > 0) & ~terminates),
+        wire.fixed64s(EVENT_TERMINATING_FLOWS, flow).only((flow > 0) & terminates))
+    state = (wire.varint_field(PACKET_SEQUENCE_ID, lane.sequence)
+             + wire.varint_field(PACKET_SEQUENCE_FLAGS, NEEDS_STATE))
+    packet = wire.Rows.empty(n).add(wire.varints(PACKET_TIMESTAMP, lane.start[index]),
+                                    wire.constant(n, state),
+                                    wire.message(PACKET_TRACK_EVENT, event))
+    return wire.message(TRACE_PACKET, packet)
+
+
+def _end_packets(lane: _Lane, index: np.ndarray) -> wire.Rows:
+    """Slice-end packets: the time, then the same bytes for the whole lane."""
+    n = len(index)
+    event = (wire.varint_field(EVENT_TYPE, SLICE_END)
+             + wire.varint_field(EVENT_TRACK_UUID, lane.uuid))
+    tail = (wire.varint_field(PACKET_SEQUENCE_ID, lane.sequence)
+            + wire.bytes_field(PACKET_TRACK_EVENT, event))
+    packet = wire.varints(PACKET_TIMESTAMP, lane.end[index]).add(wire.constant(n, tail))
+    return wire.message(TRACE_PACKET, packet)
+
+
+def _interleave(is_end: np.ndarray, begins: wire.Rows, ends: wire.Rows) -> bytes:
+    """Begin and end packets merged back into time order (``is_end`` per packet)."""
+    sizes = np.empty(len(is_end), dtype=np.int64)
+    sizes[~is_end], sizes[is_end] = begins.lengths(), ends.lengths()
+    head = begins.tobytes()
+    data = np.frombuffer(head + ends.tobytes(), dtype=np.uint8)
+    source = np.empty(len(is_end), dtype=np.int64)
+    for rows, where, base in ((begins, ~is_end, 0), (ends, is_end, len(head))):
+        lengths = rows.lengths()
+        source[where] = base + np.cumsum(lengths) - lengths
+    target = np.cumsum(sizes) - sizes
+    index = np.repeat(source - target, sizes) + np.arange(int(sizes.sum()))
+    return data[index].tobytes()
+
+
+def _encode_chunk(plan: ExportPlan, lane: _Lane, index: np.ndarray, is_end: np.ndarray,
+                  arg_iids: dict[str, int]) -> bytes:
+    """The packets of ``index`` (slice numbers in time order; ``is_end``: its end)."""
+    begins = _begin_packets(plan, lane, index[~is_end], arg_iids)
+    merged = _interleave(is_end, begins, _end_packets(lane, index[is_end]))
+    return lane.strings.announce(lane.sequence) + merged
 
 
 def _write_lane(plan: ExportPlan, lane: _Lane, names: list[str], arg_names: _ArgNames,
