@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -317,3 +318,25 @@ def test_pyspy_slices_get_a_track_per_thread(monkeypatch: pytest.MonkeyPatch) ->
         (pid, "py-spy", 11): [(1_000, 5_000, "hot (app.py:7)", "main (app.py:3) > hot (app.py:7)"),
                               (5_000, 9_000, "main (app.py:3)", "main (app.py:3)")],
         (pid, "py-spy", 12): [(2_000, 3_000, "worker (app.py:20)", "worker (app.py:20)")]}
+
+
+def test_a_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The file appears only once complete: an error mid-stream leaves neither it nor a
+    temporary file; an existing file is kept as it was."""
+    from infraprof.render import perfetto_trace
+
+    out = tmp_path / "t.perfetto-trace"
+    out.write_bytes(b"old")
+
+    def broken(plan: object, write: Callable[[bytes], object]) -> None:
+        write(b"\x0a\x00" * 1000)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(perfetto_trace, "write_perfetto", broken)
+    code, _, err = run_main(["export", str(DEMO), "-o", str(out)], monkeypatch, capsys)
+    assert code != 0
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    missing = tmp_path / "nope" / "t.perfetto-trace"
+    code, _, err = run_main(["export", str(DEMO), "-o", str(missing)], monkeypatch, capsys)
+    assert code == 3 and err.count("infraprof: error:") == 1 and "nope" in err
