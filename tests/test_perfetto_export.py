@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -340,3 +341,12 @@ def test_a_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monk
     missing = tmp_path / "nope" / "t.perfetto-trace"
     code, _, err = run_main(["export", str(DEMO), "-o", str(missing)], monkeypatch, capsys)
     assert code == 3 and err.count("infraprof: error:") == 1 and "nope" in err
+
+
+def test_streams_to_a_pipe() -> None:
+    run = subprocess.run([sys.executable, "-m", "infraprof", "export", str(DEMO), "--to",
+                          "perfetto"], capture_output=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert run.returncode == 0, run.stderr
+    decoded = decode(run.stdout)
+    assert decoded.packets > 0 and run.stderr == b""

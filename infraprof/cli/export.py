@@ -31,7 +31,7 @@ _SUFFIXES = ((".speedscope.json", ExportFormat.speedscope), (".json", ExportForm
              (".collapsed", ExportFormat.collapsed), (".folded", ExportFormat.collapsed))
 _TIMELINES = (ExportFormat.perfetto, ExportFormat.chrome)
 # what the timeline exports need: gaps with their cause and finding, py-spy samples
-_TIMELINE_ANALYSES = frozenset({"summary", "timeline", "attribution", "gaps", "python"})
+_TIMELINE_ANALYSES = frozenset({"timeline", "attribution", "gaps", "python"})
 _STACKS = (ExportFormat.speedscope, ExportFormat.collapsed)
 
 

@@ -310,7 +310,8 @@ def _interleave(is_end: np.ndarray, begins: wire.Rows, ends: wire.Rows) -> bytes
         lengths = rows.lengths()
         source[where] = base + np.cumsum(lengths) - lengths
     target = np.cumsum(sizes) - sizes
-    index = np.repeat(source - target, sizes) + np.arange(int(sizes.sum()))
+    shift = (source - target).astype(np.int32)  # a chunk is far below 2 GiB
+    index = np.repeat(shift, sizes) + np.arange(int(sizes.sum()), dtype=np.int32)
     return data[index].tobytes()
 
 

@@ -92,25 +92,20 @@ class Rows:
         return Rows(self.n, [(data, np.where(present, used, 0)) for data, used in self.segments])
 
     def tobytes(self) -> bytes:
-        """Every message's bytes, message after message: each segment's used bytes are
-        copied to where they land (row start + the lengths of the segments before)."""
+        """Every message's bytes, message after message: the segments side by side in one
+        matrix, and the used bytes of each row kept (one boolean gather)."""
         if not self.segments or self.n == 0:
             return b""
-        offset = np.zeros(self.n, dtype=np.int64)
-        offset[1:] = np.cumsum(self.lengths())[:-1]
-        out = np.empty(int(offset[-1] + self.lengths()[-1]), dtype=np.uint8)
+        width = sum(data.shape[1] for data, _ in self.segments)
+        matrix = np.empty((self.n, width), dtype=np.uint8)
+        keep = np.empty((self.n, width), dtype=bool)
+        column = 0
         for data, used in self.segments:
-            width = data.shape[1]
-            if width == 0:
-                continue
-            if bool((used == width).all()):
-                where = offset[:, None] + np.arange(width)
-                out[where] = data
-            else:
-                mask = np.arange(width) < used[:, None]
-                out[(offset[:, None] + np.arange(width))[mask]] = data[mask]
-            offset += used
-        return out.tobytes()
+            span = slice(column, column + data.shape[1])
+            matrix[:, span] = data
+            np.less(np.arange(data.shape[1]), used[:, None], out=keep[:, span])
+            column += data.shape[1]
+        return bytes(matrix[keep].tobytes())
 
 
 def varint_matrix(values: npt.ArrayLike) -> tuple[U8, I64]:
