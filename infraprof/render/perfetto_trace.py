@@ -312,7 +312,7 @@ def _interleave(is_end: np.ndarray, begins: wire.Rows, ends: wire.Rows) -> bytes
     target = np.cumsum(sizes) - sizes
     shift = (source - target).astype(np.int32)  # a chunk is far below 2 GiB
     index = np.repeat(shift, sizes) + np.arange(int(sizes.sum()), dtype=np.int32)
-    return data[index].tobytes()
+    return bytes(data[index].tobytes())
 
 
 def _encode_chunk(plan: ExportPlan, lane: _Lane, index: np.ndarray, is_end: np.ndarray,
