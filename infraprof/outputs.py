@@ -21,8 +21,9 @@ import errno
 import os
 import re
 import stat
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from infraprof.capture.layout import CaptureFolder
@@ -167,3 +168,92 @@ def append_output(path: Path, text: str, what: str) -> None:
         raise OutputClosed(str(path)) from exc
     except OSError as exc:
         raise _fail(path, what, exc) from exc
+
+
+class OutputStream:
+    """Where :func:`open_output` writes: ``write(bytes)`` in as many chunks as the caller
+    likes. A closed pipe raises :class:`OutputClosed`, any other failure
+    :class:`OutputError` naming the path."""
+
+    def __init__(self, fd: int | None, path: Path | None, what: str) -> None:
+        self.fd, self.path, self.what = fd, path, what
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        name = Path(str(self.path or "<stdout>"))
+        try:
+            if self.fd is None:
+                sys.stdout.buffer.write(data)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+        except BrokenPipeError as exc:
+            raise OutputClosed(str(name)) from exc
+        except OSError as exc:
+            raise _fail(name, self.what, exc) from exc
+        self.written += len(data)
+
+
+@contextlib.contextmanager
+def open_output(path: Path | None, inputs: Iterable[Path | None] = (),
+                what: str = "the output", option: str = "-o") -> Iterator[OutputStream]:
+    """Stream an output of any size to ``path`` (stdout when None) following the module's
+    rules: a regular file is written to a temp file beside it and replaces it only when the
+    ``with`` block ends without an error (``fsync`` first); devices, FIFOs and
+    ``/dev/stdout``-style paths are written in place. Raises as :func:`write_output`."""
+    if path is None:
+        yield OutputStream(None, None, what)
+        try:
+            sys.stdout.buffer.flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed("<stdout>") from exc
+        return
+    refuse_inputs(path, inputs, option)
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory; give a file name for {option}")
+    if is_stream(path):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0))
+        except OSError as exc:
+            raise _fail(path, what, exc) from exc
+        try:
+            yield OutputStream(fd, path, what)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return
+    yield from _atomic_stream(path, what)
+
+
+def _atomic_stream(path: Path, what: str) -> Iterator[OutputStream]:
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        raise OutputError(f"{path}: cannot write {what} (no such directory {target.parent}); "
+                          "create it first")
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = _new_file_mode()
+    except OSError as exc:
+        raise _fail(target, what, exc) from exc
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _fail(target, what, exc) from exc
+    done = False
+    try:
+        yield OutputStream(fd, target, what)
+        try:
+            os.fsync(fd)
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _fail(target, what, exc) from exc
+        done = True
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        if not done:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

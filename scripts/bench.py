@@ -13,7 +13,9 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
 * ``nsys stats``: ``nsys stats -r gpukernsum`` on the same file (when nsys is installed);
 * ``cold``: ``infraprof analyze FILE -f json`` with an empty cache dir;
 * ``warm``: the same again, its columnar cache filled by the cold run;
-* ``--help`` and ``analyze`` of a small sample trace (start-up cost).
+* ``--help`` and ``analyze`` of a small sample trace (start-up cost);
+* ``export perfetto``: ``infraprof export FILE -o X.perfetto-trace`` (and ``export 1 step``
+  with ``--window step:2``), with the file size.
 
 Prints a table (wall and CPU seconds, peak RSS), the ratios and one JSON line (``{"bench": ...}``,
 with the 1-minute load average: on a shared machine compare CPU seconds). Nothing is asserted.
@@ -199,6 +201,20 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True
     return results
 
 
+def export_steps(db: Path, repo: Path, cache: Path) -> dict[str, dict[str, float]]:
+    """``infraprof export`` of the whole file to Perfetto protobuf and of one NVTX step
+    (``--window step:2``), after the analyze runs (same cache); ``file_mib`` per step."""
+    env = {"PYTHONPATH": str(repo), "INFRAPROF_CACHE_DIR": str(cache), "CI": "true"}
+    out: dict[str, dict[str, float]] = {}
+    for name, extra in (("export perfetto", []), ("export 1 step", ["--window", "step:2"])):
+        target = db.with_name(f"{name.replace(' ', '-')}.perfetto-trace")
+        out[name] = measure([sys.executable, "-m", "infraprof", "export", str(db), "-o",
+                             str(target), *extra], env)
+        out[name]["file_mib"] = round(target.stat().st_size / 2**20, 1)
+        target.unlink()
+    return out
+
+
 def report(kernels: int, size: int, results: dict[str, dict[str, float]]) -> dict[str, object]:
     print(f"{'step':18} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
     for name, r in results.items():
@@ -262,6 +278,7 @@ def main() -> int:
         shutil.copyfile(db, work)  # nsys and infraprof see a private copy
         results = run_steps(work, Path(args.repo), args.repeat, Path(tmp) / "cache",
                             warm=not args.no_warm)
+        results.update(export_steps(work, Path(args.repo), Path(tmp) / "cache"))
         report(kernels, work.stat().st_size, results)
     return 0
 

@@ -278,12 +278,12 @@ def test_untimed_pyspy_gives_the_aggregate_profile_only(shared_traces: Path) -> 
 @pytest.mark.nsys
 def test_exports_carry_python_stacks(gpu_capture: tuple[Path, dict[str, Any]], nsys_bin: str,
                                      tmp_path: Path) -> None:
-    """Perfetto export of a capture folder has py-spy tracks; the collapsed "CPU while the GPU
+    """Chrome trace export of a capture folder has py-spy tracks; the collapsed "CPU while the GPU
     was idle" export comes from py-spy when nsys took no CPU samples."""
     folder, _ = gpu_capture
     env = _env(nsys_bin)
     out = tmp_path / "trace.json"
-    run = subprocess.run([PY, "-m", "infraprof", "export", str(folder), "--to", "perfetto",
+    run = subprocess.run([PY, "-m", "infraprof", "export", str(folder), "--to", "chrome",
                           "-o", str(out)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     events = json.loads(out.read_text())["traceEvents"]

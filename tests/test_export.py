@@ -153,14 +153,30 @@ def test_cli_collapsed_idle_only(trace_files: TraceFiles, tmp_path: Path,
     assert "wrote" in err
 
 
-def test_cli_perfetto_equals_chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_chrome_is_streamed_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o x.json`` and ``--to chrome`` write the same document as the renderer."""
     a, b = tmp_path / "a.json", tmp_path / "b.trace"
     assert run_main(["export", str(DEMO), "-o", str(a)], monkeypatch, capsys)[0] == 0
-    assert run_main(["export", str(DEMO), "--to", "perfetto", "-o", str(b)], monkeypatch,
+    assert run_main(["export", str(DEMO), "--to", "chrome", "-o", str(b)], monkeypatch,
                     capsys)[0] == 0
     assert a.read_bytes() == b.read_bytes()
-    assert json.loads(a.read_text(encoding="utf-8"))["traceEvents"]
+    data = json.loads(a.read_text(encoding="utf-8"))
+    _check_structure(data, report_for(DEMO))
+    assert data == json.loads(render_chrome_trace(report_for(DEMO)))
+
+
+def test_chrome_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "w.json"
+    code, _, err = run_main(["export", str(DEMO), "-o", str(out), "--window", "step:1"],
+                            monkeypatch, capsys)
+    assert code == 0, err
+    report = report_for(DEMO)
+    events = _check_structure(json.loads(out.read_text(encoding="utf-8")), report)
+    whole = json.loads(render_chrome_trace(report))["traceEvents"]
+    assert 0 < sum(e["ph"] == "X" for e in events) < sum(e["ph"] == "X" for e in whole)
+    assert sum(1 for e in events if e["ph"] == "X" and e["name"].startswith("step")) == 1
 
 
 @pytest.mark.parametrize(("argv", "code", "message"), [

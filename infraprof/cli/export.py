@@ -3,14 +3,20 @@ flame-graph tools)."""
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from infraprof.cli.output import emit, warn_data_quality
 from infraprof.errors import InputError, UsageError
+
+if TYPE_CHECKING:  # loaded when a command runs, not at --help
+    from infraprof.model import Trace
+    from infraprof.model.clock import AlignedPyspy
 
 
 class ExportFormat(str, Enum):
@@ -21,7 +27,11 @@ class ExportFormat(str, Enum):
 
 
 _SUFFIXES = ((".speedscope.json", ExportFormat.speedscope), (".json", ExportFormat.chrome),
+             (".perfetto-trace", ExportFormat.perfetto), (".pftrace", ExportFormat.perfetto),
              (".collapsed", ExportFormat.collapsed), (".folded", ExportFormat.collapsed))
+_TIMELINES = (ExportFormat.perfetto, ExportFormat.chrome)
+# what the timeline exports need: gaps with their cause and finding, py-spy samples
+_TIMELINE_ANALYSES = frozenset({"timeline", "attribution", "gaps", "python"})
 _STACKS = (ExportFormat.speedscope, ExportFormat.collapsed)
 
 
@@ -31,7 +41,8 @@ def _guess(output: Path | None) -> ExportFormat:
         if name.endswith(suffix):
             return fmt
     raise UsageError("give --to perfetto|chrome|speedscope|collapsed (or an -o name ending in "
-                     ".json, .speedscope.json, .collapsed or .folded)")
+                     ".perfetto-trace, .pftrace, .json, .speedscope.json, .collapsed or "
+                     ".folded)")
 
 
 def export(
@@ -41,10 +52,12 @@ def export(
         "PyTorch profiler trace (*.pt.trace.json[.gz])."),
     to: ExportFormat | None = typer.Option(
         None, "--to", "-t",
-        help="perfetto or chrome: Chrome trace-event JSON (GPU streams, CUDA API and OS "
-        "runtime calls per thread, NVTX, idle gaps with their cause, launch->kernel arrows); "
-        "speedscope: CPU sample stacks for speedscope.app; collapsed: folded stacks for "
-        "flamegraph.pl/inferno. Default: from the -o name."),
+        help="perfetto: Perfetto's native protobuf trace (GPU streams, CUDA API and OS "
+        "runtime calls per thread, NVTX, py-spy, idle gaps with their cause and finding, "
+        "launch->kernel arrows; binary, so -o FILE or a pipe); chrome: the same as Chrome "
+        "trace-event JSON; speedscope: CPU sample stacks for speedscope.app; collapsed: "
+        "folded stacks for flamegraph.pl/inferno. Default: from the -o name (.perfetto-trace "
+        "or .pftrace: perfetto, .json: chrome)."),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write to this file instead of stdout."),
     idle_only: bool = typer.Option(
@@ -54,6 +67,14 @@ def export(
         None, "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
         "folders): Python stacks in the Perfetto trace; speedscope and collapsed stacks when "
         "the nsys trace has no CPU samples."),
+    window: str | None = typer.Option(
+        None, "--window", "-w", metavar="START:END",
+        help="perfetto/chrome: only what overlaps this time window: durations from the "
+        "trace's first event (1.5s:2s, 200ms:, :1s) or NVTX steps (step:3, step:3-5)."),
+    max_events: int | None = typer.Option(
+        None, "--max-events", min=1,
+        help="perfetto/chrome: refuse (exit 2) rather than write more slices and instants "
+        "than this; default: no limit."),
 ) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
@@ -61,7 +82,6 @@ def export(
     from infraprof.inputs import load_input, pyspy_for
     from infraprof.outputs import refuse_inputs
     from infraprof.ranking import build_report
-    from infraprof.render.chrome_trace import render_chrome_trace
     from infraprof.render.stacks import (
         render_collapsed,
         render_speedscope,
@@ -72,6 +92,11 @@ def export(
     fmt = to or _guess(output)
     if idle_only and fmt not in _STACKS:
         raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
+    if fmt not in _TIMELINES and (window is not None or max_events is not None):
+        raise UsageError("--window and --max-events apply to --to perfetto and --to chrome")
+    if fmt is ExportFormat.perfetto and output is None and sys.stdout.isatty():
+        raise UsageError("--to perfetto writes a binary file; give -o FILE.perfetto-trace or "
+                         "pipe the output")
     inputs = [input_path, pyspy]
     refuse_inputs(output, inputs)
     loaded = load_input(input_path, None)
@@ -94,20 +119,57 @@ def export(
         raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
                          "sampling (`infraprof capture --sample` or `nsys profile "
                          "--sample=process-tree`)")
-    report = build_report(trace, pyspy=aligned)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt in _TIMELINES:
+        _export_timeline(input_path, trace, aligned, fmt, output, inputs, window, max_events)
+        if output is not None:
+            err.print(f"infraprof: wrote {output} ({fmt.value}); open it in "
+                      "https://ui.perfetto.dev" + (" or chrome://tracing" if fmt is
+                                                    ExportFormat.chrome else ""), markup=False)
+        return
+    report = build_report(trace, pyspy=aligned)
     if fmt in _STACKS and not thread_stacks(report, idle_only):
         err.print("infraprof: note: no CPU sample with a callchain"
                   + (" was taken during GPU idle" if idle_only else ""), markup=False)
     if fmt is ExportFormat.speedscope:
         text = render_speedscope(report, idle_only)
-    elif fmt is ExportFormat.collapsed:
-        text = render_collapsed(report, idle_only)
     else:
-        text = render_chrome_trace(report)
+        text = render_collapsed(report, idle_only)
     emit(text, output, inputs=inputs, kind="text" if fmt is ExportFormat.collapsed else "json")
     if output is not None:
-        hint = {ExportFormat.speedscope: "open it in https://www.speedscope.app",
-                ExportFormat.collapsed: "feed it to flamegraph.pl or inferno-flamegraph"}.get(
-            fmt, "open it in https://ui.perfetto.dev or chrome://tracing")
+        hint = ("open it in https://www.speedscope.app" if fmt is ExportFormat.speedscope
+                else "feed it to flamegraph.pl or inferno-flamegraph")
         err.print(f"infraprof: wrote {output} ({fmt.value}); {hint}", markup=False)
+
+
+def _too_many(count: int, max_events: int, input_path: Path) -> UsageError:
+    return UsageError(f"{input_path}: the export would hold {count:,} events, more than "
+                      f"--max-events {max_events:,}; cut a time window with --window "
+                      "(e.g. --window step:3 or --window 1s:1.5s) or raise --max-events")
+
+
+def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | None,
+                     fmt: ExportFormat, output: Path | None, inputs: list[Path | None],
+                     window: str | None, max_events: int | None) -> None:
+    """Perfetto protobuf or Chrome JSON, streamed to ``output`` (stdout when None)."""
+    from infraprof.analyses.registry import AnalysisConfig, analysis_ids
+    from infraprof.outputs import open_output
+    from infraprof.ranking import build_report
+    from infraprof.render.chrome_trace import write_chrome_trace
+    from infraprof.render.export_window import parse_window
+    from infraprof.render.perfetto_trace import write_perfetto
+    from infraprof.render.timeline_export import build_plan, rows_in_window
+
+    span = parse_window(window, trace) if window is not None else None
+    if max_events is not None and (early := rows_in_window(trace, span)) > max_events:
+        raise _too_many(early, max_events, input_path)
+    config = AnalysisConfig(disabled=frozenset(analysis_ids()) - _TIMELINE_ANALYSES)
+    report = build_report(trace, config, pyspy=aligned)
+    plan = build_plan(report, span)
+    if max_events is not None and plan.event_count() > max_events:
+        raise _too_many(plan.event_count(), max_events, input_path)
+    with open_output(output, inputs, "the trace") as out:
+        if fmt is ExportFormat.perfetto:
+            write_perfetto(plan, out.write)
+        else:
+            write_chrome_trace(report, plan, out.write)
