@@ -91,7 +91,7 @@ def _expected(report: Report) -> dict[tuple[int, str, int], list[tuple[int, int,
     marks = t.nvtx[t.nvtx["kind"] == "mark"]
     add(marks, ("pid", "tid"), "thread", marks["name"], instant=True)
     assert report.analysis is not None
-    for g in report.analysis.attributions:
+    for g in report.analysis.attributions.records():
         out.setdefault((GPU_PID_BASE + g.device_id, "gaps", 0), []).append(
             (g.start_ns, g.end_ns, f"idle: {g.category}"))
     return out
