@@ -63,10 +63,12 @@ class JobResult:
     warnings: tuple[str, ...] = ()
 
 
-def _report_rank(report: Report) -> tuple[int | None, str]:
+def _report_rank(report: Report, pid: int | None) -> tuple[int | None, str]:
     """The rank a whole report states: Kineto ``distributedInfo``, else the rank variables of
-    the environment nsys recorded for the launched process (nsys 2023.3+)."""
+    the environment nsys recorded for the launched process (nsys 2023.3+), else the ``MPI
+    Rank <N>`` thread name of its rank process (nsys ``--trace=mpi``)."""
     from infraprof.inputs.many import capture_environment, rank_from_environment
+    from infraprof.model.processes import MPI_RANK_SOURCE, mpi_ranks
 
     meta = report.trace.meta
     if meta.rank is not None:
@@ -75,24 +77,35 @@ def _report_rank(report: Report) -> tuple[int | None, str]:
     found = rank_from_environment(env)
     if found is not None:
         return found[0], f"{found[1]} in the capture environment"
+    by_pid = mpi_ranks(report.trace)
+    if pid in by_pid:
+        return by_pid[pid], MPI_RANK_SOURCE
+    if pid is None and len(set(by_pid.values())) == 1:
+        return next(iter(by_pid.values())), MPI_RANK_SOURCE
     return None, "input order"
 
 
 def job_facts(report: Report, job: Job) -> list[RankFacts]:
     """One rank per report, or one per rank process when the report holds several
-    (:mod:`infraprof.model.processes`), each from its own analysis."""
-    from infraprof.model.processes import process_trace, rank_pids
+    (:mod:`infraprof.model.processes`), each from its own analysis; a split process states
+    its rank by its ``MPI Rank <N>`` thread name, else it is placed by pid order."""
+    from infraprof.model.processes import MPI_RANK_SOURCE, mpi_ranks, process_trace, rank_pids
     from infraprof.ranking.ranks import rank_facts
     from infraprof.ranking.report import build_report
 
     pids = rank_pids(report.trace)
     if len(pids) < 2:
-        hint, source = _report_rank(report)
+        pid = pids[0] if pids else None
+        hint, source = _report_rank(report, pid)
         return [rank_facts(report, input_path=job.path, input_index=job.index,
-                           pid=pids[0] if pids else None, rank_hint=hint, rank_source=source)]
+                           pid=pid, rank_hint=hint, rank_source=source)]
+    by_pid = mpi_ranks(report.trace)
     return [rank_facts(build_report(process_trace(report.trace, pid), job.config),
-                       input_path=job.path, input_index=job.index, pid=pid, rank_hint=None,
-                       rank_source="process order (pid) in the report") for pid in pids]
+                       input_path=job.path, input_index=job.index, pid=pid,
+                       rank_hint=by_pid.get(pid),
+                       rank_source=(MPI_RANK_SOURCE if pid in by_pid
+                                    else "process order (pid) in the report"))
+            for pid in pids]
 
 
 def run_job(job: Job) -> JobResult:
