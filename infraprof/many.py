@@ -18,10 +18,12 @@ worker that dies (e.g. killed by the out-of-memory killer) is an error naming it
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -236,6 +238,37 @@ def run_local(jobs: Sequence[Job], workers: int) -> ManyReport:
     return reduce_results(results)
 
 
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Dask's own log lines (workers restarting, tasks failing) stay off stderr in this
+    process while infraprof runs on it: failures are reported as one error line."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _map_reduce(client: Any, jobs: Sequence[Job], address: str,
+                killed: type[Exception]) -> ManyReport:
+    """One task per input, then the reduce; a task whose workers all died (``killed``:
+    dask's ``KilledWorker``) is a :class:`ToolError` naming its input."""
+    task = run_job  # looked up now: tests replace it with a worker that dies
+    futures = client.map(task, list(jobs), pure=False)
+    try:
+        result: ManyReport = client.submit(reduce_results, futures, pure=False).result()
+    except killed as exc:
+        dead = [j.path for j, f in zip(jobs, futures, strict=True) if f.status == "error"]
+        fix = "lower --jobs or --memory-budget" if address == "local" else (
+            "give the workers more memory (dask worker --memory-limit)")
+        raise ToolError(f"{dead[0] if dead else address}: every Dask worker that analysed it "
+                        f"died (KilledWorker); {fix}, or analyse this input alone to see "
+                        "why") from exc
+    return result
+
+
 def run_on_dask(jobs: Sequence[Job], address: str, workers: int,
                 memory_budget: int | None = None) -> ManyReport:
     """The map and the reduce on a Dask cluster: ``address`` ``local`` starts a
@@ -250,26 +283,20 @@ def run_on_dask(jobs: Sequence[Job], address: str, workers: int,
         raise UsageError(f"--dask {address}: give `local` or a scheduler address such as "
                          "tcp://HOST:8786")
     cluster = None
-    try:
-        if address == "local":
-            budget = memory_budget if memory_budget is not None else available_bytes() // 2
-            cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, memory_limit=max(budget // workers, BASE_BYTES))
-        with Client(cluster if cluster is not None else address,  # type: ignore[no-untyped-call]
-                    timeout=DASK_TIMEOUT_S) as client:
-            futures = client.map(run_job, list(jobs), pure=False)
-            try:
-                result: ManyReport = client.submit(reduce_results, futures, pure=False).result()
-            except KilledWorker as exc:
-                dead = [j.path for j, f in zip(jobs, futures, strict=True) if f.status == "error"]
-                raise ToolError(f"{dead[0] if dead else address}: the Dask workers analysing it "
-                                f"died ({exc}); give them more memory (--memory-limit) or "
-                                "analyse this input alone to see why") from exc
-            return result
-    except (OSError, TimeoutError) as exc:
-        raise ToolError(f"--dask {address}: cannot run on the Dask cluster ({exc}); check "
-                        "the scheduler address and that it is running") from exc
-    finally:
-        if cluster is not None:
-            cluster.close()
+    with _quiet_dask():
+        try:
+            if address == "local":
+                budget = memory_budget if memory_budget is not None else available_bytes() // 2
+                cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None, memory_limit=max(budget // workers, BASE_BYTES),
+                    silence_logs=logging.CRITICAL)
+            target = cluster if cluster is not None else address
+            with Client(target, timeout=DASK_TIMEOUT_S) as client:  # type: ignore[no-untyped-call]
+                return _map_reduce(client, jobs, address, KilledWorker)
+        except (OSError, TimeoutError) as exc:
+            raise ToolError(f"--dask {address}: cannot run on the Dask cluster ({exc}); check "
+                            "the scheduler address and that it is running") from exc
+        finally:
+            if cluster is not None:
+                cluster.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, nsys_required
 from helpers_cli import run_main
 
 import infraprof.inputs.many as inputs_many
@@ -258,3 +258,24 @@ def _cells(row: dict[str, Any]) -> list[str]:
             fmt_ns(row["step_p99_ns"]), fmt_ns(row["compute_ns"]),
             fmt_ns(row["exposed_comm_ns"]), f"{row['last_arrivals']}/{row['collectives']}",
             top["id"] if top else "-"]
+
+
+def test_a_dask_worker_that_dies_is_one_error_naming_its_input(
+        job: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``LocalCluster`` on 127.0.0.1 whose worker analysing the second input is SIGKILLed:
+    the scheduler gives up at once (``allowed-failures`` 0) and says ``KilledWorker``."""
+    try:
+        import dask
+        import distributed  # noqa: F401
+    except ImportError:
+        if nsys_required():  # CI installs the dev extra: a failure there, not a skip
+            pytest.fail("dask.distributed is required in CI: pip install -e '.[dev]'")
+        pytest.skip("dask.distributed not installed (pip install 'infraprof[dask]')")
+    import helpers_workers
+
+    monkeypatch.setattr(infraprof.many, "run_job", helpers_workers.killed_on_second)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        code, out, err = run_main(["analyze", str(job), "--dask", "local", "-j", "2"],
+                                  monkeypatch, capsys)
+    assert code == 4 and out == ""
+    _one_error(err, f"{job / 'b.sqlite'}: every Dask worker that analysed it died (KilledWorker)")
