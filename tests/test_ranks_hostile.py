@@ -176,7 +176,7 @@ def test_several_input_options_with_one_input_warn_once(
 def hostile_job(tmp_path: Path) -> list[Path]:
     """Two reports whose file names and NVTX range name (``load_batch``, made the top finding
     of each input by renaming ``clock_nanosleep`` to an unknown call) hold markup, quotes,
-    ``&``, ANSI escapes, a newline and a bell."""
+    ``&``, ANSI escapes, a newline and a bell (the range name also a NUL)."""
     folder = tmp_path / "hostile"
     folder.mkdir()
     paths = []
@@ -184,7 +184,8 @@ def hostile_job(tmp_path: Path) -> list[Path]:
         target = folder / f"r{i}{HOSTILE}.sqlite".replace("/", "_")
         shutil.copyfile(SAMPLE, target)
         with sqlite3.connect(target) as db:
-            db.execute("UPDATE StringIds SET value = ? WHERE value = 'load_batch'", (HOSTILE,))
+            db.execute("UPDATE StringIds SET value = ? WHERE value = 'load_batch'",
+                       (HOSTILE + "\x00after-NUL",))
             db.execute("UPDATE StringIds SET value = ? WHERE value = 'clock_nanosleep'",
                        ("x" + HOSTILE,))
         paths.append(target)
@@ -204,7 +205,7 @@ def test_hostile_names_are_escaped_in_every_format(
         assert data["ranks"][0]["input"] == str(hostile_job[0])  # the name itself, escaped
         assert data["reports"][0]["findings"][0]["title"].startswith('evil<script>alert("x")')
         return
-    assert "RED" in out and "evil" in out
+    assert "RED" in out and "evil" in out and "after-NUL" in out  # a NUL cuts nothing off
     for line in out.splitlines():  # the newline inside the names never breaks a line
         assert not line.startswith("next|line")
     if fmt == "html":
