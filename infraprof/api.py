@@ -82,7 +82,10 @@ def analyze_many(paths: PathLike | Sequence[PathLike], *, config: AnalysisConfig
     ``jobs``: most worker processes (default: the usable cores); ``memory_budget``: bytes the
     workers may use together (default half the available memory); ``dask``: ``"local"`` (a
     ``LocalCluster`` on 127.0.0.1) or a scheduler address ``tcp://HOST:PORT`` to run on
-    instead of the local pool (``ToolError`` when dask is not installed)."""
+    instead of the local pool (``ToolError`` when dask is not installed). A worker process
+    that dies without a result (a signal such as the out-of-memory killer's SIGKILL) is a
+    ``ToolError`` naming the input it was analysing; more than 4,096 inputs, or a folder of
+    more than 65,536 entries, an ``InputError`` before any report is opened."""
     from infraprof import many
     from infraprof.inputs import TRACE_KINDS, check_kind
     from infraprof.inputs.many import expand_inputs

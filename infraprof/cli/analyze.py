@@ -111,6 +111,7 @@ def analyze(
         analyze_several,
         emit_split,
         is_several,
+        warn_single,
     )
     from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
     from infraprof.outputs import refuse_inputs
@@ -125,6 +126,7 @@ def analyze(
     if is_several(input_paths, many):
         analyze_several(input_paths, config, fmt.value, output, many, ncu=ncu, pyspy=pyspy)
         return
+    warn_single(many)
     input_path = input_paths[0]
     inputs = [input_path, *ncu, pyspy]
     refuse_inputs(output, inputs)

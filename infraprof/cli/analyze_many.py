@@ -57,6 +57,23 @@ def is_several(paths: Sequence[Path], options: ManyOptions) -> bool:
     return path.is_dir() and not is_capture_folder(path)
 
 
+def warn_single(options: ManyOptions) -> None:
+    """One ``infraprof: warning:`` line when options for several inputs come with one input
+    (they are not used: one input is analysed in this process); a malformed
+    ``--memory-budget`` is still a usage error."""
+    import sys
+
+    if options.memory_budget is not None:
+        parse_size(options.memory_budget)
+    given = [name for name, value in (("--jobs", options.jobs), ("--dask", options.dask),
+                                      ("--memory-budget", options.memory_budget))
+             if value is not None]
+    if given:
+        sys.stderr.write(f"infraprof: warning: {', '.join(given)} "
+                         f"{'applies' if len(given) == 1 else 'apply'} to several inputs only; "
+                         "one input is analysed in this process\n")
+
+
 def _render(many: ManyReport, fmt: str, top: int) -> tuple[str, str]:
     from infraprof.render.ranks import (
         render_many_html,
@@ -79,7 +96,7 @@ def analyze_several(paths: Sequence[Path], config: AnalysisConfig, fmt: str,
                     pyspy: Path | None = None) -> None:
     """Analyse the inputs as one job and write the multi-input report."""
     from infraprof import api
-    from infraprof.inputs.many import expand_inputs
+    from infraprof.inputs.many import expand_inputs, protected_files
     from infraprof.outputs import refuse_inputs
 
     if ncu or pyspy is not None:
@@ -87,12 +104,13 @@ def analyze_several(paths: Sequence[Path], config: AnalysisConfig, fmt: str,
                          "them, or drop them for several inputs")
     budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
     inputs = expand_inputs(list(paths))
-    refuse_inputs(output, inputs)
+    protected = [*inputs, *protected_files(list(paths))]
+    refuse_inputs(output, protected)
     many = api.analyze_many(inputs, config=config, jobs=options.jobs, memory_budget=budget,
                             dask=options.dask, use_cache=options.use_cache)
     _warn(many)
     text, kind = _render(many, fmt, config.top)
-    emit(text, output, inputs=inputs, kind=kind)  # type: ignore[arg-type]
+    emit(text, output, inputs=protected, kind=kind)  # type: ignore[arg-type]
 
 
 def _warn(many: ManyReport) -> None:

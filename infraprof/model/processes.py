@@ -10,12 +10,18 @@ Every table with a ``pid`` (or a ``global_tid``/``global_pid`` to decode one fro
 rows of the process; call-chain frames keep the chains its samples and OS-runtime calls use;
 the GPU table (the node's GPUs) is kept whole and marked ``used`` from the process's own work.
 Times stay on the report's timeline (one session, one clock).
+
+**MPI ranks** (:func:`mpi_ranks`): nsys's MPI tracing (``--trace=mpi``) names the thread that
+calls ``MPI_Init`` ``MPI Rank <N>`` (an NVTX thread name in the ``MPI`` domain, exported to
+``ThreadNames``; seen in a real nsys 2022.2 export of an MPI+CUDA job). A process whose
+threads carry exactly one such rank states that rank.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -23,6 +29,8 @@ import pandas as pd
 from infraprof.model.trace import Trace
 from infraprof.tables import as_frame, decode_pid
 
+MPI_RANK_THREAD: Final = re.compile(r"^MPI Rank (\d{1,9})$")
+MPI_RANK_SOURCE: Final = "MPI Rank thread name (nsys --trace=mpi)"
 _PID_TABLES = ("kernels", "api_calls", "memcpy", "memset", "syncs", "nvtx", "osrt",
                "cpu_samples", "threads", "processes", "um_cpu_faults", "um_gpu_faults")
 
@@ -33,6 +41,17 @@ def rank_pids(trace: Trace) -> list[int]:
     ranges = trace.nvtx.loc[trace.nvtx["kind"] == "range", "pid"]
     pids = pd.unique(pd.concat([*gpu, ranges], ignore_index=True).astype("int64"))
     return sorted(int(p) for p in pids)
+
+
+def mpi_ranks(trace: Trace) -> dict[int, int]:
+    """``{pid: rank}`` from ``MPI Rank <N>`` thread names (module docstring); a process whose
+    threads name two different ranks states none."""
+    threads = trace.threads
+    found = threads["name"].astype(str).str.extract(MPI_RANK_THREAD, expand=False)
+    named = threads.loc[found.notna(), ["pid"]].assign(rank=found.dropna().astype("int64"))
+    per_pid = named.drop_duplicates().groupby("pid")["rank"]
+    ranks = per_pid.first()[per_pid.nunique() == 1]
+    return {int(pid): int(rank) for pid, rank in ranks.items()}
 
 
 def is_multi_process(trace: Trace) -> bool:
