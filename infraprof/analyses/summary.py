@@ -197,7 +197,7 @@ class SummaryParams:
 def _run(ctx: AnalysisContext, params: SummaryParams) -> Output:
     start, end = ctx.span
     return Output(tables={
-        "span": (start, end), "devices": ctx.device_busy, "kernels": kernel_summary(ctx.trace),
+        "span": (start, end), "devices": ctx.device_busy, "kernels": ctx.kernel_summary,
         "api_calls": api_summary(ctx.trace), "memcpy": memcpy_summary(ctx.trace),
         "nvtx": nvtx_summary(ctx.trace)})
 
