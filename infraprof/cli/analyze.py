@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -34,14 +35,55 @@ _SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table,
                    ".md": OutputFormat.markdown, ".html": OutputFormat.html}
 
 
+PROGRESS_DELAY_S = 2.0
+"""A status line appears only once a run has lasted this long (short runs print nothing)."""
+
+
+class _DelayedStatus:
+    """A rich status line on stderr (spinner + the current step), shown from
+    :data:`PROGRESS_DELAY_S` after the start until the work is done; transient (erased)."""
+
+    def __init__(self, console: Console, delay_s: float) -> None:
+        self._status = console.status("Working…")
+        self._lock = threading.Lock()
+        self._started = self._stopped = False
+        self._timer = threading.Timer(delay_s, self._start)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def update(self, message: str) -> None:
+        with self._lock:
+            self._status.update(message)
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._status.start()
+                self._started = True
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            if self._started:
+                self._status.stop()
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Progress on stderr: only when stderr is a terminal, not ``--quiet``, not in CI."""
+    return sys.stderr.isatty() and not quiet and not os.environ.get("CI")
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
     if not enabled:
         yield None
         return
-    console = Console(stderr=True)
-    with console.status("Working…") as status:
-        yield lambda message: status.update(message)
+    status = _DelayedStatus(Console(stderr=True), PROGRESS_DELAY_S)
+    try:
+        yield status.update
+    finally:
+        status.stop()
 
 
 def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
@@ -92,6 +134,9 @@ def analyze(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Read the export itself, not infraprof's columnar cache "
         "(nothing is written to the cache either)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress line on stderr (it is shown only on a "
+        "terminal, for runs longer than a few seconds)."),
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
@@ -113,13 +158,14 @@ def analyze(
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return
-    show_progress = sys.stderr.isatty() and not os.environ.get("CI")
-    with _progress(show_progress) as progress:
+    with _progress(progress_wanted(quiet)) as progress:
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
                              use_cache=not no_cache)
+        if progress:
+            progress(f"Rendering the {fmt.value} report")
+        text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     warn_data_quality(report.trace.data_quality, input_path)
     warn_lines(report.trace.meta.warnings)
-    text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     emit(text, output, inputs=inputs, kind=text_kind)
 
 
