@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
 from infraprof.tables import as_frame
 
@@ -68,7 +69,7 @@ def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
                         kernels["device_id"].to_numpy()))
     columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
     k = kernels[columns].iloc[order].reset_index(drop=True)
-    ids, _ = pd.factorize(k["name"].fillna(""))
+    ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
     return as_frame(k.assign(name_id=ids.astype(np.int64),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
 
