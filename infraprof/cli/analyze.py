@@ -172,17 +172,21 @@ def analyze(
 
 def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int | None,
             no_color: bool, top: int) -> tuple[str, TextKind]:
-    from infraprof.render.html import render_html
-    from infraprof.render.json_report import render_json
-    from infraprof.render.markdown import render_markdown
-    from infraprof.render.terminal import render_terminal
-
+    # only the renderer asked for is imported (the HTML one loads plotly)
     if fmt is OutputFormat.json:
+        from infraprof.render.json_report import render_json
+
         return render_json(report), "json"
     if fmt in (OutputFormat.markdown, OutputFormat.md):
+        from infraprof.render.markdown import render_markdown
+
         return render_markdown(report, top=top), "text"
     if fmt is OutputFormat.html:
+        from infraprof.render.html import render_html
+
         return render_html(report, top=top), "text"
+    from infraprof.render.terminal import render_terminal
+
     color = output is None and color_wanted(no_color)
     cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
     return render_terminal(report, width=cols, color=color, top=top), "ansi" if color else "text"

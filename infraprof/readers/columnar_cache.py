@@ -12,10 +12,12 @@ never beside the input) and holds:
 
 Key: the source's resolved path, size, mtime (ns), a SHA-256 of its first 64 KiB (the SQLite
 header and first pages) and whether callchains were read; versioned by
-:data:`READER_VERSION` (bump it whenever the reader's output changes). Entries are written to a
-temporary directory and renamed into place (atomic); an entry whose files do not match their
-recorded sizes and checksums is removed and rebuilt. Any cache failure falls back to reading
-the export: the cache never changes a result.
+:data:`READER_VERSION` (bump it whenever the reader's output changes). The manifest records
+whether every column was read (``all_columns``): an entry of an analysis read (without the
+:data:`~infraprof.tables.ANALYSIS_OMITS` columns) never serves a read that needs them.
+Entries are written to a temporary directory and renamed into place (atomic); an entry whose
+files do not match their recorded sizes and checksums is removed and rebuilt. Any cache
+failure falls back to reading the export: the cache never changes a result.
 """
 
 from __future__ import annotations
