@@ -39,7 +39,8 @@ def analysis_config(config_file: PathLike | None = None, *, disable: Sequence[st
 def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | None = None,
             config: AnalysisConfig | None = None, disable: Sequence[str] = (),
             settings: Mapping[str, Any] | None = None,
-            progress: Callable[[str], None] | None = None, use_cache: bool = True) -> Report:
+            progress: Callable[[str], None] | None = None, use_cache: bool = True,
+            all_columns: bool = False) -> Report:
     """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report, capture
     folder or PyTorch profiler trace ``*.pt.trace.json[.gz]``) into a
     :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
@@ -49,7 +50,10 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     none are given); ``pyspy``: a py-spy output (found automatically in capture folders);
     ``config``: settings from :func:`analysis_config` (else built from the nearest config
     file, ``settings`` and ``disable``); ``progress``: called with a status line per step;
-    ``use_cache``: read through infraprof's columnar cache of the export (default on)."""
+    ``use_cache``: read through infraprof's columnar cache of the export (default on);
+    ``all_columns``: ``report.trace`` holds every column of the normalized tables (default:
+    only those the analyses read, see :data:`infraprof.tables.ANALYSIS_OMITS`; with Nsight
+    Compute reports the kernels' launch configuration is always read)."""
     from infraprof.inputs import CaptureFolder, load_input, load_ncu, pyspy_for
     from infraprof.ranking import build_report
 
@@ -60,13 +64,14 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         return _pyspy_alone(source, config)
     reports = [Path(p) for p in ncu] or (
         CaptureFolder(source).ncu_reports() if source.is_dir() else [])
-    loaded = load_input(source, progress, use_cache=use_cache)
+    loaded = load_input(source, progress, use_cache=use_cache,
+                        all_columns=all_columns or bool(reports))
     trace = loaded.trace
     metrics = [load_ncu(p) for p in reports]
     aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
         source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
         trace.meta.session_start_utc_ns)
-    return build_report(trace, config, pyspy=aligned, ncu=metrics)
+    return build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
 
 
 def analyze_many(paths: PathLike | Sequence[PathLike], *, config: AnalysisConfig | None = None,

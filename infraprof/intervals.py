@@ -84,25 +84,38 @@ def overlap_total(merged: Intervals, start: int, end: int) -> int:
 def overlap_each(merged: Intervals, starts: npt.ArrayLike, ends: npt.ArrayLike) -> IntArray:
     """For each query ``[starts[i], ends[i])``, the length covered by ``merged``.
 
-    Uses prefix sums of the merged lengths and two ``searchsorted`` calls per query batch.
+    Uses prefix sums of the merged lengths and two ``searchsorted`` calls per query batch
+    (:class:`Coverage`; build one to query the same intervals repeatedly).
     """
-    qs = _as_int64(starts)
-    qe = _as_int64(ends)
-    if len(merged) == 0 or qs.size == 0:
-        return np.zeros(qs.size, dtype=np.int64)
-    ms, me = merged.starts, merged.ends
-    prefix = np.concatenate(([0], np.cumsum(me - ms)))
+    return Coverage(merged).within(starts, ends)
 
-    def covered_before(t: IntArray) -> IntArray:
+
+class Coverage:
+    """Disjoint sorted intervals with the prefix sums of their lengths, built once, for
+    many :meth:`within` queries (``O(log n)`` each)."""
+
+    def __init__(self, merged: Intervals) -> None:
+        self.starts, self.ends = merged.starts, merged.ends
+        self.prefix = np.concatenate(([0], np.cumsum(self.ends - self.starts)))
+
+    def _covered_before(self, t: IntArray) -> IntArray:
+        ms, me, prefix = self.starts, self.ends, self.prefix
         idx = np.searchsorted(ms, t, side="right")
         full = prefix[np.maximum(idx - 1, 0)]
         partial_start = ms[np.maximum(idx - 1, 0)]
         partial_end = me[np.maximum(idx - 1, 0)]
         partial = np.clip(np.minimum(t, partial_end) - partial_start, 0, None)
-        return np.where(idx == 0, 0, full + partial)
+        covered: IntArray = np.where(idx == 0, 0, full + partial)
+        return covered
 
-    out = covered_before(qe) - covered_before(qs)
-    return np.where(qe > qs, out, 0).astype(np.int64)
+    def within(self, starts: npt.ArrayLike, ends: npt.ArrayLike) -> IntArray:
+        """For each query ``[starts[i], ends[i])``, the length covered (0 when empty)."""
+        qs = _as_int64(starts)
+        qe = _as_int64(ends)
+        if self.starts.size == 0 or qs.size == 0:
+            return np.zeros(qs.size, dtype=np.int64)
+        out = self._covered_before(qe) - self._covered_before(qs)
+        return np.where(qe > qs, out, 0).astype(np.int64)
 
 
 def contains(merged: Intervals, times: npt.ArrayLike) -> npt.NDArray[np.bool_]:

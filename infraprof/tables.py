@@ -189,6 +189,26 @@ GPUS: Final[TableSpec] = {
     "used": "bool",
 }
 
+ANALYSIS_OMITS: Final[Mapping[str, tuple[str, ...]]] = {
+    "kernels": ("context_id", "mangled_name", "grid_x", "grid_y", "grid_z", "block_x",
+                "block_y", "block_z", "registers_per_thread", "static_smem_bytes",
+                "dynamic_smem_bytes"),
+    "api_calls": ("return_value",),
+}
+"""Columns no analysis reads unless Nsight Compute reports are joined (kernel launch
+configuration) or the trace is exported (``infraprof export``): a reader asked for the
+analysis columns only leaves them out of these tables (absent, never filled with nulls)."""
+
+
+def projected(spec: TableSpec, table: str, all_columns: bool) -> TableSpec:
+    """``spec`` without the :data:`ANALYSIS_OMITS` columns of ``table`` unless
+    ``all_columns``."""
+    if all_columns or table not in ANALYSIS_OMITS:
+        return spec
+    omitted = set(ANALYSIS_OMITS[table])
+    return {col: dtype for col, dtype in spec.items() if col not in omitted}
+
+
 
 def as_frame(value: object) -> pd.DataFrame:
     """Narrow a pandas result to ``DataFrame`` (pandas-stubs often infer ``Any``)."""

@@ -58,14 +58,42 @@ def test_damaged_entry_is_rebuilt(cache: Path) -> None:
     victim.write_bytes(bytes(data))
     calls = []
 
-    def read(path: Path, callchains: bool) -> columnar_cache.NsysTables:
+    def read(path: Path, callchains: bool, all_columns: bool) -> columnar_cache.NsysTables:
         calls.append(path)
-        return read_nsys_sqlite(path, callchains)
+        return read_nsys_sqlite(path, callchains, all_columns)
 
     rebuilt = columnar_cache.read_nsys_cached(SAMPLE, read=read)
     assert calls == [SAMPLE]
     _assert_same(read_nsys_sqlite(SAMPLE), rebuilt)
     assert columnar_cache.load_entry(entry, SAMPLE) is not None
+
+
+def test_cache_serves_only_columns_it_holds(cache: Path) -> None:
+    """An analysis read (``all_columns=False``) caches what it read; a later ``all_columns``
+    read must read the export again (never return missing columns), and its entry then
+    serves analysis reads with exactly the columns a direct analysis read has."""
+    lean = read_nsys_sqlite(SAMPLE, all_columns=False)
+    full = read_nsys_sqlite(SAMPLE)
+    omitted = {"context_id", "mangled_name", "grid_x", "registers_per_thread"}
+    assert not omitted & set(lean.frames["kernels"].columns)
+    assert omitted <= set(full.frames["kernels"].columns)
+    assert "return_value" not in lean.frames["api_calls"].columns
+    _assert_same(lean, columnar_cache.read_nsys_cached(SAMPLE, all_columns=False))
+    calls: list[bool] = []
+
+    def read(path: Path, callchains: bool, all_columns: bool) -> columnar_cache.NsysTables:
+        calls.append(all_columns)
+        return read_nsys_sqlite(path, callchains, all_columns)
+
+    _assert_same(full, columnar_cache.read_nsys_cached(SAMPLE, read=read))
+    assert calls == [True]
+    assert len(columnar_cache.cache_entries()) == 1
+    never = lambda *_: pytest.fail("not cached")  # noqa: E731
+    _assert_same(lean, columnar_cache.read_nsys_cached(SAMPLE, read=never, all_columns=False))
+    _assert_same(full, columnar_cache.read_nsys_cached(SAMPLE, read=never))
+    for name in lean.frames:
+        assert list(lean.frames[name].columns) == [
+            c for c in full.frames[name].columns if c in lean.frames[name].columns]
 
 
 def test_no_cache_writes_nothing_and_cache_commands(cache: Path, monkeypatch: pytest.MonkeyPatch,

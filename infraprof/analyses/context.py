@@ -59,6 +59,12 @@ class AnalysisContext:
         return summary.device_busy(self.trace)
 
     @cached_property
+    def kernel_summary(self) -> pd.DataFrame:
+        """Per kernel name statistics (:func:`summary.kernel_summary`), computed once for the
+        summary and the ncu analyses."""
+        return summary.kernel_summary(self.trace)
+
+    @cached_property
     def timelines(self) -> list[DeviceTimeline]:
         return device_timelines(self.trace, self.params_of("timeline", TimelineParams()))
 

@@ -32,10 +32,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
 from infraprof.tables import as_frame
 
@@ -94,14 +96,18 @@ def classify_name(name: str) -> tuple[str, str]:
 
 def classify_kernels(names: pd.Series) -> pd.DataFrame:
     """``class`` and ``group`` of every kernel name, aligned with ``names`` (each distinct name
-    is classified once)."""
-    text = names.fillna("").astype(str)
-    distinct = pd.unique(text)
+    is classified once; rows map to names by integer codes, :mod:`~infraprof.analyses.names`)."""
+    if names.empty:
+        return as_frame(pd.DataFrame({"class": pd.Series([], dtype=object),
+                                      "group": pd.Series([], dtype=object)}, index=names.index))
+    codes, distinct = text_codes(names.fillna("").astype(object))
     found = [classify_name(str(n)) for n in distinct]
-    cls = dict(zip(distinct, (f[0] for f in found), strict=True))
-    grp = dict(zip(distinct, (f[1] for f in found), strict=True))
-    return as_frame(pd.DataFrame({"class": text.map(cls), "group": text.map(grp)},
-                                 index=names.index))
+    text_dtype = pd.Series([""], dtype=object).astype(str).dtype  # what astype(str) gives
+    columns = {
+        column: pd.Series(np.array([f[i] for f in found], dtype=object)[codes],
+                          index=names.index, dtype=text_dtype)
+        for i, column in enumerate(("class", "group"))}
+    return as_frame(pd.DataFrame(columns, index=names.index))
 
 
 def classified_kernels(trace: Trace) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
 from infraprof.tables import as_frame
 
@@ -62,11 +63,13 @@ class KernelSequence:
 
 
 def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
-    """Kernels sorted by device, stream and start, with ``name_id`` and ``dur_ns``."""
+    """Kernels sorted by device, stream and start (the columns the sequence mining reads:
+    times, device, stream, name), with ``name_id`` and ``dur_ns``."""
     order = np.lexsort((kernels["start_ns"].to_numpy(), kernels["stream_id"].to_numpy(),
                         kernels["device_id"].to_numpy()))
-    k = kernels.iloc[order].reset_index(drop=True)
-    ids, _ = pd.factorize(k["name"].fillna(""))
+    columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
+    k = kernels[columns].iloc[order].reset_index(drop=True)
+    ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
     return as_frame(k.assign(name_id=ids.astype(np.int64),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
 
@@ -97,19 +100,26 @@ def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np
     return positions[keep]
 
 
-def _idle_in(busy: dict[int, intervals.Intervals], devices: npt.NDArray[np.int64],
+def _coverage(busy: dict[int, intervals.Intervals]) -> dict[int, intervals.Coverage]:
+    return {device: intervals.Coverage(b) for device, b in busy.items()}
+
+
+def _idle_in(busy: dict[int, intervals.Coverage], devices: npt.NDArray[np.int64],
              starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> int:
-    """Device idle time inside the union of ``[starts, ends)`` (per device)."""
+    """Device idle time inside the union of ``[starts, ends)`` (per device): the spans'
+    length minus the busy time inside them (prefix sums of the busy intervals, no sweep over
+    all of them per call)."""
     total = 0
     for device in np.unique(devices):
         on = devices == device
         spans = intervals.union(starts[on], ends[on])
-        dev_busy = busy.get(int(device), intervals.union([], []))
-        total += spans.total_ns - intervals.intersect(spans, dev_busy).total_ns
+        dev_busy = busy.get(int(device))
+        covered = dev_busy.within(spans.starts, spans.ends).sum() if dev_busy else 0
+        total += spans.total_ns - int(covered)
     return total
 
 
-def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Intervals], p: TinyKernelParams
+def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKernelParams
                 ) -> list[KernelSequence]:
     ids = k["name_id"].to_numpy(dtype=np.int64)
     short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
@@ -147,7 +157,8 @@ def repeated_sequences(kernels: pd.DataFrame, busy: dict[int, intervals.Interval
     p = params or TinyKernelParams()
     k = stream_order(kernels)
     chosen: list[KernelSequence] = []
-    for seq in sorted(_candidates(k, busy, p), key=lambda s: (-s.idle_ns, -len(s.names))):
+    candidates = _candidates(k, _coverage(busy), p)
+    for seq in sorted(candidates, key=lambda s: (-s.idle_ns, -len(s.names))):
         if len(chosen) >= p.top:
             break
         if any(_contains(c.names, seq.names) or _contains(seq.names, c.names) for c in chosen):
@@ -163,7 +174,7 @@ def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
     if not sequences:
         return None
     devices = k["device_id"].to_numpy(np.int64)
-    impact = _idle_in(busy, np.concatenate([devices[s.positions] for s in sequences]),
+    impact = _idle_in(_coverage(busy), np.concatenate([devices[s.positions] for s in sequences]),
                       np.concatenate([s.span_starts for s in sequences]),
                       np.concatenate([s.span_ends for s in sequences]))
     if impact <= 0:

@@ -17,8 +17,9 @@ the CPU spends as long launching it as the GPU spends running it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +27,13 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
+from infraprof.analyses.names import sorted_text_codes
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
 
 if TYPE_CHECKING:
+    from pandas.api.typing import DataFrameGroupBy
+
     from infraprof.analyses.context import AnalysisContext
 
 
@@ -55,6 +59,23 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
     return table_schema.as_frame(j)
 
 
+def _by_name(frame: pd.DataFrame
+             ) -> tuple[DataFrameGroupBy[Any, Any], Callable[[pd.DataFrame], None]]:
+    """``frame.groupby("name")`` (sorted by name, null names dropped) and a function that
+    puts the names back as the index of a frame aggregated from it. Without null names the
+    groups are integer codes numbered in name order
+    (:func:`~infraprof.analyses.names.sorted_text_codes`: the same groups in the same order,
+    without hashing every row's text)."""
+    if not frame["name"].notna().all():
+        return frame.groupby("name"), lambda aggregated: None
+    codes, names = sorted_text_codes(frame["name"])
+
+    def relabel(aggregated: pd.DataFrame) -> None:
+        aggregated.index = names[aggregated.index.to_numpy()]
+
+    return frame.groupby(codes), relabel
+
+
 def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
     """Per kernel name: ``count, kernel_avg_ns, api_avg_ns, queue_avg_ns, queue_count,
     latency_p50_ns, latency_p99_ns``, sorted by count."""
@@ -62,7 +83,7 @@ def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
         return table_schema.as_frame(pd.DataFrame(columns=[
             "name", "count", "kernel_avg_ns", "api_avg_ns", "queue_avg_ns", "queue_count",
             "latency_p50_ns", "latency_p99_ns"]))
-    g = launches.groupby("name")
+    g, relabel = _by_name(launches)
     out = pd.DataFrame({
         "count": g.size(),
         "kernel_avg_ns": g["kernel_ns"].mean(),
@@ -71,7 +92,9 @@ def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
         "queue_count": g["queue_ns"].count(),
         "latency_p50_ns": g["latency_ns"].median(),
         "latency_p99_ns": g["latency_ns"].quantile(0.99),
-    }).reset_index()
+    })
+    relabel(out)
+    out = out.reset_index()
     return table_schema.as_frame(out.sort_values(["count", "name"], ascending=[False, True])
                       .reset_index(drop=True))
 
@@ -100,7 +123,9 @@ def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None 
     slow = launches[launches["latency_ns"] > p.latency_threshold_ns]
     if slow.empty:
         return []
-    by_name = slow.groupby("name")["latency_ns"].agg(["count", "max", "median"])
+    groups, relabel = _by_name(slow)
+    by_name = groups["latency_ns"].agg(["count", "max", "median"])
+    relabel(by_name)
     by_name = by_name.sort_values("count", ascending=False).head(5)
     worst = slow.sort_values("latency_ns", ascending=False).head(3)
     return [info_finding(

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import info_finding
 from infraprof.analyses.ncu_kernels import HOT_SHARE, capture_command, join_ncu
-from infraprof.analyses.ncu_match import nsys_kernels
+from infraprof.analyses.summary import kernel_summary
 from infraprof.model import Trace
 
 if TYPE_CHECKING:
@@ -33,18 +35,24 @@ class ProfilingSuggestion:
     command: str
 
 
-def profiling_suggestions(trace: Trace, top: int = 3,
-                          min_share: float = HOT_SHARE) -> list[ProfilingSuggestion]:
-    """Up to ``top`` kernel names with at least ``min_share`` of kernel time, hottest first."""
-    nsys = nsys_kernels(trace)
-    total = sum(k.total_ns for k in nsys)
+def profiling_suggestions(trace: Trace, top: int = 3, min_share: float = HOT_SHARE,
+                          summary: pd.DataFrame | None = None) -> list[ProfilingSuggestion]:
+    """Up to ``top`` kernel names with at least ``min_share`` of kernel time, hottest first
+    (``summary``: the trace's :func:`~infraprof.analyses.summary.kernel_summary` when already
+    computed)."""
+    if summary is None:
+        summary = kernel_summary(trace)
+    rows = [(str(n), str(s), int(t), int(c)) for n, s, t, c in zip(
+        summary["name"], summary["short_name"], summary["total_ns"], summary["count"],
+        strict=True)]
+    total = sum(t for _, _, t, _ in rows)
     out: list[ProfilingSuggestion] = []
-    for k in sorted(nsys, key=lambda k: -k.total_ns):
-        share = k.total_ns / total if total else 0.0
+    for name, short, total_ns, count in sorted(rows, key=lambda r: -r[2]):
+        share = total_ns / total if total else 0.0
         if share < min_share or len(out) >= top:
             break
-        out.append(ProfilingSuggestion(k.name, k.short_name, k.total_ns, share, k.count,
-                                       capture_command(k.short_name, trace.meta.capture_command)))
+        out.append(ProfilingSuggestion(name, short, total_ns, share, count,
+                                       capture_command(short, trace.meta.capture_command)))
     return out
 
 
@@ -68,14 +76,14 @@ class NcuParams:
 def _run_join(ctx: AnalysisContext, params: NcuParams) -> Output:
     findings = []
     for metrics in ctx.ncu:
-        findings += join_ncu(ctx.trace, metrics, ctx.active_span_ns)
+        findings += join_ncu(ctx.trace, metrics, ctx.active_span_ns, ctx.kernel_summary)
     return Output(findings=findings)
 
 
 def _run_suggestion(ctx: AnalysisContext, params: NcuParams) -> Output:
     if ctx.ncu or not len(ctx.trace.kernels):
         return Output()
-    hot = profiling_suggestions(ctx.trace)
+    hot = profiling_suggestions(ctx.trace, summary=ctx.kernel_summary)
     if not hot:
         return Output()
     names = ", ".join(f"{s.short_name} ({100 * s.share:.0f} %)" for s in hot)

@@ -370,8 +370,8 @@ def _recommendation(d: KernelDiagnosis) -> str:
     return text
 
 
-def join_ncu(trace: Trace, metrics: KernelMetrics, active_span_ns: int | None = None
-             ) -> list[Finding]:
+def join_ncu(trace: Trace, metrics: KernelMetrics, active_span_ns: int | None = None,
+             summary: pd.DataFrame | None = None) -> list[Finding]:
     """Findings (category ``kernel``) for the ncu-profiled kernels, weighted by nsys time.
 
     One ``kernel.<bound>_bound``/``kernel.balanced``/``kernel.unknown`` finding per matched
@@ -379,9 +379,10 @@ def join_ncu(trace: Trace, metrics: KernelMetrics, active_span_ns: int | None = 
     ``info`` findings with ``impact_ns = 0``: ``kernel.not_in_timeline`` (profiled, absent in
     nsys), ``kernel.not_profiled`` (nsys kernels with ≥ :data:`HOT_SHARE` of kernel time that
     ncu did not profile) and ``kernel.gpu_mismatch``. ``active_span_ns``: the share
-    denominator (default: the devices' active spans, summed).
+    denominator (default: the devices' active spans, summed); ``summary``: the trace's
+    :func:`~infraprof.analyses.summary.kernel_summary` when already computed.
     """
-    nsys = nsys_kernels(trace)
+    nsys = nsys_kernels(trace, summary)
     total = sum(k.total_ns for k in nsys)
     active = (active_span_ns if active_span_ns is not None
               else sum(d.span_ns for d in device_busy(trace)))

@@ -24,8 +24,11 @@ class NsysKernel:
     shapes: frozenset[tuple[int, ...]]
 
 
-def nsys_kernels(trace: Trace) -> list[NsysKernel]:
-    summary = kernel_summary(trace)
+def nsys_kernels(trace: Trace, summary: pd.DataFrame | None = None) -> list[NsysKernel]:
+    """Per kernel name of :func:`kernel_summary` (``summary``: that table when already
+    computed, e.g. ``ctx.kernel_summary``), with its distinct grid/block shapes."""
+    if summary is None:
+        summary = kernel_summary(trace)
     k = trace.kernels
     dims = ["grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z"]
     grouped: dict[str, set[tuple[int, ...]]] = {}

@@ -17,7 +17,7 @@ after every analysis ran, so other analyses still see them).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -148,13 +148,16 @@ def finding_disabled(finding_id: str, disabled: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(finding_id, pattern) for pattern in disabled)
 
 
-def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset()
-                 ) -> list[Finding]:
+def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
+                 progress: Callable[[str], None] | None = None) -> list[Finding]:
     """Run every enabled analysis in registry order, storing each output in ``ctx.outputs``;
-    return the findings (unranked, disabled finding ids dropped)."""
+    return the findings (unranked, disabled finding ids dropped). ``progress`` is called
+    with a status line before each analysis."""
     for analysis in ANALYSES:
         if analysis.id in disabled or any(r not in ctx.outputs for r in analysis.requires):
             continue
+        if progress:
+            progress(f"Analysing: {analysis.id}")
         params = ctx.params_of(analysis.id, analysis.params_type())
         ctx.outputs[analysis.id] = analysis.run(ctx, params)
     return [f for output in ctx.outputs.values() for f in output.findings

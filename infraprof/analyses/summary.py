@@ -20,6 +20,7 @@ import pandas as pd
 from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output
+from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
 
 if TYPE_CHECKING:
@@ -35,8 +36,17 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         stats = {c: pd.Series([], dtype="float64") for c in STAT_COLUMNS}
         return table_schema.as_frame(pd.DataFrame({**cols, **stats}))
     dur = (frame["end_ns"] - frame["start_ns"]).astype("int64")
-    g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
-    out = g.agg(["count", "sum", "mean", "median", "min", "max", "std"]).reset_index()
+    aggs = ["count", "sum", "mean", "median", "min", "max", "std"]
+    if len(keys) == 1 and frame[keys[0]].notna().all():
+        # one text key: group by its integer codes (same groups, same first-appearance order)
+        codes, uniques = text_codes(frame[keys[0]])
+        stats = pd.Series(dur.to_numpy(), copy=False).groupby(codes, sort=False).agg(aggs)
+        out = pd.DataFrame({keys[0]: uniques[stats.index.to_numpy()]})
+        for column in aggs:
+            out[column] = stats[column].to_numpy()
+    else:
+        g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
+        out = g.agg(aggs).reset_index()
     out.columns = [*keys, *STAT_COLUMNS]
     out["std_ns"] = out["std_ns"].fillna(0.0)
     for c in ("count", "total_ns", "min_ns", "max_ns"):
@@ -53,17 +63,27 @@ def kernel_summary(trace: Trace) -> pd.DataFrame:
     if k.empty:
         out["short_name"] = pd.Series([], dtype=object)
         return out
-    short = k.drop_duplicates("name").set_index("name")["short_name"]
-    out["short_name"] = out["name"].map(short)
+    out["short_name"] = out["name"].map(_first_of_each(k, "name", "short_name"))
     return out
+
+
+def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
+    """``column`` of the first row of each ``key`` value, indexed by ``key`` (as
+    ``frame.drop_duplicates(key).set_index(key)[column]``)."""
+    if not frame[key].notna().all():
+        return table_schema.as_series(frame.drop_duplicates(key).set_index(key)[column])
+    codes, uniques = text_codes(frame[key])
+    _, first_rows = np.unique(codes, return_index=True)
+    return table_schema.as_series(pd.Series(
+        frame[column].to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
+        dtype=frame[column].dtype))
 
 
 def api_summary(trace: Trace) -> pd.DataFrame:
     """Per CUDA API name (runtime and driver): ``name, api`` + :data:`STAT_COLUMNS`."""
     a = trace.api_calls
     out = _duration_stats(a, ["name"])
-    family = a.drop_duplicates("name").set_index("name")["api"] if len(a) else pd.Series(
-        dtype=object)
+    family = _first_of_each(a, "name", "api") if len(a) else pd.Series(dtype=object)
     out["api"] = out["name"].map(family)
     return out
 
@@ -197,7 +217,7 @@ class SummaryParams:
 def _run(ctx: AnalysisContext, params: SummaryParams) -> Output:
     start, end = ctx.span
     return Output(tables={
-        "span": (start, end), "devices": ctx.device_busy, "kernels": kernel_summary(ctx.trace),
+        "span": (start, end), "devices": ctx.device_busy, "kernels": ctx.kernel_summary,
         "api_calls": api_summary(ctx.trace), "memcpy": memcpy_summary(ctx.trace),
         "nvtx": nvtx_summary(ctx.trace)})
 

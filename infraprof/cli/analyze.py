@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -34,14 +35,55 @@ _SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table,
                    ".md": OutputFormat.markdown, ".html": OutputFormat.html}
 
 
+PROGRESS_DELAY_S = 2.0
+"""A status line appears only once a run has lasted this long (short runs print nothing)."""
+
+
+class _DelayedStatus:
+    """A rich status line on stderr (spinner + the current step), shown from
+    :data:`PROGRESS_DELAY_S` after the start until the work is done; transient (erased)."""
+
+    def __init__(self, console: Console, delay_s: float) -> None:
+        self._status = console.status("Working…")
+        self._lock = threading.Lock()
+        self._started = self._stopped = False
+        self._timer = threading.Timer(delay_s, self._start)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def update(self, message: str) -> None:
+        with self._lock:
+            self._status.update(message)
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._status.start()
+                self._started = True
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            if self._started:
+                self._status.stop()
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Progress on stderr: only when stderr is a terminal, not ``--quiet``, not in CI."""
+    return sys.stderr.isatty() and not quiet and not os.environ.get("CI")
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
     if not enabled:
         yield None
         return
-    console = Console(stderr=True)
-    with console.status("Working…") as status:
-        yield lambda message: status.update(message)
+    status = _DelayedStatus(Console(stderr=True), PROGRESS_DELAY_S)
+    try:
+        yield status.update
+    finally:
+        status.stop()
 
 
 def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
@@ -102,6 +144,9 @@ def analyze(
     dask: str | None = typer.Option(
         None, "--dask", help="Several inputs: run on Dask: `local` (a LocalCluster on "
         "127.0.0.1) or a scheduler address tcp://HOST:PORT (needs infraprof[dask])."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress line on stderr (it is shown only on a "
+        "terminal, for runs longer than a few seconds)."),
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
@@ -114,6 +159,7 @@ def analyze(
         warn_single,
     )
     from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
+    from infraprof.model.processes import rank_pids
     from infraprof.outputs import refuse_inputs
 
     fmt = output_format
@@ -136,31 +182,39 @@ def analyze(
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, width, config.top)
         return
-    show_progress = sys.stderr.isatty() and not os.environ.get("CI")
-    with _progress(show_progress) as progress:
+    with _progress(progress_wanted(quiet)) as progress:
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
                              use_cache=not no_cache)
+        split = len(rank_pids(report.trace)) >= 2
+        if progress and not split:
+            progress(f"Rendering the {fmt.value} report")
+        rendered: tuple[str, TextKind] = ("", "text") if split else _render(
+            report, fmt, output, width, no_color, config.top)
     warn_data_quality(report.trace.data_quality, input_path)
     warn_lines(report.trace.meta.warnings)
-    if emit_split(report, input_path, config, fmt.value, output, inputs):
+    if split and emit_split(report, input_path, config, fmt.value, output, inputs):
         return
-    text, text_kind = _render(report, fmt, output, width, no_color, config.top)
+    text, text_kind = rendered
     emit(text, output, inputs=inputs, kind=text_kind)
 
 
 def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int | None,
             no_color: bool, top: int) -> tuple[str, TextKind]:
-    from infraprof.render.html import render_html
-    from infraprof.render.json_report import render_json
-    from infraprof.render.markdown import render_markdown
-    from infraprof.render.terminal import render_terminal
-
+    # only the renderer asked for is imported (the HTML one loads plotly)
     if fmt is OutputFormat.json:
+        from infraprof.render.json_report import render_json
+
         return render_json(report), "json"
     if fmt in (OutputFormat.markdown, OutputFormat.md):
+        from infraprof.render.markdown import render_markdown
+
         return render_markdown(report, top=top), "text"
     if fmt is OutputFormat.html:
+        from infraprof.render.html import render_html
+
         return render_html(report, top=top), "text"
+    from infraprof.render.terminal import render_terminal
+
     color = output is None and color_wanted(no_color)
     cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
     return render_terminal(report, width=cols, color=color, top=top), "ansi" if color else "text"

@@ -70,7 +70,7 @@ def _ncu_options(set_name: str, kernel: str | None, skip: int | None, count: int
     from infraprof.inputs import load_trace
 
     if source is not None and kernel is None:
-        hot = profiling_suggestions(load_trace(source))
+        hot = profiling_suggestions(load_trace(source, all_columns=False))
         if hot:
             kernel = "|".join("^" + re.escape(s.short_name) + "$" for s in hot)
             count = count or len(hot)

@@ -160,7 +160,7 @@ def load_run(path: Path, step: str = "auto") -> RunMetrics:
         return metrics_from_ncu(load_ncu(path), str(path))
     if kind in JSON_DOCUMENT_KINDS:
         return metrics_from_json(read_json_document(path), str(path))
-    return metrics_from_trace(load_trace(path), step)
+    return metrics_from_trace(load_trace(path, all_columns=False), step)
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:

@@ -43,16 +43,20 @@ def sqlite_for(path: Path, progress: Callable[[str], None] | None = None) -> Pat
 
 
 def load_trace(path: Path, progress: Callable[[str], None] | None = None,
-               use_cache: bool = True, with_callchains: bool = True) -> Trace:
+               use_cache: bool = True, with_callchains: bool = True,
+               all_columns: bool = True) -> Trace:
     """Load ``path`` into a Trace. Raises ``InputError`` (exit 3) or ``ToolError`` (exit 4).
 
     ``use_cache``: read through the columnar cache (:mod:`infraprof.readers.columnar_cache`);
-    ``with_callchains=False`` leaves ``Trace.callchains`` empty (only CPU stacks need them)."""
+    ``with_callchains=False`` leaves ``Trace.callchains`` empty (only CPU stacks need them);
+    ``all_columns=False`` leaves out the columns no analysis reads
+    (:data:`~infraprof.tables.ANALYSIS_OMITS`)."""
     sqlite_path = sqlite_for(path, progress)
     if progress:
         progress(f"Reading {sqlite_path.name}")
     try:
-        tables = read_nsys_cached(sqlite_path, with_callchains, use_cache)
+        tables = read_nsys_cached(sqlite_path, with_callchains, use_cache,
+                                  all_columns=all_columns)
     except InputError as exc:
         if str(sqlite_path) in exc.message and str(path) not in exc.message:
             raise InputError(f"{path}: {exc.message}") from exc

@@ -24,16 +24,21 @@ class LoadedInput:
 
 
 def load_input(path: Path, progress: Callable[[str], None] | None = None,
-               use_cache: bool = True, with_callchains: bool = True) -> LoadedInput:
+               use_cache: bool = True, with_callchains: bool = True,
+               all_columns: bool = True) -> LoadedInput:
     """:func:`load_trace` plus the Python frames a Kineto trace carries. ``InputError``
-    (exit 3) for anything that is not a trace, ``ToolError`` (exit 4) when nsys fails."""
+    (exit 3) for anything that is not a trace, ``ToolError`` (exit 4) when nsys fails.
+    ``all_columns=False``: an nsys export's tables without the columns no analysis reads."""
     if not path.is_dir() and detect(path) is InputKind.KINETO:
         return LoadedInput(*load_kineto(path, progress))
-    return LoadedInput(nsys.load_trace(path, progress, use_cache, with_callchains))
+    return LoadedInput(nsys.load_trace(path, progress, use_cache, with_callchains,
+                                       all_columns))
 
 
 def load_trace(path: Path, progress: Callable[[str], None] | None = None,
-               use_cache: bool = True, with_callchains: bool = True) -> Trace:
+               use_cache: bool = True, with_callchains: bool = True,
+               all_columns: bool = True) -> Trace:
     """Load ``path`` into a Trace (``use_cache``: nsys exports through the columnar cache;
-    ``with_callchains=False`` leaves ``Trace.callchains`` empty)."""
-    return load_input(path, progress, use_cache, with_callchains).trace
+    ``with_callchains=False`` leaves ``Trace.callchains`` empty; ``all_columns=False``
+    leaves out the columns no analysis reads)."""
+    return load_input(path, progress, use_cache, with_callchains, all_columns).trace

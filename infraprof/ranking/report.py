@@ -7,7 +7,7 @@ All times are integer nanoseconds; averages and medians are rounded to the neare
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,14 +236,16 @@ def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int
 
 def build_report(trace: Trace, config: AnalysisConfig | None = None, *,
                  pyspy: AlignedPyspy | None = None, ncu: Sequence[KernelMetrics] = (),
-                 top: int | None = None, min_impact_ns: int | None = None) -> Report:
+                 top: int | None = None, min_impact_ns: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> Report:
     """Summaries and every enabled analysis of ``trace`` (``config``: settings, default all
     defaults; ``pyspy``: aligned py-spy samples; ``ncu``: Nsight Compute reports to join);
     findings ranked by recoverable time. ``min_impact_ns`` defaults to the config's; ``top``
-    keeps every finding unless given (renderers show ``config.top``)."""
+    keeps every finding unless given (renderers show ``config.top``); ``progress``: called
+    with a status line per analysis."""
     config = config or AnalysisConfig()
     ctx = AnalysisContext(trace, config.params, pyspy=pyspy, ncu=ncu)
-    findings = run_analyses(ctx, config.disabled)
+    findings = run_analyses(ctx, config.disabled, progress)
     results = Results(ctx)
     start, end = ctx.span
     floor = config.min_impact_ns if min_impact_ns is None else min_impact_ns

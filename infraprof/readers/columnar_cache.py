@@ -12,10 +12,12 @@ never beside the input) and holds:
 
 Key: the source's resolved path, size, mtime (ns), a SHA-256 of its first 64 KiB (the SQLite
 header and first pages) and whether callchains were read; versioned by
-:data:`READER_VERSION` (bump it whenever the reader's output changes). Entries are written to a
-temporary directory and renamed into place (atomic); an entry whose files do not match their
-recorded sizes and checksums is removed and rebuilt. Any cache failure falls back to reading
-the export: the cache never changes a result.
+:data:`READER_VERSION` (bump it whenever the reader's output changes). The manifest records
+whether every column was read (``all_columns``): an entry of an analysis read (without the
+:data:`~infraprof.tables.ANALYSIS_OMITS` columns) never serves a read that needs them.
+Entries are written to a temporary directory and renamed into place (atomic); an entry whose
+files do not match their recorded sizes and checksums is removed and rebuilt. Any cache
+failure falls back to reading the export: the cache never changes a result.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ import pandas as pd
 from infraprof.readers.nsys_report import cache_dir
 from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
 from infraprof.readers.validate import DataIssue
+from infraprof.tables import ANALYSIS_OMITS
 
-READER_VERSION = 2  # 2: data_quality, unified-memory fault tables
+READER_VERSION = 3  # 2: data_quality, unified-memory fault tables; 3: all_columns
 HEADER_BYTES = 64 << 10
 _META_FIELDS = ("meta", "capture", "session_start_utc_ns", "analysis_start_ns", "analysis_end_ns")
 
@@ -59,19 +62,24 @@ def source_key(path: Path, with_callchains: bool) -> tuple[str, str]:
 
 
 def read_nsys_cached(path: Path, with_callchains: bool = True, use_cache: bool = True,
-                     read: Callable[[Path, bool], NsysTables] = read_nsys_sqlite) -> NsysTables:
-    """:func:`read_nsys_sqlite` through the columnar cache (``use_cache=False``: no cache)."""
+                     read: Callable[[Path, bool, bool], NsysTables] = read_nsys_sqlite,
+                     all_columns: bool = True) -> NsysTables:
+    """:func:`read_nsys_sqlite` through the columnar cache (``use_cache=False``: no cache).
+
+    An entry holds what was read: one read with ``all_columns`` serves both kinds of reads
+    (an analysis read loads only its columns from it); an entry of an analysis read does not
+    serve an ``all_columns`` read, which reads the export again and replaces the entry."""
     if not use_cache:
-        return read(path, with_callchains)
+        return read(path, with_callchains, all_columns)
     try:
         where, what = source_key(path, with_callchains)
     except OSError:
-        return read(path, with_callchains)
+        return read(path, with_callchains, all_columns)
     entry = tables_dir() / f"{where}-{what}"
-    cached = load_entry(entry, path)
+    cached = load_entry(entry, path, all_columns)
     if cached is not None:
         return cached
-    tables = read(path, with_callchains)
+    tables = read(path, with_callchains, all_columns)
     store_entry(tables, entry, where)
     return tables
 
@@ -123,6 +131,7 @@ def store_entry(tables: NsysTables, entry: Path, where: str) -> bool:
                 col: _column_spec(tmp, f"{name}.{i}", frame[col], files)
                 for i, col in enumerate(frame.columns)}}
         manifest = {"reader_version": READER_VERSION, "files": files, "tables": layout,
+                    "all_columns": tables.all_columns,
                     "data_quality": [issue.to_dict() for issue in tables.data_quality],
                     **{f: getattr(tables, f) for f in _META_FIELDS}}
         (tmp / "columns.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -155,9 +164,11 @@ def _column(entry: Path, stem: str, spec: dict[str, Any], files: dict[str, list[
     return values
 
 
-def load_entry(entry: Path, source: Path) -> NsysTables | None:
-    """The tables of cache entry ``entry``, or None when it is missing or damaged (a damaged
-    entry is removed so that the caller rebuilds it)."""
+def load_entry(entry: Path, source: Path, all_columns: bool = True) -> NsysTables | None:
+    """The tables of cache entry ``entry``, or None when it is missing, damaged (a damaged
+    entry is removed so that the caller rebuilds it) or lacks columns: ``all_columns`` asked
+    of an entry written by an analysis read. ``all_columns=False`` loads only the analysis
+    columns (:func:`~infraprof.tables.projected`)."""
     manifest_path = entry / "columns.json"
     if not manifest_path.is_file():
         return None
@@ -165,12 +176,17 @@ def load_entry(entry: Path, source: Path) -> NsysTables | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest["reader_version"] != READER_VERSION:
             raise ValueError("reader version")
+        if all_columns and not manifest["all_columns"]:
+            return None
         files = manifest["files"]
         out = NsysTables(path=source, **{f: manifest[f] for f in _META_FIELDS},
-                         data_quality=[DataIssue(**d) for d in manifest["data_quality"]])
+                         data_quality=[DataIssue(**d) for d in manifest["data_quality"]],
+                         all_columns=all_columns)
         for name, layout in manifest["tables"].items():
+            omitted = () if all_columns else ANALYSIS_OMITS.get(name, ())
             columns = {col: _column(entry, f"{name}.{i}", spec, files)
-                       for i, (col, spec) in enumerate(layout["columns"].items())}
+                       for i, (col, spec) in enumerate(layout["columns"].items())
+                       if col not in omitted}
             frame = pd.DataFrame(columns, index=pd.RangeIndex(layout["rows"]))
             if len(frame.columns) != len(columns) or len(frame) != layout["rows"]:
                 raise ValueError(f"table {name}: shape mismatch")

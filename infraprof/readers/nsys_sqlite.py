@@ -55,6 +55,7 @@ class NsysTables:
     analysis_end_ns: int | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     data_quality: list[validate.DataIssue] = field(default_factory=list)
+    all_columns: bool = True  # False: the ANALYSIS_OMITS columns were not read
 
 
 def strip_api_suffix(name: str) -> str:
@@ -175,10 +176,22 @@ def _with_pid(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
-def _read_kernels(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+_ID_SOURCES = {"name_id": "name", "short_id": "short_name", "mangled_id": "mangled_name"}
+
+
+def _projection(cols: dict[str, str], spec: T.TableSpec) -> dict[str, str]:
+    """The SQL columns of ``cols`` whose output column (for ``*_id`` ones: the text column
+    they become) is in ``spec``."""
+    return {name: expr for name, expr in cols.items()
+            if _ID_SOURCES.get(name, name) in spec}
+
+
+def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
+                  ) -> pd.DataFrame:
+    spec = T.projected(T.KERNELS, "kernels", all_columns)
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_KERNEL")
     if table is None:
-        return T.empty(T.KERNELS)
+        return T.empty(spec)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
@@ -189,25 +202,27 @@ def _read_kernels(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "registers_per_thread": "registersPerThread",
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, _projection(cols, spec), "ORDER BY start")
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
-    f["mangled_name"] = strings.map(f.pop("mangled_id"))
+    if "mangled_id" in f.columns:
+        f["mangled_name"] = strings.map(f.pop("mangled_id"))
     f["name"] = f["name"].where(f["name"].notna(), f["short_name"])
-    return T.conform(_with_pid(f, "global_pid"), T.KERNELS)
+    return T.conform(_with_pid(f, "global_pid"), spec)
 
 
-def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
+def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd.DataFrame:
+    spec = T.projected(T.API_CALLS, "api_calls", all_columns)
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
     if table is None:
-        return T.empty(T.API_CALLS)
+        return T.empty(spec)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "correlation_id": "correlationId", "name_id": "nameId",
         "return_value": _col(db, table, "returnValue"),
         "callchain_id": _col(db, table, "callchainId"),
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, _projection(cols, spec), "ORDER BY start")
     raw = strings.map(f.pop("name_id")).fillna("<unknown>")
     f["name"] = _map_distinct(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
@@ -215,7 +230,7 @@ def _read_api(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     f = f.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
     f = f.drop_duplicates(["global_tid", "correlation_id", "name"], keep="first")
     f["api"] = _map_distinct(f["name"], api_family)
-    return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), T.API_CALLS)
+    return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
 
 
 def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
@@ -435,8 +450,12 @@ def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
     return T.conform(f, T.GPUS)
 
 
-def read_nsys_sqlite(path: Path, with_callchains: bool = True) -> NsysTables:
-    """Read an nsys SQLite export. Raises :class:`InputError` for anything that is not one."""
+def read_nsys_sqlite(path: Path, with_callchains: bool = True, all_columns: bool = True
+                     ) -> NsysTables:
+    """Read an nsys SQLite export. Raises :class:`InputError` for anything that is not one.
+
+    ``all_columns=False`` leaves the :data:`~infraprof.tables.ANALYSIS_OMITS` columns out of
+    the kernel and API tables (what ``analyze`` reads without Nsight Compute reports)."""
     if not has_sqlite_header(path):
         raise InputError(
             f"{path}: not an SQLite file; pass a .nsys-rep/.qdrep report or its "
@@ -444,12 +463,12 @@ def read_nsys_sqlite(path: Path, with_callchains: bool = True) -> NsysTables:
         )
     with SqliteFile(path) as db:
         _require_nsys_export(db)
-        out = NsysTables(path=path)
+        out = NsysTables(path=path, all_columns=all_columns)
         _read_meta(db, out)
         strings = _Strings(db)
         fr: dict[str, Any] = out.frames
-        fr["kernels"] = _read_kernels(db, strings)
-        fr["api_calls"] = _read_api(db, strings)
+        fr["kernels"] = _read_kernels(db, strings, all_columns)
+        fr["api_calls"] = _read_api(db, strings, all_columns)
         fr["memcpy"] = _read_memcpy(db)
         fr["memset"] = _read_memset(db)
         fr["syncs"] = _read_syncs(db, fr["api_calls"])
