@@ -202,21 +202,24 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     del columns
     if not parts or not sum(len(part["g0"]) for part in parts):
         return GapTable(), _empty()
-    cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    cols = parts[0] if len(parts) == 1 else {
+        key: np.concatenate([part.pop(key) for part in parts]) for key in list(parts[0])}
     del parts
     order = np.argsort(cols["device"], kind="stable")
     order = order[np.argsort(cols["g0"][order], kind="stable")]
-    for key in cols:  # one column at a time: one spare copy at most
-        cols[key] = cols[key][order]
+    if np.any(order != np.arange(len(order))):
+        for key in cols:  # one column at a time: one spare copy at most
+            cols[key] = cols[key][order]
+    del order
     no_launch = np.isnan(cols["api_start"])
-    # int(float) of each launch field, 0 without a launch
-    launch = {key: np.where(no_launch, 0, cols[key]).astype(np.int64)
+    # int(float) of each launch field, 0 without a launch (the float column freed at once)
+    launch = {key: np.where(no_launch, 0, cols.pop(key)).astype(np.int64)
               for key in ("api_start", "api_end", "gtid")}
     category = np.where(no_launch, UNKNOWN,
                         np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
-    kind, kinds = _codes(cols["kind"])
-    name, names = _codes(cols["name"])
-    api_name, api_names = _codes(np.where(no_launch, "", cols["api_name"]))
+    kind, kinds = _codes(cols.pop("kind"))
+    name, names = _codes(cols.pop("name"))
+    api_name, api_names = _codes(np.where(no_launch, "", cols.pop("api_name")))
     table = GapTable(
         cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
         cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],

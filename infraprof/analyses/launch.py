@@ -49,7 +49,8 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
     """Kernels joined to their launch calls: ``start_ns, name, api_start_ns`` and ``api_ns,
     queue_ns (NaN when negative), latency_ns, kernel_ns`` (the columns the launch analyses
     read: at 1 M kernels each column is 8 MB, and the table is kept for the whole run)."""
-    k = trace.kernels[["start_ns", "end_ns", "pid", "correlation_id", "name"]]
+    k = table_schema.column_view(trace.kernels, ["start_ns", "end_ns", "pid", "correlation_id",
+                                                 "name"])
     j = join_launch_calls(k, trace.api_calls, ("start_ns", "end_ns"), how="inner")
     start = j["start_ns"].to_numpy()
     api_start = j["api_start_ns"].to_numpy()
