@@ -67,8 +67,9 @@ def join_launch_calls(ops: pd.DataFrame, api_calls: pd.DataFrame,
 def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     """Per row of ``ops``: the position in ``api_calls`` of the first call with its ``(pid,
     correlation_id)``, or -1 when none has. None when a key column is not plain int64 (the
-    caller then merges), or when either frame is empty. Both keys are packed into one sortable int64 (pid as its rank among
-    the calls' pids) and looked up with ``searchsorted``; None too when they do not fit."""
+    caller then merges), or when either frame is empty. Both keys are packed into one
+    sortable int64 (pid as its rank among the calls' pids) and looked up with
+    ``searchsorted``; None too when they do not fit."""
     if any(str(frame[c].dtype) != "int64" for frame in (ops, api_calls) for c in JOIN_KEY):
         return None
     if api_calls.empty or ops.empty:
@@ -90,12 +91,13 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     op_key = op_rank.astype(np.int64) * span + (op_corr - low)
     found = np.minimum(np.searchsorted(sorted_key, op_key), len(sorted_key) - 1)
     hit = (sorted_key[found] == op_key) & (pids[op_rank] == op_pid)
-    return np.where(hit, order[found], -1)
+    rows: np.ndarray = np.where(hit, order[found], -1)
+    return rows
 
 
 def _taken(column: pd.Series, rows: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
     """``column``'s values at ``rows``; NaN at ``missing`` (integers then as float64)."""
-    values = column.to_numpy()[rows]
+    values: np.ndarray = column.to_numpy()[rows]
     if missing is None:
         return values
     if values.dtype.kind in "iub":
