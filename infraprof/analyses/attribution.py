@@ -57,6 +57,7 @@ from infraprof.analyses.gap_table import (
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
+from infraprof.tables import column_view
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -93,8 +94,10 @@ class _ThreadIndex:
 
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
-        api = trace.api_calls
-        self.api_by_tid = {int(str(k)): g for k, g in api.groupby("global_tid", sort=False)}
+        # row numbers per thread, not a copy of every column per thread (1.2 M calls: 100 MB)
+        self.api_calls = column_view(trace.api_calls, ["start_ns", "end_ns", "name"])
+        self.api_rows = {int(str(k)): rows for k, rows in
+                         trace.api_calls.groupby("global_tid", sort=False).indices.items()}
         osrt = trace.osrt
         self.osrt_by_tid = {int(str(k)): g for k, g in osrt.groupby("global_tid", sort=False)}
         rng = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
@@ -104,7 +107,8 @@ class _ThreadIndex:
     def get(self, gtid: int) -> dict[str, Any]:
         if gtid in self.cache:
             return self.cache[gtid]
-        a = self.api_by_tid.get(gtid)
+        rows = self.api_rows.get(gtid)
+        a = None if rows is None else self.api_calls.iloc[rows]
         o = self.osrt_by_tid.get(gtid)
         n = self.nvtx_by_tid.get(gtid)
         entry: dict[str, Any] = {"traced": a is not None or o is not None}

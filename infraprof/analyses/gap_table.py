@@ -164,45 +164,62 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return codes.astype(np.int32), tuple(str(x) for x in uniques)
 
 
+def _gap_source_columns(joined: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of ``joined`` a gap takes from its next operation, as arrays (launch
+    fields as float64: NaN without a launch)."""
+    return {
+        "start": joined["start_ns"].to_numpy(dtype=np.int64),
+        "kind": joined["kind"].to_numpy(dtype=object),
+        "name": joined["name"].to_numpy(dtype=object),
+        "stream": joined["stream_id"].to_numpy(dtype=np.int64),
+        "corr": joined["correlation_id"].to_numpy(dtype=np.int64),
+        "api_start": joined["api_start_ns"].to_numpy(dtype=np.float64),
+        "api_end": joined["api_end_ns"].to_numpy(dtype=np.float64),
+        "api_name": joined["api_name"].to_numpy(dtype=object),
+        "gtid": joined["global_tid"].to_numpy(dtype=np.float64),
+    }
+
+
 def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
                 ) -> tuple[GapTable, np.ndarray]:
     """Every listed gap of ``timelines`` with its next operation (the first one of ``joined``
     on that device starting at or after the gap's end) and that operation's launch call, as a
     table without NVTX names or host details; plus the instant whose NVTX range names each gap
     (``min(launch start, gap end)``; 0 without a launch)."""
+    columns = _gap_source_columns(joined)
+    device_ids = joined["device_id"].to_numpy()
     parts: list[dict[str, np.ndarray]] = []
     for tl in timelines:
-        d = joined[joined["device_id"] == tl.device_id]
-        d = d.iloc[np.argsort(d["start_ns"].to_numpy(dtype=np.int64), kind="stable")]
-        start = d["start_ns"].to_numpy(dtype=np.int64)
-        idx = np.minimum(np.searchsorted(start, tl.gaps.ends, side="left"), len(d) - 1)
+        # this device's rows of `joined` in start order, then the first at or after each end
+        rows = np.flatnonzero(device_ids == tl.device_id)
+        rows = rows[np.argsort(columns["start"][rows], kind="stable")]
+        after = np.searchsorted(columns["start"][rows], tl.gaps.ends, side="left")
+        idx = rows[np.minimum(after, len(rows) - 1)]
         parts.append({
             "g0": tl.gaps.starts.astype(np.int64), "g1": tl.gaps.ends.astype(np.int64),
             "device": np.full(len(idx), tl.device_id, dtype=np.int64),
-            "start": start[idx], "kind": d["kind"].to_numpy(dtype=object)[idx],
-            "name": d["name"].to_numpy(dtype=object)[idx],
-            "stream": d["stream_id"].to_numpy(dtype=np.int64)[idx],
-            "corr": d["correlation_id"].to_numpy(dtype=np.int64)[idx],
-            "api_start": d["api_start_ns"].to_numpy(dtype=np.float64)[idx],
-            "api_end": d["api_end_ns"].to_numpy(dtype=np.float64)[idx],
-            "api_name": d["api_name"].to_numpy(dtype=object)[idx],
-            "gtid": d["global_tid"].to_numpy(dtype=np.float64)[idx],
-        })
+            **{key: column[idx] for key, column in columns.items()}})
+    del columns
     if not parts or not sum(len(part["g0"]) for part in parts):
         return GapTable(), _empty()
-    cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    cols = parts[0] if len(parts) == 1 else {
+        key: np.concatenate([part.pop(key) for part in parts]) for key in list(parts[0])}
+    del parts
     order = np.argsort(cols["device"], kind="stable")
     order = order[np.argsort(cols["g0"][order], kind="stable")]
-    cols = {key: col[order] for key, col in cols.items()}
+    if np.any(order != np.arange(len(order))):
+        for key in cols:  # one column at a time: one spare copy at most
+            cols[key] = cols[key][order]
+    del order
     no_launch = np.isnan(cols["api_start"])
-    # int(float) of each launch field, 0 without a launch
-    launch = {key: np.where(no_launch, 0, cols[key]).astype(np.int64)
+    # int(float) of each launch field, 0 without a launch (the float column freed at once)
+    launch = {key: np.where(no_launch, 0, cols.pop(key)).astype(np.int64)
               for key in ("api_start", "api_end", "gtid")}
     category = np.where(no_launch, UNKNOWN,
                         np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
-    kind, kinds = _codes(cols["kind"])
-    name, names = _codes(cols["name"])
-    api_name, api_names = _codes(np.where(no_launch, "", cols["api_name"]))
+    kind, kinds = _codes(cols.pop("kind"))
+    name, names = _codes(cols.pop("name"))
+    api_name, api_names = _codes(np.where(no_launch, "", cols.pop("api_name")))
     table = GapTable(
         cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
         cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],

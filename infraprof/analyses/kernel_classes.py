@@ -39,7 +39,7 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, column_view
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -113,8 +113,8 @@ def classify_kernels(names: pd.Series) -> pd.DataFrame:
 def classified_kernels(trace: Trace) -> pd.DataFrame:
     """``trace.kernels``' ``start_ns, end_ns, device_id, stream_id, pid, correlation_id, name``
     plus ``dur_ns, class, group``."""
-    k = trace.kernels[["start_ns", "end_ns", "device_id", "stream_id", "pid", "correlation_id",
-                       "name"]]
+    k = column_view(trace.kernels, ["start_ns", "end_ns", "device_id", "stream_id", "pid",
+                                    "correlation_id", "name"])
     out = k.assign(dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64"))
     return as_frame(pd.concat([out, classify_kernels(k["name"])], axis=1))
 

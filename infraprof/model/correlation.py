@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
@@ -39,6 +40,67 @@ def join_launch_calls(ops: pd.DataFrame, api_calls: pd.DataFrame,
                       how: Literal["left", "inner"] = "left") -> pd.DataFrame:
     """``ops`` (kernels, memcpys, memsets or :meth:`Trace.gpu_ops`) with the launching call's
     ``columns`` added. ``how="left"`` keeps operations whose call is not in the trace (their
-    call columns are NaN); ``"inner"`` keeps only matched ones. Row order follows ``ops``."""
-    joined = ops.merge(launch_calls(api_calls, columns), on=JOIN_KEY, how=how)
-    return table_schema.as_frame(joined)
+    call columns are NaN); ``"inner"`` keeps only matched ones. Row order follows ``ops``.
+
+    The join runs on row numbers (:func:`call_rows`) and takes only ``columns`` of the
+    matched calls, instead of a pandas merge of both frames (which copies every column of
+    both and hashes the keys): the same rows, columns and dtypes (an integer call column with
+    an unmatched operation becomes float64 with NaN, as the merge made it)."""
+    plain = all(str(api_calls[c].dtype) in ("int64", "object") for c in columns) and not any(
+        CALL_COLUMN_NAMES[c] in ops.columns for c in columns)
+    rows = call_rows(ops, api_calls) if plain else None
+    if rows is None:
+        joined = ops.merge(launch_calls(api_calls, columns), on=JOIN_KEY, how=how)
+        return table_schema.as_frame(joined)
+    matched = rows >= 0
+    if how == "inner" and not matched.all():
+        ops, rows, matched = ops.iloc[np.flatnonzero(matched)], rows[matched], matched[matched]
+    out = ops.reset_index(drop=True)
+    missing = None if matched.all() else ~matched
+    for column in columns:
+        values = _taken(api_calls[column], rows, missing)  # object stays object, never str
+        out[CALL_COLUMN_NAMES[column]] = pd.Series(values, index=out.index, dtype=values.dtype,
+                                                   copy=False)
+    return table_schema.as_frame(out)
+
+
+def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
+    """Per row of ``ops``: the position in ``api_calls`` of the first call with its ``(pid,
+    correlation_id)``, or -1 when none has. None when a key column is not plain int64 (the
+    caller then merges), or when either frame is empty. Both keys are packed into one
+    sortable int64 (pid as its rank among the calls' pids) and looked up with
+    ``searchsorted``; None too when they do not fit."""
+    if any(str(frame[c].dtype) != "int64" for frame in (ops, api_calls) for c in JOIN_KEY):
+        return None
+    if api_calls.empty or ops.empty:
+        return None
+    call_pid = api_calls["pid"].to_numpy()
+    call_corr = api_calls["correlation_id"].to_numpy()
+    op_corr = ops["correlation_id"].to_numpy()
+    low = min(int(call_corr.min()), int(op_corr.min()))
+    span = max(int(call_corr.max()), int(op_corr.max())) - low + 1
+    pids, call_pid_rank = np.unique(call_pid, return_inverse=True)
+    if span <= 0 or len(pids) * span >= 2**62:
+        return None
+    call_key = call_pid_rank.astype(np.int64) * span + (call_corr - low)
+    order = np.argsort(call_key, kind="stable")  # equal keys: the first row first
+    sorted_key = call_key[order]
+    del call_key
+    op_pid = ops["pid"].to_numpy()
+    op_rank = np.minimum(np.searchsorted(pids, op_pid), len(pids) - 1)
+    op_key = op_rank.astype(np.int64) * span + (op_corr - low)
+    found = np.minimum(np.searchsorted(sorted_key, op_key), len(sorted_key) - 1)
+    hit = (sorted_key[found] == op_key) & (pids[op_rank] == op_pid)
+    rows: np.ndarray = np.where(hit, order[found], -1)
+    return rows
+
+
+def _taken(column: pd.Series, rows: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
+    """``column``'s values at ``rows``; NaN at ``missing`` (integers then as float64)."""
+    values: np.ndarray = column.to_numpy()[rows]
+    if missing is None:
+        return values
+    if values.dtype.kind in "iub":
+        values = values.astype(np.float64)
+    values[missing] = np.nan
+    return values
