@@ -29,11 +29,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable
 from infraprof.model import Trace
 from infraprof.model.correlation import JOIN_KEY, join_launch_calls
 from infraprof.ranking import Report
 from infraprof.ranking.timeline_view import main_pid, pyspy_slices
+from infraprof.render.timeline_gaps import GapColumns
 from infraprof.render.timeline_nesting import nesting_lanes
 from infraprof.tables import as_frame, decode_pid, decode_tid
 
@@ -289,111 +289,21 @@ def _host_sources(report: Report, window: tuple[int, int] | None,
     ]
 
 
-_EMPTY_GAPS = pd.DataFrame({c: pd.Series([], dtype="int64")
-                            for c in ("start_ns", "end_ns", "device_id")})
-
-
-def gap_rows(report: Report) -> pd.DataFrame:
-    """The idle gaps to draw, the one place that reads the gap attribution: ``start_ns,
-    end_ns, device_id, cause`` (attributed category, or ``unattributed``), ``finding_id``
-    (the report's finding for that cause, else None), then optional detail columns (the
-    launching call, its thread and NVTX range, the drain that exposed the gap,
-    ``<category>_ns`` parts; the next operation is the slice after the gap)."""
-    a = report.analysis
-    if a is None:
-        return as_frame(_EMPTY_GAPS.assign(cause=pd.Series([], dtype=object),
-                                           finding_id=pd.Series([], dtype=object)))
-    found = {f.id for f in report.findings}
-    names = {int(g): str(n) for g, n in zip(report.trace.threads["global_tid"],
-                                            report.trace.threads["name"], strict=True)
-             if n is not None}
-    table = a.attributions
-    if not len(table):
-        frames = [_EMPTY_GAPS, *(pd.DataFrame({"start_ns": tl.gaps.starts,
-                                               "end_ns": tl.gaps.ends,
-                                               "device_id": tl.device_id})
-                                 for tl in a.timelines)]
-        out = pd.concat(frames, ignore_index=True).astype("int64")
-        return as_frame(out.assign(cause=pd.Series(["unattributed"] * len(out), dtype=object),
-                                   finding_id=pd.Series([None] * len(out), dtype=object)))
-    parts = _gap_parts(table)
-    cause = _gap_causes(table)
-    launched = table.has_launch.astype(bool)
-    api_names = np.array([*table.api_names, ""], dtype=object)
-    nvtx_names = np.array([*table.nvtx_names, ""], dtype=object)
-    mapped = pd.Series(table.gtid).map(names)
-    thread = mapped.astype(object).where(mapped.notna(), None).to_numpy(dtype=object)
-    exposed = np.full(len(table), None, dtype=object)
-    for row, detail in table.host.items():
-        exposed[row] = detail.exposed_by
-    found_ids = np.array([f"gap.{c}" if f"gap.{c}" in found else None for c in CATEGORIES],
-                         dtype=object)
-    frame = pd.DataFrame({
-        "start_ns": table.g0.astype(np.int64), "end_ns": table.g1.astype(np.int64),
-        "device_id": table.device.astype(np.int64),
-        "cause": np.array(CATEGORIES, dtype=object)[cause],
-        "finding_id": found_ids[cause],
-        "launch": _or_none(launched, api_names[np.where(launched, table.api_name, -1)]),
-        "thread": _or_none(launched & (table.gtid != 0), thread),
-        "nvtx": _or_none(launched & (table.nvtx >= 0),
-                         nvtx_names[np.where(table.nvtx >= 0, table.nvtx, -1)]),
-        "exposed_by": exposed,
-    })
-    for cat in sorted(parts):
-        frame[f"{cat}_ns"] = pd.Series(parts[cat], dtype="Int64").where(parts[cat] >= 0)
-    return as_frame(frame)
-
-
-def _or_none(keep: npt.NDArray[np.bool_], values: npt.NDArray[np.object_]
-             ) -> npt.NDArray[np.object_]:
-    """``values`` where ``keep``, else None (an object column)."""
-    out = np.full(len(values), None, dtype=object)
-    out[keep] = values[keep]
-    return out
-
-
-def _gap_parts(table: GapTable) -> dict[str, npt.NDArray[np.int64]]:
-    """Per category, each gap's time in it (-1: none), for the categories some gap has: a
-    single-category gap has all of its length in its category; a gap with host activity has
-    its ``parts``."""
-    parts: dict[str, npt.NDArray[np.int64]] = {}
-    single = table.category != HOST_ROW
-    dur = table.dur
-    for code in np.unique(table.category[single]).tolist():
-        column = np.full(len(table), -1, dtype=np.int64)
-        rows = single & (table.category == code)
-        column[rows] = dur[rows]
-        parts[CATEGORIES[code]] = column
-    for row, detail in table.host.items():
-        for cat, ns in detail.parts.items():
-            if cat not in parts:
-                parts[cat] = np.full(len(table), -1, dtype=np.int64)
-            parts[cat][row] = ns
-    return parts
-
-
-def _gap_causes(table: GapTable) -> npt.NDArray[np.int64]:
-    """Index into :data:`CATEGORIES` of each gap's cause (its largest part; the first of equal
-    parts in the gap's own part order, as ``GapAttribution.category``)."""
-    cause: npt.NDArray[np.int64] = table.category.astype(np.int64)
-    index = {cat: i for i, cat in enumerate(CATEGORIES)}
-    for row, detail in table.host.items():
-        cause[row] = index[max(detail.parts, key=detail.parts.__getitem__)] if detail.parts \
-            else index["unknown"]
-    return cause
-
-
 def _gap_source(report: Report, window: tuple[int, int] | None) -> Source:
-    gaps = _in_window(gap_rows(report), window)
-    columns: dict[str, Callable[[I64], Arg]] = {"cause": _strs(gaps, "cause"),
-                                                "finding_id": _strs(gaps, "finding_id")}
-    for name in gaps.columns[5:]:
-        make = _ints if name.endswith("_ns") else _strs
-        columns[str(name)] = make(gaps, str(name))
-    names = gaps["cause"].to_numpy(dtype=object)
+    """Idle gaps (:mod:`~infraprof.render.timeline_gaps`): names and arguments are decoded
+    from the gap table's codes for the rows asked for."""
+    columns = GapColumns(report)
+    gaps = _in_window(columns.frame, window)
+    table_rows = gaps["gap"].to_numpy(dtype=np.int64)
+
+    def args(rows: I64) -> dict[str, Arg]:
+        return {name: Arg(kind, values, present)
+                for name, (kind, values, present) in columns.columns(table_rows[rows]).items()}
+
     return Source("gpu_idle", gaps, _device_pid(gaps), np.full(len(gaps), GAP_TID),
-                  lambda rows: np.array([f"idle: {c}" for c in names[rows]], dtype=object),
-                  _args(**columns))
+                  lambda rows: np.array([f"idle: {c}" for c in columns.causes(table_rows[rows])],
+                                        dtype=object),
+                  args)
 
 
 def _pyspy_source(report: Report, window: tuple[int, int] | None) -> Source:
