@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from infraprof.memory import release_free_memory
 from infraprof.render import protobuf_wire as wire
 from infraprof.render.timeline_export import Arg, ExportPlan, Process, Track
 from infraprof.render.timeline_nesting import endpoint_order
@@ -357,3 +358,5 @@ def write_perfetto(plan: ExportPlan, write: Write) -> None:
                          uuids.of(rows.track.pid, rows.track.tid, lane_no), sequence,
                          _Strings())
             _write_lane(plan, lane, [str(u) for u in uniques.tolist()], arg_names, write)
+        if len(rows.row) >= CHUNK_ROWS:
+            release_free_memory()  # a large track's temporaries, before the next track's

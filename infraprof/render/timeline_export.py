@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from infraprof.memory import release_free_memory
 from infraprof.model import Trace
 from infraprof.model.correlation import JOIN_KEY, join_launch_calls
 from infraprof.ranking import Report
@@ -150,21 +151,32 @@ class ExportPlan:
 
 
 def _ints(frame: pd.DataFrame, column: str) -> Callable[[I64], Arg]:
+    """An integer argument, read for the rows asked for (absent where null; written 0)."""
     values = frame[column]
-    present = values.notna().to_numpy(dtype=bool)
-    filled = values.fillna(0).to_numpy(dtype=np.int64)
-    return lambda rows: Arg("int", filled[rows], present[rows])
+
+    def make(rows: I64) -> Arg:
+        part = values.iloc[rows]
+        return Arg("int", part.fillna(0).to_numpy(dtype=np.int64),
+                   part.notna().to_numpy(dtype=bool))
+    return make
 
 
 def _strs(frame: pd.DataFrame, column: str) -> Callable[[I64], Arg]:
-    values = frame[column].to_numpy(dtype=object)
-    present = frame[column].notna().to_numpy(dtype=bool)
-    return lambda rows: Arg("str", values[rows], present[rows])
+    """A text argument, read for the rows asked for (absent where null)."""
+    values = frame[column]
+
+    def make(rows: I64) -> Arg:
+        part = values.iloc[rows]
+        return Arg("str", part.to_numpy(dtype=object), part.notna().to_numpy(dtype=bool))
+    return make
 
 
 def _dim3(frame: pd.DataFrame, prefix: str) -> Callable[[I64], Arg]:
-    values = frame[[f"{prefix}_x", f"{prefix}_y", f"{prefix}_z"]].to_numpy(dtype=np.int64)
-    return lambda rows: Arg("dim3", values[rows], np.ones(len(rows), dtype=bool))
+    """``<prefix>_x, _y, _z`` as one ``[x, y, z]`` argument, read for the rows asked for."""
+    columns = [frame[f"{prefix}_{axis}"] for axis in "xyz"]
+    return lambda rows: Arg("dim3", np.column_stack(
+        [c.iloc[rows].to_numpy(dtype=np.int64) for c in columns]).reshape(-1, 3),
+        np.ones(len(rows), dtype=bool))
 
 
 def _args(**columns: Callable[[I64], Arg]) -> ArgsOf:
@@ -172,10 +184,11 @@ def _args(**columns: Callable[[I64], Arg]) -> ArgsOf:
 
 
 def _column_names(frame: pd.DataFrame, column: str, prefix: str = "") -> Callable[[I64], Obj]:
-    values = frame[column].to_numpy(dtype=object)
+    values = frame[column]
     if prefix:
-        return lambda rows: np.array([f"{prefix}{v}" for v in values[rows]], dtype=object)
-    return lambda rows: values[rows]
+        return lambda rows: np.array([f"{prefix}{v}" for v in values.iloc[rows].tolist()],
+                                     dtype=object)
+    return lambda rows: values.iloc[rows].to_numpy(dtype=object)
 
 
 def _fixed_name(name: str) -> Callable[[I64], Obj]:
@@ -372,6 +385,7 @@ def build_plan(report: Report, window: tuple[int, int] | None = None) -> ExportP
                     if n is not None}
     keys = sorted({k for g in groups for k in g})
     tracks = [_track(k, thread_names) for k in keys]
+    release_free_memory()  # the flow join's and grouping's temporaries
     return ExportPlan(_processes(report, sorted({p for p, _ in keys})), tracks, sources,
                       groups)
 

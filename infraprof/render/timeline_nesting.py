@@ -20,18 +20,24 @@ Mask = npt.NDArray[np.bool_]
 
 def endpoint_order(start: I64, end: I64) -> tuple[I64, Mask]:
     """The order of the ``2n`` points (``k`` < n: start of slice ``k``; ``n + k``: its end)
-    described in the module docstring, and whether each ordered point is an end."""
+    described in the module docstring, and whether each ordered point is an end. The sort
+    keys are as narrow as their values allow (a track of 1.2 M slices: ~60 MB of keys)."""
     n = len(start)
-    k = np.arange(n, dtype=np.int64)
+    index_type = _index_type(n)
+    k = np.arange(n, dtype=index_type)
     zero = end <= start
     times = np.concatenate([start, np.maximum(end, start)])
-    # at one instant: ends of slices with length (last opened first), then starts and the
-    # ends of zero-length slices right after their start
-    group = np.concatenate([np.ones(n, dtype=np.int64), np.where(zero, 1, 0)])
+    group = np.concatenate([np.ones(n, dtype=np.int8), zero.astype(np.int8)])
     within = np.concatenate([k, np.where(zero, k, -k)])
-    after_start = np.concatenate([np.zeros(n, dtype=np.int64), zero.astype(np.int64)])
+    del k
+    after_start = np.concatenate([np.zeros(n, dtype=np.int8), zero.astype(np.int8)])
     order = np.lexsort((after_start, within, group, times))
-    return order.astype(np.int64), order >= n
+    return order.astype(np.int64, copy=False), order >= n
+
+
+def _index_type(n: int) -> type[np.signedinteger]:
+    """int32 where ``2n`` slice points fit it, else int64."""
+    return np.int32 if 2 * n < np.iinfo(np.int32).max else np.int64
 
 
 def nests(start: I64, end: I64) -> bool:
@@ -40,9 +46,10 @@ def nests(start: I64, end: I64) -> bool:
     if n < 2:
         return True
     order, is_end = endpoint_order(start, end)
-    depth = np.cumsum(np.where(is_end, -1, 1))
-    position = np.empty(2 * n, dtype=np.int64)
-    position[order] = np.arange(2 * n)
+    index_type = _index_type(n)
+    depth = np.cumsum(np.where(is_end, np.int8(-1), np.int8(1)), dtype=index_type)
+    position = np.empty(2 * n, dtype=index_type)
+    position[order] = np.arange(2 * n, dtype=index_type)
     return bool(np.all(depth[position[:n]] == depth[position[n:]] + 1))
 
 
