@@ -32,7 +32,7 @@ import pandas as pd
 
 from infraprof.memory import release_free_memory
 from infraprof.render import protobuf_wire as wire
-from infraprof.render.timeline_export import Arg, ExportPlan, Process, Track
+from infraprof.render.timeline_export import Arg, ExportPlan, Process, Track, TrackRows
 from infraprof.render.timeline_nesting import endpoint_order
 
 CHUNK_ROWS = 65536
@@ -342,21 +342,32 @@ def write_perfetto(plan: ExportPlan, write: Write) -> None:
     write(b"".join(_process_packet(p, uuids) for p in plan.processes))
     write(b"".join(_track_packet(t, uuids) for t in plan.tracks))
     arg_names = _ArgNames(plan)
-    instant_of = np.array([s.instant for s in plan.sources], dtype=bool)
     sequence = DESCRIPTOR_SEQUENCE
     for rows in plan.track_rows():
-        for lane_no in np.unique(rows.lane).tolist():
-            sel = np.nonzero(rows.lane == lane_no)[0]
-            if lane_no:
-                write(_track_packet(rows.track, uuids, lane_no))
-            src, row = rows.source[sel], rows.row[sel]
-            codes, uniques = pd.factorize(pd.Series(_names(plan, src, row), dtype=object),
-                                           use_na_sentinel=False)
-            sequence += 1
-            lane = _Lane(src, row, rows.start[sel], rows.end[sel],
-                         np.asarray(codes, dtype=np.int64) + 1, instant_of[src],
-                         uuids.of(rows.track.pid, rows.track.tid, lane_no), sequence,
-                         _Strings())
-            _write_lane(plan, lane, [str(u) for u in uniques.tolist()], arg_names, write)
-        if len(rows.row) >= CHUNK_ROWS:
+        sequence = _write_track(plan, rows, uuids, arg_names, sequence, write)
+        large = len(rows.row) >= CHUNK_ROWS
+        del rows  # before the next track is gathered
+        if large:
             release_free_memory()  # a large track's temporaries, before the next track's
+
+
+def _write_track(plan: ExportPlan, rows: TrackRows, uuids: _Uuids, arg_names: _ArgNames,
+                 sequence: int, write: Write) -> int:
+    """One track's lanes, each as its own sequence (numbered from ``sequence + 1``); returns
+    the last sequence number used."""
+    instant_of = np.array([s.instant for s in plan.sources], dtype=bool)
+    for lane_no in np.unique(rows.lane).tolist():
+        sel = np.nonzero(rows.lane == lane_no)[0]
+        if lane_no:
+            write(_track_packet(rows.track, uuids, lane_no))
+        src, row = rows.source[sel], rows.row[sel]
+        codes, uniques = pd.factorize(pd.Series(_names(plan, src, row), dtype=object),
+                                      use_na_sentinel=False)
+        sequence += 1
+        lane = _Lane(src, row, rows.start[sel], rows.end[sel],
+                     np.asarray(codes, dtype=np.int64) + 1, instant_of[src],
+                     uuids.of(rows.track.pid, rows.track.tid, lane_no), sequence, _Strings())
+        del sel, src, row, codes
+        _write_lane(plan, lane, [str(u) for u in uniques.tolist()], arg_names, write)
+        del lane
+    return sequence

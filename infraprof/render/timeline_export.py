@@ -132,18 +132,23 @@ class ExportPlan:
         return sum(len(s) for s in self.sources)
 
     def track_rows(self) -> Iterator[TrackRows]:
-        """Every track's rows in :attr:`tracks` order, one track at a time."""
+        """Every track's rows in :attr:`tracks` order, one track at a time (the generator
+        holds none of them while the caller writes one)."""
         for track in self.tracks:
-            key = (track.pid, track.tid)
-            parts = [(i, g[key]) for i, g in enumerate(self.groups) if key in g]
-            src = np.concatenate([np.full(len(r), i, dtype=np.int8) for i, r in parts])
-            row = np.concatenate([r for _, r in parts]).astype(np.int64)
-            start = np.concatenate([self.sources[i].starts()[r] for i, r in parts])
-            end = np.concatenate([self.sources[i].ends()[r] for i, r in parts])
-            end = np.maximum(end, start)
-            order = np.lexsort((row, src, -end, start))
-            src, row, start, end = src[order], row[order], start[order], end[order]
-            yield TrackRows(track, src, row, start, end, nesting_lanes(start, end))
+            yield self._rows_of(track)
+
+    def _rows_of(self, track: Track) -> TrackRows:
+        key = (track.pid, track.tid)
+        parts = [(i, g[key]) for i, g in enumerate(self.groups) if key in g]
+        src = np.concatenate([np.full(len(r), i, dtype=np.int8) for i, r in parts])
+        row = np.concatenate([r for _, r in parts]).astype(np.int64)
+        start = np.concatenate([self.sources[i].starts()[r] for i, r in parts])
+        end = np.concatenate([self.sources[i].ends()[r] for i, r in parts])
+        end = np.maximum(end, start)
+        order = np.lexsort((row, src, -end, start))
+        src, row, start, end = src[order], row[order], start[order], end[order]
+        del order
+        return TrackRows(track, src, row, start, end, nesting_lanes(start, end))
 
 
 # ------------------------------------------------------------------------------------------
@@ -314,9 +319,7 @@ def _gap_source(report: Report, window: tuple[int, int] | None) -> Source:
                 for name, (kind, values, present) in columns.columns(table_rows[rows]).items()}
 
     return Source("gpu_idle", gaps, _device_pid(gaps), np.full(len(gaps), GAP_TID),
-                  lambda rows: np.array([f"idle: {c}" for c in columns.causes(table_rows[rows])],
-                                        dtype=object),
-                  args)
+                  lambda rows: columns.names(table_rows[rows]), args)
 
 
 def _pyspy_source(report: Report, window: tuple[int, int] | None) -> Source:

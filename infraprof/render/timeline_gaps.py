@@ -97,6 +97,12 @@ class GapColumns:
             return np.full(len(rows), "unattributed", dtype=object)
         return np.array(CATEGORIES, dtype=object)[self.cause[rows]]
 
+    def names(self, rows: I64) -> Obj:
+        """Slice name of each gap of ``rows``: ``idle: <cause>`` (one string per cause)."""
+        if not self.attributed:
+            return np.full(len(rows), "idle: unattributed", dtype=object)
+        return np.array([f"idle: {c}" for c in CATEGORIES], dtype=object)[self.cause[rows]]
+
     def columns(self, rows: I64) -> dict[str, Column]:
         """The columns of the module docstring for ``rows`` (table rows)."""
         n = len(rows)
