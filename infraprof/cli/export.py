@@ -153,6 +153,7 @@ def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | Non
                      window: str | None, max_events: int | None) -> None:
     """Perfetto protobuf or Chrome JSON, streamed to ``output`` (stdout when None)."""
     from infraprof.analyses.registry import AnalysisConfig, analysis_ids
+    from infraprof.memory import release_free_memory
     from infraprof.outputs import open_output
     from infraprof.ranking import build_report
     from infraprof.render.chrome_trace import write_chrome_trace
@@ -168,8 +169,11 @@ def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | Non
     plan = build_plan(report, span)
     if max_events is not None and plan.event_count() > max_events:
         raise _too_many(plan.event_count(), max_events, input_path)
+    chrome_report = None if fmt is ExportFormat.perfetto else report
+    del report  # the Perfetto writer reads only the plan: the analyses' results can go
+    release_free_memory()
     with open_output(output, inputs, "the trace") as out:
-        if fmt is ExportFormat.perfetto:
+        if chrome_report is None:
             write_perfetto(plan, out.write)
         else:
-            write_chrome_trace(report, plan, out.write)
+            write_chrome_trace(chrome_report, plan, out.write)

@@ -60,13 +60,26 @@ def _lookup(keys: I64, values: np.ndarray, wanted: I64) -> tuple[np.ndarray, Mas
     return (values[pos] if len(keys) else np.zeros(len(wanted), dtype=values.dtype)), found
 
 
+@dataclass(frozen=True)
+class _GapCodes:
+    """The gap table's columns the export reads (see :class:`GapTable`)."""
+
+    has_launch: Mask
+    api_name: I64
+    gtid: I64
+    nvtx: I64
+    category: npt.NDArray[np.int8]
+    dur: I64
+    api_names: tuple[str, ...]
+    nvtx_names: tuple[str, ...]
+
+
 class GapColumns:
     """The gaps of ``report`` (module docstring); an empty frame without an analysis."""
 
     def __init__(self, report: Report) -> None:
         a = report.analysis
         table = a.attributions if a is not None else GapTable()
-        self.table = table
         self.found = {f.id for f in report.findings}
         if a is not None and not len(table):
             start = [np.asarray(tl.gaps.starts, dtype=np.int64) for tl in a.timelines]
@@ -85,6 +98,9 @@ class GapColumns:
         self.attributed = bool(len(table))
         if not self.attributed:
             return
+        self.table = _GapCodes(table.has_launch.astype(bool), table.api_name, table.gtid,
+                               table.nvtx, table.category, table.dur, table.api_names,
+                               table.nvtx_names)  # not the table: its host details can go
         self.cause = _gap_causes(table)
         self.host = _host_parts(table)
         self.threads = {int(g): str(n) for g, n in zip(report.trace.threads["global_tid"],
@@ -133,7 +149,7 @@ class GapColumns:
                 [e is not None for e in exposed.tolist()], dtype=bool)),
         }
         single = t.category[rows] != HOST_ROW
-        dur = t.dur[rows] if n else np.zeros(0, dtype=np.int64)
+        dur = t.dur[rows]
         for index, cat in enumerate(self.host.categories):
             from_host, set_by_host = self.host.part(rows, index)
             own = single & (t.category[rows] == CATEGORIES.index(cat)) if cat in CATEGORIES \
