@@ -125,7 +125,8 @@ class ExportPlan:
     processes: list[Process]
     tracks: list[Track]
     sources: list[Source]
-    groups: list[dict[tuple[int, int], I64]] = field(default_factory=list)
+    groups: list[dict[tuple[int, int], npt.NDArray[np.signedinteger]]] = field(
+        default_factory=list)
 
     def event_count(self) -> int:
         """Slices and instants (flows not counted)."""
@@ -339,12 +340,19 @@ def _pyspy_source(report: Report, window: tuple[int, int] | None) -> Source:
 # the plan
 
 
-def _groups(source: Source) -> dict[tuple[int, int], I64]:
+def _groups(source: Source) -> dict[tuple[int, int], npt.NDArray[np.signedinteger]]:
+    """Row numbers (ascending) of each ``(pid, tid)`` track of ``source``: views into one
+    stable sort by track, int32 where the rows fit it (4 bytes a row)."""
     if not len(source):
         return {}
-    keys = pd.DataFrame({"pid": source.pid, "tid": source.tid})
-    return {(int(p), int(t)): np.asarray(rows, dtype=np.int64)
-            for (p, t), rows in keys.groupby(["pid", "tid"], sort=True).indices.items()}
+    order = np.lexsort((source.tid, source.pid))
+    if len(order) < np.iinfo(np.int32).max:
+        order = order.astype(np.int32)
+    pid, tid = source.pid[order], source.tid[order]
+    cuts = np.flatnonzero((pid[1:] != pid[:-1]) | (tid[1:] != tid[:-1])) + 1
+    firsts = np.concatenate([[0], cuts]).tolist()
+    lasts = [*cuts.tolist(), len(order)]
+    return {(int(pid[a]), int(tid[a])): order[a:b] for a, b in zip(firsts, lasts, strict=True)}
 
 
 def _track(key: tuple[int, int], thread_names: dict[tuple[int, int], str]) -> Track:
