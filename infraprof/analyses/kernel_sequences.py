@@ -30,7 +30,7 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, column_view
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -68,7 +68,7 @@ def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((kernels["start_ns"].to_numpy(), kernels["stream_id"].to_numpy(),
                         kernels["device_id"].to_numpy()))
     columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
-    k = kernels[columns].iloc[order].reset_index(drop=True)
+    k = column_view(kernels, columns).iloc[order].reset_index(drop=True)  # one copy, not two
     ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
     return as_frame(k.assign(name_id=ids.astype(np.int64),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
@@ -127,7 +127,7 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
     starts, ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
     new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])
                                  | (starts[1:] - ends[:-1] > p.max_gap_ns)))
-    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"].fillna("").astype(str).to_numpy()
+    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"]  # texts of the chosen windows only
     out = []
     for n in range(p.min_length, p.max_length + 1):
         pos, hashes = ngram_hashes(ids, short, new_stream, n)
@@ -139,7 +139,8 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
                 continue
             s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
-            out.append(KernelSequence(tuple(str(x) for x in names[occ[0]:occ[0] + n]), occ, s, e,
+            window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
+            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
                                 kernel_ns, _idle_in(busy, dev[occ], s, e)))
     return out
 
