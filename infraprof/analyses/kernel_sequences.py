@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
@@ -86,12 +85,18 @@ def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
     cut = np.concatenate(([0], np.cumsum(new_stream)))
     starts = np.arange(ids.size - n + 1)
     ok = (bad[starts + n] - bad[starts] == 0) & (cut[starts + n] - cut[starts + 1] == 0)
-    windows = sliding_window_view(ids.astype(np.uint64), n)[ok]
-    hashes = np.zeros(windows.shape[0], dtype=np.uint64)
+    first = starts[ok].astype(np.int64)
+    del bad, cut, starts, ok
+    items = ids.astype(np.uint64)
+    # column by column (arithmetic mod 2**64, as the row-wise form): the selected windows
+    # are not copied out (n × 8 bytes per window)
+    hashes = np.zeros(first.size, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(n):
-            hashes = hashes * _HASH_BASE + windows[:, j] + np.uint64(1)
-    return starts[ok].astype(np.int64), hashes
+            hashes *= _HASH_BASE
+            hashes += items[first + j]
+            hashes += np.uint64(1)
+    return first, hashes
 
 
 def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
