@@ -69,7 +69,7 @@ def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
     columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
     k = column_view(kernels, columns).iloc[order].reset_index(drop=True)  # one copy, not two
     ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
-    return as_frame(k.assign(name_id=ids.astype(np.int64),
+    return as_frame(k.assign(name_id=ids.astype(np.int64, copy=False),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
 
 
@@ -87,7 +87,8 @@ def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
     ok = (bad[starts + n] - bad[starts] == 0) & (cut[starts + n] - cut[starts + 1] == 0)
     first = starts[ok].astype(np.int64)
     del bad, cut, starts, ok
-    items = ids.astype(np.uint64)
+    # int64 codes: the same bits as the cast, without a copy
+    items = ids.view(np.uint64) if ids.dtype == np.int64 else ids.astype(np.uint64)
     # column by column (arithmetic mod 2**64, as the row-wise form): the selected windows
     # are not copied out (n × 8 bytes per window)
     hashes = np.zeros(first.size, dtype=np.uint64)
