@@ -125,6 +125,22 @@ def _idle_in(busy: dict[int, intervals.Coverage], devices: npt.NDArray[np.int64]
     return total
 
 
+def _hash_groups(hashes: npt.NDArray[np.uint64]
+                 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct hashes in ascending order, as ``np.unique(..., return_counts=True)``
+    numbers them: ``rows[bounds[h]:bounds[h + 1]]`` are the positions of hash ``h`` in
+    ascending order (a stable argsort) and ``counts[h]`` their number. Without the inverse
+    and sorted copies ``np.unique`` allocates (~40 MB per million windows)."""
+    rows = np.argsort(hashes, kind="stable")
+    if not hashes.size:
+        return rows, np.zeros(1, dtype=np.intp), np.empty(0, dtype=np.intp)
+    ordered = hashes[rows]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    del ordered
+    bounds = np.append(starts, hashes.size).astype(np.intp)
+    return rows, bounds, np.diff(bounds)
+
+
 def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKernelParams
                 ) -> list[KernelSequence]:
     ids = k["name_id"].to_numpy(dtype=np.int64)
@@ -137,10 +153,11 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
     out = []
     for n in range(p.min_length, p.max_length + 1):
         pos, hashes = ngram_hashes(ids, short, new_stream, n)
-        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        rows, bounds, counts = _hash_groups(hashes)
+        del hashes
         frequent = np.flatnonzero(counts >= p.min_repeats)
         for h in frequent[np.argsort(-counts[frequent], kind="stable")][:20]:
-            occ = _non_overlapping(pos[inverse == h], n)
+            occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
             if occ.size < p.min_repeats:
                 continue
             s, e = starts[occ], ends[occ + n - 1]
