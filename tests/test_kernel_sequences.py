@@ -7,7 +7,7 @@ from helpers_synthetic import trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof.analyses.kernel_sequences import TinyKernelParams, ngram_hashes
+from infraprof.analyses.kernel_sequences import TinyKernelParams, _hash_groups, ngram_hashes
 from infraprof.ranking import build_report
 
 
@@ -80,3 +80,15 @@ def test_params_defaults_are_documented() -> None:
     p = TinyKernelParams()
     assert (p.max_kernel_ns, p.max_gap_ns, p.min_length, p.max_length, p.min_repeats) == (
         10_000, 100_000, 3, 8, 20)
+
+
+@given(st.lists(st.integers(0, 6), max_size=40))
+def test_hash_groups_number_hashes_as_np_unique(values: list[int]) -> None:
+    """``_hash_groups``: the same groups, order and counts as ``np.unique``, and each
+    group's positions ascending (as ``inverse == h`` selects them)."""
+    hashes = np.array(values, dtype=np.uint64)
+    rows, bounds, counts = _hash_groups(hashes)
+    _, inverse, expected_counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    assert counts.tolist() == expected_counts.tolist()
+    for h in range(len(counts)):
+        assert rows[bounds[h]:bounds[h + 1]].tolist() == np.flatnonzero(inverse == h).tolist()

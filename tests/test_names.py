@@ -7,6 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infraprof.analyses.api_classes import api_categories, api_category
 from infraprof.analyses.names import sorted_text_codes, text_codes
 
 NAMES = st.lists(st.sampled_from(["b", "a", "void k<int>(float*)", "", "ä", "a\x00b"]),
@@ -38,3 +39,14 @@ def test_sorted_codes_follow_a_sorted_groupby(values: list[str]) -> None:
     sizes = series.to_frame().groupby("name").size()
     assert list(sizes.index) == list(index)
     assert pd.Series(codes).value_counts().sort_index().tolist() == sizes.tolist()
+
+
+def test_api_categories_by_codes_match_a_map_of_every_row() -> None:
+    """``api_categories`` classifies each distinct name once through integer codes: the
+    same category per row as mapping every row's text (nulls as ``""``)."""
+    names = pd.Series(["cudaStreamSynchronize", None, "cudaLaunchKernel",
+                       "".join(["cudaStream", "Synchronize"]), "cudaMemcpy", ""], dtype=object)
+    text = names.fillna("").astype(str)
+    expected = [api_category(str(name)) for name in text]
+    assert api_categories(names).tolist() == expected
+    assert api_categories(names.iloc[:0]).tolist() == []

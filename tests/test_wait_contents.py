@@ -7,15 +7,20 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import SAMPLE_TRACES
 from helpers_cli import run_main
 from helpers_synthetic import GTID, PID, trace
+from hypothesis import given
+from hypothesis import strategies as st
 
+from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.wait_contents import during_wait, link_peaks
+from infraprof.analyses.gap_findings import _site_totals
+from infraprof.analyses.wait_contents import _covered_ns, _overlapping, during_wait, link_peaks
 from infraprof.inputs import load_trace
 from infraprof.ranking import build_report
 from infraprof.render.evidence import during_wait_line, evidence_lines
@@ -173,3 +178,34 @@ def test_um_table_without_its_columns_is_bad_input(tmp_path: Path,
     assert len(lines) == 1 and lines[0].startswith("infraprof: error:")
     assert str(path) in lines[0] and "CUDA_UM_GPU_PAGE_FAULT_EVENTS" in lines[0]
     assert "end, globalPid, deviceId" in lines[0]
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 40)), max_size=12),
+       st.lists(st.tuples(st.integers(-5, 220), st.integers(-3, 40)), max_size=30))
+def test_overlapping_filter_keeps_every_covering_operation(
+        blocked_spans: list[tuple[int, int]], ops: list[tuple[int, int]]) -> None:
+    """Filtering the operations to those overlapping the blocked time (memory: the union of
+    only those) gives the same covered ns as the union of them all, and keeps exactly the
+    operations with a positive overlap or a point inside."""
+    blocked = intervals.union(np.array([s for s, _ in blocked_spans], dtype=np.int64),
+                              np.array([s + d for s, d in blocked_spans], dtype=np.int64))
+    starts = np.array([s for s, _ in ops], dtype=np.int64)
+    ends = np.array([s + d for s, d in ops], dtype=np.int64)
+    near = _overlapping(blocked, starts, ends)
+    assert _covered_ns(blocked, starts[near], ends[near]) == _covered_ns(blocked, starts, ends)
+    positive = intervals.overlap_each(blocked, starts, np.maximum(ends, starts)) > 0
+    assert not (positive & ~near).any()
+
+
+def test_site_totals_match_a_groupby_by_name() -> None:
+    """``site_calls`` / ``site_host_blocked_ns`` come from integer codes: the same figures as
+    a groupby on the name column (equal names that are different objects included)."""
+    names = ["cudaFree", "cudaMalloc", "".join(["cuda", "Free"]), "cudaMemcpy", "cudaMalloc"]
+    calls = pd.DataFrame({"start_ns": [0, 5, 9, 20, 30], "end_ns": [4, 8, 19, 25, 2**40],
+                          "name": pd.Series(names, dtype=object)})
+    count, total = _site_totals(calls)
+    pd.testing.assert_series_equal(count, calls.groupby("name")["end_ns"].count(),
+                                   check_names=False, check_index_type=False)
+    pd.testing.assert_series_equal(
+        total, (calls["end_ns"] - calls["start_ns"]).groupby(calls["name"]).sum(),
+        check_names=False, check_index_type=False)

@@ -11,7 +11,6 @@ top ones by (-attributed ns, gap order). Split keys exist only for host-side cat
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,22 +55,24 @@ class Accumulator:
 
 class BusyIndex:
     """GPU busy time between two instants per device in O(log n): the prefix sums of each
-    device's busy intervals are built once."""
+    device's busy intervals are built once (numpy arrays: Python lists of them were ~70 MB
+    per million intervals)."""
 
     def __init__(self, timelines: dict[int, DeviceTimeline]) -> None:
         self.timelines = timelines
-        self.prefix: dict[int, tuple[list[int], list[int], np.ndarray]] = {}
+        self.prefix: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _covered_before(self, device: int, t: int) -> int:
         if device not in self.prefix:
             busy = self.timelines[device].busy
             lengths = np.cumsum(busy.ends - busy.starts)
-            self.prefix[device] = ([0, *lengths.tolist()], busy.starts.tolist(), busy.ends)
+            self.prefix[device] = (np.concatenate(([0], lengths)).astype(np.int64),
+                                   busy.starts, busy.ends)
         prefix, starts, ends = self.prefix[device]
-        idx = bisect.bisect_right(starts, t)
+        idx = int(np.searchsorted(starts, t, side="right"))
         if idx == 0:
             return 0
-        return prefix[idx - 1] + max(min(t, int(ends[idx - 1])) - starts[idx - 1], 0)
+        return int(prefix[idx - 1]) + max(min(t, int(ends[idx - 1])) - int(starts[idx - 1]), 0)
 
     def between(self, device: int, t0: int, t1: int) -> int:
         """Same as ``intervals.overlap_total(timelines[device].busy, t0, t1)`` (0 without
@@ -107,64 +108,84 @@ def example_of(a: GapAttribution, ns: int) -> dict[str, Any]:
 
 def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePhases] | None
                      ) -> dict[Key, Accumulator]:
-    """Accumulators of the single-category gaps, by group-bys over their rows."""
+    """Accumulators of the single-category gaps, by group-bys over their rows (numpy arrays
+    of the needed columns: a frame of every gap was ~170 MB of temporaries at 1 M kernels)."""
     rows = np.flatnonzero(table.category >= 0)
     if not len(rows):
         return {}
-    category = table.category[rows].astype(np.int64)
-    stream = np.where(category == DEPENDENCY, table.op_stream[rows], 0)
-    rows_of = pd.DataFrame({"row": rows, "category": category, "stream": stream,
-                            "ns": table.dur[rows], "gtid": table.gtid[rows],
-                            "launched": table.has_launch[rows]})
-    group = rows_of.groupby(["category", "stream"], sort=False).ngroup().to_numpy()
-    rows_of["group"] = group
-    firsts = np.unique(group, return_index=True)[1]
-    totals = rows_of.groupby("group")["ns"].agg(["sum", "size"])
+    group, firsts = _category_stream_groups(table, rows)
+    ns = table.dur[rows]
+    totals = pd.Series(ns).groupby(group).sum().to_numpy()
+    sizes = np.bincount(group)
     acc: dict[Key, Accumulator] = {}
     for g, first in enumerate(firsts.tolist()):
-        cat = CATEGORIES[int(category[first])]
-        site = f"stream {int(stream[first])}" if cat == "dependency" else "(unknown)"
-        ns, gaps = int(totals.loc[g, "sum"]), int(totals.loc[g, "size"])
-        acc[(cat, site, "")] = Accumulator((int(rows[first]), 0), ns, ns, gaps)
+        cat = CATEGORIES[int(table.category[rows[first]])]
+        site = (f"stream {int(table.op_stream[rows[first]])}" if cat == "dependency"
+                else "(unknown)")
+        total, gaps = int(totals[g]), int(sizes[g])
+        acc[(cat, site, "")] = Accumulator((int(rows[first]), 0), total, total, gaps)
     recs = list(acc.values())
-    launched = rows_of[rows_of["launched"]].drop_duplicates(["group", "gtid"])
-    for g, gtid in zip(launched["group"].tolist(), launched["gtid"].tolist(), strict=True):
+    launched = table.has_launch[rows]
+    pairs = pd.DataFrame({"group": group[launched], "gtid": table.gtid[rows[launched]]})
+    del launched
+    for g, gtid in pairs.drop_duplicates().itertuples(index=False):
         recs[g].threads.add(gtid)
-    _single_nvtx(table, rows_of, recs)
+    del pairs
+    _single_nvtx(table, rows, group, ns, recs)
     if phases is not None:
-        rows_of["phase"] = phase_codes(phases, table.device[rows], table.g0[rows],
-                                       table.g1[rows])
-        by_phase = rows_of.groupby(["group", "phase"])["ns"].sum()
-        for (g, ph), ns in by_phase.items():
-            recs[int(g)].phase[PHASES[int(ph)]] = int(ns)
-    _single_examples(table, rows_of, recs, examples)
+        phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])
+        for (g, ph), total in _sums_by(group, phase, ns, rows)[0].items():
+            recs[g].phase[PHASES[ph]] = total
+    _single_examples(table, rows, group, ns, recs, examples)
     return acc
 
 
-def _single_nvtx(table: GapTable, rows_of: pd.DataFrame, recs: list[Accumulator]) -> None:
+def _category_stream_groups(table: GapTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group number of each gap of ``rows`` by (category, stream of a dependency gap), in
+    order of first appearance (as ``groupby(sort=False).ngroup()``), and each group's first
+    position."""
+    category = table.category[rows].astype(np.int64)
+    stream_codes, streams = pd.factorize(
+        np.where(category == DEPENDENCY, table.op_stream[rows], 0))
+    group = pd.factorize(category * len(streams) + stream_codes)[0]
+    del category, stream_codes
+    return group, np.unique(group, return_index=True)[1]
+
+
+def _sums_by(group: np.ndarray, code: np.ndarray, ns: np.ndarray, rows: np.ndarray
+             ) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """Per (group, code) in ascending order (as a sorted two-key groupby): the summed ns and
+    the first (smallest) row. ``code`` holds non-negative integers."""
+    width = int(code.max()) + 1
+    key = pd.Series(group * width + code)
+    sums = pd.Series(ns).groupby(key).sum()
+    first = pd.Series(rows).groupby(key).min()
+    pairs = [(k // width, k % width) for k in sums.index.tolist()]
+    return (dict(zip(pairs, sums.tolist(), strict=True)),
+            dict(zip(pairs, first.tolist(), strict=True)))
+
+
+def _single_nvtx(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
+                 recs: list[Accumulator]) -> None:
     """NVTX totals of single-category gaps: the launch's range, ``(none)`` without one."""
     labels = [name or "(none)" for name in table.nvtx_names] + ["(none)"]
     label_codes, label_names = pd.factorize(np.array(labels, dtype=object))
-    codes = table.nvtx[rows_of["row"].to_numpy()]
-    rows_of["label"] = label_codes[np.where(codes < 0, len(labels) - 1, codes)]
-    by_label = rows_of.groupby(["group", "label"]).agg(ns=("ns", "sum"), first=("row", "min"))
-    for (g, label), ns, first in zip(by_label.index.tolist(), by_label["ns"].tolist(),
-                                     by_label["first"].tolist(), strict=True):
-        recs[int(g)].nvtx[str(label_names[int(label)])] = [int(ns), int(first)]
+    codes = table.nvtx[rows]
+    label = label_codes[np.where(codes < 0, len(labels) - 1, codes)]
+    sums, firsts = _sums_by(group, label, ns, rows)
+    for (g, code), total in sums.items():
+        recs[g].nvtx[str(label_names[code])] = [int(total), int(firsts[(g, code)])]
 
 
-def _single_examples(table: GapTable, rows_of: pd.DataFrame, recs: list[Accumulator],
-                     keep: int) -> None:
+def _single_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
+                     recs: list[Accumulator], keep: int) -> None:
     """The ``keep`` longest single-category gaps of each group (ties: earlier gap)."""
-    group = rows_of["group"].to_numpy()
-    ns = rows_of["ns"].to_numpy()
-    row = rows_of["row"].to_numpy()
-    order = np.lexsort((row, -ns, group))
+    order = np.lexsort((rows, -ns, group))
     ordered = group[order]
     rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
     picked = order[rank < keep]
-    for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), row[picked].tolist(),
-                          table.records(row[picked]), strict=True):
+    for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), rows[picked].tolist(),
+                          table.records(rows[picked]), strict=True):
         recs[g].examples.append((-n, r, example_of(a, n)))
 
 

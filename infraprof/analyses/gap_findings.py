@@ -24,12 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.gap_accumulate import Accumulator, accumulate
 from infraprof.analyses.gap_table import CATEGORIES, GapTable
+from infraprof.analyses.names import sorted_text_codes
 from infraprof.analyses.native_frames import with_native_frames
 from infraprof.analyses.phases import PHASES, DevicePhases
 from infraprof.analyses.python_frames import with_python_frames
@@ -113,8 +115,18 @@ def _site_totals(api_calls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     if not len(api_calls):
         empty = pd.Series(dtype="int64")
         return empty, empty
-    count = api_calls.groupby("name")["end_ns"].count()
-    total = (api_calls["end_ns"] - api_calls["start_ns"]).groupby(api_calls["name"]).sum()
+    names = api_calls["name"]
+    if names.isna().any():
+        count = api_calls.groupby("name")["end_ns"].count()
+        total = (api_calls["end_ns"] - api_calls["start_ns"]).groupby(names).sum()
+        return count, total
+    # integer codes instead of a groupby on the object column (80 MB at 1 M kernels);
+    # end_ns is int64 (no nulls), so the count is the group size
+    codes, index = sorted_text_codes(names)
+    count = pd.Series(np.bincount(codes, minlength=len(index)), index=index, name="end_ns")
+    durations = api_calls["end_ns"].to_numpy() - api_calls["start_ns"].to_numpy()
+    total = pd.Series(durations).groupby(codes).sum()
+    total.index = index[total.index.to_numpy()]
     return count, total
 
 

@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from infraprof import intervals
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, column_view
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -68,9 +67,9 @@ def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((kernels["start_ns"].to_numpy(), kernels["stream_id"].to_numpy(),
                         kernels["device_id"].to_numpy()))
     columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
-    k = kernels[columns].iloc[order].reset_index(drop=True)
+    k = column_view(kernels, columns).iloc[order].reset_index(drop=True)  # one copy, not two
     ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
-    return as_frame(k.assign(name_id=ids.astype(np.int64),
+    return as_frame(k.assign(name_id=ids.astype(np.int64, copy=False),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
 
 
@@ -86,12 +85,19 @@ def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
     cut = np.concatenate(([0], np.cumsum(new_stream)))
     starts = np.arange(ids.size - n + 1)
     ok = (bad[starts + n] - bad[starts] == 0) & (cut[starts + n] - cut[starts + 1] == 0)
-    windows = sliding_window_view(ids.astype(np.uint64), n)[ok]
-    hashes = np.zeros(windows.shape[0], dtype=np.uint64)
+    first = starts[ok].astype(np.int64)
+    del bad, cut, starts, ok
+    # int64 codes: the same bits as the cast, without a copy
+    items = ids.view(np.uint64) if ids.dtype == np.int64 else ids.astype(np.uint64)
+    # column by column (arithmetic mod 2**64, as the row-wise form): the selected windows
+    # are not copied out (n × 8 bytes per window)
+    hashes = np.zeros(first.size, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(n):
-            hashes = hashes * _HASH_BASE + windows[:, j] + np.uint64(1)
-    return starts[ok].astype(np.int64), hashes
+            hashes *= _HASH_BASE
+            hashes += items[first + j]
+            hashes += np.uint64(1)
+    return first, hashes
 
 
 def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
@@ -119,6 +125,22 @@ def _idle_in(busy: dict[int, intervals.Coverage], devices: npt.NDArray[np.int64]
     return total
 
 
+def _hash_groups(hashes: npt.NDArray[np.uint64]
+                 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct hashes in ascending order, as ``np.unique(..., return_counts=True)``
+    numbers them: ``rows[bounds[h]:bounds[h + 1]]`` are the positions of hash ``h`` in
+    ascending order (a stable argsort) and ``counts[h]`` their number. Without the inverse
+    and sorted copies ``np.unique`` allocates (~40 MB per million windows)."""
+    rows = np.argsort(hashes, kind="stable")
+    if not hashes.size:
+        return rows, np.zeros(1, dtype=np.intp), np.empty(0, dtype=np.intp)
+    ordered = hashes[rows]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    del ordered
+    bounds = np.append(starts, hashes.size).astype(np.intp)
+    return rows, bounds, np.diff(bounds)
+
+
 def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKernelParams
                 ) -> list[KernelSequence]:
     ids = k["name_id"].to_numpy(dtype=np.int64)
@@ -127,19 +149,21 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
     starts, ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
     new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])
                                  | (starts[1:] - ends[:-1] > p.max_gap_ns)))
-    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"].fillna("").astype(str).to_numpy()
+    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"]  # texts of the chosen windows only
     out = []
     for n in range(p.min_length, p.max_length + 1):
         pos, hashes = ngram_hashes(ids, short, new_stream, n)
-        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        rows, bounds, counts = _hash_groups(hashes)
+        del hashes
         frequent = np.flatnonzero(counts >= p.min_repeats)
         for h in frequent[np.argsort(-counts[frequent], kind="stable")][:20]:
-            occ = _non_overlapping(pos[inverse == h], n)
+            occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
             if occ.size < p.min_repeats:
                 continue
             s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
-            out.append(KernelSequence(tuple(str(x) for x in names[occ[0]:occ[0] + n]), occ, s, e,
+            window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
+            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
                                 kernel_ns, _idle_in(busy, dev[occ], s, e)))
     return out
 

@@ -31,7 +31,9 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r = r[["domain", "name", "start_ns", "end_ns", "global_tid"]].copy()
     r["end_ns"] = r["end_ns"].astype("int64")
     r["domain"] = r["domain"].fillna("")
-    ops = trace.gpu_ops()
+    # the join key and the op times only: the per-thread selections below copy every column
+    ops = table_schema.column_view(trace.gpu_ops(), ["pid", "correlation_id", "start_ns",
+                                                     "end_ns"])
     j = join_launch_calls(ops, trace.api_calls, ("global_tid", "start_ns"), how="inner")
     gpu_start = np.full(len(r), np.nan)
     gpu_end = np.full(len(r), np.nan)
@@ -64,7 +66,9 @@ def nvtx_distributions(projection: pd.DataFrame) -> pd.DataFrame:
         return table_schema.as_frame(pd.DataFrame(columns=[
             "domain", "name", "count", "total_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns",
             "gpu_p50_ns", "gpu_p99_ns", "gpu_ops", "per_s"]))
-    p = projection.assign(dur=projection["end_ns"] - projection["start_ns"],
+    used = ["domain", "name", "start_ns", "end_ns", "gpu_ops"]  # the groups sort every column
+    p = table_schema.column_view(projection, used).assign(
+                          dur=projection["end_ns"] - projection["start_ns"],
                           gdur=projection["gpu_end_ns"] - projection["gpu_start_ns"])
     rows = []
     for (domain, name), g in p.groupby(["domain", "name"], sort=False):

@@ -57,6 +57,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from infraprof import intervals
+from infraprof import tables as table_schema
 from infraprof.analyses.api_classes import api_categories
 from infraprof.analyses.base import Analysis, Output
 from infraprof.errors import InputError, UsageError
@@ -217,14 +218,16 @@ def _step_metrics(trace: Trace, run: RunMetrics, step: str) -> None:
     pids = set(steps["pid"].tolist())
     length = (ends - starts).astype(np.float64)
     _add_quantiles(run, "step:duration", length)
+    # masks on the needed columns, not filtered copies of every column of the tables
     ops = trace.gpu_ops()
-    ops = ops[ops["pid"].isin(pids)] if len(ops) else ops
-    busy = intervals.union(ops["start_ns"].to_numpy(), ops["end_ns"].to_numpy())
+    mine = ops["pid"].isin(pids).to_numpy(dtype=bool)
+    busy = intervals.union(ops["start_ns"].to_numpy()[mine], ops["end_ns"].to_numpy()[mine])
     idle = length - intervals.overlap_each(busy, starts, ends).astype(np.float64)
     _add_quantiles(run, "step:gpu_idle", idle)
     calls = trace.api_calls
-    sync_calls = calls[(api_categories(calls["name"]) == "sync") & calls["pid"].isin(pids)]
-    merged = intervals.union(sync_calls["start_ns"].to_numpy(), sync_calls["end_ns"].to_numpy())
+    sync = ((api_categories(calls["name"]) == "sync") & calls["pid"].isin(pids)).to_numpy(
+        dtype=bool)
+    merged = intervals.union(calls["start_ns"].to_numpy()[sync], calls["end_ns"].to_numpy()[sync])
     _add_quantiles(run, "step:sync",
                    intervals.overlap_each(merged, starts, ends).astype(np.float64))
 
@@ -262,7 +265,7 @@ def _kernel_metrics(trace: Trace, run: RunMetrics) -> None:
 def _api_metrics(ctx: AnalysisContext, run: RunMetrics) -> None:
     calls = ctx.trace.api_calls
     categories = api_categories(calls["name"])
-    syncs = calls[categories == "sync"]
+    syncs = table_schema.column_view(calls, ["start_ns", "end_ns"])[categories == "sync"]
     run.values["sync:api_ns"] = float(_durations(syncs).sum())
     run.values["sync:calls"] = float(len(syncs))
     run.values["launch:calls"] = float((categories == "launch").sum())

@@ -80,6 +80,18 @@ def _covered(blocked: intervals.Intervals, frame: pd.DataFrame) -> int:
     return _covered_ns(blocked, frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy())
 
 
+def _overlapping(blocked: intervals.Intervals, starts: np.ndarray, ends: np.ndarray
+                 ) -> np.ndarray:
+    """Per ``[starts[i], ends[i])``: whether it overlaps ``blocked`` (disjoint, sorted): the
+    first blocked interval ending after the start begins before the end."""
+    if len(blocked) == 0:
+        return np.zeros(len(starts), dtype=bool)
+    first = np.searchsorted(blocked.ends, starts, side="right")
+    inside = first < len(blocked)
+    inside[inside] = blocked.starts[first[inside]] < ends[inside]
+    return inside
+
+
 def _covered_ns(blocked: intervals.Intervals, starts: np.ndarray, ends: np.ndarray) -> int:
     """ns of ``blocked`` covered by the union of ``[starts, ends)``."""
     return intervals.intersect(blocked, intervals.union(starts, ends)).total_ns
@@ -121,14 +133,15 @@ def during_wait(trace: Trace, site: str) -> dict[str, Any] | None:
         return None
     ops = trace.gpu_ops()  # as arrays: a filtered copy of the table is 60 MB at 1 M kernels
     op_pid, op_start, op_end = (ops[c].to_numpy() for c in ("pid", "start_ns", "end_ns"))
-    is_kernel = (ops["kind"] == "kernel").to_numpy()
     kernel_ns = idle_ns = um_faults = um_fault_ns = 0
     parts = []
     for pid, span in blocked.items():
-        mine = op_pid == pid
-        kernel = mine & is_kernel
-        kernel_ns += _covered_ns(span, op_start[kernel], op_end[kernel])
-        idle_ns += span.total_ns - _covered_ns(span, op_start[mine], op_end[mine])
+        # only the operations that overlap the blocked time can cover part of it
+        rows = np.flatnonzero((op_pid == pid) & _overlapping(span, op_start, op_end))
+        start, end = op_start[rows], op_end[rows]
+        kernel = (ops["kind"].iloc[rows] == "kernel").to_numpy()
+        kernel_ns += _covered_ns(span, start[kernel], end[kernel])
+        idle_ns += span.total_ns - _covered_ns(span, start, end)
         faults, fault_ns = _faults(trace, pid, span)
         um_faults, um_fault_ns = um_faults + faults, um_fault_ns + fault_ns
         copies = trace.memcpy[trace.memcpy["pid"] == pid]
