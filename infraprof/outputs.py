@@ -85,54 +85,10 @@ def _fail(path: Path, what: str, exc: OSError) -> OutputError:
                        "space")
 
 
-def _stream(path: Path, data: bytes, what: str) -> None:
-    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise _fail(path, what, exc) from exc
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BrokenPipeError as exc:
-        raise OutputClosed(str(path)) from exc
-    except OSError as exc:
-        raise _fail(path, what, exc) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 def _new_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _atomic(target: Path, data: bytes, what: str) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = _new_file_mode()
-    except OSError as exc:
-        raise _fail(target, what, exc) from exc
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise _fail(target, what, exc) from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def write_output(path: Path, data: str | bytes, inputs: Iterable[Path | None] = (),
@@ -143,17 +99,8 @@ def write_output(path: Path, data: str | bytes, inputs: Iterable[Path | None] = 
     :class:`OutputError` (exit 3) when writing fails, :class:`OutputClosed` for a closed pipe.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    refuse_inputs(path, inputs, option)
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a directory; give a file name for {option}")
-    if is_stream(path):
-        _stream(path, payload, what)
-        return
-    target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():
-        raise OutputError(f"{path}: cannot write {what} (no such directory {target.parent}); "
-                          "create it first")
-    _atomic(target, payload, what)
+    with open_output(path, inputs, what, option) as out:
+        out.write(payload)
 
 
 def append_output(path: Path, text: str, what: str) -> None:
