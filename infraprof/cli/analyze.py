@@ -159,7 +159,7 @@ def analyze(
         warn_single,
     )
     from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
-    from infraprof.model.processes import rank_pids
+    from infraprof.model.processes import is_multi_process
     from infraprof.outputs import refuse_inputs
 
     fmt = output_format
@@ -185,16 +185,16 @@ def analyze(
     with _progress(progress_wanted(quiet)) as progress:
         report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
                              use_cache=not no_cache)
-        split = len(rank_pids(report.trace)) >= 2
-        if progress and not split:
-            progress(f"Rendering the {fmt.value} report")
-        rendered: tuple[str, TextKind] = ("", "text") if split else _render(
-            report, fmt, output, width, no_color, config.top)
+        split = is_multi_process(report.trace)
+        if not split:
+            if progress:
+                progress(f"Rendering the {fmt.value} report")
+            text, text_kind = _render(report, fmt, output, width, no_color, config.top)
     warn_data_quality(report.trace.data_quality, input_path)
     warn_lines(report.trace.meta.warnings)
-    if split and emit_split(report, input_path, config, fmt.value, output, inputs):
+    if split:
+        emit_split(report, input_path, config, fmt.value, output, inputs)
         return
-    text, text_kind = rendered
     emit(text, output, inputs=inputs, kind=text_kind)
 
 

@@ -125,16 +125,12 @@ def _warn(many: ManyReport) -> None:
 
 
 def emit_split(report: Report, path: Path, config: AnalysisConfig, fmt: str,
-               output: Path | None, inputs: Sequence[Path | None]) -> bool:
-    """For one report holding several rank processes: write the job report of its ranks (its
-    own report object is ``reports[0]``) and return True; False for one process."""
+               output: Path | None, inputs: Sequence[Path | None]) -> None:
+    """For one report holding several rank processes (``is_multi_process``): write the job
+    report of its ranks (its own report object is ``reports[0]``)."""
     from infraprof.many import Job, job_facts
-    from infraprof.model.processes import rank_pids
     from infraprof.ranking.ranks import build_many
 
-    if len(rank_pids(report.trace)) < 2:
-        return False
     many = build_many([report.to_dict()], job_facts(report, Job(0, str(path), config)))
     text, kind = _render(many, fmt, config.top)
     emit(text, output, inputs=inputs, kind=kind)  # type: ignore[arg-type]
-    return True
