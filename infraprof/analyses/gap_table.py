@@ -32,6 +32,12 @@ UNKNOWN = CATEGORIES.index("unknown")
 HOST_ROW = -1  # ``GapTable.category`` of a row with host activity (see ``GapTable.host``)
 
 
+def main_category(parts: dict[str, int]) -> str:
+    """A gap's cause: its largest part (the first of equal parts, in the parts' order);
+    ``unknown`` for a gap without parts."""
+    return max(parts.items(), key=lambda kv: kv[1])[0] if parts else "unknown"
+
+
 @dataclass(slots=True)
 class GapAttribution:
     """One gap and how its length splits into categories (``parts`` sums to ``dur_ns``): the
@@ -57,7 +63,7 @@ class GapAttribution:
 
     @property
     def category(self) -> str:
-        return max(self.parts.items(), key=lambda kv: kv[1])[0]
+        return main_category(self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,13 @@ class GapTable:
                                       detail.calls, detail.drain, detail.where,
                                       detail.exposed_by, detail.segments))
         return out
+
+    def cause_codes(self) -> np.ndarray:
+        """Index into :data:`CATEGORIES` of each gap's cause (:func:`main_category`), int8."""
+        cause = self.category.astype(np.int8)
+        for row, detail in self.host.items():
+            cause[row] = CATEGORIES.index(main_category(detail.parts))
+        return cause
 
     def host_records(self) -> list[GapAttribution]:
         """The gaps with host activity, in table order, as records."""

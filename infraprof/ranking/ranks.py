@@ -92,7 +92,7 @@ def rank_facts(report: Report, *, input_path: str, input_index: int, pid: int | 
     longest = (np.argsort(-table.dur, kind="stable")[:MAX_GAPS] if table is not None
                else np.empty(0, np.int64))
     records = table.records(longest) if table is not None else []
-    gaps = [(g.start_ns, g.end_ns, g.category if g.parts else "unknown")
+    gaps = [(g.start_ns, g.end_ns, g.category)
             for g in sorted(records, key=lambda g: g.start_ns)]
     top = report.findings[0] if report.findings else None
     return RankFacts(

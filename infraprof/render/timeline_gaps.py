@@ -101,7 +101,7 @@ class GapColumns:
         self.table = _GapCodes(table.has_launch.astype(bool), table.api_name, table.gtid,
                                table.nvtx, table.category, table.dur, table.api_names,
                                table.nvtx_names)  # not the table: its host details can go
-        self.cause = _gap_causes(table)
+        self.cause: npt.NDArray[np.int8] = table.cause_codes()
         self.host = _host_parts(table)
         self.threads = {int(g): str(n) for g, n in zip(report.trace.threads["global_tid"],
                                                          report.trace.threads["name"],
@@ -183,14 +183,3 @@ def _host_parts(table: GapTable) -> _HostParts:
     return _HostParts(categories, np.array(keys, dtype=np.int64)[order],
                       np.array(ns, dtype=np.int64)[order],
                       np.array(exposed_rows, dtype=np.int64), np.array(exposed, dtype=object))
-
-
-def _gap_causes(table: GapTable) -> npt.NDArray[np.int8]:
-    """Index into :data:`CATEGORIES` of each gap's cause (its largest part; the first of equal
-    parts in the gap's own part order, as ``GapAttribution.category``)."""
-    cause: npt.NDArray[np.int8] = table.category.astype(np.int8)
-    index = {cat: i for i, cat in enumerate(CATEGORIES)}
-    for row, detail in table.host.items():
-        cause[row] = index[max(detail.parts, key=detail.parts.__getitem__)] if detail.parts \
-            else index["unknown"]
-    return cause
