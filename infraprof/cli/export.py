@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -45,58 +45,46 @@ def _guess(output: Path | None) -> ExportFormat:
                      ".folded)")
 
 
-def export(
-    input_path: Path = typer.Argument(
-        ..., metavar="INPUT",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
-        "PyTorch profiler trace (*.pt.trace.json[.gz])."),
-    to: ExportFormat | None = typer.Option(
-        None, "--to", "-t",
-        help="perfetto: Perfetto's native protobuf trace (GPU streams, CUDA API and OS "
-        "runtime calls per thread, NVTX, py-spy, idle gaps with their cause and finding, "
-        "launch->kernel arrows; binary, so -o FILE or a pipe); chrome: the same as Chrome "
-        "trace-event JSON; speedscope: CPU sample stacks for speedscope.app; collapsed: "
-        "folded stacks for flamegraph.pl/inferno. Default: from the -o name (.perfetto-trace "
-        "or .pftrace: perfetto, .json: chrome)."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write to this file instead of stdout."),
-    idle_only: bool = typer.Option(
-        False, "--idle-only",
-        help="speedscope/collapsed: only CPU samples taken while a GPU was idle."),
-    pyspy: Path | None = typer.Option(
-        None, "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
-        "folders): Python stacks in the Perfetto trace; speedscope and collapsed stacks when "
-        "the nsys trace has no CPU samples."),
-    window: str | None = typer.Option(
-        None, "--window", "-w", metavar="START:END",
-        help="perfetto/chrome: only what overlaps this time window: durations from the "
-        "trace's first event (1.5s:2s, 200ms:, :1s) or NVTX steps (step:3, step:3-5)."),
-    max_events: int | None = typer.Option(
-        None, "--max-events", min=1,
-        help="perfetto/chrome: refuse (exit 2) rather than write more slices and instants "
-        "than this; default: no limit."),
-) -> None:
+_InputArg = Annotated[Path, typer.Argument(
+    metavar="INPUT",
+    help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, or a "
+    "PyTorch profiler trace (*.pt.trace.json[.gz]).")]
+_ToOpt = Annotated[ExportFormat | None, typer.Option(
+    "--to", "-t",
+    help="perfetto: Perfetto's native protobuf trace (GPU streams, CUDA API and OS "
+    "runtime calls per thread, NVTX, py-spy, idle gaps with their cause and finding, "
+    "launch->kernel arrows; binary, so -o FILE or a pipe); chrome: the same as Chrome "
+    "trace-event JSON; speedscope: CPU sample stacks for speedscope.app; collapsed: "
+    "folded stacks for flamegraph.pl/inferno. Default: from the -o name (.perfetto-trace "
+    "or .pftrace: perfetto, .json: chrome).")]
+_OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write to this file instead of stdout.")]
+_IdleOnlyOpt = Annotated[bool, typer.Option(
+    "--idle-only", help="speedscope/collapsed: only CPU samples taken while a GPU was idle.")]
+_PyspyOpt = Annotated[Path | None, typer.Option(
+    "--pyspy", help="py-spy chrometrace to include (found automatically in capture "
+    "folders): Python stacks in the Perfetto trace; speedscope and collapsed stacks when "
+    "the nsys trace has no CPU samples.")]
+_WindowOpt = Annotated[str | None, typer.Option(
+    "--window", "-w", metavar="START:END",
+    help="perfetto/chrome: only what overlaps this time window: durations from the "
+    "trace's first event (1.5s:2s, 200ms:, :1s) or NVTX steps (step:3, step:3-5).")]
+_MaxEventsOpt = Annotated[int | None, typer.Option(
+    "--max-events", min=1,
+    help="perfetto/chrome: refuse (exit 2) rather than write more slices and instants "
+    "than this; default: no limit.")]
+
+
+def export(input_path: _InputArg, to: _ToOpt = None, output: _OutputOpt = None,
+           idle_only: _IdleOnlyOpt = False, pyspy: _PyspyOpt = None, window: _WindowOpt = None,
+           max_events: _MaxEventsOpt = None) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
-    from infraprof.analyses.python_frames import idle_collapsed
     from infraprof.inputs import load_input, pyspy_for
     from infraprof.outputs import refuse_inputs
-    from infraprof.ranking import build_report
-    from infraprof.render.stacks import (
-        render_collapsed,
-        render_speedscope,
-        speedscope_from_collapsed,
-        thread_stacks,
-    )
 
     fmt = to or _guess(output)
-    if idle_only and fmt not in _STACKS:
-        raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
-    if fmt not in _TIMELINES and (window is not None or max_events is not None):
-        raise UsageError("--window and --max-events apply to --to perfetto and --to chrome")
-    if fmt is ExportFormat.perfetto and output is None and sys.stdout.isatty():
-        raise UsageError("--to perfetto writes a binary file; give -o FILE.perfetto-trace or "
-                         "pipe the output")
+    _check_options(fmt, output, idle_only, window, max_events)
     inputs = [input_path, pyspy]
     refuse_inputs(output, inputs)
     loaded = load_input(input_path, None)
@@ -104,21 +92,6 @@ def export(
     warn_data_quality(trace.data_quality, input_path)
     aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
         input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
-    if fmt in _STACKS and trace.cpu_samples.empty and aligned is not None:
-        # py-spy stacks: collapsed text, and speedscope made from that same text
-        text = aligned.profile.collapsed()
-        if idle_only:
-            analysis = build_report(trace, pyspy=aligned).analysis
-            text = idle_collapsed(trace, aligned, analysis.attributions if analysis else None)
-        what = "py-spy samples during GPU idle" if idle_only else "py-spy samples"
-        emit(text if fmt is ExportFormat.collapsed
-             else speedscope_from_collapsed(text, f"{what}: {aligned.profile.path}"), output,
-             inputs=inputs, kind="text" if fmt is ExportFormat.collapsed else "json")
-        return
-    if fmt in _STACKS and trace.cpu_samples.empty:
-        raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
-                         "sampling (`infraprof capture --sample` or `nsys profile "
-                         "--sample=process-tree`)")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if fmt in _TIMELINES:
         _export_timeline(input_path, trace, aligned, fmt, output, inputs, window, max_events)
@@ -127,8 +100,55 @@ def export(
                       "https://ui.perfetto.dev" + (" or chrome://tracing" if fmt is
                                                     ExportFormat.chrome else ""), markup=False)
         return
+    if trace.cpu_samples.empty and aligned is not None:
+        _export_pyspy_stacks(trace, aligned, fmt, output, inputs, idle_only)
+        return
+    if trace.cpu_samples.empty:
+        raise InputError(f"{input_path}: no CPU samples in this trace; capture with CPU "
+                         "sampling (`infraprof capture --sample` or `nsys profile "
+                         "--sample=process-tree`)")
+    _export_sample_stacks(trace, aligned, fmt, output, inputs, idle_only, err)
+
+
+def _check_options(fmt: ExportFormat, output: Path | None, idle_only: bool,
+                   window: str | None, max_events: int | None) -> None:
+    """Refuse (exit 2) options that do not apply to ``fmt``."""
+    if idle_only and fmt not in _STACKS:
+        raise UsageError("--idle-only applies to --to speedscope and --to collapsed")
+    if fmt not in _TIMELINES and (window is not None or max_events is not None):
+        raise UsageError("--window and --max-events apply to --to perfetto and --to chrome")
+    if fmt is ExportFormat.perfetto and output is None and sys.stdout.isatty():
+        raise UsageError("--to perfetto writes a binary file; give -o FILE.perfetto-trace or "
+                         "pipe the output")
+
+
+def _export_pyspy_stacks(trace: Trace, aligned: AlignedPyspy, fmt: ExportFormat,
+                         output: Path | None, inputs: list[Path | None], idle_only: bool
+                         ) -> None:
+    """py-spy stacks (no nsys CPU samples): collapsed text, and speedscope made from it."""
+    from infraprof.analyses.python_frames import idle_collapsed
+    from infraprof.ranking import build_report
+    from infraprof.render.stacks import speedscope_from_collapsed
+
+    text = aligned.profile.collapsed()
+    if idle_only:
+        analysis = build_report(trace, pyspy=aligned).analysis
+        text = idle_collapsed(trace, aligned, analysis.attributions if analysis else None)
+    what = "py-spy samples during GPU idle" if idle_only else "py-spy samples"
+    emit(text if fmt is ExportFormat.collapsed
+         else speedscope_from_collapsed(text, f"{what}: {aligned.profile.path}"), output,
+         inputs=inputs, kind="text" if fmt is ExportFormat.collapsed else "json")
+
+
+def _export_sample_stacks(trace: Trace, aligned: AlignedPyspy | None, fmt: ExportFormat,
+                          output: Path | None, inputs: list[Path | None], idle_only: bool,
+                          err: Console) -> None:
+    """The nsys CPU samples' stacks as speedscope JSON or collapsed text."""
+    from infraprof.ranking import build_report
+    from infraprof.render.stacks import render_collapsed, render_speedscope, thread_stacks
+
     report = build_report(trace, pyspy=aligned)
-    if fmt in _STACKS and not thread_stacks(report, idle_only):
+    if not thread_stacks(report, idle_only):
         err.print("infraprof: note: no CPU sample with a callchain"
                   + (" was taken during GPU idle" if idle_only else ""), markup=False)
     if fmt is ExportFormat.speedscope:
