@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,49 +126,56 @@ def _capture_once(opts: CaptureOptions, nsys: bool, ncu_options: Callable[[], Nc
     return exit_code
 
 
+_CommandArg = Annotated[list[str] | None, typer.Argument(
+    metavar="COMMAND [ARGS]...",
+    help="The program to run, e.g. `python train.py --epochs 1` (put `--` before it when "
+         "its arguments look like infraprof options).")]
+_OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Capture folder (new or empty; default infraprof-<app>-<time>).")]
+_PyspyOpt = Annotated[bool | None, typer.Option(
+    "--pyspy/--no-pyspy",
+    help="Sample Python stacks with py-spy (default: on for Python programs).")]
+_RateOpt = Annotated[int, typer.Option("--rate", min=1, max=5000,
+                                       help="py-spy sampling rate in Hz.")]
+_RepeatOpt = Annotated[int, typer.Option("--repeat", min=1, max=1000,
+                                         help="Capture K times into DIR/run-1 … DIR/run-K.")]
+_NsysArgOpt = Annotated[list[str] | None, typer.Option(
+    "--nsys-arg", help="Extra nsys profile flag, repeatable: --nsys-arg=--trace=nvtx")]
+_SampleOpt = Annotated[bool, typer.Option(
+    "--sample",
+    help="nsys CPU sampling, context switches and CUDA backtraces (can make nsys 2022.4 "
+         "hang on some machines; the watchdog then stops it).")]
+_TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", min=0.1,
+    help="Stop the app after this many seconds (the report is still written).")]
+_NcuOpt = Annotated[bool, typer.Option(
+    "--ncu", help="Also run the app under Nsight Compute (separately; kernels are "
+    "replayed) and store profile.ncu-rep in the folder.")]
+_NcuSetOpt = Annotated[str, typer.Option(
+    "--ncu-set", help="ncu section set (full, detailed, basic, roofline, ...).")]
+_KernelOpt = Annotated[str | None, typer.Option(
+    "--kernel", help="Profile only kernels whose function name matches this regex.")]
+_LaunchSkipOpt = Annotated[int | None, typer.Option(
+    "--launch-skip", min=0, help="ncu: skip this many matching launches.")]
+_LaunchCountOpt = Annotated[int | None, typer.Option(
+    "--launch-count", min=1, help="ncu: profile this many matching launches.")]
+_ClockControlOpt = Annotated[str, typer.Option(
+    "--clock-control", help="ncu clock control: none (app clocks) or base.")]
+_FromOpt = Annotated[Path | None, typer.Option(
+    "--from", help="With --ncu: profile the hottest kernels of this earlier capture "
+    "(folder or nsys file) instead of every launch.")]
+_NsysOpt = Annotated[bool, typer.Option(
+    "--nsys/--no-nsys", help="Run the Nsight Systems capture (default on).")]
+
+
 def capture(
-    ctx: typer.Context,
-    command: list[str] | None = typer.Argument(
-        None, metavar="COMMAND [ARGS]...",
-        help="The program to run, e.g. `python train.py --epochs 1` (put `--` before it when "
-             "its arguments look like infraprof options)."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o",
-        help="Capture folder (new or empty; default infraprof-<app>-<time>)."),
-    pyspy: bool | None = typer.Option(
-        None, "--pyspy/--no-pyspy",
-        help="Sample Python stacks with py-spy (default: on for Python programs)."),
-    rate: int = typer.Option(PYSPY_RATE_HZ, "--rate", min=1, max=5000,
-                             help="py-spy sampling rate in Hz."),
-    repeat: int = typer.Option(1, "--repeat", min=1, max=1000,
-                               help="Capture K times into DIR/run-1 … DIR/run-K."),
-    nsys_arg: list[str] = typer.Option(
-        [], "--nsys-arg", help="Extra nsys profile flag, repeatable: --nsys-arg=--trace=nvtx"),
-    sample: bool = typer.Option(
-        False, "--sample",
-        help="nsys CPU sampling, context switches and CUDA backtraces (can make nsys 2022.4 "
-             "hang on some machines; the watchdog then stops it)."),
-    timeout: float | None = typer.Option(
-        None, "--timeout", min=0.1,
-        help="Stop the app after this many seconds (the report is still written)."),
-    ncu: bool = typer.Option(
-        False, "--ncu", help="Also run the app under Nsight Compute (separately; kernels are "
-        "replayed) and store profile.ncu-rep in the folder."),
-    ncu_set: str = typer.Option("full", "--ncu-set", help="ncu section set (full, detailed, "
-                                "basic, roofline, ...)."),
-    kernel: str | None = typer.Option(
-        None, "--kernel", help="Profile only kernels whose function name matches this regex."),
-    launch_skip: int | None = typer.Option(None, "--launch-skip", min=0,
-                                           help="ncu: skip this many matching launches."),
-    launch_count: int | None = typer.Option(None, "--launch-count", min=1,
-                                            help="ncu: profile this many matching launches."),
-    clock_control: str = typer.Option("none", "--clock-control",
-                                      help="ncu clock control: none (app clocks) or base."),
-    from_capture: Path | None = typer.Option(
-        None, "--from", help="With --ncu: profile the hottest kernels of this earlier capture "
-        "(folder or nsys file) instead of every launch."),
-    nsys: bool = typer.Option(True, "--nsys/--no-nsys",
-                              help="Run the Nsight Systems capture (default on)."),
+    ctx: typer.Context, command: _CommandArg = None, output: _OutputOpt = None,
+    pyspy: _PyspyOpt = None, rate: _RateOpt = PYSPY_RATE_HZ, repeat: _RepeatOpt = 1,
+    nsys_arg: _NsysArgOpt = None, sample: _SampleOpt = False, timeout: _TimeoutOpt = None,
+    ncu: _NcuOpt = False, ncu_set: _NcuSetOpt = "full", kernel: _KernelOpt = None,
+    launch_skip: _LaunchSkipOpt = None, launch_count: _LaunchCountOpt = None,
+    clock_control: _ClockControlOpt = "none", from_capture: _FromOpt = None,
+    nsys: _NsysOpt = True,
 ) -> None:
     """Run COMMAND under Nsight Systems (and py-spy for Python) and write report, SQLite export,
     py-spy samples and manifest.json into one folder for `infraprof analyze`."""
@@ -193,7 +200,7 @@ def capture(
         if repeat > 1:
             log(f"run {k + 1} of {repeat} → {target}")
         opts = CaptureOptions(command=tuple(argv), output=target, pyspy=pyspy, rate_hz=rate,
-                              sample=sample, nsys_args=tuple(nsys_arg), timeout_s=timeout)
+                              sample=sample, nsys_args=tuple(nsys_arg or []), timeout_s=timeout)
         exit_code = _capture_once(opts, nsys, ncu_options, log, err)
         if exit_code != 0:
             if repeat > 1 and k + 1 < repeat:
