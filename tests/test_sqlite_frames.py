@@ -135,3 +135,17 @@ def test_empty_table_has_the_columns(tmp_path: Path) -> None:
     with SqliteFile(path) as db:
         frame = read_int_frame(db, TABLE, COLUMNS, sort_by="start_ns")
     assert list(frame.columns) == list(COLUMNS) and frame.empty
+
+
+@pytest.mark.parametrize("expected", [0, 4, 10, 25])
+def test_block_holds_every_row_whatever_the_count_said(expected: int, tmp_path: Path,
+                                                       small_chunks: None) -> None:
+    """The row count is taken before the rows are read; a file that changed in between (or a
+    wrong count) still gives every row read, in order, as one C-contiguous block."""
+    rows = [(i, i + 1, -i, 2**40 + i) for i in range(10)]
+    path = _table(tmp_path / "t.sqlite", rows)
+    with SqliteFile(path) as db:
+        block = sqlite_frames._read_block(db, TABLE, COLUMNS, f"SELECT * FROM {TABLE}",
+                                          expected)
+    assert block.flags.c_contiguous
+    assert block.T.tolist() == [list(r) for r in rows]

@@ -52,16 +52,13 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
     first). A value that is not an integer (text, a fraction, a blob) raises ``InputError``
     naming the table and the column: numpy builds each chunk from the Python values and infers
     ``int64`` only when every value is an ``int``; any other chunk is checked in SQL
-    (:func:`_checked_chunk`). Peak memory is twice the arrays (chunks, then one block).
+    (:func:`_checked_chunk`). Peak memory is the arrays plus one chunk.
     """
     select = ", ".join(f"coalesce({expr}, {_NULL})" for expr in columns.values())
-    chunks: list[np.ndarray] = []
-    for rows in db.chunks(f'SELECT {select} FROM "{table}" {where}', _CHUNK_ROWS):
-        chunk = _inferred_int64(rows)
-        chunks.append(chunk if chunk is not None else _checked_chunk(db, table, columns, rows))
-    block = _column_block(chunks, len(columns))
+    block = _read_block(db, table, columns, f'SELECT {select} FROM "{table}" {where}',
+                        db.query(f'SELECT count(*) FROM "{table}" {where}')[0][0])
     if sort_by is not None:
-        block = _sorted_by(block, list(columns).index(sort_by))
+        _sort_in_place(block, list(columns).index(sort_by))
     frame = pd.DataFrame(block.T, columns=list(columns), copy=False)
     for i, name in enumerate(columns):
         nulls = block[i] == _NULL
@@ -83,25 +80,37 @@ def _inferred_int64(rows: list[tuple[Any, ...]]) -> np.ndarray | None:
     return chunk if chunk.dtype == np.int64 else None
 
 
-def _column_block(chunks: list[np.ndarray], width: int) -> np.ndarray:
-    """The ``(rows, width)`` chunks as one C-contiguous ``(width, rows)`` block (the layout of
-    a pandas block, so the frame is built without another copy); ``chunks`` is emptied."""
-    block = np.empty((width, sum(len(chunk) for chunk in chunks)), dtype=np.int64)
+def _read_block(db: SqliteFile, table: str, columns: dict[str, str], sql: str, rows: int
+                ) -> np.ndarray:
+    """The int64 rows of ``sql`` (``rows`` expected) as one C-contiguous ``(columns, rows)``
+    block, the layout of a pandas block, so the frame is built from it without another copy.
+    Each chunk is copied into place as it comes: peak memory is the block plus one chunk."""
+    block = np.empty((len(columns), rows), dtype=np.int64)
+    extra: list[np.ndarray] = []  # rows beyond the count (a file changed while read)
     at = 0
-    while chunks:
-        chunk = chunks.pop(0)
-        block[:, at : at + len(chunk)] = chunk.T
-        at += len(chunk)
-    return block
+    for part in db.chunks(sql, _CHUNK_ROWS):
+        chunk = _inferred_int64(part)
+        if chunk is None:
+            chunk = _checked_chunk(db, table, columns, part)
+        fits = min(len(chunk), rows - at)
+        block[:, at : at + fits] = chunk[:fits].T
+        if fits < len(chunk):
+            extra.append(chunk[fits:].T)
+        at += fits
+    if at < rows:
+        block = np.ascontiguousarray(block[:, :at])
+    return np.concatenate([block, *extra], axis=1) if extra else block
 
 
-def _sorted_by(block: np.ndarray, row: int) -> np.ndarray:
-    """``block``'s columns (table rows) in the stable order of its ``row`` (a copy only when
-    they are not in that order already)."""
+def _sort_in_place(block: np.ndarray, row: int) -> None:
+    """Reorder ``block``'s columns (the table rows) by a stable argsort of its ``row``, one
+    row at a time (peak: one row more), unless they are in that order already."""
     keys = block[row]
     if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
-        return block
-    return np.take(block, np.argsort(keys, kind="stable"), axis=1)
+        return
+    order = np.argsort(keys, kind="stable")
+    for i in range(len(block)):
+        block[i] = block[i][order]
 
 
 def _checked_chunk(db: SqliteFile, table: str, columns: dict[str, str],
