@@ -139,12 +139,14 @@ def build(source: Path, target: Path, copies: int, with_samples: bool) -> int:
 
 
 BARE_READ = """
-import sqlite3, sys, numpy as np
+import itertools, sqlite3, sys, numpy as np
 con = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro&immutable=1", uri=True)
-def read(sql):  # 64 k rows at a time straight into int64 (the fastest sqlite3 path measured)
+def read(sql):  # 16 k rows at a time, flattened into int64 (the fastest sqlite3 path measured)
     cur, parts = con.execute(sql), []
-    while rows := cur.fetchmany(65536):
-        parts.append(np.array(rows, dtype=np.int64))
+    while rows := cur.fetchmany(16384):
+        values = itertools.chain.from_iterable(rows)
+        parts.append(np.fromiter(values, dtype=np.int64, count=len(rows) * len(rows[0]))
+                     .reshape(len(rows), -1))
     return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.int64)
 k = read("SELECT start, end, deviceId, streamId, correlationId, globalPid, demangledName, "
          "shortName FROM CUPTI_ACTIVITY_KIND_KERNEL")

@@ -202,7 +202,7 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
         "registers_per_thread": "registersPerThread",
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
-    f = read_int_frame(db, table, _projection(cols, spec), "ORDER BY start")
+    f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
     if "mangled_id" in f.columns:
@@ -222,7 +222,7 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
         "return_value": _col(db, table, "returnValue"),
         "callchain_id": _col(db, table, "callchainId"),
     }
-    f = read_int_frame(db, table, _projection(cols, spec), "ORDER BY start")
+    f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
     raw = strings.map(f.pop("name_id")).fillna("<unknown>")
     f["name"] = _map_distinct(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
@@ -243,7 +243,7 @@ def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
         "global_pid": "globalPid", "bytes": "bytes", "copy_kind": "copyKind",
         "src": _col(db, table, "srcKind"), "dst": _col(db, table, "dstKind"),
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, sort_by="start_ns")
     kinds, mems = memcpy_kinds(db), mem_kinds(db)
     f["direction"] = f["copy_kind"].map(lambda k: kinds.get(int(k), f"kind{int(k)}"))
     f["src_kind"] = f.pop("src").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
@@ -260,7 +260,7 @@ def _read_memset(db: SqliteFile) -> pd.DataFrame:
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
         "global_pid": "globalPid", "bytes": "bytes", "mem": _col(db, table, "memKind"),
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, sort_by="start_ns")
     mems = mem_kinds(db)
     f["mem_kind"] = f.pop("mem").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
     return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
@@ -276,7 +276,7 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
         "correlation_id": "correlationId", "global_pid": "globalPid",
         "sync_type": _col(db, table, "syncType"),
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, sort_by="start_ns")
     f = _with_pid(f, "global_pid")
     calls = api[["pid", "correlation_id", "name"]].drop_duplicates(["pid", "correlation_id"])
     calls = calls.rename(columns={"name": "api_name"})
@@ -334,7 +334,7 @@ def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
     }
-    f = read_int_frame(db, table, cols, "ORDER BY start")
+    f = read_int_frame(db, table, cols, sort_by="start_ns")
     f["name"] = strings.map(f.pop("name_id")).fillna("<unknown>")
     return T.conform(_with_pid(f, "global_tid"), T.OSRT)
 
@@ -343,7 +343,7 @@ def _read_samples(db: SqliteFile) -> pd.DataFrame:
     if "COMPOSITE_EVENTS" not in db.tables:
         return T.empty(T.CPU_SAMPLES)
     cols = {"start_ns": "start", "global_tid": "globalTid", "callchain_id": "id"}
-    f = read_int_frame(db, "COMPOSITE_EVENTS", cols, "ORDER BY start")
+    f = read_int_frame(db, "COMPOSITE_EVENTS", cols, sort_by="start_ns")
     return T.conform(_with_pid(f, "global_tid"), T.CPU_SAMPLES)
 
 
@@ -373,7 +373,7 @@ def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         return T.empty(T.PROFILER_OVERHEAD)
     cols = {"start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
             "name_id": "nameId"}
-    f = read_int_frame(db, "PROFILER_OVERHEAD", cols, "ORDER BY start")
+    f = read_int_frame(db, "PROFILER_OVERHEAD", cols, sort_by="start_ns")
     f["global_tid"] = f["global_tid"].fillna(0)
     f["name"] = strings.map(f.pop("name_id"))
     return T.conform(f, T.PROFILER_OVERHEAD)

@@ -36,49 +36,98 @@ def read_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str =
 
 
 _NULL = np.iinfo(np.int64).min
-_CHUNK_ROWS = 65_536
+_CHUNK_ROWS = 16_384  # rows per fetchmany: measured ~5 % less CPU than 64 k (docs/performance.md)
 
 
-def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = ""
-               ) -> pd.DataFrame:
+def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "",
+                   sort_by: str | None = None) -> pd.DataFrame:
     """:func:`read_frame` for integer-only columns, read in chunks straight into int64 arrays,
     then checked by :func:`~infraprof.readers.validate.clean_table`.
 
     A column without nulls is ``int64``; one with nulls is pandas ``Int64`` (what the table
-    specs and :func:`infraprof.tables.conform` expect). Peak memory is the arrays plus one chunk
-    of Python rows (:data:`_CHUNK_ROWS`). A value that is not an integer (text, a fraction, a
-    blob) raises ``InputError`` naming the table and the column: a last column flags such rows
-    in the same scan, since numpy would truncate a fraction silently.
+    specs and :func:`infraprof.tables.conform` expect). ``sort_by`` (an output column, e.g.
+    ``"start_ns"``) orders the rows by it as ``ORDER BY`` would, without SQLite's sort: the
+    rows come in table (rowid) order and are sorted by a stable argsort, which is the order
+    SQLite's sorter gives (it keeps equal keys in scan order; nulls, read as ``INT64_MIN``,
+    first). A value that is not an integer (text, a fraction, a blob) raises ``InputError``
+    naming the table and the column: numpy builds each chunk from the Python values and infers
+    ``int64`` only when every value is an ``int``; any other chunk is checked in SQL
+    (:func:`_checked_chunk`). Peak memory is the arrays plus one chunk.
     """
-    select = ", ".join(f"coalesce({expr}, {_NULL}) AS {name}" for name, expr in columns.items())
-    wrong = " OR ".join(f"typeof({expr}) NOT IN ('integer', 'null')" for expr in columns.values())
-    chunks: list[np.ndarray] = []
-    try:
-        for rows in db.chunks(f'SELECT {select}, ({wrong}) FROM "{table}" {where}',
-                              _CHUNK_ROWS):
-            chunks.append(np.array(rows, dtype=np.int64))
-    except (TypeError, ValueError, OverflowError):
-        _raise_not_integer(db, table, columns)
-    data = (np.concatenate(chunks) if chunks
-            else np.empty((0, len(columns) + 1), dtype=np.int64))
-    if data[:, -1].any():
-        _raise_not_integer(db, table, columns)
-    out: dict[str, Any] = {}
+    select = ", ".join(f"coalesce({expr}, {_NULL})" for expr in columns.values())
+    block = _read_block(db, table, columns, f'SELECT {select} FROM "{table}" {where}',
+                        db.query(f'SELECT count(*) FROM "{table}" {where}')[0][0])
+    if sort_by is not None:
+        _sort_in_place(block, list(columns).index(sort_by))
+    frame = pd.DataFrame(block.T, columns=list(columns), copy=False)
     for i, name in enumerate(columns):
-        values = np.ascontiguousarray(data[:, i])
-        nulls = values == _NULL
+        nulls = block[i] == _NULL
         if nulls.any():
-            column = pd.array(values, dtype="Int64")
+            column = pd.array(block[i], dtype="Int64")
             column[nulls] = pd.NA
-            out[name] = column
-        else:
-            out[name] = values
-    frame = table_schema.as_frame(pd.DataFrame(out))
+            frame[name] = column
     return validate.clean_table(frame, db.path, table, columns, db.issues)
 
 
+def _inferred_int64(rows: list[tuple[Any, ...]]) -> np.ndarray | None:
+    """``rows`` as an int64 array when numpy infers ``int64`` from them, which it does only
+    when every value is a Python ``int`` (a ``float`` gives float64, a ``str`` or ``bytes`` a
+    text dtype); else None."""
+    try:
+        chunk = np.array(rows)
+    except (TypeError, ValueError):  # values numpy cannot hold in one array: never all ints
+        return None
+    return chunk if chunk.dtype == np.int64 else None
+
+
+def _read_block(db: SqliteFile, table: str, columns: dict[str, str], sql: str, rows: int
+                ) -> np.ndarray:
+    """The int64 rows of ``sql`` (``rows`` expected) as one C-contiguous ``(columns, rows)``
+    block, the layout of a pandas block, so the frame is built from it without another copy.
+    Each chunk is copied into place as it comes: peak memory is the block plus one chunk."""
+    block = np.empty((len(columns), rows), dtype=np.int64)
+    extra: list[np.ndarray] = []  # rows beyond the count (a file changed while read)
+    at = 0
+    for part in db.chunks(sql, _CHUNK_ROWS):
+        chunk = _inferred_int64(part)
+        if chunk is None:
+            chunk = _checked_chunk(db, table, columns, part)
+        fits = min(len(chunk), rows - at)
+        block[:, at : at + fits] = chunk[:fits].T
+        if fits < len(chunk):
+            extra.append(chunk[fits:].T)
+        at += fits
+    if at < rows:
+        block = np.ascontiguousarray(block[:, :at])
+    return np.concatenate([block, *extra], axis=1) if extra else block
+
+
+def _sort_in_place(block: np.ndarray, row: int) -> None:
+    """Reorder ``block``'s columns (the table rows) by a stable argsort of its ``row``, one
+    row at a time (peak: one row more), unless they are in that order already."""
+    keys = block[row]
+    if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
+        return
+    order = np.argsort(keys, kind="stable")
+    for i in range(len(block)):
+        block[i] = block[i][order]
+
+
+def _checked_chunk(db: SqliteFile, table: str, columns: dict[str, str],
+                   rows: list[tuple[Any, ...]]) -> np.ndarray:
+    """``rows`` as int64 after proving in SQL that the table holds integers (and nulls) only
+    in ``columns``; ``InputError`` naming the first column that holds something else."""
+    _raise_not_integer(db, table, columns)
+    try:
+        return np.array(rows, dtype=np.int64).reshape(len(rows), len(columns))
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{db.path}: table {table} holds a value that is not a 64-bit "
+                         "integer; re-export it with `nsys export --type sqlite`") from None
+
+
 def _raise_not_integer(db: SqliteFile, table: str, columns: dict[str, str]) -> None:
-    """The ``InputError`` for a non-integer value, naming the first column that holds one."""
+    """The ``InputError`` for a non-integer value, naming the first column that holds one
+    (returns when every value of ``columns`` is an integer or null)."""
     for expr in columns.values():
         rows = db.query(f"SELECT count(*), min(quote({expr})) FROM \"{table}\" "
                         f"WHERE typeof({expr}) NOT IN ('integer', 'null')")
@@ -87,5 +136,3 @@ def _raise_not_integer(db: SqliteFile, table: str, columns: dict[str, str]) -> N
                 f"{db.path}: table {table}, column {expr.strip().strip(chr(34))}: {rows[0][0]} "
                 f"value(s) are not 64-bit integers (e.g. {str(rows[0][1])[:40]}); the export is "
                 "corrupt or was modified, re-export it with `nsys export --type sqlite`")
-    raise InputError(f"{db.path}: table {table} holds a value that is not a 64-bit integer; "
-                     "re-export it with `nsys export --type sqlite`")
