@@ -16,7 +16,7 @@ import pandas as pd
 
 from infraprof import tables as table_schema
 from infraprof.errors import InputError
-from infraprof.readers import validate
+from infraprof.readers import arrow_sqlite, validate
 from infraprof.readers.sqlite_db import SqliteFile
 
 
@@ -49,7 +49,14 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
     of Python rows (:data:`_CHUNK_ROWS`). A value that is not an integer (text, a fraction, a
     blob) raises ``InputError`` naming the table and the column: a last column flags such rows
     in the same scan, since numpy would truncate a fraction silently.
+
+    A large table is read through Arrow when it can be (:mod:`~infraprof.readers.arrow_sqlite`:
+    the same frame, or ``None`` and this path, which reports bad values).
     """
+    if arrow_sqlite.available() and arrow_sqlite.worth_it(db, table):
+        frame = arrow_sqlite.read_int_frame(db, table, columns, where)
+        if frame is not None:
+            return frame
     select = ", ".join(f"coalesce({expr}, {_NULL}) AS {name}" for name, expr in columns.items())
     wrong = " OR ".join(f"typeof({expr}) NOT IN ('integer', 'null')" for expr in columns.values())
     chunks: list[np.ndarray] = []
