@@ -143,15 +143,23 @@ def _read_columns(db: SqliteFile, table: str, columns: dict[str, str], where: st
 
 
 def _as_int64(data: pyarrow.Table, names: list[str]) -> dict[str, np.ndarray]:
-    """The columns of ``data`` (all ``int64``) as numpy arrays, NULL as ``INT64_MIN``; each
-    Arrow column is released once converted, so the peak is the table plus one column."""
+    """The columns of ``data`` (all ``int64``) as numpy-owned arrays, NULL as ``INT64_MIN``.
+
+    Each column is copied out of the driver's batches (which live on the C heap) and released,
+    so the peak is the table plus one column; NULLs are filled on the C heap too
+    (``system_memory_pool``), not in Arrow's default pool, which would keep the freed pages for
+    the rest of the run."""
     import pyarrow.compute
 
+    pool = pyarrow.system_memory_pool()
+    null = pyarrow.scalar(_NULL, pyarrow.int64())
     arrays: dict[str, np.ndarray] = {}
     chunked = data.columns
     del data
     for index, name in enumerate(names):
-        column = pyarrow.compute.fill_null(chunked[index], _NULL)
+        parts = [(pyarrow.compute.coalesce(chunk, null, memory_pool=pool) if chunk.null_count
+                  else chunk).to_numpy() for chunk in chunked[index].chunks]
         chunked[index] = None
-        arrays[name] = np.ascontiguousarray(column.to_numpy(), dtype=np.int64)
+        arrays[name] = (np.concatenate(parts).astype(np.int64, copy=False) if parts
+                        else np.empty(0, dtype=np.int64))
     return arrays
