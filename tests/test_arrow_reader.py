@@ -8,6 +8,7 @@ a failure in CI (``CI=true``).
 
 from __future__ import annotations
 
+import inspect
 import os
 import sqlite3
 import tempfile
@@ -267,6 +268,29 @@ def test_dispatch_threshold_and_switch(tmp_path: Path, monkeypatch: pytest.Monke
         monkeypatch.setattr(arrow_sqlite, "_installed", lambda: False)
         sqlite_frames.read_int_frame(db, "Large", {"x_out": "x"})
     assert calls == ["Large"]
+
+
+def test_dispatch_keeps_the_requested_order(tmp_path: Path, arrow_everywhere: list[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stored out of start order, with ties and NULL starts, come back in the sqlite3
+    path's order through ``read_int_frame``, however it is asked for the order (``where``, or a
+    ``sort_by`` parameter should the signature grow one: the dispatch must pass it on)."""
+    starts: list[Any] = [5, 3, None, 3, 9, 1, 5, None, 0, 3] * 30
+    path = tmp_path / "t.sqlite"
+    _make_table(path, {"start": starts, "id": list(range(len(starts)))},
+                table="COMPOSITE_EVENTS")
+    columns = {"start_ns": "start", "callchain_id": "id"}
+    if "sort_by" in inspect.signature(sqlite_frames.read_int_frame).parameters:
+        order: dict[str, str] = {"sort_by": "start_ns"}
+    else:
+        order = {"where": "ORDER BY start"}
+    with SqliteFile(path) as db:
+        fast = sqlite_frames.read_int_frame(db, "COMPOSITE_EVENTS", columns, **order)
+        assert arrow_everywhere == ["COMPOSITE_EVENTS"]
+        monkeypatch.setenv(arrow_sqlite.NO_ARROW_ENV, "1")
+        reference = sqlite_frames.read_int_frame(db, "COMPOSITE_EVENTS", columns, **order)
+    pd.testing.assert_frame_equal(fast, reference, check_exact=True)
+    assert fast["start_ns"].is_monotonic_increasing and len(fast) == 240
 
 
 def test_worth_it_says_no_without_a_rowid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
