@@ -181,6 +181,69 @@ def test_random_columns_equal_or_fall_back(case: tuple[dict[str, list[Any]], int
         assert "table T, column " in str(reference)
 
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_traces" / "demo_sync_heavy.sqlite"
+DAMAGEABLE = {
+    "CUPTI_ACTIVITY_KIND_KERNEL": ("start", "end", "globalPid", "deviceId", "streamId",
+                                   "correlationId", "demangledName", "shortName"),
+    "CUPTI_ACTIVITY_KIND_RUNTIME": ("start", "end", "globalTid", "correlationId", "nameId"),
+    "OSRT_API": ("start", "end", "globalTid", "nameId"),
+}
+HOSTILE = st.one_of(st.none(), STRAYS, INTS)
+
+
+@pytest.fixture(scope="module")
+def loose_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample trace with the damageable tables rebuilt without their NOT NULL
+    constraints (a damaged file need not honour them)."""
+    path = tmp_path_factory.mktemp("arrow-fuzz") / "loose.sqlite"
+    path.write_bytes(SAMPLE.read_bytes())
+    with sqlite3.connect(path) as conn:
+        for table in DAMAGEABLE:
+            conn.executescript(f"CREATE TABLE tmp_x AS SELECT * FROM {table}; DROP TABLE {table}; "
+                               f"ALTER TABLE tmp_x RENAME TO {table};")
+    conn.close()
+    return path
+
+
+def _read_outcome(path: Path) -> dict[str, pd.DataFrame] | str:
+    try:
+        return dict(read_nsys_sqlite(path).frames)
+    except InputError as exc:
+        return str(exc)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          derandomize=not os.environ.get("INFRAPROF_FUZZ_RANDOM"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(sorted(DAMAGEABLE)), st.integers(0, 7),
+                                st.integers(1, 400), HOSTILE), min_size=1, max_size=3))
+def test_damaged_export_same_outcome(edits: list[tuple[str, int, int, Any]], loose_sample: Path,
+                                     arrow_everywhere: list[str]) -> None:
+    """A real export with hostile values written into its kernel, API and OS-runtime tables:
+    the Arrow read (every table) ends as the sqlite3 read does, with the same frames or the
+    same ``InputError``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "damaged.sqlite"
+        path.write_bytes(loose_sample.read_bytes())
+        with sqlite3.connect(path) as conn:
+            for table, column_index, row, value in edits:
+                column = DAMAGEABLE[table][column_index % len(DAMAGEABLE[table])]
+                conn.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?',
+                             (value, row))
+        conn.close()
+        fast = _read_outcome(path)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(arrow_sqlite.NO_ARROW_ENV, "1")
+            reference = _read_outcome(path)
+    assert arrow_everywhere, "the Arrow path read no table"
+    if isinstance(reference, str):
+        assert fast == reference
+        return
+    assert isinstance(fast, dict) and fast.keys() == reference.keys()
+    for name, frame in reference.items():
+        pd.testing.assert_frame_equal(fast[name], frame, check_exact=True, obj=name)
+
+
 @pytest.mark.parametrize(("values", "inferred"), [
     ([None] * 5 + [1, 2], "int64 after an all-NULL first batch"),
     ([None] * 7, "all NULL: int64"),
