@@ -19,6 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+# pandas 3 stores its default ``str`` dtype in pyarrow when pyarrow is installed (the ``fast``
+# extra installs it for the Arrow-native SQLite read). The analyses' intermediate text arrays
+# then cost twice the memory of the Python storage pandas uses without pyarrow (1 M kernels:
+# peak RSS 1.5 vs 0.74 GiB, docs/performance.md "Round 5"), so infraprof keeps the Python
+# storage whether or not pyarrow is installed.
+pd.set_option("mode.string_storage", "python")
+
 TableSpec = Mapping[str, str]
 
 KERNELS: Final[TableSpec] = {

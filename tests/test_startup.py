@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT
 from helpers_cli import run_main
 
-HEAVY = ("pandas", "numpy", "scipy", "plotly", "sqlite_utils", "ncu_report")
+HEAVY = ("pandas", "numpy", "scipy", "plotly", "sqlite_utils", "ncu_report", "pyarrow",
+         "adbc_driver_manager", "adbc_driver_sqlite")
 SUBCOMMANDS = [["analyze"], ["capture"], ["compare"], ["gate"], ["export"], ["baseline"],
                ["baseline", "save"], ["baseline", "list"], ["baseline", "show"]]
 

@@ -6,6 +6,7 @@ journal or ``-shm`` file) is written next to them, which also works on read-only
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import urllib.parse
@@ -29,6 +30,13 @@ def has_sqlite_header(path: Path) -> bool:
             return fh.read(16) == SQLITE_MAGIC
     except OSError:
         return False
+
+
+def read_only_uri(path: Path) -> str:
+    """The ``file:`` URI that opens ``path`` (resolved, its bytes percent-encoded, so ``?``,
+    ``#``, ``%``, spaces and non-UTF-8 names work) read-only and immutable: SQLite writes
+    nothing next to it and takes no lock."""
+    return "file:" + urllib.parse.quote(os.fsencode(path.resolve())) + "?mode=ro&immutable=1"
 
 
 def check_not_truncated(path: Path) -> None:
@@ -63,9 +71,8 @@ class SqliteFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         check_not_truncated(path)
-        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
         try:
-            self.conn = sqlite3.connect(uri, uri=True)
+            self.conn = sqlite3.connect(read_only_uri(path), uri=True)
             rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         except sqlite3.DatabaseError as exc:
             raise InputError(

@@ -16,7 +16,7 @@ import pandas as pd
 
 from infraprof import tables as table_schema
 from infraprof.errors import InputError
-from infraprof.readers import validate
+from infraprof.readers import arrow_sqlite, validate
 from infraprof.readers.sqlite_db import SqliteFile
 
 
@@ -53,7 +53,14 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
     naming the table and the column: numpy builds each chunk from the Python values and infers
     ``int64`` only when every value is an ``int``; any other chunk is checked in SQL
     (:func:`_checked_chunk`). Peak memory is the arrays plus one chunk.
+
+    A large table is read through Arrow when it can be (:mod:`~infraprof.readers.arrow_sqlite`:
+    the same frame, or ``None`` and this path, which reports bad values).
     """
+    if arrow_sqlite.available() and arrow_sqlite.worth_it(db, table):
+        arrow_frame = arrow_sqlite.read_int_frame(db, table, columns, where, sort_by)
+        if arrow_frame is not None:
+            return arrow_frame
     select = ", ".join(f"coalesce({expr}, {_NULL})" for expr in columns.values())
     block = _read_block(db, table, columns, f'SELECT {select} FROM "{table}" {where}',
                         db.query(f'SELECT count(*) FROM "{table}" {where}')[0][0])
