@@ -92,8 +92,9 @@ def test_hit_imports_no_numpy_or_pandas(cache: Path, trace: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-X", "importtime", "-m", "infraprof", "analyze", str(trace),
             "-f", "json"]
-    fresh = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
-    hit = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    # cwd=ROOT: `python -m` puts the working directory first on sys.path
+    fresh = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    hit = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert fresh.returncode == hit.returncode == 0 and fresh.stdout == hit.stdout
 
     def imported(stderr: str) -> set[str]:
