@@ -12,8 +12,12 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
 * ``bare read``: sqlite3 -> numpy of the kernel and runtime columns an analysis needs;
 * ``nsys stats``: ``nsys stats -r gpukernsum`` on the same file (when nsys is installed);
 * ``cold``: ``infraprof analyze FILE -f json`` with an empty cache dir;
-* ``warm``: the same again, its columnar cache filled by the cold run;
-* ``--help`` and ``analyze`` of a small sample trace (start-up cost);
+* ``warm``: the same again, its columnar *table* cache filled by the cold run, with the result
+  cache off (``INFRAPROF_RESULT_CACHE=0``): the re-analysis of a cached export;
+* ``warm result``: the same again with the result cache on (a hit on the entry the cold run
+  wrote: start-up, key and the stored JSON only; :mod:`infraprof.result_cache`);
+* ``--help`` and ``analyze`` of a small sample trace (start-up cost; result cache off, so
+  the small trace is analysed each time);
 * ``export perfetto``: ``infraprof export FILE -o X.perfetto-trace`` (and ``export 1 step``
   with ``--window step:2``), with the file size.
 
@@ -201,7 +205,8 @@ def best(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> dic
 def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True,
               startup: bool = True) -> dict[str, dict[str, float]]:
     py = sys.executable
-    env = {"PYTHONPATH": str(repo), "INFRAPROF_CACHE_DIR": str(cache), "CI": "true"}
+    env = {"PYTHONPATH": str(repo), "INFRAPROF_CACHE_DIR": str(cache), "CI": "true",
+           "INFRAPROF_RESULT_CACHE": "1"}
     infraprof = [py, "-m", "infraprof"]
     results = {"bare read": best([py, "-c", BARE_READ, str(db)], repeat)}
     nsys = os.environ.get("INFRAPROF_NSYS") or shutil.which("nsys")
@@ -212,14 +217,17 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True,
         shutil.rmtree(cache, ignore_errors=True)
         colds.append(measure([*infraprof, "analyze", str(db), "-f", "json"], env))
     results["infraprof cold"] = sorted(colds, key=lambda r: r["wall_s"])[len(colds) // 2]
+    tables_only = {**env, "INFRAPROF_RESULT_CACHE": "0"}
     if warm and "failed" not in results["infraprof cold"]:
         results["infraprof warm"] = best([*infraprof, "analyze", str(db), "-f", "json"], repeat,
-                                         env)
+                                         tables_only)
+        results["infraprof warm result"] = best(
+            [*infraprof, "analyze", str(db), "-f", "json"], repeat, env)
     if startup:
         results["infraprof --help"] = best([*infraprof, "--help"], repeat, env)
         if SMALL_TRACE.is_file():
             results["small trace"] = best(
-                [*infraprof, "analyze", str(SMALL_TRACE), "-f", "json"], repeat, env)
+                [*infraprof, "analyze", str(SMALL_TRACE), "-f", "json"], repeat, tables_only)
     return results
 
 
@@ -251,10 +259,15 @@ def ratios_of(results: dict[str, dict[str, float]]) -> dict[str, float]:
         bare = max(results["bare read"][unit], 1e-3)
         out[f"cold_vs_bare_read_{tag}"] = cold[unit] / bare
         out[f"warm_vs_cold_{tag}"] = warm[unit] / max(cold[unit], 1e-3)
+        hit = results.get("infraprof warm result")
+        if hit is not None:
+            out[f"warm_result_vs_cold_{tag}"] = hit[unit] / max(cold[unit], 1e-3)
         if "nsys stats" in results:
             nsys = max(results["nsys stats"][unit], 1e-3)
             out[f"cold_vs_nsys_stats_{tag}"] = cold[unit] / nsys
             out[f"warm_vs_nsys_stats_{tag}"] = warm[unit] / nsys
+            if hit is not None:
+                out[f"warm_result_vs_nsys_stats_{tag}"] = hit[unit] / nsys
         if "export perfetto" in results:
             out[f"export_vs_cold_{tag}"] = results["export perfetto"][unit] / max(cold[unit],
                                                                                  1e-3)
@@ -262,13 +275,16 @@ def ratios_of(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def report(kernels: int, size: int, results: dict[str, dict[str, float]]) -> dict[str, object]:
-    print(f"{'step':18} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
+    print(f"{'step':22} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
     for name, r in results.items():
         note = f"  FAILED (exit {r['failed']})" if "failed" in r else ""
-        print(f"{name:18} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mib']:9.0f}{note}")
+        print(f"{name:22} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mib']:9.0f}{note}")
+    if "infraprof warm" in results:
+        print("(infraprof warm: table cache only, result cache off; "
+              "infraprof warm result: a result-cache hit)")
     ratios = ratios_of(results)
     for name, value in ratios.items():
-        print(f"{name:28} {value:7.2f}x")
+        print(f"{name:34} {value:7.2f}x")
     cold = results["infraprof cold"]
     line = {"bench": "infraprof", "kernels": kernels, "file_mib": round(size / 2**20, 1),
             "steps": results, "ratios": {k: round(v, 3) for k, v in ratios.items()},

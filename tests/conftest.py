@@ -64,3 +64,14 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFRAPROF_CACHE_DIR", str(path))
         yield path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def result_cache_off() -> Iterator[None]:
+    """The result cache (:mod:`infraprof.result_cache`) is off in tests unless a test turns it
+    on (``tests/test_result_cache.py``): many tests patch infraprof's functions in-process or
+    run the same sample trace in another setting, and a patched function is not part of the
+    cache key (the code fingerprint sees the files, not the process)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFRAPROF_RESULT_CACHE", "0")
+        yield

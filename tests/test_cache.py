@@ -140,4 +140,5 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     line = json.loads(run.stdout.strip().splitlines()[-1])
     assert line["bench"] == "infraprof" and line["kernels"] >= 3000
-    assert {"bare read", "infraprof cold", "infraprof warm"} <= set(line["steps"])
+    assert {"bare read", "infraprof cold", "infraprof warm",
+            "infraprof warm result"} <= set(line["steps"])

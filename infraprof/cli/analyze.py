@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from infraprof.cli.output import TextKind, color_wanted, emit, warn_data_quality, warn_lines
+from infraprof.cli.output import (
+    TextKind,
+    color_wanted,
+    data_quality_lines,
+    emit,
+    warning_lines,
+)
 
 if TYPE_CHECKING:
     from infraprof.ranking import Report
@@ -133,8 +139,10 @@ def analyze(
     width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
     no_cache: bool = typer.Option(
-        False, "--no-cache", help="Read the export itself, not infraprof's columnar cache "
-        "(nothing is written to the cache either)."),
+        False, "--no-cache", help="Read the export itself and analyse it: neither infraprof's "
+        "columnar table cache nor its result cache (the stored `-f json` of an unchanged "
+        "export analysed with the same settings) is read or written. "
+        "`INFRAPROF_RESULT_CACHE=0` turns off only the result cache."),
     jobs: int | None = typer.Option(
         None, "--jobs", "-j", min=1, help="Several inputs: most worker processes (default: "
         "the usable cores, bounded by --memory-budget)."),
@@ -150,6 +158,14 @@ def analyze(
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
+    fmt = output_format or _SUFFIX_FORMATS.get(output.suffix.lower() if output else "",
+                                               OutputFormat.table)
+    cached = _result_key(input_paths, fmt, no_cache or bool(ncu or pyspy or jobs or dask
+                                                            or memory_budget),
+                         config_file, {"top": top, "min-impact": min_impact,
+                                       "disable": list(disable)})
+    if cached is not None and _emit_cached(cached[0], input_paths[0], output):
+        return  # a result-cache hit: numpy, pandas and the analyses are never imported
     from infraprof import api
     from infraprof.cli.analyze_many import (
         ManyOptions,
@@ -162,10 +178,6 @@ def analyze(
     from infraprof.model.processes import is_multi_process
     from infraprof.outputs import refuse_inputs
 
-    fmt = output_format
-    if fmt is None:
-        fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.table) if output else (
-            OutputFormat.table)
     config = api.analysis_config(config_file, disable=disable,
                                  settings={"top": top, "min-impact": min_impact})
     many = ManyOptions(jobs, memory_budget, dask, not no_cache)
@@ -190,12 +202,68 @@ def analyze(
             if progress:
                 progress(f"Rendering the {fmt.value} report")
             text, text_kind = _render(report, fmt, output, width, no_color, config.top)
-    warn_data_quality(report.trace.data_quality, input_path)
-    warn_lines(report.trace.meta.warnings)
+    warnings = "".join(data_quality_lines(report.trace.data_quality, input_path)
+                       + warning_lines(report.trace.meta.warnings))
+    sys.stderr.write(warnings)
     if split:
         emit_split(report, input_path, config, fmt.value, output, inputs)
         return
     emit(text, output, inputs=inputs, kind=text_kind)
+    if cached is not None:
+        _store_result(cached, input_path, text, warnings)
+
+
+RESULT_KIND = "analyze-json"
+"""The result-cache kind of ``analyze -f json`` (:mod:`infraprof.result_cache`)."""
+
+
+def _result_key(input_paths: list[Path], fmt: OutputFormat, bypass: bool,
+                config_file: Path | None, cli_settings: dict[str, object]
+                ) -> tuple[str, dict[str, object]] | None:
+    """The result-cache key of this run and the settings it was made from, or None when the
+    run is not cached: not ``-f json``, several inputs, ``bypass`` (``--no-cache``, ``--ncu``,
+    ``--pyspy`` or options for several inputs) or an input the cache cannot key. Decided
+    before numpy/pandas are imported; the effective ``AnalysisConfig`` is a function of the
+    config file found, the command-line settings and the code, which the key holds."""
+    if bypass or fmt is not OutputFormat.json or len(input_paths) != 1:
+        return None
+    from infraprof import result_cache
+    from infraprof.config import load_config_file
+
+    found = load_config_file(config_file)
+    settings = {"config_file": found.source, "config": dict(found.analysis), **cli_settings}
+    key = result_cache.entry_key(RESULT_KIND, input_paths[0], settings)
+    return None if key is None else (key, settings)
+
+
+def _emit_cached(key: str, input_path: Path, output: Path | None) -> bool:
+    """Print the cached result of ``key`` as a fresh run would (its warnings on stderr, the
+    JSON to stdout or ``output``); False on a miss."""
+    from infraprof import result_cache
+    from infraprof.outputs import refuse_inputs
+
+    entry = result_cache.load(key)
+    stderr = entry.meta.get("stderr") if entry is not None else None
+    if entry is None or not isinstance(stderr, str):
+        return False
+    try:
+        text = entry.body.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    refuse_inputs(output, [input_path])
+    sys.stderr.write(stderr)
+    emit(text, output, inputs=[input_path], kind="json")
+    return True
+
+
+def _store_result(cached: tuple[str, dict[str, object]], input_path: Path, text: str,
+                  warnings: str) -> None:
+    """Store the JSON of a fresh run, unless the input changed while it was analysed."""
+    from infraprof import result_cache
+
+    key, settings = cached
+    if result_cache.still_same(input_path, key, RESULT_KIND, settings):
+        result_cache.store(key, text.encode("utf-8", "surrogatepass"), {"stderr": warnings})
 
 
 def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int | None,

@@ -52,17 +52,26 @@ def emit(text: str, output: Path | None, what: str = "the output",
         raise OutputError(f"<stdout>: cannot write {what} ({reason})") from exc
 
 
+def data_quality_lines(issues: Iterable[DataIssue], source: Path) -> list[str]:
+    """One ``infraprof: warning:`` line (with its newline) per kind of row the reader left
+    out."""
+    return [f"infraprof: warning: {printable(issue.describe(source))}\n" for issue in issues]
+
+
+def warning_lines(messages: Iterable[str]) -> list[str]:
+    """One ``infraprof: warning:`` line (with its newline) per reader message (control
+    characters escaped)."""
+    return [f"infraprof: warning: {printable(message)}\n" for message in messages]
+
+
 def warn_data_quality(issues: Iterable[DataIssue], source: Path) -> None:
-    """One ``infraprof: warning:`` line on stderr per kind of row the reader left out."""
-    for issue in issues:
-        sys.stderr.write(f"infraprof: warning: {printable(issue.describe(source))}\n")
+    """:func:`data_quality_lines` on stderr."""
+    sys.stderr.write("".join(data_quality_lines(issues, source)))
 
 
 def warn_lines(messages: Iterable[str]) -> None:
-    """One ``infraprof: warning:`` line on stderr per reader message (control characters
-    escaped)."""
-    for message in messages:
-        sys.stderr.write(f"infraprof: warning: {printable(message)}\n")
+    """:func:`warning_lines` on stderr."""
+    sys.stderr.write("".join(warning_lines(messages)))
 
 
 def color_wanted(no_color: bool) -> bool:
