@@ -25,6 +25,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
+from infraprof.tables import fill_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -56,7 +57,7 @@ def copy_findings(trace: Trace) -> list[Finding]:
         return []
     c = _copies_with_api(trace)
     c["api_dur"] = (c["api_end_ns"] - c["api_start_ns"]).fillna(0)
-    names = c["api_name"].fillna("")
+    names = fill_text(c["api_name"], "")
     pageable = (c["src_kind"] == "Pageable") | (c["dst_kind"] == "Pageable")
     is_async = names.str.contains("Async", case=False)
     out = []

@@ -120,7 +120,7 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     are excluded and counted in ``open``."""
     r = trace.nvtx[trace.nvtx["kind"] == "range"]
     closed = r[r["end_ns"].notna()].astype({"end_ns": "int64"})
-    closed = closed.assign(domain=closed["domain"].fillna(""))
+    closed = closed.assign(domain=table_schema.fill_text(closed["domain"], ""))
     out = _duration_stats(closed, ["domain", "name"])
     if closed.empty:
         for c in ("p90_ns", "p99_ns", "open"):
@@ -132,7 +132,7 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     idx = pd.MultiIndex.from_frame(out[["domain", "name"]])
     out["p90_ns"] = q[0.9].reindex(idx).to_numpy()
     out["p99_ns"] = q[0.99].reindex(idx).to_numpy()
-    opened = r[r["end_ns"].isna()].assign(domain=lambda f: f["domain"].fillna(""))
+    opened = r[r["end_ns"].isna()].assign(domain=lambda f: table_schema.fill_text(f["domain"], ""))
     n_open = opened.groupby(["domain", "name"]).size()
     out["open"] = n_open.reindex(idx).fillna(0).astype("int64").to_numpy()
     return out
