@@ -275,12 +275,14 @@ def is_text_category(values: pd.Series) -> bool:
 
 def as_text_category(values: pd.Series) -> pd.Series:
     """``values`` (text with ``None``/NaN nulls, or a Categorical) as :func:`text_category`
-    does: distinct strings sorted as categories. A Categorical whose categories are already
-    sorted distinct ``object`` strings is returned as it is (unused categories kept)."""
+    does: distinct strings sorted as categories, every one used. A Categorical that already
+    is one is returned as it is."""
     if is_text_category(values):
         categories = values.cat.categories
+        codes = values.cat.codes.to_numpy()
         if categories.dtype == object and categories.is_monotonic_increasing \
-                and categories.is_unique:
+                and categories.is_unique \
+                and np.bincount(codes[codes >= 0], minlength=len(categories)).all():
             return values
         texts: list[object] = list(categories)
         return text_category(values.cat.codes.to_numpy(), texts, values.index)

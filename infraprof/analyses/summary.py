@@ -119,8 +119,11 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     """Per NVTX range (domain, name): stats plus ``p90_ns``, ``p99_ns``. Open ranges (no end)
     are excluded and counted in ``open``."""
     r = trace.nvtx[trace.nvtx["kind"] == "range"]
+    # as object columns: pandas (3.1) fails to reindex a MultiIndex of two Categoricals whose
+    # codes differ in width (int8 domains, int16 names)
+    r = r.assign(domain=table_schema.fill_text(r["domain"], "").astype(object),
+                 name=r["name"].astype(object))
     closed = r[r["end_ns"].notna()].astype({"end_ns": "int64"})
-    closed = closed.assign(domain=table_schema.fill_text(closed["domain"], ""))
     out = _duration_stats(closed, ["domain", "name"])
     if closed.empty:
         for c in ("p90_ns", "p99_ns", "open"):
@@ -132,7 +135,7 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     idx = pd.MultiIndex.from_frame(out[["domain", "name"]])
     out["p90_ns"] = q[0.9].reindex(idx).to_numpy()
     out["p99_ns"] = q[0.99].reindex(idx).to_numpy()
-    opened = r[r["end_ns"].isna()].assign(domain=lambda f: table_schema.fill_text(f["domain"], ""))
+    opened = r[r["end_ns"].isna()]
     n_open = opened.groupby(["domain", "name"]).size()
     out["open"] = n_open.reindex(idx).fillna(0).astype("int64").to_numpy()
     return out
