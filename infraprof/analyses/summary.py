@@ -70,13 +70,17 @@ def kernel_summary(trace: Trace) -> pd.DataFrame:
 def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
     """``column`` of the first row of each ``key`` value, indexed by ``key`` (as
     ``frame.drop_duplicates(key).set_index(key)[column]``)."""
+    values = frame[column]
+    if table_schema.is_text_category(values):  # the summaries hold plain text
+        values = values.astype(object)
     if not frame[key].notna().all():
-        return table_schema.as_series(frame.drop_duplicates(key).set_index(key)[column])
+        firsts = frame.assign(**{column: values}).drop_duplicates(key)
+        return table_schema.as_series(firsts.set_index(firsts[key].astype(object))[column])
     codes, uniques = text_codes(frame[key])
     _, first_rows = np.unique(codes, return_index=True)
     return table_schema.as_series(pd.Series(
-        frame[column].to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
-        dtype=frame[column].dtype))
+        values.to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
+        dtype=values.dtype))
 
 
 def api_summary(trace: Trace) -> pd.DataFrame:
