@@ -44,11 +44,12 @@ def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
 
 def factorized_text(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     """``pd.factorize(values.to_numpy(object), use_na_sentinel=False)`` of a text column that
-    may hold nulls: codes in order of first appearance, a null is a value of its own
-    (``None`` in ``uniques``). A Categorical's codes are renumbered (no hashing of texts)."""
+    may hold nulls: codes in order of first appearance, a null is a value of its own (NaN in
+    ``uniques``, as pandas gives). A Categorical's codes are renumbered (no hashing of
+    texts)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         codes, used = pd.factorize(values.cat.codes.to_numpy())
-        texts = np.array([*values.cat.categories, None], dtype=object)  # code -1: None
+        texts = np.array([*values.cat.categories, np.nan], dtype=object)  # code -1: NaN
         return codes.astype(np.int64), texts[used]
     codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
