@@ -290,6 +290,12 @@ def as_text_category(values: pd.Series) -> pd.Series:
     return text_category(codes, [str(u) for u in uniques], values.index)
 
 
+def plain_text(values: pd.Series) -> pd.Series:
+    """A text column as an ``object`` Series of ``str`` with ``None`` for nulls (what the
+    object columns hold; a Categorical's ``astype(object)`` gives NaN for nulls)."""
+    return as_series(values.astype(object).where(values.notna(), None))
+
+
 def fill_text(values: pd.Series, text: str) -> pd.Series:
     """``values.fillna(text)`` for a text column; a Categorical stays one (``text`` becomes a
     category in its sorted place when a row needs it)."""
@@ -338,7 +344,7 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         if col in frame.columns:
             series = frame[col]
             if dtype == "object":
-                out[col] = series.astype(object).where(series.notna(), None)
+                out[col] = plain_text(series)
             elif dtype == "category":
                 out[col] = as_text_category(series)
             else:

@@ -72,7 +72,7 @@ def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
     ``frame.drop_duplicates(key).set_index(key)[column]``)."""
     values = frame[column]
     if table_schema.is_text_category(values):  # the summaries hold plain text
-        values = values.astype(object)
+        values = table_schema.plain_text(values)
     if not frame[key].notna().all():
         firsts = frame.assign(**{column: values}).drop_duplicates(key)
         return table_schema.as_series(firsts.set_index(firsts[key].astype(object))[column])
