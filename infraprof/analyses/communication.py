@@ -32,7 +32,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
-from infraprof.tables import fill_text
+from infraprof.tables import fill_text, plain_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -113,7 +113,7 @@ def device_comm(kernels: pd.DataFrame) -> tuple[list[DeviceComm], pd.Series]:
 
 
 def _collectives(comm: pd.DataFrame, top: int) -> list[dict[str, Any]]:
-    ops = comm["name"].map(collective_of)
+    ops = plain_text(comm["name"]).map(collective_of)  # object: a Categorical maps to one
     g = comm.assign(op=ops).groupby("op").agg(count=("dur_ns", "size"), total_ns=("dur_ns", "sum"),
                                               exposed_ns=("exposed_ns", "sum"))
     g = g.sort_values(["exposed_ns", "total_ns"], ascending=False).head(top)
