@@ -110,9 +110,8 @@ class _Strings:
             self.cache.update((int(i), str(v)) for i, v in rows)
 
     def map(self, ids: pd.Series) -> pd.Series:
-        """Strings of ``ids`` as a Categorical (:func:`~infraprof.tables.text_category`: the
-        distinct strings sorted as categories; null for null or unknown ids), computed from
-        the distinct ids: the lookup runs once per distinct id, the rows are only remapped."""
+        """Strings of ``ids`` as a Categorical of sorted texts (null for null or unknown ids,
+        :func:`~infraprof.tables.text_category`): one lookup per distinct id."""
         valid = ids.notna().to_numpy(dtype=bool)
         codes = ids[valid].to_numpy(dtype=np.int64)
         distinct, inverse = np.unique(codes, return_inverse=True)
@@ -124,16 +123,14 @@ class _Strings:
 
 
 def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Series:
-    """``values.map(transform)`` computed once per distinct value (an object Series; a
-    Categorical's nulls are passed to ``transform`` as ``None``)."""
+    """``values.map(transform)`` once per distinct value (object; a Categorical's null: None)."""
     if T.is_text_category(values):
-        codes = values.cat.codes.to_numpy()
-        uniques: list[Any] = [*values.cat.categories, None]
-        results = np.array([transform(u) for u in uniques], dtype=object)
-        return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
-    factorized, distinct = pd.factorize(values, use_na_sentinel=False)
+        codes, distinct = values.cat.codes.to_numpy(), list(values.cat.categories)
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        distinct = list(uniques)
     results = np.array([transform(u) for u in distinct] + [None], dtype=object)
-    return T.as_series(pd.Series(results[factorized], index=values.index, dtype=object))
+    return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
 
 
 def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:
@@ -297,9 +294,8 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
     else:
         f["api_name"] = pd.Series([], dtype=object)
     by_name = _map_distinct(f["api_name"], lambda n: None if pd.isna(n) else sync_kind(str(n)))
-    by_type = _map_distinct(
-        f["sync_type"],
-        lambda t: "unknown" if pd.isna(t) else _SYNC_TYPE_FALLBACK.get(int(t), "unknown"))
+    by_type = _map_distinct(f["sync_type"], lambda t: "unknown" if pd.isna(t)
+                            else _SYNC_TYPE_FALLBACK.get(int(t), "unknown"))
     f["kind"] = by_name.where(by_name.notna(), by_type)
     return T.conform(f, T.SYNCS)
 
@@ -375,8 +371,7 @@ def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     if not parts:
         return T.empty(T.CALLCHAIN_FRAMES)
     f = pd.concat(parts, ignore_index=True)  # the ids of every table, mapped once
-    f["symbol"] = strings.map(f.pop("symbol_id"))
-    f["module"] = strings.map(f.pop("module_id"))
+    f["symbol"], f["module"] = strings.map(f.pop("symbol_id")), strings.map(f.pop("module_id"))
     return T.conform(f, T.CALLCHAIN_FRAMES)
 
 
