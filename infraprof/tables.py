@@ -7,7 +7,12 @@ This module is the shared vocabulary between ``readers`` (which fill the tables)
 * sizes are bytes (``bytes`` or ``*_bytes``), rates carry their unit in the name;
 * ids from the trace keep their meaning (``global_tid`` is nsys' packed
   ``vm << 48 | pid << 24 | tid``); ``pid``/``tid`` are decoded from it;
-* nullable integers use pandas' ``Int64`` dtype, text is ``object`` (``str`` or ``None``).
+* nullable integers use pandas' ``Int64`` dtype; text is ``object`` (``str`` or ``None``) or,
+  for the name columns of the large tables (``"category"`` in a spec), a pandas ``Categorical``
+  whose categories are the distinct strings sorted lexicographically (an ``object`` Index), so
+  that a sorted ``groupby``/``sort_values`` on the codes orders exactly as on the strings;
+  nulls are code -1. :func:`conform` turns any text column into that form
+  (:func:`as_text_category`).
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ KERNELS: Final[TableSpec] = {
     "correlation_id": "int64",
     "global_pid": "int64",
     "pid": "int64",
-    "name": "object",
-    "short_name": "object",
-    "mangled_name": "object",
+    "name": "category",
+    "short_name": "category",
+    "mangled_name": "category",
     "grid_x": "int64",
     "grid_y": "int64",
     "grid_z": "int64",
@@ -58,8 +63,8 @@ API_CALLS: Final[TableSpec] = {
     "pid": "int64",
     "tid": "int64",
     "correlation_id": "int64",
-    "name": "object",
-    "api": "object",
+    "name": "category",
+    "api": "category",
     "return_value": "Int64",
     "callchain_id": "Int64",
 }
@@ -114,8 +119,8 @@ NVTX: Final[TableSpec] = {
     "pid": "int64",
     "tid": "int64",
     "end_global_tid": "Int64",
-    "name": "object",
-    "domain": "object",
+    "name": "category",
+    "domain": "category",
     "event_type": "int64",
     "kind": "object",
 }
@@ -126,7 +131,7 @@ OSRT: Final[TableSpec] = {
     "global_tid": "int64",
     "pid": "int64",
     "tid": "int64",
-    "name": "object",
+    "name": "category",
     "callchain_id": "Int64",
 }
 
@@ -142,8 +147,8 @@ CALLCHAIN_FRAMES: Final[TableSpec] = {
     "source": "object",
     "callchain_id": "int64",
     "depth": "int64",
-    "symbol": "object",
-    "module": "object",
+    "symbol": "category",
+    "module": "category",
 }
 
 PROFILER_OVERHEAD: Final[TableSpec] = {
@@ -240,9 +245,98 @@ def as_series(value: object) -> pd.Series:
 
 def empty(spec: TableSpec) -> pd.DataFrame:
     """An empty table with the columns and dtypes of ``spec``."""
-    return as_frame(
-        pd.DataFrame({c: pd.Series([], dtype=cast(Any, d)) for c, d in spec.items()})
-    )
+    return as_frame(pd.DataFrame({
+        c: text_category(np.empty(0, dtype=np.int64), []) if d == "category"
+        else pd.Series([], dtype=cast(Any, d)) for c, d in spec.items()}))
+
+
+def text_category(codes: npt.ArrayLike, texts: Sequence[object],
+                  index: pd.Index | None = None) -> pd.Series:
+    """The text column ``texts[codes]`` (code -1 or a ``None`` text: null) as a Categorical
+    with the distinct strings sorted lexicographically as categories (an ``object`` Index):
+    equal texts become one category, unused ones are dropped. ``texts`` is small (one entry
+    per distinct value); the rows are only remapped (numpy ``take``)."""
+    row_codes = np.asarray(codes, dtype=np.int64)
+    distinct = sorted({t for t in texts if t is not None})  # type: ignore[type-var]
+    position = {text: i for i, text in enumerate(distinct)}
+    remap = np.array([position.get(t, -1) if t is not None else -1 for t in texts] + [-1],
+                     dtype=np.int64)
+    rows = remap[np.where(row_codes < 0, len(texts), row_codes)]
+    present = np.bincount(rows[rows >= 0], minlength=len(distinct)) > 0
+    if not present.all():
+        keep = np.flatnonzero(present)
+        renumber = np.full(len(distinct) + 1, -1, dtype=np.int64)
+        renumber[keep] = np.arange(keep.size)
+        rows = renumber[rows]
+        distinct = [distinct[i] for i in keep]
+    small = np.int32 if len(distinct) >= 2**15 - 1 else np.int16
+    categories = pd.Index(distinct, dtype=object)
+    values = pd.Categorical.from_codes(rows.astype(small), dtype=pd.CategoricalDtype(categories))
+    return as_series(pd.Series(values, index=index))
+
+
+def is_text_category(values: pd.Series) -> bool:
+    """Whether ``values`` is a Categorical column (as :func:`text_category` makes)."""
+    return isinstance(values.dtype, pd.CategoricalDtype)
+
+
+def as_text_category(values: pd.Series) -> pd.Series:
+    """``values`` (text with ``None``/NaN nulls, or a Categorical) as :func:`text_category`
+    does: distinct strings sorted as categories, every one used. A Categorical that already
+    is one is returned as it is."""
+    if is_text_category(values):
+        categories = values.cat.categories
+        codes = values.cat.codes.to_numpy()
+        if categories.dtype == object and categories.is_monotonic_increasing \
+                and categories.is_unique \
+                and np.bincount(codes[codes >= 0], minlength=len(categories)).all():
+            return values
+        texts: list[object] = list(categories)
+        return text_category(values.cat.codes.to_numpy(), texts, values.index)
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    return text_category(codes, [str(u) for u in uniques], values.index)
+
+
+def plain_text(values: pd.Series) -> pd.Series:
+    """A text column as an ``object`` Series of ``str`` with ``None`` for nulls (what the
+    object columns hold; a Categorical's ``astype(object)`` gives NaN for nulls)."""
+    return as_series(values.astype(object).where(values.notna(), None))
+
+
+def fill_text(values: pd.Series, text: str) -> pd.Series:
+    """``values.fillna(text)`` for a text column; a Categorical stays one (``text`` becomes a
+    category in its sorted place when a row needs it)."""
+    if not is_text_category(values):
+        return values.fillna(text)
+    codes = values.cat.codes.to_numpy()
+    if codes.size == 0 or codes.min() >= 0:
+        return values
+    categories = values.cat.categories
+    return text_category(np.where(codes < 0, len(categories), codes),
+                         [*categories, text], values.index)
+
+
+def coalesce_text(first: pd.Series, second: pd.Series) -> pd.Series:
+    """``first`` where it is not null, else ``second`` (two text columns of one index); a
+    Categorical result (sorted categories of both) when either is one."""
+    if not (is_text_category(first) or is_text_category(second)):
+        return as_series(first.where(first.notna(), second))
+    first, second = as_text_category(first), as_text_category(second)
+    first_codes = first.cat.codes.to_numpy().astype(np.int64)
+    second_codes = second.cat.codes.to_numpy().astype(np.int64)
+    offset = len(first.cat.categories)
+    codes = np.where(first_codes >= 0, first_codes,
+                     np.where(second_codes >= 0, second_codes + offset, -1))
+    return text_category(codes, [*first.cat.categories, *second.cat.categories], first.index)
+
+
+def map_text(values: pd.Series, transform: Any) -> pd.Series:
+    """``values.map(transform)`` for a Categorical text column, computed once per category
+    (``transform`` returns ``str`` or ``None``); nulls stay null; the result is a Categorical
+    with sorted categories again (texts that become equal merge)."""
+    values = as_text_category(values)
+    texts = [transform(text) for text in values.cat.categories]
+    return text_category(values.cat.codes.to_numpy(), texts, values.index)
 
 
 def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
@@ -257,11 +351,15 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         if col in frame.columns:
             series = frame[col]
             if dtype == "object":
-                out[col] = series.astype(object).where(series.notna(), None)
+                out[col] = plain_text(series)
+            elif dtype == "category":
+                out[col] = as_text_category(series)
             else:
                 out[col] = series.astype(cast(Any, dtype))
         elif dtype in ("Int64", "object"):
             out[col] = pd.Series([None] * n, dtype=cast(Any, dtype))
+        elif dtype == "category":
+            out[col] = text_category(np.full(n, -1, dtype=np.int64), [])
         else:
             raise KeyError(f"required column {col!r} missing")
     return as_frame(pd.DataFrame(out, index=pd.RangeIndex(n)))

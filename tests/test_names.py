@@ -1,14 +1,21 @@
 """Integer codes of text columns equal pandas' factorize (order of first appearance), also
-when equal strings are different objects."""
+when equal strings are different objects; name columns as Categoricals of sorted texts
+(``infraprof.tables.text_category`` and its helpers) hold the same values as object columns."""
 
 from __future__ import annotations
 
+from typing import cast
+
+import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infraprof import tables as table_schema
 from infraprof.analyses.api_classes import api_categories, api_category
-from infraprof.analyses.names import sorted_text_codes, text_codes
+from infraprof.analyses.names import factorized_text, sorted_text_codes, text_codes
+from infraprof.readers.nsys_sqlite import _Strings
+from infraprof.readers.sqlite_db import SqliteFile
 
 NAMES = st.lists(st.sampled_from(["b", "a", "void k<int>(float*)", "", "ä", "a\x00b"]),
                  max_size=60)
@@ -50,3 +57,98 @@ def test_api_categories_by_codes_match_a_map_of_every_row() -> None:
     expected = [api_category(str(name)) for name in text]
     assert api_categories(names).tolist() == expected
     assert api_categories(names.iloc[:0]).tolist() == []
+
+
+# --- name columns as Categoricals (infraprof.tables.text_category) ---------------------------
+
+TEXTS = st.lists(st.one_of(st.none(), st.sampled_from(["b", "a", "ä", "", "a\x00b", "B"])),
+                 min_size=0, max_size=8)
+
+
+def _as_object(values: list[str | None]) -> pd.Series:
+    return pd.Series(values, dtype=object)
+
+
+@given(TEXTS, st.data())
+@settings(max_examples=80, deadline=None)
+def test_text_category_holds_sorted_distinct_texts(texts: list[str | None],
+                                                   data: st.DataObject) -> None:
+    """Rows ``texts[code]`` (-1: null); equal texts are one category, categories sorted as
+    Python sorts the strings, unused ones dropped, an object Index."""
+    codes = data.draw(st.lists(st.integers(-1, len(texts) - 1), max_size=30))
+    column = table_schema.text_category(np.array(codes, dtype=np.int64), texts)
+    expected = [texts[c] if c >= 0 else None for c in codes]
+    assert [None if pd.isna(v) else v for v in column.tolist()] == expected
+    assert list(column.cat.categories) == sorted({t for t in expected if t is not None})
+    assert column.cat.categories.dtype == object
+    assert table_schema.as_text_category(column) is column
+    again = table_schema.as_text_category(_as_object(expected))
+    assert again.cat.codes.tolist() == column.cat.codes.tolist()
+
+
+@given(TEXTS, TEXTS)
+@settings(max_examples=80, deadline=None)
+def test_fill_coalesce_map_match_object_columns(first: list[str | None],
+                                                second: list[str | None]) -> None:
+    size = min(len(first), len(second))
+    a, b = _as_object(first[:size]), _as_object(second[:size])
+    ca, cb = table_schema.as_text_category(a), table_schema.as_text_category(b)
+    filled = table_schema.fill_text(ca, "<unknown>")
+    assert filled.tolist() == a.fillna("<unknown>").tolist()
+    assert list(filled.cat.categories) == sorted(set(filled.tolist()))
+    both = table_schema.coalesce_text(ca, cb)
+    assert [None if pd.isna(v) else v for v in both.tolist()] == \
+        a.where(a.notna(), b).tolist()
+    upper = table_schema.map_text(ca, lambda text: text.upper())
+    assert [None if pd.isna(v) else v for v in upper.tolist()] == \
+        [None if v is None else v.upper() for v in a.tolist()]
+    assert list(upper.cat.categories) == sorted(set(upper.dropna().tolist()))
+
+
+@given(NAMES, st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_codes_of_a_categorical_equal_the_object_path(values: list[str], nulls: bool) -> None:
+    """text_codes, sorted_text_codes and factorized_text give the same codes and texts for a
+    Categorical (its codes used directly) as for the object column."""
+    series = pd.Series([None if nulls and i % 3 == 0 else v for i, v in enumerate(values)],
+                       dtype=object, name="name")
+    category = table_schema.as_text_category(series)
+    codes, texts = factorized_text(category)
+    expected_codes, expected_texts = factorized_text(series)
+    assert codes.tolist() == expected_codes.tolist()
+    assert [str(t) for t in texts] == [str(t) for t in expected_texts]  # a null: NaN in both
+    full = pd.Series(values, dtype=object, name="name")
+    for function in (text_codes, sorted_text_codes):
+        got_codes, got_texts = function(table_schema.as_text_category(full))
+        want_codes, want_texts = function(full)
+        assert got_codes.tolist() == want_codes.tolist()
+        assert list(got_texts) == list(want_texts)
+
+
+class _NoStringTable:
+    def __init__(self) -> None:
+        self.tables: set[str] = set()
+
+
+def test_reader_strings_become_one_sorted_category_per_text() -> None:
+    """``_Strings.map``: equal strings under different ids are one category; null and
+    unknown ids are null; the categories are sorted."""
+    strings = _Strings(cast(SqliteFile, _NoStringTable()))
+    strings.cache.update({7: "b", 3: "a", 9: "b", 4: "ä"})
+    ids = pd.Series([7, 3, None, 9, 12, 4, 7], dtype="Int64")
+    names = strings.map(ids)
+    assert [None if pd.isna(v) else v for v in names.tolist()] == \
+        ["b", "a", None, "b", None, "ä", "b"]
+    assert list(names.cat.categories) == ["a", "b", "ä"]
+    assert names.cat.codes.tolist() == [1, 0, -1, 1, -1, 2, 1]
+
+
+def test_conform_makes_text_columns_categoricals() -> None:
+    frame = table_schema.conform(pd.DataFrame({
+        "start_ns": [1, 2], "end_ns": [2, 3], "global_tid": [5, 5], "pid": [0, 0],
+        "tid": [5, 5], "name": ["z", None]}), table_schema.OSRT)
+    assert isinstance(frame["name"].dtype, pd.CategoricalDtype)
+    assert list(frame["name"].cat.categories) == ["z"]
+    assert frame["name"].isna().tolist() == [False, True]
+    empty = table_schema.empty(table_schema.KERNELS)
+    assert isinstance(empty["name"].dtype, pd.CategoricalDtype)

@@ -149,7 +149,7 @@ def test_nvtx_domains(load: Callable[[str], Trace], trace_files: TraceFiles) -> 
     t = load(SC22_4GPU)
     ranges = t.nvtx[t.nvtx["kind"] == "range"]
     assert len(ranges) == 10089
-    by_domain = ranges["domain"].fillna("<default>").value_counts().to_dict()
+    by_domain = ranges["domain"].astype(object).fillna("<default>").value_counts().to_dict()
     assert by_domain == {"DALI": 7257, "NCCL": 1416, "<default>": 1416}
     # three domains are created (cuBLAS, DALI, NCCL); cuBLAS never records a range
     created = _sql(trace_files, SC22_4GPU,

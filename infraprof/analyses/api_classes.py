@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-import numpy as np
 import pandas as pd
 
 from infraprof.analyses.names import text_codes
+from infraprof.tables import fill_text, text_category
 
 SYNC_RE: Final = re.compile(
     r"(Synchronize|StreamWaitEvent|StreamWaitValue|EventQuery|StreamQuery)", re.IGNORECASE
@@ -76,9 +76,9 @@ def is_blocking_copy_api(name: str) -> bool:
 
 
 def api_categories(names: pd.Series) -> pd.Series:
-    """:func:`api_category` of every name (classified once per distinct name)."""
+    """:func:`api_category` of every name (classified once per distinct name), as a
+    Categorical (:func:`~infraprof.tables.text_category`: comparing it with a category
+    compares integer codes)."""
     # integer codes of the names (no hashing of every row's text, no mapped copy of it)
-    codes, uniques = text_codes(names.fillna("") if names.isna().any() else names)
-    categories = np.array([api_category(str(name)) for name in uniques], dtype=object)
-    by_row: pd.Series = pd.Series(categories[codes], index=names.index, dtype=object)
-    return by_row
+    codes, uniques = text_codes(fill_text(names, ""))
+    return text_category(codes, [api_category(str(name)) for name in uniques], names.index)

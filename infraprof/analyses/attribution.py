@@ -54,6 +54,7 @@ from infraprof.analyses.gap_table import (
     HostDetail,
     listed_gaps,
 )
+from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
@@ -139,7 +140,7 @@ class _Calls(NamedTuple):
         f = frame.sort_values("start_ns")
         ends = f["end_ns"].to_numpy(dtype=np.int64)
         names = f["name"].to_numpy(dtype=object)
-        codes, uniques = pd.factorize(names, use_na_sentinel=False)
+        codes, uniques = factorized_text(f["name"])
         classes = np.array([classify(str(x)) for x in uniques], dtype=object)
         return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
                    names, classes[codes] if len(names) else np.empty(0, dtype=object))

@@ -25,6 +25,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
+from infraprof.tables import fill_text, plain_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -56,7 +57,7 @@ def copy_findings(trace: Trace) -> list[Finding]:
         return []
     c = _copies_with_api(trace)
     c["api_dur"] = (c["api_end_ns"] - c["api_start_ns"]).fillna(0)
-    names = c["api_name"].fillna("")
+    names = fill_text(c["api_name"], "")
     pageable = (c["src_kind"] == "Pageable") | (c["dst_kind"] == "Pageable")
     is_async = names.str.contains("Async", case=False)
     out = []
@@ -71,7 +72,7 @@ def copy_findings(trace: Trace) -> list[Finding]:
                       "sites": _site_list(pa), "rule": "nsys cuda-async-memcpy"},
             "Allocate the host buffers pinned (cudaMallocHost / "
                            "tensor.pin_memory()) so the copies overlap with compute."))
-    blocking = names.map(lambda n: is_blocking_copy_api(str(n)))
+    blocking = plain_text(names).map(lambda n: is_blocking_copy_api(str(n))).astype(bool)
     small_h2d = (c["direction"] == "HtoD") & (c["bytes"] <= SYNC_MEMCPY_EXEMPT_BYTES)
     same_dev = c["direction"] == "DtoD"
     sc = c[blocking & ~small_h2d & ~same_dev]

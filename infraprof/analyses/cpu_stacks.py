@@ -21,6 +21,7 @@ import pandas as pd
 from infraprof import intervals
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
+from infraprof.tables import plain_text
 
 _SPACE = re.compile(r"\s+")
 
@@ -48,6 +49,7 @@ def _clean(text: str) -> str:
 def _chains(frames: pd.DataFrame) -> dict[int, tuple[Frame, ...]]:
     f = frames[frames["source"] == "sampling"].sort_values(["callchain_id", "depth"],
                                                            ascending=[True, False])
+    f = f.assign(symbol=plain_text(f["symbol"]), module=plain_text(f["module"]))  # None: null
     out: dict[int, tuple[Frame, ...]] = {}
     for cid, g in f.groupby("callchain_id", sort=False):
         out[int(str(cid))] = tuple(

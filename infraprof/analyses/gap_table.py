@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 
 CATEGORIES = (
@@ -171,26 +172,38 @@ class GapTable:
         return self.records(self.host_rows())
 
 
-def _codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """int32 codes of ``values`` and the distinct values as ``str`` (``str()`` of each)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return codes.astype(np.int32), tuple(str(x) for x in uniques)
+_TEXT_COLUMNS = {"kind": "kind", "name": "name", "api_name": "api_name"}
 
 
-def _gap_source_columns(joined: pd.DataFrame) -> dict[str, np.ndarray]:
+def _codes(rows: np.ndarray, texts: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """int32 codes of the values ``texts[rows]`` in order of first appearance (as
+    ``pd.factorize`` of those values) and the distinct values as ``str`` (``str()`` of
+    each); ``texts`` is small, only the integer ``rows`` are factorized."""
+    by_value, values = pd.factorize(texts, use_na_sentinel=False)
+    codes, used = pd.factorize(by_value[rows])
+    return codes.astype(np.int32), tuple(str(values[u]) for u in used)
+
+
+def _gap_source_columns(joined: pd.DataFrame
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The columns of ``joined`` a gap takes from its next operation, as arrays (launch
-    fields as float64: NaN without a launch)."""
+    fields as float64: NaN without a launch; text columns as integer codes), and the texts
+    of each text column's codes (:func:`~infraprof.analyses.names.factorized_text`)."""
+    texts: dict[str, np.ndarray] = {}
+    codes: dict[str, np.ndarray] = {}
+    for key, column in _TEXT_COLUMNS.items():
+        codes[key], texts[key] = factorized_text(joined[column])
     return {
         "start": joined["start_ns"].to_numpy(dtype=np.int64),
-        "kind": joined["kind"].to_numpy(dtype=object),
-        "name": joined["name"].to_numpy(dtype=object),
+        "kind": codes["kind"],
+        "name": codes["name"],
         "stream": joined["stream_id"].to_numpy(dtype=np.int64),
         "corr": joined["correlation_id"].to_numpy(dtype=np.int64),
         "api_start": joined["api_start_ns"].to_numpy(dtype=np.float64),
         "api_end": joined["api_end_ns"].to_numpy(dtype=np.float64),
-        "api_name": joined["api_name"].to_numpy(dtype=object),
+        "api_name": codes["api_name"],
         "gtid": joined["global_tid"].to_numpy(dtype=np.float64),
-    }
+    }, texts
 
 
 def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
@@ -199,7 +212,7 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     on that device starting at or after the gap's end) and that operation's launch call, as a
     table without NVTX names or host details; plus the instant whose NVTX range names each gap
     (``min(launch start, gap end)``; 0 without a launch)."""
-    columns = _gap_source_columns(joined)
+    columns, texts = _gap_source_columns(joined)
     device_ids = joined["device_id"].to_numpy()
     parts: list[dict[str, np.ndarray]] = []
     for tl in timelines:
@@ -230,9 +243,11 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
               for key in ("api_start", "api_end", "gtid")}
     category = np.where(no_launch, UNKNOWN,
                         np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
-    kind, kinds = _codes(cols.pop("kind"))
-    name, names = _codes(cols.pop("name"))
-    api_name, api_names = _codes(np.where(no_launch, "", cols.pop("api_name")))
+    kind, kinds = _codes(cols.pop("kind"), texts["kind"])
+    name, names = _codes(cols.pop("name"), texts["name"])
+    api_texts = np.array([*texts["api_name"], ""], dtype=object)  # "" without a launch
+    api_name, api_names = _codes(np.where(no_launch, len(api_texts) - 1, cols.pop("api_name")),
+                                 api_texts)
     table = GapTable(
         cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
         cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],

@@ -39,7 +39,7 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
-from infraprof.tables import as_frame, column_view
+from infraprof.tables import as_frame, column_view, fill_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -100,7 +100,7 @@ def classify_kernels(names: pd.Series) -> pd.DataFrame:
     if names.empty:
         return as_frame(pd.DataFrame({"class": pd.Series([], dtype=object),
                                       "group": pd.Series([], dtype=object)}, index=names.index))
-    codes, distinct = text_codes(names.fillna("").astype(object))
+    codes, distinct = text_codes(fill_text(names, ""))
     found = [classify_name(str(n)) for n in distinct]
     text_dtype = pd.Series([""], dtype=object).astype(str).dtype  # what astype(str) gives
     columns = {

@@ -29,7 +29,7 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
-from infraprof.tables import as_frame, column_view
+from infraprof.tables import as_frame, column_view, fill_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -68,7 +68,7 @@ def stream_order(kernels: pd.DataFrame) -> pd.DataFrame:
                         kernels["device_id"].to_numpy()))
     columns = ["start_ns", "end_ns", "device_id", "stream_id", "name"]
     k = column_view(kernels, columns).iloc[order].reset_index(drop=True)  # one copy, not two
-    ids, _ = text_codes(k["name"].fillna(""))  # = pd.factorize, without hashing each text
+    ids, _ = text_codes(fill_text(k["name"], ""))  # = pd.factorize, without hashing each text
     return as_frame(k.assign(name_id=ids.astype(np.int64, copy=False),
                              dur_ns=(k["end_ns"] - k["start_ns"]).astype("int64")))
 
@@ -162,7 +162,7 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
                 continue
             s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
-            window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
+            window = fill_text(names.iloc[occ[0]:occ[0] + n], "").astype(str)
             out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
                                 kernel_ns, _idle_in(busy, dev[occ], s, e)))
     return out

@@ -5,7 +5,8 @@ demangled C++ kernel names that costs ~1 µs per row, every groupby. The readers
 of one name the same ``str`` object, so :func:`text_codes` factorizes the objects' identities
 (integers) and then only the few distinct objects by value: the same codes as
 ``pd.factorize(values)`` (order of first appearance), exact even when equal strings are
-different objects.
+different objects. A Categorical column (the nsys reader's name columns,
+:func:`infraprof.tables.text_category`) already holds codes: they are used directly.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from infraprof.tables import as_text_category
+
 Codes = npt.NDArray[np.int64]
 
 
 def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     """``(codes, uniques)`` as ``pd.factorize(values)`` for a column without nulls: codes
     number the distinct values in order of first appearance; ``uniques[codes]`` equals
-    ``values``."""
+    ``values``. A Categorical's codes are renumbered (an integer factorize, no hashing of
+    texts)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        by_category, used = pd.factorize(values.cat.codes.to_numpy())
+        texts = np.asarray(values.cat.categories, dtype=object)
+        return by_category.astype(np.int64), texts[used]
     objects = values.to_numpy(dtype=object)
     if objects.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
@@ -34,10 +42,33 @@ def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     return codes, np.asarray(uniques, dtype=object)
 
 
+def factorized_text(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
+    """``pd.factorize(values.to_numpy(object), use_na_sentinel=False)`` of a text column that
+    may hold nulls: codes in order of first appearance, a null is a value of its own (NaN in
+    ``uniques``, as pandas gives). A Categorical's codes are renumbered (no hashing of
+    texts)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, used = pd.factorize(values.cat.codes.to_numpy())
+        texts = np.array([*values.cat.categories, np.nan], dtype=object)  # code -1: NaN
+        return codes.astype(np.int64), texts[used]
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
 def sorted_text_codes(values: pd.Series) -> tuple[Codes, pd.Index]:
     """:func:`text_codes` numbered in ascending text order instead (the order in which a
     sorted ``groupby`` lists its groups): ``(codes, index)``, ``index[codes]`` equals
-    ``values``; ``index`` is an object Index named as ``values``."""
+    ``values``; ``index`` is an object Index named as ``values``. A Categorical's categories
+    are already sorted: its codes are only renumbered over the categories present."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = as_text_category(values)  # sorted categories (the readers' already are)
+        category_codes = values.cat.codes.to_numpy().astype(np.int64)
+        categories = values.cat.categories
+        present = np.bincount(category_codes, minlength=len(categories)) > 0
+        kept = np.flatnonzero(present)
+        renumber = np.cumsum(present, dtype=np.int64) - 1
+        return renumber[category_codes], pd.Index(np.asarray(categories, dtype=object)[kept],
+                                                  dtype=object, name=values.name)
     codes, uniques = text_codes(values)
     order = np.array(sorted(range(uniques.size), key=lambda i: uniques[i]), dtype=np.int64)
     rank = np.empty(order.size, dtype=np.int64)

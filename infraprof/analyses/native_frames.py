@@ -49,6 +49,7 @@ import pandas as pd
 
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_table import GapTable
+from infraprof.analyses.names import factorized_text
 from infraprof.analyses.sites import WHAT, idle_text, site_of
 from infraprof.model import Trace
 
@@ -130,8 +131,8 @@ def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
     codes = f["source"].map({s: i for i, s in enumerate(SOURCES)}).to_numpy(np.int64)
     ids = f["callchain_id"].to_numpy(np.int64) * len(SOURCES) + codes
     depth = f["depth"].to_numpy(np.int64)
-    sym_codes, sym_uniques = pd.factorize(f["symbol"].to_numpy(object), use_na_sentinel=False)
-    mod_codes, mod_uniques = pd.factorize(f["module"].to_numpy(object), use_na_sentinel=False)
+    sym_codes, sym_uniques = factorized_text(f["symbol"])
+    mod_codes, mod_uniques = factorized_text(f["module"])
     syms = np.array(["" if x is None or x != x else str(x) for x in sym_uniques], dtype=object)
     mods = np.array([module_name(None if x is None or x != x else str(x))
                      for x in mod_uniques], dtype=object)

@@ -30,7 +30,7 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
     r = r[["domain", "name", "start_ns", "end_ns", "global_tid"]].copy()
     r["end_ns"] = r["end_ns"].astype("int64")
-    r["domain"] = r["domain"].fillna("")
+    r["domain"] = table_schema.fill_text(r["domain"], "")
     # the join key and the op times only: the per-thread selections below copy every column
     ops = table_schema.column_view(trace.gpu_ops(), ["pid", "correlation_id", "start_ns",
                                                      "end_ns"])

@@ -178,7 +178,7 @@ def _steps(trace: Trace, step: str) -> tuple[str, pd.DataFrame] | None:
     if step == "none":
         return None
     ranges = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
-    norm = ranges["name"].fillna("").astype(str).map(normalize_range_name)
+    norm = table_schema.fill_text(ranges["name"], "").astype(str).map(normalize_range_name)
     if step.startswith("nvtx:"):
         wanted = normalize_range_name(step[5:])
         chosen = ranges[norm == wanted]
@@ -237,7 +237,8 @@ def _nvtx_metrics(trace: Trace, run: RunMetrics) -> None:
     if ranges.empty:
         return
     frame = pd.DataFrame({
-        "name": ranges["name"].fillna("").astype(str).map(normalize_range_name).to_numpy(),
+        "name": table_schema.map_text(table_schema.fill_text(ranges["name"], ""),
+                                      normalize_range_name).array,
         "dur": _durations(ranges.astype({"end_ns": "int64"})),
     })
     totals = frame.groupby("name")["dur"].agg(["sum", "count"])
@@ -252,8 +253,9 @@ def _kernel_metrics(trace: Trace, run: RunMetrics) -> None:
     k = trace.kernels
     if k.empty:
         return
-    names = k["short_name"].where(k["short_name"].notna(), k["name"]).fillna("?").astype(str)
-    frame = pd.DataFrame({"name": names.to_numpy(), "dur": _durations(k)})
+    # a Categorical (sorted texts): the groupby and the comparisons below work on its codes
+    names = table_schema.fill_text(table_schema.coalesce_text(k["short_name"], k["name"]), "?")
+    frame = pd.DataFrame({"name": names.array, "dur": _durations(k)})
     totals = frame.groupby("name")["dur"].sum().sort_values(ascending=False)
     for rank, (name, total) in enumerate(totals.iloc[:TOP_KERNELS].items()):
         run.values[f"kernel:{name}:total_ns"] = float(total)

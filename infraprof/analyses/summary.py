@@ -70,13 +70,17 @@ def kernel_summary(trace: Trace) -> pd.DataFrame:
 def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
     """``column`` of the first row of each ``key`` value, indexed by ``key`` (as
     ``frame.drop_duplicates(key).set_index(key)[column]``)."""
+    values = frame[column]
+    if table_schema.is_text_category(values):  # the summaries hold plain text
+        values = table_schema.plain_text(values)
     if not frame[key].notna().all():
-        return table_schema.as_series(frame.drop_duplicates(key).set_index(key)[column])
+        firsts = frame.assign(**{column: values}).drop_duplicates(key)
+        return table_schema.as_series(firsts.set_index(firsts[key].astype(object))[column])
     codes, uniques = text_codes(frame[key])
     _, first_rows = np.unique(codes, return_index=True)
     return table_schema.as_series(pd.Series(
-        frame[column].to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
-        dtype=frame[column].dtype))
+        values.to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
+        dtype=values.dtype))
 
 
 def api_summary(trace: Trace) -> pd.DataFrame:
@@ -119,8 +123,11 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     """Per NVTX range (domain, name): stats plus ``p90_ns``, ``p99_ns``. Open ranges (no end)
     are excluded and counted in ``open``."""
     r = trace.nvtx[trace.nvtx["kind"] == "range"]
+    # as object columns: pandas (3.1) fails to reindex a MultiIndex of two Categoricals whose
+    # codes differ in width (int8 domains, int16 names)
+    r = r.assign(domain=table_schema.fill_text(r["domain"], "").astype(object),
+                 name=r["name"].astype(object))
     closed = r[r["end_ns"].notna()].astype({"end_ns": "int64"})
-    closed = closed.assign(domain=closed["domain"].fillna(""))
     out = _duration_stats(closed, ["domain", "name"])
     if closed.empty:
         for c in ("p90_ns", "p99_ns", "open"):
@@ -132,7 +139,7 @@ def nvtx_summary(trace: Trace) -> pd.DataFrame:
     idx = pd.MultiIndex.from_frame(out[["domain", "name"]])
     out["p90_ns"] = q[0.9].reindex(idx).to_numpy()
     out["p99_ns"] = q[0.99].reindex(idx).to_numpy()
-    opened = r[r["end_ns"].isna()].assign(domain=lambda f: f["domain"].fillna(""))
+    opened = r[r["end_ns"].isna()]
     n_open = opened.groupby(["domain", "name"]).size()
     out["open"] = n_open.reindex(idx).fillna(0).astype("int64").to_numpy()
     return out

@@ -13,7 +13,7 @@ Columns taken from the call are renamed so they never collide with the operation
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -95,8 +95,14 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     return rows
 
 
-def _taken(column: pd.Series, rows: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
-    """``column``'s values at ``rows``; NaN at ``missing`` (integers then as float64)."""
+def _taken(column: pd.Series, rows: np.ndarray, missing: np.ndarray | None) -> Any:
+    """``column``'s values at ``rows``; NaN at ``missing`` (integers then as float64). A
+    Categorical stays one (its codes are gathered; null at ``missing``), as in a merge."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()[rows]
+        if missing is not None:
+            codes[missing] = -1
+        return pd.Categorical.from_codes(codes, dtype=column.dtype, validate=False)
     values: np.ndarray = column.to_numpy()[rows]
     if missing is None:
         return values

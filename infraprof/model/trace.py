@@ -79,26 +79,40 @@ class Trace:
 
     def gpu_ops(self) -> pd.DataFrame:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
-        correlation_id, pid, kind, name`` sorted by start (``kind`` is ``kernel``/``memcpy``/
-        ``memset``; a memcpy's name is its direction). Built once per trace; do not modify."""
+        correlation_id, pid, name, kind`` sorted by start (``kind`` is ``kernel``/``memcpy``/
+        ``memset``; a memcpy's name is its direction; both Categoricals with sorted texts,
+        :func:`~infraprof.tables.text_category`). Built once per trace; do not modify."""
         return self._gpu_ops
 
     @cached_property
     def _gpu_ops(self) -> pd.DataFrame:
         cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
-        parts = []
-        if len(self.kernels):
-            parts.append(self.kernels[[*cols, "name"]].assign(kind="kernel"))
-        if len(self.memcpy):
-            k = self.memcpy[cols].assign(kind="memcpy", name=self.memcpy["direction"])
-            parts.append(k)
-        if len(self.memset):
-            parts.append(self.memset[cols].assign(kind="memset", name="memset"))
-        if not parts:
+        used = [(kind, table, names) for kind, table, names in (
+            ("kernel", self.kernels, self.kernels["name"]),
+            ("memcpy", self.memcpy, self.memcpy["direction"]),
+            ("memset", self.memset, None)) if len(table)]
+        if not used:
             empty = {c: pd.Series([], dtype="int64") for c in cols}
-            return table_schema.as_frame(pd.DataFrame({**empty, "name": pd.Series([], dtype=object),
-                                            "kind": pd.Series([], dtype=object)}))
-        ops = pd.concat(parts, ignore_index=True)
+            none = table_schema.text_category(np.empty(0, dtype=np.int64), [])
+            return table_schema.as_frame(pd.DataFrame({**empty, "name": none, "kind": none}))
+        # name and kind as Categoricals (sorted texts) from each part's codes: no text per row
+        texts: list[object] = []
+        name_codes = []
+        for _, table, names in used:
+            if names is None:
+                codes = np.full(len(table), len(texts), dtype=np.int64)
+                texts.append("memset")
+            else:
+                names = table_schema.as_text_category(names)
+                codes = names.cat.codes.to_numpy().astype(np.int64)
+                codes = np.where(codes < 0, -1, codes + len(texts))
+                texts.extend(names.cat.categories)
+            name_codes.append(codes)
+        ops = pd.concat([table[cols] for _, table, _ in used], ignore_index=True)
+        ops["name"] = table_schema.text_category(np.concatenate(name_codes), texts)
+        ops["kind"] = table_schema.text_category(
+            np.repeat(np.arange(len(used)), [len(table) for _, table, _ in used]),
+            [kind for kind, _, _ in used])
         order = np.lexsort((ops["end_ns"].to_numpy(), ops["start_ns"].to_numpy()))
         return table_schema.as_frame(ops.iloc[order].reset_index(drop=True))
 

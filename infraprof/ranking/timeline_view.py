@@ -21,7 +21,7 @@ import pandas as pd
 from infraprof.analyses.gap_table import GapAttribution
 from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking.report import Report
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, plain_text
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def stream_bars(report: Report, max_ops: int) -> list[StreamBars]:
                                                               sort=True):
         s = g["start_ns"].to_numpy(dtype=np.int64)
         e = g["end_ns"].to_numpy(dtype=np.int64)
-        kinds, names = [str(k) for k in g["kind"]], [str(n) for n in g["name"]]
+        kinds, names = [str(k) for k in g["kind"]], [str(n) for n in plain_text(g["name"])]
         if len(g) <= max_ops:
             out.append(StreamBars(int(str(device)), int(str(stream)), len(g), s.tolist(),
                                   e.tolist(), [1] * len(g), kinds, names))

@@ -8,7 +8,9 @@ never beside the input) and holds:
 * ``columns.json``: reader version, the source's key, metadata, per table its columns and
   dtypes, and per file its size and Adler-32 checksum;
 * per column: ``int64``/``bool`` values as ``.npy``; nullable ``Int64`` as values + mask;
-  text as ``int32`` codes (-1 for null) + the distinct strings in the manifest.
+  text as ``int32`` codes (-1 for null) + the distinct strings in the manifest; a
+  Categorical text column (:func:`~infraprof.tables.text_category`) as its own codes + its
+  categories, loaded back as the same Categorical (no factorize on store or load).
 
 Key: the source's resolved path, size, mtime (ns), a SHA-256 of its first 64 KiB (the SQLite
 header and first pages) and whether callchains were read; versioned by
@@ -41,7 +43,8 @@ from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
 from infraprof.readers.validate import DataIssue
 from infraprof.tables import ANALYSIS_OMITS
 
-READER_VERSION = 3  # 2: data_quality, unified-memory fault tables; 3: all_columns
+READER_VERSION = 4  # 2: data_quality, unified-memory fault tables; 3: all_columns;
+# 4: name columns as Categoricals
 HEADER_BYTES = 64 << 10
 _META_FIELDS = ("meta", "capture", "session_start_utc_ns", "analysis_start_ns", "analysis_end_ns")
 
@@ -104,6 +107,12 @@ def _column_spec(folder: Path, stem: str, column: pd.Series, files: dict[str, li
         _save(folder, f"{stem}.npy", column.to_numpy(dtype=np.int64, na_value=0), files)
         _save(folder, f"{stem}.mask.npy", mask, files)
         return {"dtype": dtype}
+    if dtype == "category":
+        categories = column.cat.categories
+        if categories.dtype != object or any(not isinstance(c, str) for c in categories):
+            raise TypeError(f"column {stem} has non-text categories")
+        _save(folder, f"{stem}.npy", column.cat.codes.to_numpy(), files)
+        return {"dtype": dtype, "values": list(categories)}
     if dtype == "object":
         codes, uniques = pd.factorize(column, use_na_sentinel=True)
         texts = [str(u) for u in uniques]
@@ -158,6 +167,11 @@ def _column(entry: Path, stem: str, spec: dict[str, Any], files: dict[str, list[
     values = _load(entry, f"{stem}.npy", files)
     if spec["dtype"] == "Int64":
         return pd.arrays.IntegerArray(values, _load(entry, f"{stem}.mask.npy", files))
+    if spec["dtype"] == "category":
+        categories = pd.Index(spec["values"], dtype=object)
+        if not (categories.is_unique and categories.is_monotonic_increasing):
+            raise ValueError(f"{stem}: categories not sorted and distinct")
+        return pd.Categorical.from_codes(values, dtype=pd.CategoricalDtype(categories))
     if spec["dtype"] == "object":
         texts = np.array([*spec["values"], None], dtype=object)
         return pd.Series(texts[np.where(values < 0, len(texts) - 1, values)], dtype=object)

@@ -110,22 +110,26 @@ class _Strings:
             self.cache.update((int(i), str(v)) for i, v in rows)
 
     def map(self, ids: pd.Series) -> pd.Series:
-        """Strings of ``ids`` (an object Series: ``None`` for null or unknown ids). Rows with
-        the same id share one ``str`` object; the lookup runs once per distinct id."""
+        """Strings of ``ids`` as a Categorical of sorted texts (null for null or unknown ids,
+        :func:`~infraprof.tables.text_category`): one lookup per distinct id."""
         valid = ids.notna().to_numpy(dtype=bool)
         codes = ids[valid].to_numpy(dtype=np.int64)
         distinct, inverse = np.unique(codes, return_inverse=True)
         self._fetch(distinct.tolist())
-        texts = np.array([self.cache.get(i) for i in distinct.tolist()] + [None], dtype=object)
-        which = np.full(len(ids), len(distinct), dtype=np.int64)
+        texts = [self.cache.get(i) for i in distinct.tolist()]
+        which = np.full(len(ids), -1, dtype=np.int64)
         which[valid] = inverse
-        return T.as_series(pd.Series(texts[which], index=ids.index, dtype=object))
+        return T.text_category(which, texts, ids.index)
 
 
 def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Series:
-    """``values.map(transform)`` computed once per distinct value (an object Series)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    results = np.array([transform(u) for u in uniques] + [None], dtype=object)
+    """``values.map(transform)`` once per distinct value (object; a Categorical's null: None)."""
+    if T.is_text_category(values):
+        codes, distinct = values.cat.codes.to_numpy(), list(values.cat.categories)
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        distinct = list(uniques)
+    results = np.array([transform(u) for u in distinct] + [None], dtype=object)
     return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
 
 
@@ -207,7 +211,7 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
     f["short_name"] = strings.map(f.pop("short_id"))
     if "mangled_id" in f.columns:
         f["mangled_name"] = strings.map(f.pop("mangled_id"))
-    f["name"] = f["name"].where(f["name"].notna(), f["short_name"])
+    f["name"] = T.coalesce_text(f["name"], f["short_name"])
     return T.conform(_with_pid(f, "global_pid"), spec)
 
 
@@ -223,14 +227,18 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
         "callchain_id": _col(db, table, "callchainId"),
     }
     f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
-    raw = strings.map(f.pop("name_id")).fillna("<unknown>")
-    f["name"] = _map_distinct(raw, strip_api_suffix)
+    raw = T.fill_text(strings.map(f.pop("name_id")), "<unknown>")
+    f["name"] = T.map_text(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
     # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
     f = f.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
     f = f.drop_duplicates(["global_tid", "correlation_id", "name"], keep="first")
-    f["api"] = _map_distinct(f["name"], api_family)
+    f["api"] = T.map_text(f["name"], api_family)
     return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
+
+
+def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:
+    return None if pd.isna(kind) else labels.get(int(kind), "Unknown")
 
 
 def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
@@ -245,9 +253,9 @@ def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     kinds, mems = memcpy_kinds(db), mem_kinds(db)
-    f["direction"] = f["copy_kind"].map(lambda k: kinds.get(int(k), f"kind{int(k)}"))
-    f["src_kind"] = f.pop("src").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
-    f["dst_kind"] = f.pop("dst").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
+    f["direction"] = _map_distinct(f["copy_kind"], lambda k: kinds.get(int(k), f"kind{int(k)}"))
+    f["src_kind"] = _map_distinct(f.pop("src"), lambda k: _mem_kind(mems, k))
+    f["dst_kind"] = _map_distinct(f.pop("dst"), lambda k: _mem_kind(mems, k))
     return T.conform(_with_pid(f, "global_pid"), T.MEMCPY)
 
 
@@ -262,7 +270,7 @@ def _read_memset(db: SqliteFile) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     mems = mem_kinds(db)
-    f["mem_kind"] = f.pop("mem").map(lambda k: None if pd.isna(k) else mems.get(int(k), "Unknown"))
+    f["mem_kind"] = _map_distinct(f.pop("mem"), lambda k: _mem_kind(mems, k))
     return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
 
 
@@ -285,10 +293,9 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
         f = f.merge(calls, on=["pid", "correlation_id"], how="left")
     else:
         f["api_name"] = pd.Series([], dtype=object)
-    by_name = f["api_name"].map(lambda n: None if pd.isna(n) else sync_kind(str(n)))
-    by_type = f["sync_type"].map(
-        lambda t: "unknown" if pd.isna(t) else _SYNC_TYPE_FALLBACK.get(int(t), "unknown")
-    )
+    by_name = _map_distinct(f["api_name"], lambda n: None if pd.isna(n) else sync_kind(str(n)))
+    by_type = _map_distinct(f["sync_type"], lambda t: "unknown" if pd.isna(t)
+                            else _SYNC_TYPE_FALLBACK.get(int(t), "unknown"))
     f["kind"] = by_name.where(by_name.notna(), by_type)
     return T.conform(f, T.SYNCS)
 
@@ -308,7 +315,7 @@ def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     f["global_tid"] = f["global_tid"].fillna(0).astype("int64")
     registered = strings.map(f.pop("text_id"))
     text = f.pop("text")
-    f["name"] = text.where(text.notna(), registered)
+    f["name"] = T.coalesce_text(T.as_text_category(text), registered)
     f = _with_pid(f, "global_tid")
     is_domain = f["event_type"] == NVTX_DOMAIN_CREATE
     domains = {
@@ -322,7 +329,7 @@ def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         for p, d in zip(f["pid"], f["domain_id"], strict=True)
     ]
     f["kind"] = np.where(f["event_type"].isin(NVTX_MARK_TYPES), "mark", "range")
-    f["name"] = f["name"].where(f["name"].notna(), "<unnamed>")
+    f["name"] = T.fill_text(f["name"], "<unnamed>")
     return T.conform(f.reset_index(drop=True), T.NVTX)
 
 
@@ -335,7 +342,7 @@ def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
-    f["name"] = strings.map(f.pop("name_id")).fillna("<unknown>")
+    f["name"] = T.fill_text(strings.map(f.pop("name_id")), "<unknown>")
     return T.conform(_with_pid(f, "global_tid"), T.OSRT)
 
 
@@ -360,12 +367,12 @@ def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
                 "module_id": _col(db, table, "module")}
         f = read_int_frame(db, table, cols)
         f["source"] = source
-        f["symbol"] = strings.map(f.pop("symbol_id"))
-        f["module"] = strings.map(f.pop("module_id"))
         parts.append(f)
     if not parts:
         return T.empty(T.CALLCHAIN_FRAMES)
-    return T.conform(pd.concat(parts, ignore_index=True), T.CALLCHAIN_FRAMES)
+    f = pd.concat(parts, ignore_index=True)  # the ids of every table, mapped once
+    f["symbol"], f["module"] = strings.map(f.pop("symbol_id")), strings.map(f.pop("module_id"))
+    return T.conform(f, T.CALLCHAIN_FRAMES)
 
 
 def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:

@@ -36,7 +36,7 @@ from infraprof.ranking import Report
 from infraprof.ranking.timeline_view import main_pid, pyspy_slices
 from infraprof.render.timeline_gaps import GapColumns
 from infraprof.render.timeline_nesting import nesting_lanes
-from infraprof.tables import as_frame, decode_pid, decode_tid
+from infraprof.tables import as_frame, decode_pid, decode_tid, is_text_category, plain_text
 
 GPU_PID_BASE = 1 << 30
 GAP_TID = 1 << 30
@@ -194,6 +194,8 @@ def _column_names(frame: pd.DataFrame, column: str, prefix: str = "") -> Callabl
     if prefix:
         return lambda rows: np.array([f"{prefix}{v}" for v in values.iloc[rows].tolist()],
                                      dtype=object)
+    if is_text_category(values):  # None for a null, as in an object column
+        return lambda rows: plain_text(values.iloc[rows]).to_numpy(dtype=object)
     return lambda rows: values.iloc[rows].to_numpy(dtype=object)
 
 
