@@ -22,7 +22,6 @@ from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses import python_frames
 from infraprof.analyses.attribution import (
-    _innermost_nvtx,
     _ThreadIndex,
     attribute_table,
     idle_breakdown,
@@ -38,6 +37,19 @@ from infraprof.model import Trace, TraceMeta
 from infraprof.tables import decode_tid
 
 Op = tuple[int, int, int, int, int, int, int, int]
+
+
+def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
+    """Reference: the latest-starting range among the 64 starting at or before ``t`` that is
+    still open at ``t`` (ties: the later one in start order); None without one."""
+    if "nv_s" not in entry:
+        return None
+    starts, ends = entry["nv_s"].tolist(), entry["nv_e"].tolist()
+    hi = sum(1 for s in starts if s <= t)
+    for i in range(hi - 1, max(0, hi - 64) - 1, -1):
+        if ends[i] > t:
+            return str(entry["nv_name"][i])
+    return None
 
 
 def _gtid(thread: int) -> int:

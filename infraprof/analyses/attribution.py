@@ -54,6 +54,7 @@ from infraprof.analyses.gap_table import (
     HostDetail,
     listed_gaps,
 )
+from infraprof.analyses.names import text_codes
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
@@ -144,32 +145,39 @@ class _Calls(NamedTuple):
         return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
                    names, classes[codes] if len(names) else np.empty(0, dtype=object))
 
-    def overlapping(self, a: int, b: int) -> np.ndarray:
-        """Indices of the calls overlapping ``[a, b)``."""
-        hi = int(np.searchsorted(self.s, b, side="left"))
-        lo = int(np.searchsorted(self.emax, a, side="right"))
-        if hi <= lo:
-            return np.empty(0, dtype=np.int64)
-        idx = np.arange(lo, hi)
-        return idx[self.e[idx] > a]
+    def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> _Overlaps:
+        """The calls overlapping each ``[g0[i], g1[i])``, in start order, for all gaps at
+        once (two ``searchsorted`` over the gaps, one gather)."""
+        hi = np.searchsorted(self.s, g1, side="left")
+        lo = np.searchsorted(self.emax, g0, side="right")
+        counts = np.maximum(hi - lo, 0)
+        gap = np.repeat(np.arange(len(g0)), counts)
+        first = np.cumsum(counts) - counts
+        idx = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(first, counts)
+        keep = self.e[idx] > g0[gap]
+        idx, gap = idx[keep], gap[keep]
+        offsets = np.searchsorted(gap, np.arange(len(g0) + 1), side="left")
+        items = list(zip(self.s[idx].tolist(), self.e[idx].tolist(),
+                         map(str, self.cat[idx].tolist()), map(str, self.name[idx].tolist()),
+                         strict=True))
+        return _Overlaps(offsets.tolist(), items)
 
 
-def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
-    """The latest-starting range among the 64 starting at or before ``t`` that is still open
-    at ``t`` (ties: the later one in start order); None without one."""
-    if "nv_s" not in entry:
-        return None
-    s, e = entry["nv_s"], entry["nv_e"]
-    hi = int(np.searchsorted(s, t, side="right"))
-    lo = max(0, hi - 64)
-    still_open = np.flatnonzero(e[lo:hi] > t)
-    return str(entry["nv_name"][lo + int(still_open[-1])]) if len(still_open) else None
+class _Overlaps(NamedTuple):
+    """Calls overlapping each of a thread's gaps: gap ``i``'s are
+    ``items[offsets[i]:offsets[i + 1]]``, as ``(start, end, category, name)``."""
+
+    offsets: list[int]
+    items: list[tuple[int, int, str, str]]
+
+    def of(self, i: int) -> list[tuple[int, int, str, str]]:
+        return self.items[self.offsets[i]:self.offsets[i + 1]]
 
 
 def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
-    """:func:`_innermost_nvtx` for many instants at once (same 64-range look-back): the
-    latest-starting range among the 64 starting at or before ``t`` that is still open at ``t``
-    (an object array of ``str``, None where no range is open)."""
+    """The innermost NVTX range open at each of ``times`` on one thread: the latest-starting
+    range among the 64 starting at or before ``t`` that is still open at ``t`` (ties: the
+    later one in start order); an object array of ``str``, None where no range is open."""
     out = np.full(len(times), None, dtype=object)
     if "nv_s" not in entry:
         return out
@@ -208,29 +216,23 @@ def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str) -> Pain
     return bounds, cats
 
 
-def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
+def _attribute_host(g0: int, g1: int, launch_end: int, traced: bool,
+                    found: list[tuple[int, int, str, str]]
                     ) -> tuple[list[int], list[str], list[dict[str, Any]],
                                dict[str, Any] | None]:
+    """Paint one gap from the calls overlapping it (API calls, then OS-runtime calls)."""
     spans: list[tuple[int, int, str]] = []
     calls: list[dict[str, Any]] = []
     drain: dict[str, Any] | None = None
-    for key in ("api", "os"):
-        table: _Calls | None = entry.get(key)
-        if table is None:
-            continue
-        idx = table.overlapping(g0, g1)
-        for s, e, cat, name in zip(table.s[idx].tolist(), table.e[idx].tolist(),
-                                   table.cat[idx].tolist(), table.name[idx].tolist(),
-                                   strict=True):
-            cat, name = str(cat), str(name)
-            spans.append((max(s, g0), min(e, g1), cat))
-            calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
-            if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
-                drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
-                         "blocked_before_gap_ns": g0 - s}
+    for s, e, cat, name in found:
+        spans.append((max(s, g0), min(e, g1), cat))
+        calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
+        if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
+            drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
+                     "blocked_before_gap_ns": g0 - s}
     q0 = max(launch_end, g0)
     queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
-    bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if entry["traced"] else "unknown")
+    bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if traced else "unknown")
     if q0 < g1:
         cats = ["launch-overhead" if lo >= q0 else cat
                 for lo, cat in zip(bounds[:-1], cats, strict=True)]
@@ -266,19 +268,15 @@ def _expose(bounds: list[int], cats: list[str], drain: dict[str, Any] | None,
         i += 1
 
 
-def _where(entry: dict[str, Any], bounds: list[int], cats: list[str]) -> dict[str, str]:
-    """Innermost NVTX range at the middle of each category's longest segment."""
+def _where_points(bounds: list[int], cats: list[str]) -> list[tuple[str, int]]:
+    """The middle of each category's longest segment (the first of equal ones), in order of
+    the categories' first segments: where its innermost NVTX range is looked up."""
     best: dict[str, tuple[int, int]] = {}
     for i, cat in enumerate(cats):
         n = bounds[i + 1] - bounds[i]
         if n > best.get(cat, (-1, 0))[0]:
             best[cat] = (n, i)
-    out = {}
-    for cat, (n, i) in best.items():
-        name = _innermost_nvtx(entry, bounds[i] + n // 2)
-        if name is not None:
-            out[cat] = name
-    return out
+    return [(cat, bounds[i] + n // 2) for cat, (n, i) in best.items()]
 
 
 def _parts(bounds: list[int], cats: list[str], p: AttributionParams
@@ -327,26 +325,56 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
 
 def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams
                   ) -> dict[int, HostDetail]:
-    """Paint the gaps with host activity, in table order (rules 2-4; the drain slack pool of
-    each thread runs over its host gaps in time order)."""
+    """Paint the gaps with host activity (rules 2-4), thread by thread; the drain slack pool
+    of each thread runs over its host gaps in time order. Keyed by row, in table order."""
     rows = table.host_rows()
-    pools: dict[int, dict[str, Any]] = {}
+    details: dict[int, HostDetail] = {}
+    for gtid, positions in _by_thread(table.gtid[rows]):
+        mine = rows[positions]
+        details.update(_thread_details(index.get(gtid), mine, table.g0[mine], table.g1[mine],
+                                       table.api_end[mine], p))
+    return {row: details[row] for row in rows.tolist()}
+
+
+def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each distinct thread of ``gtids`` (ascending) and its positions (ascending)."""
+    if not len(gtids):
+        return []
+    order = np.argsort(gtids, kind="stable")
+    ordered = gtids[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
+            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
+
+
+def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1: np.ndarray,
+                    launch_end: np.ndarray, p: AttributionParams) -> dict[int, HostDetail]:
+    """:func:`_host_details` of one thread's host gaps (in time order): the overlapping calls
+    and the NVTX ranges of ``where`` are looked up for all of them at once."""
+    found = [table.overlaps(g0, g1) for key in ("api", "os")
+             if (table := entry.get(key)) is not None]
+    pool: dict[str, Any] = {"ns": 0, "category": None, "name": None,
+                            "cap": p.max_run_ahead_ns, "used": False}
+    queries: list[tuple[dict[str, str], str, int]] = []
     out: dict[int, HostDetail] = {}
-    for row, g0, g1, gtid, a1 in zip(rows.tolist(), table.g0[rows].tolist(),
-                                     table.g1[rows].tolist(), table.gtid[rows].tolist(),
-                                     table.api_end[rows].tolist(), strict=True):
-        entry = index.get(gtid)
-        bounds, cats, calls, drain = _attribute_host(g0, g1, a1, entry)
+    for i, (row, a, b, a1) in enumerate(zip(rows.tolist(), g0.tolist(), g1.tolist(),
+                                            launch_end.tolist(), strict=True)):
+        calls_in = [item for overlaps in found for item in overlaps.of(i)]
+        bounds, cats, calls, drain = _attribute_host(a, b, a1, entry["traced"], calls_in)
         exposed_by = None
         if p.drain_exposure:
-            pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
-                                           "cap": p.max_run_ahead_ns, "used": False})
             pool["used"] = False
-            _expose(bounds, cats, drain, pool, g1)
+            _expose(bounds, cats, drain, pool, b)
             exposed_by = str(pool["name"]) if pool["used"] else None
         parts, segments = _parts(bounds, cats, p)
-        out[row] = HostDetail(parts, calls, drain, _where(entry, bounds, cats), exposed_by,
-                              segments)
+        where: dict[str, str] = {}
+        queries.extend((where, cat, t) for cat, t in _where_points(bounds, cats))
+        out[row] = HostDetail(parts, calls, drain, where, exposed_by, segments)
+    at = np.array([t for _, _, t in queries], dtype=np.int64)
+    for (where, cat, _), name in zip(queries, _innermost_nvtx_many(entry, at).tolist(),
+                                     strict=True):
+        if name is not None:
+            where[cat] = name
     return out
 
 
@@ -357,16 +385,15 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
     names = np.full(len(gtids), None, dtype=object)
     if not len(gtids):
         return np.empty(0, dtype=np.int32), ()
-    order = np.argsort(gtids, kind="stable")
-    ordered = gtids[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    for lo, hi in zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True):
-        gtid = int(ordered[lo])
+    for gtid, rows in _by_thread(gtids):
         if gtid >= 0:
-            rows = order[lo:hi]
             names[rows] = _innermost_nvtx_many(index.get(gtid), at[rows])
-    codes, uniques = pd.factorize(names)
-    return codes.astype(np.int32), tuple(str(x) for x in uniques)
+    # as pd.factorize(names) (None: -1), without hashing every gap's text
+    found = np.flatnonzero(names != None)  # noqa: E711 (elementwise)
+    codes = np.full(len(names), -1, dtype=np.int32)
+    present, uniques = text_codes(pd.Series(names[found], dtype=object))
+    codes[found] = present
+    return codes, tuple(str(x) for x in uniques)
 
 
 def idle_breakdown(table: GapTable) -> dict[str, int]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infraprof.analyses.names import text_codes
 from infraprof.analyses.timeline import DeviceTimeline
 
 CATEGORIES = (
@@ -171,26 +172,56 @@ class GapTable:
         return self.records(self.host_rows())
 
 
-def _codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """int32 codes of ``values`` and the distinct values as ``str`` (``str()`` of each)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return codes.astype(np.int32), tuple(str(x) for x in uniques)
+def _row_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``column``, an int64 code of its value, and the values (object array;
+    ``values[codes]`` equals the column). Text columns go through
+    :func:`~infraprof.analyses.names.text_codes` (no hashing of every row's text); the
+    nulls are one more value, NaN (as ``pd.factorize(..., use_na_sentinel=False)``)."""
+    nulls = column.isna().to_numpy()
+    if not nulls.any():
+        return text_codes(column)
+    codes = np.full(len(column), -1, dtype=np.int64)
+    present, uniques = text_codes(column[~nulls])
+    codes[~nulls] = present
+    codes[nulls] = len(uniques)
+    return codes, np.append(np.asarray(uniques, dtype=object), np.array([np.nan], object))
 
 
-def _gap_source_columns(joined: pd.DataFrame) -> dict[str, np.ndarray]:
+def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """int32 codes of the gathered ``values[row_codes]`` numbered by first appearance and the
+    distinct values as ``str`` (as ``pd.factorize`` of the gathered values: equal values
+    have one row code)."""
+    codes, firsts = pd.factorize(row_codes)
+    return codes.astype(np.int32), tuple(str(x) for x in values[firsts])
+
+
+def _gap_source_columns(joined: pd.DataFrame
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The columns of ``joined`` a gap takes from its next operation, as arrays (launch
-    fields as float64: NaN without a launch)."""
+    fields as float64: NaN without a launch; text columns as row codes), and the values of
+    the row codes of each text column."""
+    texts = {key: _row_codes(joined[column]) for key, column in
+             (("kind", "kind"), ("name", "name"), ("api_name", "api_name"))}
     return {
         "start": joined["start_ns"].to_numpy(dtype=np.int64),
-        "kind": joined["kind"].to_numpy(dtype=object),
-        "name": joined["name"].to_numpy(dtype=object),
+        "kind": texts["kind"][0],
+        "name": texts["name"][0],
         "stream": joined["stream_id"].to_numpy(dtype=np.int64),
         "corr": joined["correlation_id"].to_numpy(dtype=np.int64),
         "api_start": joined["api_start_ns"].to_numpy(dtype=np.float64),
         "api_end": joined["api_end_ns"].to_numpy(dtype=np.float64),
-        "api_name": joined["api_name"].to_numpy(dtype=object),
+        "api_name": texts["api_name"][0],
         "gtid": joined["global_tid"].to_numpy(dtype=np.float64),
-    }
+    }, {key: values for key, (_, values) in texts.items()}
+
+
+def _blank_code(values: np.ndarray) -> tuple[int, np.ndarray]:
+    """The row code of ``""`` among ``values`` (appended when absent)."""
+    blank = np.flatnonzero(np.array([isinstance(v, str) and v == "" for v in values],
+                                    dtype=bool))
+    if len(blank):
+        return int(blank[0]), values
+    return len(values), np.append(values, np.array([""], dtype=object))
 
 
 def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
@@ -199,7 +230,7 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     on that device starting at or after the gap's end) and that operation's launch call, as a
     table without NVTX names or host details; plus the instant whose NVTX range names each gap
     (``min(launch start, gap end)``; 0 without a launch)."""
-    columns = _gap_source_columns(joined)
+    columns, texts = _gap_source_columns(joined)
     device_ids = joined["device_id"].to_numpy()
     parts: list[dict[str, np.ndarray]] = []
     for tl in timelines:
@@ -230,9 +261,10 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
               for key in ("api_start", "api_end", "gtid")}
     category = np.where(no_launch, UNKNOWN,
                         np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
-    kind, kinds = _codes(cols.pop("kind"))
-    name, names = _codes(cols.pop("name"))
-    api_name, api_names = _codes(np.where(no_launch, "", cols.pop("api_name")))
+    kind, kinds = _codes(cols.pop("kind"), texts["kind"])
+    name, names = _codes(cols.pop("name"), texts["name"])
+    blank, api_values = _blank_code(texts["api_name"])
+    api_name, api_names = _codes(np.where(no_launch, blank, cols.pop("api_name")), api_values)
     table = GapTable(
         cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
         cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],

@@ -1,0 +1,86 @@
+"""Vectorised gap helpers against simple per-item reference implementations (hypothesis):
+the calls overlapping many gaps at once, the innermost NVTX range at many instants, and the
+gap table's text codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
+from infraprof.analyses.gap_table import _blank_code, _codes, _row_codes
+
+_SPAN = st.tuples(st.integers(0, 400), st.integers(0, 120))
+
+
+def _calls(spans: list[tuple[int, int]]) -> _Calls:
+    frame = pd.DataFrame({"start_ns": [s for s, _ in spans],
+                          "end_ns": [s + d for s, d in spans],
+                          "name": [f"c{i % 4}" for i in range(len(spans))]}, dtype=object)
+    frame = frame.astype({"start_ns": "int64", "end_ns": "int64"})
+    return _Calls.of(frame, lambda name: "sync" if name == "c0" else "launch-overhead")
+
+
+@given(st.lists(_SPAN, max_size=30), st.lists(_SPAN, max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_overlaps_of_many_gaps_are_the_per_gap_overlaps(
+        spans: list[tuple[int, int]], gaps: list[tuple[int, int]]) -> None:
+    """Gap ``i``'s items are the calls with ``start < g1`` and ``end > g0``, in start order
+    (ties: the calls' sorted order), as ``(start, end, category, name)``."""
+    calls = _calls(spans)
+    g0 = np.array([a for a, _ in gaps], dtype=np.int64)
+    g1 = np.array([a + d + 1 for a, d in gaps], dtype=np.int64)
+    got = calls.overlaps(g0, g1)
+    for i, (a, b) in enumerate(zip(g0.tolist(), g1.tolist(), strict=True)):
+        want = [(s, e, str(c), str(n)) for s, e, c, n in zip(
+            calls.s.tolist(), calls.e.tolist(), calls.cat.tolist(), calls.name.tolist(),
+            strict=True) if s < b and e > a]
+        assert got.of(i) == want
+
+
+def _innermost(starts: list[int], ends: list[int], names: list[str], t: int) -> str | None:
+    hi = sum(1 for s in starts if s <= t)
+    for i in range(hi - 1, max(0, hi - 64) - 1, -1):
+        if ends[i] > t:
+            return names[i]
+    return None
+
+
+@given(st.lists(_SPAN, max_size=90), st.lists(st.integers(-10, 600), max_size=20))
+@settings(max_examples=100, deadline=None)
+def test_innermost_nvtx_of_many_instants_is_the_scalar_look_back(
+        ranges: list[tuple[int, int]], times: list[int]) -> None:
+    ranges = sorted(ranges, key=lambda r: r[0])
+    starts = [s for s, _ in ranges]
+    ends = [s + d for s, d in ranges]
+    names = [f"r{i % 7}" for i in range(len(ranges))]
+    entry = {"nv_s": np.array(starts, dtype=np.int64), "nv_e": np.array(ends, dtype=np.int64),
+             "nv_name": np.array(names, dtype=object)}
+    got = _innermost_nvtx_many(entry, np.array(times, dtype=np.int64)).tolist()
+    assert got == [_innermost(starts, ends, names, t) for t in times]
+
+
+_TEXT = st.one_of(st.none(), st.sampled_from(["", "a", "b", "kernel<1>", "a "]))
+
+
+@given(st.lists(_TEXT, min_size=1, max_size=40), st.data())
+@settings(max_examples=150, deadline=None)
+def test_gathered_text_codes_are_factorize_of_the_gathered_texts(
+        values: list[str | None], data: st.DataObject) -> None:
+    """Row codes of a column, gathered by any rows (a blank for some), then numbered by first
+    appearance: the codes and texts ``pd.factorize(..., use_na_sentinel=False)`` gives for
+    the gathered values (the blank ``""`` merged with a real ``""``)."""
+    column = pd.Series([None if v is None else str(v) for v in values], dtype=object)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(values) - 1), max_size=30)),
+                    dtype=np.int64)
+    blanked = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows),
+                                          max_size=len(rows))), dtype=bool)
+    row_codes, texts = _row_codes(column)
+    blank, with_blank = _blank_code(texts)
+    codes, names = _codes(np.where(blanked, blank, row_codes[rows]), with_blank)
+    gathered = np.where(blanked, "", column.to_numpy(dtype=object)[rows])
+    want_codes, want_uniques = pd.factorize(gathered, use_na_sentinel=False)
+    assert codes.tolist() == want_codes.tolist()
+    assert names == tuple(str(x) for x in want_uniques)
