@@ -54,7 +54,6 @@ from infraprof.analyses.gap_table import (
     HostDetail,
     listed_gaps,
 )
-from infraprof.analyses.names import text_codes
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
@@ -174,26 +173,36 @@ class _Overlaps(NamedTuple):
         return self.items[self.offsets[i]:self.offsets[i + 1]]
 
 
-def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
+def _innermost_nvtx_rows(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
     """The innermost NVTX range open at each of ``times`` on one thread: the latest-starting
     range among the 64 starting at or before ``t`` that is still open at ``t`` (ties: the
-    later one in start order); an object array of ``str``, None where no range is open."""
-    out = np.full(len(times), None, dtype=object)
-    if "nv_s" not in entry:
-        return out
-    s, e, names = entry["nv_s"], entry["nv_e"], entry["nv_name"]
-    hi = np.searchsorted(s, times, side="right")
+    later one in start order), as its position in ``entry["nv_s"]`` (-1: none open). Only
+    the instants still without a range are looked at in each of the 64 steps back."""
     best = np.full(len(times), -1, dtype=np.int64)
+    if "nv_s" not in entry:
+        return best
+    s, e = entry["nv_s"], entry["nv_e"]
+    hi = np.searchsorted(s, times, side="right")
+    todo = np.flatnonzero(hi > 0)  # instants still looking back (none found yet)
     for back in range(1, 65):
-        i = hi - back
-        todo = (i >= 0) & (best < 0)
-        if not todo.any():
+        i = hi[todo] - back
+        todo, i = todo[i >= 0], i[i >= 0]
+        if not todo.size:
             break
-        hit = todo & (e[np.where(todo, i, 0)] > times)
-        best[hit] = i[hit]
+        hit = e[i] > times[todo]
+        best[todo[hit]] = i[hit]
+        todo = todo[~hit]
+    return best
+
+
+def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
+    """The name of :func:`_innermost_nvtx_rows` at each of ``times``: an object array of
+    ``str``, None where no range is open."""
+    out = np.full(len(times), None, dtype=object)
+    best = _innermost_nvtx_rows(entry, times)
     found = best >= 0
     distinct, which = np.unique(best[found], return_inverse=True)
-    texts = np.array([str(names[b]) for b in distinct.tolist()], dtype=object)
+    texts = np.array([str(entry["nv_name"][b]) for b in distinct.tolist()], dtype=object)
     out[found] = texts[which]
     return out
 
@@ -381,19 +390,22 @@ def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1:
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
                  ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Innermost NVTX range of each gap's launching thread at ``at``, as int32 codes (-1: none,
-    or no launching thread: ``gtids`` < 0) and the distinct names."""
-    names = np.full(len(gtids), None, dtype=object)
-    if not len(gtids):
-        return np.empty(0, dtype=np.int32), ()
+    or no launching thread: ``gtids`` < 0) and the distinct names (codes as
+    ``pd.factorize`` of the names gives: by first appearance, equal names one code)."""
+    ranges = np.full(len(gtids), -1, dtype=np.int64)  # range number over all threads
+    texts: list[str] = []
     for gtid, rows in _by_thread(gtids):
         if gtid >= 0:
-            names[rows] = _innermost_nvtx_many(index.get(gtid), at[rows])
-    # as pd.factorize(names) (None: -1), without hashing every gap's text
-    found = np.flatnonzero(names != None)  # noqa: E711 (elementwise)
-    codes = np.full(len(names), -1, dtype=np.int32)
-    present, uniques = text_codes(pd.Series(names[found], dtype=object))
-    codes[found] = present
-    return codes, tuple(str(x) for x in uniques)
+            entry = index.get(gtid)
+            best = _innermost_nvtx_rows(entry, at[rows])
+            ranges[rows] = np.where(best >= 0, best + len(texts), -1)
+            texts.extend(map(str, entry.get("nv_name", ())))
+    found = ranges >= 0
+    by_range, distinct = pd.factorize(ranges[found])
+    by_text, names = pd.factorize(np.array([texts[r] for r in distinct.tolist()], dtype=object))
+    codes = np.full(len(gtids), -1, dtype=np.int32)
+    codes[found] = np.asarray(by_text, dtype=np.int32)[by_range]
+    return codes, tuple(str(x) for x in names)
 
 
 def idle_breakdown(table: GapTable) -> dict[str, int]:
