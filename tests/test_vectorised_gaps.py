@@ -27,17 +27,16 @@ def _calls(spans: list[tuple[int, int]]) -> _Calls:
 @settings(max_examples=150, deadline=None)
 def test_overlaps_of_many_gaps_are_the_per_gap_overlaps(
         spans: list[tuple[int, int]], gaps: list[tuple[int, int]]) -> None:
-    """Gap ``i``'s items are the calls with ``start < g1`` and ``end > g0``, in start order
-    (ties: the calls' sorted order), as ``(start, end, category, name)``."""
+    """``(gap, call)`` of every call with ``start < g1`` and ``end > g0``, by gap, then in
+    the calls' (start) order."""
     calls = _calls(spans)
     g0 = np.array([a for a, _ in gaps], dtype=np.int64)
     g1 = np.array([a + d + 1 for a, d in gaps], dtype=np.int64)
-    got = calls.overlaps(g0, g1)
-    for i, (a, b) in enumerate(zip(g0.tolist(), g1.tolist(), strict=True)):
-        want = [(s, e, str(c), str(n)) for s, e, c, n in zip(
-            calls.s.tolist(), calls.e.tolist(), calls.cat.tolist(), calls.name.tolist(),
-            strict=True) if s < b and e > a]
-        assert got.of(i) == want
+    gap, call = calls.overlaps(g0, g1)
+    want = [(i, j) for i, (a, b) in enumerate(zip(g0.tolist(), g1.tolist(), strict=True))
+            for j, (s, e) in enumerate(zip(calls.s.tolist(), calls.e.tolist(), strict=True))
+            if s < b and e > a]
+    assert list(zip(gap.tolist(), call.tolist(), strict=True)) == want
 
 
 def _innermost(starts: list[int], ends: list[int], names: list[str], t: int) -> str | None:

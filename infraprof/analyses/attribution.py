@@ -31,13 +31,13 @@ joined to its launching API call (correlation id + process) and thread::
 No launch call found (correlation missing) -> ``unknown``.
 
 The result is a :class:`~infraprof.analyses.gap_table.GapTable`: cases 1 and "no launch call"
-(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, one by
-one in time order (the slack pool of rule 3 is sequential per thread).
+(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, all
+gaps of one launching thread at once (:mod:`~infraprof.analyses.host_paint`: segments and
+priorities on sorted arrays, the slack pool of rule 3 as a prefix scan over the thread's gaps).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -54,6 +54,7 @@ from infraprof.analyses.gap_table import (
     HostDetail,
     listed_gaps,
 )
+from infraprof.analyses.host_paint import CODE, PaintParams, ThreadGaps, expand, host_details
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
@@ -66,12 +67,6 @@ _API_TO_CAT = {
     "sync": "sync", "memcpy": "memcpy", "allocation": "allocation", "launch": "launch-overhead",
     "cuda-other": "launch-overhead",
 }
-_PRIORITY = {  # larger paints over smaller
-    "unknown": 0, "host-cpu": 1, "host-wait": 2, "launch-overhead": 3, "allocation": 4,
-    "memcpy": 5, "sync": 6,
-}
-_DRAIN = ("sync", "memcpy", "allocation")
-_EXPOSABLE = ("host-cpu", "launch-overhead", "host-wait")
 
 
 @dataclass(frozen=True)
@@ -126,13 +121,15 @@ class _ThreadIndex:
 
 
 class _Calls(NamedTuple):
-    """One thread's calls sorted by start; ``emax`` is the running maximum of the ends."""
+    """One thread's calls sorted by start; ``emax`` is the running maximum of the ends;
+    ``code``: each call's category as its :data:`~infraprof.analyses.host_paint.CODES` code."""
 
     s: np.ndarray
     e: np.ndarray
     emax: np.ndarray
     name: np.ndarray
     cat: np.ndarray
+    code: np.ndarray
 
     @classmethod
     def of(cls, frame: pd.DataFrame, classify: Callable[[str], str]) -> _Calls:
@@ -140,37 +137,23 @@ class _Calls(NamedTuple):
         ends = f["end_ns"].to_numpy(dtype=np.int64)
         names = f["name"].to_numpy(dtype=object)
         codes, uniques = pd.factorize(names, use_na_sentinel=False)
-        classes = np.array([classify(str(x)) for x in uniques], dtype=object)
+        classes = [classify(str(x)) for x in uniques]
+        by_class = np.array([CODE[c] for c in classes], dtype=np.int8)
+        empty = not len(names)
         return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
-                   names, classes[codes] if len(names) else np.empty(0, dtype=object))
+                   names, np.empty(0, dtype=object) if empty else np.array(classes, object)[codes],
+                   np.empty(0, dtype=np.int8) if empty else by_class[codes])
 
-    def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> _Overlaps:
-        """The calls overlapping each ``[g0[i], g1[i])``, in start order, for all gaps at
-        once (two ``searchsorted`` over the gaps, one gather)."""
+    def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(gap, call)`` of every call overlapping ``[g0[i], g1[i])``, by gap, then in
+        start order (two ``searchsorted`` over all gaps, one gather)."""
         hi = np.searchsorted(self.s, g1, side="left")
         lo = np.searchsorted(self.emax, g0, side="right")
         counts = np.maximum(hi - lo, 0)
         gap = np.repeat(np.arange(len(g0)), counts)
-        first = np.cumsum(counts) - counts
-        idx = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(first, counts)
-        keep = self.e[idx] > g0[gap]
-        idx, gap = idx[keep], gap[keep]
-        offsets = np.searchsorted(gap, np.arange(len(g0) + 1), side="left")
-        items = list(zip(self.s[idx].tolist(), self.e[idx].tolist(),
-                         map(str, self.cat[idx].tolist()), map(str, self.name[idx].tolist()),
-                         strict=True))
-        return _Overlaps(offsets.tolist(), items)
-
-
-class _Overlaps(NamedTuple):
-    """Calls overlapping each of a thread's gaps: gap ``i``'s are
-    ``items[offsets[i]:offsets[i + 1]]``, as ``(start, end, category, name)``."""
-
-    offsets: list[int]
-    items: list[tuple[int, int, str, str]]
-
-    def of(self, i: int) -> list[tuple[int, int, str, str]]:
-        return self.items[self.offsets[i]:self.offsets[i + 1]]
+        call = expand(lo, counts)
+        keep = self.e[call] > g0[gap]
+        return gap[keep], call[keep]
 
 
 def _innermost_nvtx_rows(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
@@ -207,114 +190,11 @@ def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray
     return out
 
 
-Painted = tuple[list[int], list[str]]  # segment bounds (len n + 1) and each segment's category
-
-
-def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str) -> Painted:
-    """Elementary segments of ``[a, b)`` and the winning category of each (a gap has a few
-    segments: plain Python beats numpy here)."""
-    bounds = sorted({x for x in (a, b, *[x for s, e, _ in spans for x in (s, e)]) if a <= x <= b})
-    cats = [base] * (len(bounds) - 1)
-    prio = [0] * (len(bounds) - 1)
-    for s, e, cat in spans:
-        p = _PRIORITY[cat]
-        for i in range(bisect.bisect_left(bounds, s), bisect.bisect_left(bounds, e)):
-            if prio[i] <= p:
-                cats[i] = cat
-                prio[i] = p
-    return bounds, cats
-
-
-def _attribute_host(g0: int, g1: int, launch_end: int, traced: bool,
-                    found: list[tuple[int, int, str, str]]
-                    ) -> tuple[list[int], list[str], list[dict[str, Any]],
-                               dict[str, Any] | None]:
-    """Paint one gap from the calls overlapping it (API calls, then OS-runtime calls)."""
-    spans: list[tuple[int, int, str]] = []
-    calls: list[dict[str, Any]] = []
-    drain: dict[str, Any] | None = None
-    for s, e, cat, name in found:
-        spans.append((max(s, g0), min(e, g1), cat))
-        calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
-        if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
-            drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
-                     "blocked_before_gap_ns": g0 - s}
-    q0 = max(launch_end, g0)
-    queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
-    bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if traced else "unknown")
-    if q0 < g1:
-        cats = ["launch-overhead" if lo >= q0 else cat
-                for lo, cat in zip(bounds[:-1], cats, strict=True)]
-    calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
-    return bounds, cats, calls[:5], drain
-
-
-def _expose(bounds: list[int], cats: list[str], drain: dict[str, Any] | None,
-            slack: dict[str, Any], g1: int) -> None:
-    """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
-    while the pool (time the host spent blocked before gaps) lasts (``bounds`` and ``cats``
-    are changed in place)."""
-    if drain is not None:
-        slack["ns"] = min(slack["ns"] + int(drain["blocked_before_gap_ns"]), slack["cap"])
-        slack["category"] = drain["category"]
-        slack["name"] = drain["name"]
-    if slack["ns"] <= 0 or slack["category"] is None:
-        return
-    after = min(int(drain["end_ns"]), g1) if drain is not None else bounds[0]
-    i = 0
-    while i < len(cats) and slack["ns"] > 0:
-        length = bounds[i + 1] - bounds[i]
-        if bounds[i] < after or cats[i] not in _EXPOSABLE:
-            i += 1
-            continue
-        if length > slack["ns"]:
-            bounds.insert(i + 1, bounds[i] + int(slack["ns"]))
-            cats.insert(i + 1, cats[i])
-            length = int(slack["ns"])
-        cats[i] = slack["category"]
-        slack["ns"] -= length
-        slack["used"] = True
-        i += 1
-
-
-def _where_points(bounds: list[int], cats: list[str]) -> list[tuple[str, int]]:
-    """The middle of each category's longest segment (the first of equal ones), in order of
-    the categories' first segments: where its innermost NVTX range is looked up."""
-    best: dict[str, tuple[int, int]] = {}
-    for i, cat in enumerate(cats):
-        n = bounds[i + 1] - bounds[i]
-        if n > best.get(cat, (-1, 0))[0]:
-            best[cat] = (n, i)
-    return [(cat, bounds[i] + n // 2) for cat, (n, i) in best.items()]
-
-
-def _parts(bounds: list[int], cats: list[str], p: AttributionParams
-           ) -> tuple[dict[str, int], dict[str, list[tuple[int, int]]]]:
-    """Per-category totals and time segments (adjacent segments merged), after rule 4."""
-    total: dict[str, int] = {}
-    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
-        total[cat] = total.get(cat, 0) + b - a
-    cpu = total.get("host-cpu", 0)
-    rename = {"host-cpu": "launch-overhead"} if 0 < cpu < p.launch_host_max_ns else {}
-    segments: dict[str, list[tuple[int, int]]] = {}
-    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
-        if b <= a:
-            continue
-        c = rename.get(cat, cat)
-        seg = segments.setdefault(c, [])
-        if seg and seg[-1][1] == a:
-            seg[-1] = (seg[-1][0], b)
-        else:
-            seg.append((a, b))
-    parts = {c: sum(b - a for a, b in s) for c, s in segments.items()}
-    return {k: v for k, v in parts.items() if v > 0}, segments
-
-
 def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
                     params: AttributionParams | None = None) -> GapTable:
     """Attribute every listed gap of ``timelines`` (see the module docstring), as a
     :class:`GapTable`: single-category gaps as columns only, gaps with host activity painted
-    one by one."""
+    per launching thread."""
     ops = trace.gpu_ops()
     if ops.empty:
         return GapTable()
@@ -358,33 +238,23 @@ def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1: np.ndarray,
                     launch_end: np.ndarray, p: AttributionParams) -> dict[int, HostDetail]:
-    """:func:`_host_details` of one thread's host gaps (in time order): the overlapping calls
-    and the NVTX ranges of ``where`` are looked up for all of them at once."""
-    found = [table.overlaps(g0, g1) for key in ("api", "os")
+    """:func:`_host_details` of one thread's host gaps (in time order), painted all at once
+    (:mod:`~infraprof.analyses.host_paint`)."""
+    found = [(table, *table.overlaps(g0, g1)) for key in ("api", "os")
              if (table := entry.get(key)) is not None]
-    pool: dict[str, Any] = {"ns": 0, "category": None, "name": None,
-                            "cap": p.max_run_ahead_ns, "used": False}
-    queries: list[tuple[dict[str, str], str, int]] = []
-    out: dict[int, HostDetail] = {}
-    for i, (row, a, b, a1) in enumerate(zip(rows.tolist(), g0.tolist(), g1.tolist(),
-                                            launch_end.tolist(), strict=True)):
-        calls_in = [item for overlaps in found for item in overlaps.of(i)]
-        bounds, cats, calls, drain = _attribute_host(a, b, a1, entry["traced"], calls_in)
-        exposed_by = None
-        if p.drain_exposure:
-            pool["used"] = False
-            _expose(bounds, cats, drain, pool, b)
-            exposed_by = str(pool["name"]) if pool["used"] else None
-        parts, segments = _parts(bounds, cats, p)
-        where: dict[str, str] = {}
-        queries.extend((where, cat, t) for cat, t in _where_points(bounds, cats))
-        out[row] = HostDetail(parts, calls, drain, where, exposed_by, segments)
-    at = np.array([t for _, _, t in queries], dtype=np.int64)
-    for (where, cat, _), name in zip(queries, _innermost_nvtx_many(entry, at).tolist(),
-                                     strict=True):
-        if name is not None:
-            where[cat] = name
-    return out
+    gap = np.concatenate([np.empty(0, dtype=np.int64), *[gap for _, gap, _ in found]])
+    order = np.argsort(gap, kind="stable")  # by gap: API calls, then OS-runtime calls
+
+    def column(field: str, dtype: type) -> np.ndarray:
+        parts = [getattr(table, field)[call] for table, _, call in found]
+        return np.concatenate([np.empty(0, dtype=dtype), *parts])[order]
+
+    gaps = ThreadGaps(g0, g1, launch_end, bool(entry["traced"]), gap[order],
+                      column("s", np.int64), column("e", np.int64), column("code", np.int8),
+                      column("name", object))
+    params = PaintParams(p.launch_host_max_ns, p.drain_exposure, p.max_run_ahead_ns)
+    details = host_details(gaps, params, lambda at: _innermost_nvtx_many(entry, at).tolist())
+    return dict(zip(rows.tolist(), details, strict=True))
 
 
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
