@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
 from infraprof.analyses.gap_table import _blank_code, _codes, _row_codes
+from infraprof.analyses.nvtx_proj import launched_spans
 
 _SPAN = st.tuples(st.integers(0, 400), st.integers(0, 120))
 
@@ -83,3 +84,23 @@ def test_gathered_text_codes_are_factorize_of_the_gathered_texts(
     want_codes, want_uniques = pd.factorize(gathered, use_na_sentinel=False)
     assert codes.tolist() == want_codes.tolist()
     assert names == tuple(str(x) for x in want_uniques)
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 50), st.integers(0, 50)),
+                max_size=30),
+       st.lists(st.tuples(st.integers(-20, 320), st.integers(0, 120)), max_size=15))
+@settings(max_examples=150, deadline=None)
+def test_launched_spans_are_the_per_range_slices(
+        launches: list[tuple[int, int, int]], ranges: list[tuple[int, int]]) -> None:
+    launches = sorted(launches)
+    at = np.array([t for t, _, _ in launches], dtype=np.int64)
+    starts = np.array([t + a for t, a, _ in launches], dtype=np.int64)
+    ends = np.array([t + a + b for t, a, b in launches], dtype=np.int64)
+    first, last, count = launched_spans(
+        at, starts, ends, np.array([s for s, _ in ranges], dtype=np.int64),
+        np.array([s + d for s, d in ranges], dtype=np.int64))
+    for i, (s, d) in enumerate(ranges):
+        inside = [k for k, t in enumerate(at.tolist()) if s <= t < s + d]
+        assert count[i] == len(inside)
+        if inside:
+            assert first[i] == min(starts[inside]) and last[i] == max(ends[inside])
