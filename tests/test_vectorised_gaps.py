@@ -9,8 +9,10 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infraprof import intervals
 from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
 from infraprof.analyses.gap_table import _blank_code, _codes, _row_codes
+from infraprof.analyses.kernel_sequences import BusyBefore
 from infraprof.analyses.nvtx_proj import launched_spans
 
 _SPAN = st.tuples(st.integers(0, 400), st.integers(0, 120))
@@ -104,3 +106,42 @@ def test_launched_spans_are_the_per_range_slices(
         assert count[i] == len(inside)
         if inside:
             assert first[i] == min(starts[inside]) and last[i] == max(ends[inside])
+
+
+_KERNEL = st.tuples(st.integers(0, 1), st.integers(0, 80), st.integers(0, 30))
+
+
+@given(st.lists(_KERNEL, min_size=1, max_size=40),
+       st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1_500), st.integers(0, 60)),
+                max_size=25),
+       st.data())
+@settings(max_examples=150, deadline=None)
+def test_idle_in_spans_is_the_union_minus_busy(
+        kernels: list[tuple[int, int, int]], busy_ops: list[tuple[int, int, int]],
+        data: st.DataObject) -> None:
+    """Idle time inside the union of kernel spans (first kernel's start to last kernel's
+    end), per device: the union's length minus ``overlap_total`` of the device's busy
+    intervals over each merged span."""
+    rows, t = [], {0: 0, 1: 0}
+    for device, step, dur in kernels:  # any order of devices; starts grow per device
+        t[device] += step
+        rows.append((device, t[device], t[device] + dur))
+    k = pd.DataFrame(rows, columns=["device_id", "start_ns", "end_ns"])
+    busy = {d: intervals.union([s for dd, s, _ in busy_ops if dd == d],
+                               [s + n for dd, s, n in busy_ops if dd == d]) for d in (0, 1)}
+    # a span runs from a kernel to a later one of the same device (sequences are on a stream)
+    pairs = []
+    for i in data.draw(st.lists(st.integers(0, len(rows) - 1), max_size=20)):
+        later = [j for j in range(i, len(rows)) if rows[j][0] == rows[i][0]]
+        pairs.append((i, data.draw(st.sampled_from(later))))
+    first = np.array([a for a, _ in pairs], dtype=np.int64)
+    last = np.array([b for _, b in pairs], dtype=np.int64)
+    want = 0
+    for device in sorted({rows[i][0] for i in first.tolist()}):
+        mine = [i for i in range(len(first)) if rows[int(first[i])][0] == device]
+        spans = intervals.union([rows[int(first[i])][1] for i in mine],
+                                [rows[int(last[i])][2] for i in mine])
+        want += spans.total_ns - sum(intervals.overlap_total(busy[device], s, e)
+                                     for s, e in zip(spans.starts.tolist(), spans.ends.tolist(),
+                                                     strict=True))
+    assert BusyBefore(k, busy).idle_in(first, last) == want

@@ -106,23 +106,47 @@ def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np
     return positions[keep]
 
 
-def _coverage(busy: dict[int, intervals.Intervals]) -> dict[int, intervals.Coverage]:
-    return {device: intervals.Coverage(b) for device, b in busy.items()}
+class BusyBefore:
+    """Per kernel in stream order: the busy time of its device before its start (``start``)
+    and before its end (``end``), from prefix sums of the device's busy intervals, searched
+    once for all kernels (ns)."""
 
+    def __init__(self, k: pd.DataFrame, busy: dict[int, intervals.Intervals]) -> None:
+        self.device = k["device_id"].to_numpy(np.int64)
+        self.starts, self.ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
+        self.start = np.zeros(len(k), dtype=np.int64)
+        self.end = np.zeros(len(k), dtype=np.int64)
+        for device, merged in busy.items():
+            mine = np.flatnonzero(self.device == device)
+            if len(mine) and len(merged):
+                cover = intervals.Coverage(merged)
+                self.start[mine] = cover.covered_before(self.starts[mine])
+                self.end[mine] = cover.covered_before(self.ends[mine])
 
-def _idle_in(busy: dict[int, intervals.Coverage], devices: npt.NDArray[np.int64],
-             starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> int:
-    """Device idle time inside the union of ``[starts, ends)`` (per device): the spans'
-    length minus the busy time inside them (prefix sums of the busy intervals, no sweep over
-    all of them per call)."""
-    total = 0
-    for device in np.unique(devices):
-        on = devices == device
-        spans = intervals.union(starts[on], ends[on])
-        dev_busy = busy.get(int(device))
-        covered = dev_busy.within(spans.starts, spans.ends).sum() if dev_busy else 0
-        total += spans.total_ns - int(covered)
-    return total
+    def idle_in(self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]) -> int:
+        """Device idle time inside the union, per device, of the spans from the start of
+        kernel ``first[i]`` to the end of kernel ``last[i]``: the union's length minus the
+        busy time inside it. The busy time inside a merged span is the busy-before of its
+        latest end minus that of its first start (busy-before only grows with time: no
+        search per span)."""
+        total = 0
+        devices = self.device[first]
+        for device in np.unique(devices):
+            on = devices == device
+            s, e = self.starts[first[on]], self.ends[last[on]]
+            before_s, before_e = self.start[first[on]], self.end[last[on]]
+            keep = e > s  # as intervals.union: empty spans dropped
+            order = np.argsort(s[keep], kind="stable")
+            s, e = s[keep][order], e[keep][order]
+            before_s, before_e = before_s[keep][order], before_e[keep][order]
+            if not s.size:
+                continue
+            running = np.maximum.accumulate(e)
+            block = np.flatnonzero(np.r_[True, s[1:] > running[:-1]])
+            block_end = running[np.r_[block[1:], s.size] - 1]
+            covered = np.maximum.reduceat(before_e, block) - before_s[block]
+            total += int((block_end - s[block]).sum()) - int(covered.sum())
+        return total
 
 
 def _hash_groups(hashes: npt.NDArray[np.uint64]
@@ -141,7 +165,7 @@ def _hash_groups(hashes: npt.NDArray[np.uint64]
     return rows, bounds, np.diff(bounds)
 
 
-def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKernelParams
+def _candidates(k: pd.DataFrame, busy: BusyBefore, p: TinyKernelParams
                 ) -> list[KernelSequence]:
     ids = k["name_id"].to_numpy(dtype=np.int64)
     short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
@@ -164,7 +188,7 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
             window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
             out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
-                                kernel_ns, _idle_in(busy, dev[occ], s, e)))
+                                kernel_ns, busy.idle_in(occ, occ + n - 1)))
     return out
 
 
@@ -173,34 +197,31 @@ def _contains(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
     return any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
 
 
-def repeated_sequences(kernels: pd.DataFrame, busy: dict[int, intervals.Intervals],
-                       params: TinyKernelParams | None = None) -> tuple[pd.DataFrame,
-                                                                         list[KernelSequence]]:
-    """Kernels in stream order and the top repeated short-kernel sequences (most idle first;
-    a sequence inside, or containing, one already listed is skipped)."""
+def sequences_in(k: pd.DataFrame, before: BusyBefore, params: TinyKernelParams | None = None
+                 ) -> list[KernelSequence]:
+    """The top repeated short-kernel sequences of kernels in stream order (:func:`stream_order`;
+    ``before``: their devices' busy time before each), most idle first; a sequence inside, or
+    containing, one already listed is skipped."""
     p = params or TinyKernelParams()
-    k = stream_order(kernels)
     chosen: list[KernelSequence] = []
-    candidates = _candidates(k, _coverage(busy), p)
+    candidates = _candidates(k, before, p)
     for seq in sorted(candidates, key=lambda s: (-s.idle_ns, -len(s.names))):
         if len(chosen) >= p.top:
             break
         if any(_contains(c.names, seq.names) or _contains(seq.names, c.names) for c in chosen):
             continue
         chosen.append(seq)
-    return k, chosen
+    return chosen
 
 
-def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
-                        busy: dict[int, intervals.Intervals], active_span_ns: int,
-                        params: TinyKernelParams) -> Finding | None:
+def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence], before: BusyBefore,
+                        active_span_ns: int, params: TinyKernelParams) -> Finding | None:
     """``kernel.tiny_kernels`` (module docstring), or None without a recoverable sequence."""
     if not sequences:
         return None
-    devices = k["device_id"].to_numpy(np.int64)
-    impact = _idle_in(_coverage(busy), np.concatenate([devices[s.positions] for s in sequences]),
-                      np.concatenate([s.span_starts for s in sequences]),
-                      np.concatenate([s.span_ends for s in sequences]))
+    impact = before.idle_in(
+        np.concatenate([s.positions for s in sequences]),
+        np.concatenate([s.positions + len(s.names) - 1 for s in sequences]))
     if impact <= 0:
         return None
     top = sequences[0]
@@ -221,9 +242,10 @@ def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
 
 
 def _run(ctx: AnalysisContext, params: TinyKernelParams) -> Output:
-    busy = {t.device_id: t.busy for t in ctx.timelines}
-    k, sequences = repeated_sequences(ctx.trace.kernels, busy, params)
-    found = tiny_kernel_finding(k, sequences, busy, ctx.active_span_ns, params)
+    k = stream_order(ctx.trace.kernels)
+    before = BusyBefore(k, {t.device_id: t.busy for t in ctx.timelines})
+    found = tiny_kernel_finding(k, sequences_in(k, before, params), before,
+                                ctx.active_span_ns, params)
     return Output(findings=[found] if found else [])
 
 
