@@ -127,6 +127,8 @@ def test_idle_in_spans_is_the_union_minus_busy(
         t[device] += step
         rows.append((device, t[device], t[device] + dur))
     k = pd.DataFrame(rows, columns=["device_id", "start_ns", "end_ns"])
+    if data.draw(st.booleans()):  # as in a trace: the kernels are among the busy operations
+        busy_ops = busy_ops + [(d, s, e - s) for d, s, e in rows]
     busy = {d: intervals.union([s for dd, s, _ in busy_ops if dd == d],
                                [s + n for dd, s, n in busy_ops if dd == d]) for d in (0, 1)}
     # a span runs from a kernel to a later one of the same device (sequences are on a stream)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -248,33 +249,54 @@ def host_details(g: ThreadGaps, p: PaintParams,
                     drain, np.where(used, source, -1))
 
 
+def _per_gap(rows: np.ndarray, make: Callable[[np.ndarray], list[Any]]) -> list[Any]:
+    """``make(rows[rows >= 0])`` spread back to one item per gap (None where ``rows`` < 0):
+    only the (gap, call) rows a gap refers to are turned into Python objects."""
+    out: list[Any] = [None] * len(rows)
+    found = np.flatnonzero(rows >= 0)
+    for i, item in zip(found.tolist(), make(rows[found]), strict=True):
+        out[i] = item
+    return out
+
+
+def _call_dicts(g: ThreadGaps, rows: np.ndarray) -> list[dict[str, Any]]:
+    """The listed calls of (gap, call) ``rows``: name, start, duration, category."""
+    return [{"name": str(name), "start_ns": s, "dur_ns": e - s, "category": CODES[code]}
+            for name, s, e, code in zip(g.name[rows].tolist(), g.start[rows].tolist(),
+                                        g.end[rows].tolist(), g.code[rows].tolist(),
+                                        strict=True)]
+
+
+def _drain_dicts(g: ThreadGaps, rows: np.ndarray) -> list[dict[str, Any]]:
+    """The drain calls of (gap, call) ``rows``, with the time blocked before the gap."""
+    return [{"name": str(name), "start_ns": s, "end_ns": e, "category": CODES[code],
+             "blocked_before_gap_ns": g0 - s}
+            for name, s, e, code, g0 in zip(g.name[rows].tolist(), g.start[rows].tolist(),
+                                            g.end[rows].tolist(), g.code[rows].tolist(),
+                                            g.g0[g.gap[rows]].tolist(), strict=True)]
+
+
 def _details(g: ThreadGaps, merged: Segments,
              where: tuple[list[int], list[str], list[str | None]], calls: np.ndarray,
              drain: np.ndarray, exposed: np.ndarray) -> list[HostDetail]:
     """The records of the gaps from the arrays (one pass)."""
     n = len(g.g0)
-    starts, ends = g.start.tolist(), g.end.tolist()
-    names = [str(x) for x in g.name.tolist()]
-    cats = [CODES[c] for c in g.code.tolist()]
     call_off = group_offsets(g.gap[calls], n).tolist()
-    call_dicts = [{"name": names[r], "start_ns": starts[r], "dur_ns": ends[r] - starts[r],
-                   "category": cats[r]} for r in calls.tolist()]
+    call_dicts = _call_dicts(g, calls)
+    drains = _per_gap(drain, lambda rows: _drain_dicts(g, rows))
+    exposed_by = _per_gap(exposed, lambda rows: [str(x) for x in g.name[rows].tolist()])
     run_off = group_offsets(merged.gap, n).tolist()
     run_cats = [CODES[c] for c in merged.code.tolist()]
     run_lo, run_hi = merged.lo.tolist(), merged.hi.tolist()
     w_off, w_cats, w_names = where
     out: list[HostDetail] = []
-    for i, (g0, d, x) in enumerate(zip(g.g0.tolist(), drain.tolist(), exposed.tolist(),
-                                       strict=True)):
+    for i in range(n):
         segments: dict[str, list[tuple[int, int]]] = {}
         for j in range(run_off[i], run_off[i + 1]):
             segments.setdefault(run_cats[j], []).append((run_lo[j], run_hi[j]))
         parts = {c: sum(b - a for a, b in s) for c, s in segments.items()}
-        drained = None if d < 0 else {
-            "name": names[d], "start_ns": starts[d], "end_ns": ends[d], "category": cats[d],
-            "blocked_before_gap_ns": g0 - starts[d]}
         spots = {w_cats[j]: name for j in range(w_off[i], w_off[i + 1])
                  if (name := w_names[j]) is not None}
-        out.append(HostDetail(parts, call_dicts[call_off[i]:call_off[i + 1]], drained, spots,
-                              None if x < 0 else names[x], segments))
+        out.append(HostDetail(parts, call_dicts[call_off[i]:call_off[i + 1]], drains[i], spots,
+                              exposed_by[i], segments))
     return out

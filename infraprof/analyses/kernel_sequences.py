@@ -17,7 +17,7 @@ the listed sequences (at most ``top``, 5), so overlapping sequences are not coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
 
 _HASH_BASE = np.uint64(1_000_003)
+_CHUNK = 1 << 17  # kernels per busy-time search
 
 
 @dataclass(frozen=True)
@@ -107,21 +108,42 @@ def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np
 
 
 class BusyBefore:
-    """Per kernel in stream order: the busy time of its device before its start (``start``)
-    and before its end (``end``), from prefix sums of the device's busy intervals, searched
-    once for all kernels (ns)."""
+    """Per kernel in stream order: the busy time of its device before its end (``end``), from
+    prefix sums of the device's busy intervals, searched once for all kernels (ns). The busy
+    time before its start is ``end - duration`` for a kernel inside the busy intervals (every
+    kernel with a positive duration when they are its device's operations); the kernels for
+    which it is not are kept apart (``fix_rows``, ``fix_start``), so no second array of every
+    kernel is held."""
 
     def __init__(self, k: pd.DataFrame, busy: dict[int, intervals.Intervals]) -> None:
         self.device = k["device_id"].to_numpy(np.int64)
         self.starts, self.ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
-        self.start = np.zeros(len(k), dtype=np.int64)
         self.end = np.zeros(len(k), dtype=np.int64)
-        for device, merged in busy.items():
-            mine = np.flatnonzero(self.device == device)
-            if len(mine) and len(merged):
-                cover = intervals.Coverage(merged)
-                self.start[mine] = cover.covered_before(self.starts[mine])
-                self.end[mine] = cover.covered_before(self.ends[mine])
+        fix_rows, fix_start = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+        covers = {device: intervals.Coverage(merged) for device, merged in busy.items()
+                  if len(merged)}
+        for lo in range(0, len(k), _CHUNK):  # bounded temporaries
+            hi = min(lo + _CHUNK, len(k))
+            start = np.zeros(hi - lo, dtype=np.int64)
+            for device, cover in covers.items():
+                mine = np.flatnonzero(self.device[lo:hi] == device)
+                if len(mine):
+                    start[mine] = cover.covered_before(self.starts[lo + mine])
+                    self.end[lo + mine] = cover.covered_before(self.ends[lo + mine])
+            odd = np.flatnonzero(start != self._start_of(np.arange(lo, hi), fixed=False))
+            fix_rows.append(lo + odd)
+            fix_start.append(start[odd])
+        self.fix_rows, self.fix_start = np.concatenate(fix_rows), np.concatenate(fix_start)
+
+    def _start_of(self, rows: npt.NDArray[np.int64], fixed: bool = True
+                  ) -> npt.NDArray[np.int64]:
+        """The busy time before the start of kernels ``rows``."""
+        out: npt.NDArray[np.int64] = self.end[rows] - (self.ends[rows] - self.starts[rows])
+        if fixed and self.fix_rows.size:
+            at = np.minimum(np.searchsorted(self.fix_rows, rows), self.fix_rows.size - 1)
+            hit = self.fix_rows[at] == rows
+            out[hit] = self.fix_start[at[hit]]
+        return out
 
     def idle_in(self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]) -> int:
         """Device idle time inside the union, per device, of the spans from the start of
@@ -134,7 +156,7 @@ class BusyBefore:
         for device in np.unique(devices):
             on = devices == device
             s, e = self.starts[first[on]], self.ends[last[on]]
-            before_s, before_e = self.start[first[on]], self.end[last[on]]
+            before_s, before_e = self._start_of(first[on]), self.end[last[on]]
             keep = e > s  # as intervals.union: empty spans dropped
             order = np.argsort(s[keep], kind="stable")
             s, e = s[keep][order], e[keep][order]
@@ -165,8 +187,9 @@ def _hash_groups(hashes: npt.NDArray[np.uint64]
     return rows, bounds, np.diff(bounds)
 
 
-def _candidates(k: pd.DataFrame, busy: BusyBefore, p: TinyKernelParams
-                ) -> list[KernelSequence]:
+def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
+    """The frequent sequences of every length (top 20 per length), their idle time not yet
+    measured (0)."""
     ids = k["name_id"].to_numpy(dtype=np.int64)
     short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
     dev, stream = k["device_id"].to_numpy(), k["stream_id"].to_numpy()
@@ -187,8 +210,7 @@ def _candidates(k: pd.DataFrame, busy: BusyBefore, p: TinyKernelParams
             s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
             window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
-            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
-                                kernel_ns, busy.idle_in(occ, occ + n - 1)))
+            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e, kernel_ns, 0))
     return out
 
 
@@ -197,21 +219,25 @@ def _contains(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
     return any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
 
 
-def sequences_in(k: pd.DataFrame, before: BusyBefore, params: TinyKernelParams | None = None
-                 ) -> list[KernelSequence]:
+def sequences_in(k: pd.DataFrame, busy: dict[int, intervals.Intervals],
+                 params: TinyKernelParams | None = None
+                 ) -> tuple[list[KernelSequence], BusyBefore]:
     """The top repeated short-kernel sequences of kernels in stream order (:func:`stream_order`;
-    ``before``: their devices' busy time before each), most idle first; a sequence inside, or
-    containing, one already listed is skipped."""
+    ``busy``: each device's busy intervals), most idle first; a sequence inside, or
+    containing, one already listed is skipped. Also the kernels' :class:`BusyBefore` (built
+    once the mining's temporaries are freed)."""
     p = params or TinyKernelParams()
     chosen: list[KernelSequence] = []
-    candidates = _candidates(k, before, p)
+    before = BusyBefore(k, busy)
+    candidates = [replace(c, idle_ns=before.idle_in(c.positions, c.positions + len(c.names) - 1))
+                  for c in _candidates(k, p)]
     for seq in sorted(candidates, key=lambda s: (-s.idle_ns, -len(s.names))):
         if len(chosen) >= p.top:
             break
         if any(_contains(c.names, seq.names) or _contains(seq.names, c.names) for c in chosen):
             continue
         chosen.append(seq)
-    return chosen
+    return chosen, before
 
 
 def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence], before: BusyBefore,
@@ -243,9 +269,8 @@ def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence], before
 
 def _run(ctx: AnalysisContext, params: TinyKernelParams) -> Output:
     k = stream_order(ctx.trace.kernels)
-    before = BusyBefore(k, {t.device_id: t.busy for t in ctx.timelines})
-    found = tiny_kernel_finding(k, sequences_in(k, before, params), before,
-                                ctx.active_span_ns, params)
+    sequences, before = sequences_in(k, {t.device_id: t.busy for t in ctx.timelines}, params)
+    found = tiny_kernel_finding(k, sequences, before, ctx.active_span_ns, params)
     return Output(findings=[found] if found else [])
 
 
