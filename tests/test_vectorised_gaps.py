@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from infraprof import intervals
 from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
-from infraprof.analyses.gap_table import _blank_code, _codes, _row_codes
+from infraprof.analyses.gap_table import _blank_code, _codes
 from infraprof.analyses.kernel_sequences import BusyBefore
 from infraprof.analyses.nvtx_proj import launched_spans
+from infraprof.analyses.text_rows import row_codes
 
 _SPAN = st.tuples(st.integers(0, 400), st.integers(0, 120))
 
@@ -79,9 +80,9 @@ def test_gathered_text_codes_are_factorize_of_the_gathered_texts(
                     dtype=np.int64)
     blanked = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows),
                                           max_size=len(rows))), dtype=bool)
-    row_codes, texts = _row_codes(column)
+    codes_of_rows, texts = row_codes(column)
     blank, with_blank = _blank_code(texts)
-    codes, names = _codes(np.where(blanked, blank, row_codes[rows]), with_blank)
+    codes, names = _codes(np.where(blanked, blank, codes_of_rows[rows]), with_blank)
     gathered = np.where(blanked, "", column.to_numpy(dtype=object)[rows])
     want_codes, want_uniques = pd.factorize(gathered, use_na_sentinel=False)
     assert codes.tolist() == want_codes.tolist()

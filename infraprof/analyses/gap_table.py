@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infraprof.analyses.names import text_codes
+from infraprof.analyses.text_rows import row_codes
 from infraprof.analyses.timeline import DeviceTimeline
 
 CATEGORIES = (
@@ -172,21 +172,6 @@ class GapTable:
         return self.records(self.host_rows())
 
 
-def _row_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of ``column``, an int64 code of its value, and the values (object array;
-    ``values[codes]`` equals the column). Text columns go through
-    :func:`~infraprof.analyses.names.text_codes` (no hashing of every row's text); the
-    nulls are one more value, NaN (as ``pd.factorize(..., use_na_sentinel=False)``)."""
-    nulls = column.isna().to_numpy()
-    if not nulls.any():
-        return text_codes(column)
-    codes = np.full(len(column), -1, dtype=np.int64)
-    present, uniques = text_codes(column[~nulls])
-    codes[~nulls] = present
-    codes[nulls] = len(uniques)
-    return codes, np.append(np.asarray(uniques, dtype=object), np.array([np.nan], object))
-
-
 def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     """int32 codes of the gathered ``values[row_codes]`` numbered by first appearance and the
     distinct values as ``str`` (as ``pd.factorize`` of the gathered values: equal values
@@ -200,7 +185,7 @@ def _gap_source_columns(joined: pd.DataFrame, source: np.ndarray
     """The columns of ``joined`` a gap takes from its next operation (row ``source`` of
     ``joined``), as arrays (launch fields as float64: NaN without a launch; text columns as
     row codes), and the values of the row codes of each text column."""
-    texts = {key: _row_codes(joined[key]) for key in ("kind", "name", "api_name")}
+    texts = {key: row_codes(joined[key]) for key in ("kind", "name", "api_name")}
     columns = {key: joined[column].to_numpy(dtype=dtype)[source] for key, column, dtype in (
         ("start", "start_ns", np.int64), ("stream", "stream_id", np.int64),
         ("corr", "correlation_id", np.int64), ("api_start", "api_start_ns", np.float64),

@@ -50,6 +50,7 @@ import pandas as pd
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_table import GapTable
 from infraprof.analyses.sites import WHAT, idle_text, site_of
+from infraprof.analyses.text_rows import row_codes
 from infraprof.model import Trace
 
 NATIVE_CATEGORIES = ("host-cpu", "host-wait", "sync", "memcpy", "allocation")
@@ -130,8 +131,9 @@ def native_stacks(callchains: pd.DataFrame) -> NativeStacks:
     codes = f["source"].map({s: i for i, s in enumerate(SOURCES)}).to_numpy(np.int64)
     ids = f["callchain_id"].to_numpy(np.int64) * len(SOURCES) + codes
     depth = f["depth"].to_numpy(np.int64)
-    sym_codes, sym_uniques = pd.factorize(f["symbol"].to_numpy(object), use_na_sentinel=False)
-    mod_codes, mod_uniques = pd.factorize(f["module"].to_numpy(object), use_na_sentinel=False)
+    # codes number the texts in another order than pd.factorize; only their identity matters
+    sym_codes, sym_uniques = row_codes(f["symbol"])
+    mod_codes, mod_uniques = row_codes(f["module"])
     syms = np.array(["" if x is None or x != x else str(x) for x in sym_uniques], dtype=object)
     mods = np.array([module_name(None if x is None or x != x else str(x))
                      for x in mod_uniques], dtype=object)
