@@ -27,7 +27,6 @@ from infraprof.analyses.attribution import (
     idle_breakdown,
 )
 from infraprof.analyses.findings import impact_finding
-from infraprof.analyses.gap_accumulate import BusyIndex
 from infraprof.analyses.gap_findings import GapFindingParams, keyed_gap_findings
 from infraprof.analyses.gap_table import CATEGORIES, GapAttribution
 from infraprof.analyses.phases import PHASES, device_phases, phase_of_gap
@@ -103,13 +102,13 @@ def _reference_findings(atts: list[GapAttribution], trace: Trace, split: dict[An
                  "nvtx": defaultdict(int), "calls": defaultdict(lambda: [0, 0]),
                  "kernels": defaultdict(int), "phase": defaultdict(int)})
     last_host: dict[int, int] = {}
-    busy = BusyIndex(by_dev)
     for a in sorted(atts, key=lambda x: x.start_ns):
         host_ns = a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
         budget = 0
         if host_ns:
             prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
-            budget = min(host_ns, busy.between(a.device_id, prev, a.start_ns))
+            budget = min(host_ns, intervals.overlap_total(by_dev[a.device_id].busy, prev,
+                                                          a.start_ns))
             last_host[a.device_id] = a.end_ns
         for cat, ns in a.parts.items():
             rec = acc[(cat, site_of(a, cat), split.get((a.device_id, a.start_ns, cat), ""))]
