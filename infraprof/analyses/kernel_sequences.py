@@ -56,8 +56,6 @@ class KernelSequence:
 
     names: tuple[str, ...]
     positions: npt.NDArray[np.int64]
-    span_starts: npt.NDArray[np.int64]
-    span_ends: npt.NDArray[np.int64]
     kernel_ns: int
     idle_ns: int
 
@@ -207,10 +205,9 @@ def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
             occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
             if occ.size < p.min_repeats:
                 continue
-            s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
             window = names.iloc[occ[0]:occ[0] + n].fillna("").astype(str)
-            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e, kernel_ns, 0))
+            out.append(KernelSequence(tuple(str(x) for x in window), occ, kernel_ns, 0))
     return out
 
 
