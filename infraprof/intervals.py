@@ -98,6 +98,12 @@ class Coverage:
         self.starts, self.ends = merged.starts, merged.ends
         self.prefix = np.concatenate(([0], np.cumsum(self.ends - self.starts)))
 
+    def covered_before(self, t: npt.ArrayLike) -> IntArray:
+        """For each instant ``t``, the length covered before it (non-decreasing in ``t``)."""
+        if self.starts.size == 0:
+            return np.zeros(np.size(t), dtype=np.int64)
+        return np.asarray(self._covered_before(_as_int64(t)), dtype=np.int64)
+
     def _covered_before(self, t: IntArray) -> IntArray:
         ms, me, prefix = self.starts, self.ends, self.prefix
         idx = np.searchsorted(ms, t, side="right")

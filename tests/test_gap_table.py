@@ -22,13 +22,11 @@ from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses import python_frames
 from infraprof.analyses.attribution import (
-    _innermost_nvtx,
     _ThreadIndex,
     attribute_table,
     idle_breakdown,
 )
 from infraprof.analyses.findings import impact_finding
-from infraprof.analyses.gap_accumulate import BusyIndex
 from infraprof.analyses.gap_findings import GapFindingParams, keyed_gap_findings
 from infraprof.analyses.gap_table import CATEGORIES, GapAttribution
 from infraprof.analyses.phases import PHASES, device_phases, phase_of_gap
@@ -38,6 +36,19 @@ from infraprof.model import Trace, TraceMeta
 from infraprof.tables import decode_tid
 
 Op = tuple[int, int, int, int, int, int, int, int]
+
+
+def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
+    """Reference: the latest-starting range among the 64 starting at or before ``t`` that is
+    still open at ``t`` (ties: the later one in start order); None without one."""
+    if "nv_s" not in entry:
+        return None
+    starts, ends = entry["nv_s"].tolist(), entry["nv_e"].tolist()
+    hi = sum(1 for s in starts if s <= t)
+    for i in range(hi - 1, max(0, hi - 64) - 1, -1):
+        if ends[i] > t:
+            return str(entry["nv_name"][i])
+    return None
 
 
 def _gtid(thread: int) -> int:
@@ -91,13 +102,13 @@ def _reference_findings(atts: list[GapAttribution], trace: Trace, split: dict[An
                  "nvtx": defaultdict(int), "calls": defaultdict(lambda: [0, 0]),
                  "kernels": defaultdict(int), "phase": defaultdict(int)})
     last_host: dict[int, int] = {}
-    busy = BusyIndex(by_dev)
     for a in sorted(atts, key=lambda x: x.start_ns):
         host_ns = a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
         budget = 0
         if host_ns:
             prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
-            budget = min(host_ns, busy.between(a.device_id, prev, a.start_ns))
+            budget = min(host_ns, intervals.overlap_total(by_dev[a.device_id].busy, prev,
+                                                          a.start_ns))
             last_host[a.device_id] = a.end_ns
         for cat, ns in a.parts.items():
             rec = acc[(cat, site_of(a, cat), split.get((a.device_id, a.start_ns, cat), ""))]

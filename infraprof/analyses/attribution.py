@@ -31,13 +31,13 @@ joined to its launching API call (correlation id + process) and thread::
 No launch call found (correlation missing) -> ``unknown``.
 
 The result is a :class:`~infraprof.analyses.gap_table.GapTable`: cases 1 and "no launch call"
-(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, one by
-one in time order (the slack pool of rule 3 is sequential per thread).
+(~97 % of a real trace's gaps) stay columns; only gaps with host activity are painted, all
+gaps of one launching thread at once (:mod:`~infraprof.analyses.host_paint`: segments and
+priorities on sorted arrays, the slack pool of rule 3 as a prefix scan over the thread's gaps).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -54,6 +54,7 @@ from infraprof.analyses.gap_table import (
     HostDetail,
     listed_gaps,
 )
+from infraprof.analyses.host_paint import CODE, PaintParams, ThreadGaps, expand, host_details
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
@@ -67,12 +68,6 @@ _API_TO_CAT = {
     "sync": "sync", "memcpy": "memcpy", "allocation": "allocation", "launch": "launch-overhead",
     "cuda-other": "launch-overhead",
 }
-_PRIORITY = {  # larger paints over smaller
-    "unknown": 0, "host-cpu": 1, "host-wait": 2, "launch-overhead": 3, "allocation": 4,
-    "memcpy": 5, "sync": 6,
-}
-_DRAIN = ("sync", "memcpy", "allocation")
-_EXPOSABLE = ("host-cpu", "launch-overhead", "host-wait")
 
 
 @dataclass(frozen=True)
@@ -127,13 +122,15 @@ class _ThreadIndex:
 
 
 class _Calls(NamedTuple):
-    """One thread's calls sorted by start; ``emax`` is the running maximum of the ends."""
+    """One thread's calls sorted by start; ``emax`` is the running maximum of the ends;
+    ``code``: each call's category as its :data:`~infraprof.analyses.host_paint.CODES` code."""
 
     s: np.ndarray
     e: np.ndarray
     emax: np.ndarray
     name: np.ndarray
     cat: np.ndarray
+    code: np.ndarray
 
     @classmethod
     def of(cls, frame: pd.DataFrame, classify: Callable[[str], str]) -> _Calls:
@@ -141,174 +138,64 @@ class _Calls(NamedTuple):
         ends = f["end_ns"].to_numpy(dtype=np.int64)
         names = f["name"].to_numpy(dtype=object)
         codes, uniques = factorized_text(f["name"])
-        classes = np.array([classify(str(x)) for x in uniques], dtype=object)
+        classes = [classify(str(x)) for x in uniques]
+        by_class = np.array([CODE[c] for c in classes], dtype=np.int8)
+        empty = not len(names)
         return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
-                   names, classes[codes] if len(names) else np.empty(0, dtype=object))
+                   names, np.empty(0, dtype=object) if empty else np.array(classes, object)[codes],
+                   np.empty(0, dtype=np.int8) if empty else by_class[codes])
 
-    def overlapping(self, a: int, b: int) -> np.ndarray:
-        """Indices of the calls overlapping ``[a, b)``."""
-        hi = int(np.searchsorted(self.s, b, side="left"))
-        lo = int(np.searchsorted(self.emax, a, side="right"))
-        if hi <= lo:
-            return np.empty(0, dtype=np.int64)
-        idx = np.arange(lo, hi)
-        return idx[self.e[idx] > a]
+    def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(gap, call)`` of every call overlapping ``[g0[i], g1[i])``, by gap, then in
+        start order (two ``searchsorted`` over all gaps, one gather)."""
+        hi = np.searchsorted(self.s, g1, side="left")
+        lo = np.searchsorted(self.emax, g0, side="right")
+        counts = np.maximum(hi - lo, 0)
+        gap = np.repeat(np.arange(len(g0)), counts)
+        call = expand(lo, counts)
+        keep = self.e[call] > g0[gap]
+        return gap[keep], call[keep]
 
 
-def _innermost_nvtx(entry: dict[str, Any], t: int) -> str | None:
-    """The latest-starting range among the 64 starting at or before ``t`` that is still open
-    at ``t`` (ties: the later one in start order); None without one."""
+def _innermost_nvtx_rows(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
+    """The innermost NVTX range open at each of ``times`` on one thread: the latest-starting
+    range among the 64 starting at or before ``t`` that is still open at ``t`` (ties: the
+    later one in start order), as its position in ``entry["nv_s"]`` (-1: none open). Only
+    the instants still without a range are looked at in each of the 64 steps back."""
+    best = np.full(len(times), -1, dtype=np.int64)
     if "nv_s" not in entry:
-        return None
+        return best
     s, e = entry["nv_s"], entry["nv_e"]
-    hi = int(np.searchsorted(s, t, side="right"))
-    lo = max(0, hi - 64)
-    still_open = np.flatnonzero(e[lo:hi] > t)
-    return str(entry["nv_name"][lo + int(still_open[-1])]) if len(still_open) else None
+    hi = np.searchsorted(s, times, side="right")
+    todo = np.flatnonzero(hi > 0)  # instants still looking back (none found yet)
+    for back in range(1, 65):
+        i = hi[todo] - back
+        todo, i = todo[i >= 0], i[i >= 0]
+        if not todo.size:
+            break
+        hit = e[i] > times[todo]
+        best[todo[hit]] = i[hit]
+        todo = todo[~hit]
+    return best
 
 
 def _innermost_nvtx_many(entry: dict[str, Any], times: np.ndarray) -> np.ndarray:
-    """:func:`_innermost_nvtx` for many instants at once (same 64-range look-back): the
-    latest-starting range among the 64 starting at or before ``t`` that is still open at ``t``
-    (an object array of ``str``, None where no range is open)."""
+    """The name of :func:`_innermost_nvtx_rows` at each of ``times``: an object array of
+    ``str``, None where no range is open."""
     out = np.full(len(times), None, dtype=object)
-    if "nv_s" not in entry:
-        return out
-    s, e, names = entry["nv_s"], entry["nv_e"], entry["nv_name"]
-    hi = np.searchsorted(s, times, side="right")
-    best = np.full(len(times), -1, dtype=np.int64)
-    for back in range(1, 65):
-        i = hi - back
-        todo = (i >= 0) & (best < 0)
-        if not todo.any():
-            break
-        hit = todo & (e[np.where(todo, i, 0)] > times)
-        best[hit] = i[hit]
+    best = _innermost_nvtx_rows(entry, times)
     found = best >= 0
     distinct, which = np.unique(best[found], return_inverse=True)
-    texts = np.array([str(names[b]) for b in distinct.tolist()], dtype=object)
+    texts = np.array([str(entry["nv_name"][b]) for b in distinct.tolist()], dtype=object)
     out[found] = texts[which]
     return out
-
-
-Painted = tuple[list[int], list[str]]  # segment bounds (len n + 1) and each segment's category
-
-
-def _paint(a: int, b: int, spans: list[tuple[int, int, str]], base: str) -> Painted:
-    """Elementary segments of ``[a, b)`` and the winning category of each (a gap has a few
-    segments: plain Python beats numpy here)."""
-    bounds = sorted({x for x in (a, b, *[x for s, e, _ in spans for x in (s, e)]) if a <= x <= b})
-    cats = [base] * (len(bounds) - 1)
-    prio = [0] * (len(bounds) - 1)
-    for s, e, cat in spans:
-        p = _PRIORITY[cat]
-        for i in range(bisect.bisect_left(bounds, s), bisect.bisect_left(bounds, e)):
-            if prio[i] <= p:
-                cats[i] = cat
-                prio[i] = p
-    return bounds, cats
-
-
-def _attribute_host(g0: int, g1: int, launch_end: int, entry: dict[str, Any]
-                    ) -> tuple[list[int], list[str], list[dict[str, Any]],
-                               dict[str, Any] | None]:
-    spans: list[tuple[int, int, str]] = []
-    calls: list[dict[str, Any]] = []
-    drain: dict[str, Any] | None = None
-    for key in ("api", "os"):
-        table: _Calls | None = entry.get(key)
-        if table is None:
-            continue
-        idx = table.overlapping(g0, g1)
-        for s, e, cat, name in zip(table.s[idx].tolist(), table.e[idx].tolist(),
-                                   table.cat[idx].tolist(), table.name[idx].tolist(),
-                                   strict=True):
-            cat, name = str(cat), str(name)
-            spans.append((max(s, g0), min(e, g1), cat))
-            calls.append({"name": name, "start_ns": s, "dur_ns": e - s, "category": cat})
-            if cat in _DRAIN and s < g0 <= e and (drain is None or s < drain["start_ns"]):
-                drain = {"name": name, "start_ns": s, "end_ns": e, "category": cat,
-                         "blocked_before_gap_ns": g0 - s}
-    q0 = max(launch_end, g0)
-    queue = [(q0, q0, "launch-overhead")] if g0 < q0 < g1 else []
-    bounds, cats = _paint(g0, g1, [*spans, *queue], "host-cpu" if entry["traced"] else "unknown")
-    if q0 < g1:
-        cats = ["launch-overhead" if lo >= q0 else cat
-                for lo, cat in zip(bounds[:-1], cats, strict=True)]
-    calls.sort(key=lambda c: -min(c["dur_ns"], g1 - max(c["start_ns"], g0)))
-    return bounds, cats, calls[:5], drain
-
-
-def _expose(bounds: list[int], cats: list[str], drain: dict[str, Any] | None,
-            slack: dict[str, Any], g1: int) -> None:
-    """Rule 3 with a per-thread slack pool: host work after a drain call is re-attributed to it
-    while the pool (time the host spent blocked before gaps) lasts (``bounds`` and ``cats``
-    are changed in place)."""
-    if drain is not None:
-        slack["ns"] = min(slack["ns"] + int(drain["blocked_before_gap_ns"]), slack["cap"])
-        slack["category"] = drain["category"]
-        slack["name"] = drain["name"]
-    if slack["ns"] <= 0 or slack["category"] is None:
-        return
-    after = min(int(drain["end_ns"]), g1) if drain is not None else bounds[0]
-    i = 0
-    while i < len(cats) and slack["ns"] > 0:
-        length = bounds[i + 1] - bounds[i]
-        if bounds[i] < after or cats[i] not in _EXPOSABLE:
-            i += 1
-            continue
-        if length > slack["ns"]:
-            bounds.insert(i + 1, bounds[i] + int(slack["ns"]))
-            cats.insert(i + 1, cats[i])
-            length = int(slack["ns"])
-        cats[i] = slack["category"]
-        slack["ns"] -= length
-        slack["used"] = True
-        i += 1
-
-
-def _where(entry: dict[str, Any], bounds: list[int], cats: list[str]) -> dict[str, str]:
-    """Innermost NVTX range at the middle of each category's longest segment."""
-    best: dict[str, tuple[int, int]] = {}
-    for i, cat in enumerate(cats):
-        n = bounds[i + 1] - bounds[i]
-        if n > best.get(cat, (-1, 0))[0]:
-            best[cat] = (n, i)
-    out = {}
-    for cat, (n, i) in best.items():
-        name = _innermost_nvtx(entry, bounds[i] + n // 2)
-        if name is not None:
-            out[cat] = name
-    return out
-
-
-def _parts(bounds: list[int], cats: list[str], p: AttributionParams
-           ) -> tuple[dict[str, int], dict[str, list[tuple[int, int]]]]:
-    """Per-category totals and time segments (adjacent segments merged), after rule 4."""
-    total: dict[str, int] = {}
-    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
-        total[cat] = total.get(cat, 0) + b - a
-    cpu = total.get("host-cpu", 0)
-    rename = {"host-cpu": "launch-overhead"} if 0 < cpu < p.launch_host_max_ns else {}
-    segments: dict[str, list[tuple[int, int]]] = {}
-    for cat, a, b in zip(cats, bounds[:-1], bounds[1:], strict=True):
-        if b <= a:
-            continue
-        c = rename.get(cat, cat)
-        seg = segments.setdefault(c, [])
-        if seg and seg[-1][1] == a:
-            seg[-1] = (seg[-1][0], b)
-        else:
-            seg.append((a, b))
-    parts = {c: sum(b - a for a, b in s) for c, s in segments.items()}
-    return {k: v for k, v in parts.items() if v > 0}, segments
 
 
 def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
                     params: AttributionParams | None = None) -> GapTable:
     """Attribute every listed gap of ``timelines`` (see the module docstring), as a
     :class:`GapTable`: single-category gaps as columns only, gaps with host activity painted
-    one by one."""
+    per launching thread."""
     ops = trace.gpu_ops()
     if ops.empty:
         return GapTable()
@@ -328,46 +215,68 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
 
 def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams
                   ) -> dict[int, HostDetail]:
-    """Paint the gaps with host activity, in table order (rules 2-4; the drain slack pool of
-    each thread runs over its host gaps in time order)."""
+    """Paint the gaps with host activity (rules 2-4), thread by thread; the drain slack pool
+    of each thread runs over its host gaps in time order. Keyed by row, in table order."""
     rows = table.host_rows()
-    pools: dict[int, dict[str, Any]] = {}
-    out: dict[int, HostDetail] = {}
-    for row, g0, g1, gtid, a1 in zip(rows.tolist(), table.g0[rows].tolist(),
-                                     table.g1[rows].tolist(), table.gtid[rows].tolist(),
-                                     table.api_end[rows].tolist(), strict=True):
-        entry = index.get(gtid)
-        bounds, cats, calls, drain = _attribute_host(g0, g1, a1, entry)
-        exposed_by = None
-        if p.drain_exposure:
-            pool = pools.setdefault(gtid, {"ns": 0, "category": None, "name": None,
-                                           "cap": p.max_run_ahead_ns, "used": False})
-            pool["used"] = False
-            _expose(bounds, cats, drain, pool, g1)
-            exposed_by = str(pool["name"]) if pool["used"] else None
-        parts, segments = _parts(bounds, cats, p)
-        out[row] = HostDetail(parts, calls, drain, _where(entry, bounds, cats), exposed_by,
-                              segments)
-    return out
+    details: dict[int, HostDetail] = {}
+    for gtid, positions in _by_thread(table.gtid[rows]):
+        mine = rows[positions]
+        details.update(_thread_details(index.get(gtid), mine, table.g0[mine], table.g1[mine],
+                                       table.api_end[mine], p))
+    return {row: details[row] for row in rows.tolist()}
+
+
+def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each distinct thread of ``gtids`` (ascending) and its positions (ascending)."""
+    if not len(gtids):
+        return []
+    order = np.argsort(gtids, kind="stable")
+    ordered = gtids[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
+            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
+
+
+def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1: np.ndarray,
+                    launch_end: np.ndarray, p: AttributionParams) -> dict[int, HostDetail]:
+    """:func:`_host_details` of one thread's host gaps (in time order), painted all at once
+    (:mod:`~infraprof.analyses.host_paint`)."""
+    found = [(table, *table.overlaps(g0, g1)) for key in ("api", "os")
+             if (table := entry.get(key)) is not None]
+    gap = np.concatenate([np.empty(0, dtype=np.int64), *[gap for _, gap, _ in found]])
+    order = np.argsort(gap, kind="stable")  # by gap: API calls, then OS-runtime calls
+
+    def column(field: str, dtype: type) -> np.ndarray:
+        parts = [getattr(table, field)[call] for table, _, call in found]
+        return np.concatenate([np.empty(0, dtype=dtype), *parts])[order]
+
+    gaps = ThreadGaps(g0, g1, launch_end, bool(entry["traced"]), gap[order],
+                      column("s", np.int64), column("e", np.int64), column("code", np.int8),
+                      column("name", object))
+    params = PaintParams(p.launch_host_max_ns, p.drain_exposure, p.max_run_ahead_ns)
+    details = host_details(gaps, params, lambda at: _innermost_nvtx_many(entry, at).tolist())
+    return dict(zip(rows.tolist(), details, strict=True))
 
 
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
                  ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Innermost NVTX range of each gap's launching thread at ``at``, as int32 codes (-1: none,
-    or no launching thread: ``gtids`` < 0) and the distinct names."""
-    names = np.full(len(gtids), None, dtype=object)
-    if not len(gtids):
-        return np.empty(0, dtype=np.int32), ()
-    order = np.argsort(gtids, kind="stable")
-    ordered = gtids[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    for lo, hi in zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True):
-        gtid = int(ordered[lo])
+    or no launching thread: ``gtids`` < 0) and the distinct names (codes as
+    ``pd.factorize`` of the names gives: by first appearance, equal names one code)."""
+    ranges = np.full(len(gtids), -1, dtype=np.int64)  # range number over all threads
+    texts: list[str] = []
+    for gtid, rows in _by_thread(gtids):
         if gtid >= 0:
-            rows = order[lo:hi]
-            names[rows] = _innermost_nvtx_many(index.get(gtid), at[rows])
-    codes, uniques = pd.factorize(names)
-    return codes.astype(np.int32), tuple(str(x) for x in uniques)
+            entry = index.get(gtid)
+            best = _innermost_nvtx_rows(entry, at[rows])
+            ranges[rows] = np.where(best >= 0, best + len(texts), -1)
+            texts.extend(map(str, entry.get("nv_name", ())))
+    found = ranges >= 0
+    by_range, distinct = pd.factorize(ranges[found])
+    by_text, names = pd.factorize(np.array([texts[r] for r in distinct.tolist()], dtype=object))
+    codes = np.full(len(gtids), -1, dtype=np.int32)
+    codes[found] = np.asarray(by_text, dtype=np.int32)[by_range]
+    return codes, tuple(str(x) for x in names)
 
 
 def idle_breakdown(table: GapTable) -> dict[str, int]:

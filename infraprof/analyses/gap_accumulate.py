@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infraprof import intervals
 from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
 from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes, phase_of_gap
 from infraprof.analyses.sites import site_of
@@ -51,36 +52,6 @@ class Accumulator:
     def trim_examples(self, keep: int) -> None:
         self.examples.sort(key=lambda e: (e[0], e[1]))
         del self.examples[keep:]
-
-
-class BusyIndex:
-    """GPU busy time between two instants per device in O(log n): the prefix sums of each
-    device's busy intervals are built once (numpy arrays: Python lists of them were ~70 MB
-    per million intervals)."""
-
-    def __init__(self, timelines: dict[int, DeviceTimeline]) -> None:
-        self.timelines = timelines
-        self.prefix: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def _covered_before(self, device: int, t: int) -> int:
-        if device not in self.prefix:
-            busy = self.timelines[device].busy
-            lengths = np.cumsum(busy.ends - busy.starts)
-            self.prefix[device] = (np.concatenate(([0], lengths)).astype(np.int64),
-                                   busy.starts, busy.ends)
-        prefix, starts, ends = self.prefix[device]
-        idx = int(np.searchsorted(starts, t, side="right"))
-        if idx == 0:
-            return 0
-        return int(prefix[idx - 1]) + max(min(t, int(ends[idx - 1])) - int(starts[idx - 1]), 0)
-
-    def between(self, device: int, t0: int, t1: int) -> int:
-        """Same as ``intervals.overlap_total(timelines[device].busy, t0, t1)`` (0 without
-        one)."""
-        tl = self.timelines.get(device)
-        if tl is None or t1 <= t0 or len(tl.busy) == 0:
-            return 0
-        return self._covered_before(device, t1) - self._covered_before(device, t0)
 
 
 Key = tuple[str, str, str]
@@ -193,17 +164,10 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
                examples: int, split: dict[tuple[int, int, str], str],
                phases: dict[int, DevicePhases] | None) -> None:
     """Add the gaps with host activity, one by one in time order."""
-    by_dev = {t.device_id: t for t in timelines}
-    last_host: dict[int, int] = {}
-    busy = BusyIndex(by_dev)
     rows = table.host_rows()
-    for row, a in zip(rows.tolist(), table.records(rows), strict=True):
-        host_ns = a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
-        budget = 0
-        if host_ns:
-            prev = last_host.get(a.device_id, by_dev[a.device_id].span_start_ns)
-            budget = min(host_ns, busy.between(a.device_id, prev, a.start_ns))
-            last_host[a.device_id] = a.end_ns
+    records = table.records(rows)
+    budgets = _host_budgets(table, rows, records, timelines)
+    for row, a, (host_ns, budget) in zip(rows.tolist(), records, budgets, strict=True):
         phase = None if phases is None else phase_of_gap(phases, a.device_id, a.start_ns,
                                                          a.end_ns)
         for part, (cat, ns) in enumerate(a.parts.items()):
@@ -214,6 +178,25 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
             rec.first = min(rec.first, (row, part))
             impact = budget * ns // host_ns if cat in HOST else ns
             _add_host_part(rec, a, row, cat, ns, impact, phase, examples)
+
+
+def _host_budgets(table: GapTable, rows: np.ndarray, records: list[GapAttribution],
+                  timelines: list[DeviceTimeline]) -> list[tuple[int, int]]:
+    """Per gap of ``rows``: its host-side ns (``host-cpu`` + ``host-wait``) and the part of it
+    that is recoverable, ``min(host ns, GPU busy time since the previous gap with host-side
+    time on its device, or since the device's first operation)``: one prefix-sum search per
+    device for all its gaps."""
+    host_ns = np.array([a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
+                        for a in records], dtype=np.int64)
+    budget = np.zeros(len(rows), dtype=np.int64)
+    device, g0, g1 = table.device[rows], table.g0[rows], table.g1[rows]
+    for tl in timelines:
+        mine = np.flatnonzero((host_ns > 0) & (device == tl.device_id))
+        if len(mine):
+            since = np.concatenate(([tl.span_start_ns], g1[mine][:-1]))
+            busy = intervals.Coverage(tl.busy).within(since, g0[mine])
+            budget[mine] = np.minimum(host_ns[mine], busy)
+    return list(zip(host_ns.tolist(), budget.tolist(), strict=True))
 
 
 def _add_host_part(rec: Accumulator, a: GapAttribution, row: int, cat: str, ns: int,

@@ -172,38 +172,60 @@ class GapTable:
         return self.records(self.host_rows())
 
 
-_TEXT_COLUMNS = {"kind": "kind", "name": "name", "api_name": "api_name"}
+def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """int32 codes of the gathered ``values[row_codes]`` numbered by first appearance and the
+    distinct values as ``str`` (as ``pd.factorize`` of the gathered values: equal values
+    have one row code)."""
+    codes, firsts = pd.factorize(row_codes)
+    return codes.astype(np.int32), tuple(str(x) for x in values[firsts])
 
 
-def _codes(rows: np.ndarray, texts: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """int32 codes of the values ``texts[rows]`` in order of first appearance (as
-    ``pd.factorize`` of those values) and the distinct values as ``str`` (``str()`` of
-    each); ``texts`` is small, only the integer ``rows`` are factorized."""
-    by_value, values = pd.factorize(texts, use_na_sentinel=False)
-    codes, used = pd.factorize(by_value[rows])
-    return codes.astype(np.int32), tuple(str(values[u]) for u in used)
-
-
-def _gap_source_columns(joined: pd.DataFrame
+def _gap_source_columns(joined: pd.DataFrame, source: np.ndarray
                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The columns of ``joined`` a gap takes from its next operation, as arrays (launch
-    fields as float64: NaN without a launch; text columns as integer codes), and the texts
-    of each text column's codes (:func:`~infraprof.analyses.names.factorized_text`)."""
-    texts: dict[str, np.ndarray] = {}
-    codes: dict[str, np.ndarray] = {}
-    for key, column in _TEXT_COLUMNS.items():
-        codes[key], texts[key] = factorized_text(joined[column])
-    return {
-        "start": joined["start_ns"].to_numpy(dtype=np.int64),
-        "kind": codes["kind"],
-        "name": codes["name"],
-        "stream": joined["stream_id"].to_numpy(dtype=np.int64),
-        "corr": joined["correlation_id"].to_numpy(dtype=np.int64),
-        "api_start": joined["api_start_ns"].to_numpy(dtype=np.float64),
-        "api_end": joined["api_end_ns"].to_numpy(dtype=np.float64),
-        "api_name": codes["api_name"],
-        "gtid": joined["global_tid"].to_numpy(dtype=np.float64),
-    }, texts
+    """The columns of ``joined`` a gap takes from its next operation (row ``source`` of
+    ``joined``), as arrays (launch fields as float64: NaN without a launch; text columns as
+    row codes), and the values of the row codes of each text column."""
+    texts = {key: factorized_text(joined[key]) for key in ("kind", "name", "api_name")}
+    columns = {key: joined[column].to_numpy(dtype=dtype)[source] for key, column, dtype in (
+        ("start", "start_ns", np.int64), ("stream", "stream_id", np.int64),
+        ("corr", "correlation_id", np.int64), ("api_start", "api_start_ns", np.float64),
+        ("api_end", "api_end_ns", np.float64), ("gtid", "global_tid", np.float64))}
+    columns.update({key: codes[source] for key, (codes, _) in texts.items()})
+    return columns, {key: values for key, (_, values) in texts.items()}
+
+
+def _next_operations(joined: pd.DataFrame, timelines: list[DeviceTimeline]
+                     ) -> dict[str, np.ndarray]:
+    """Every listed gap (``g0, g1, device``) and the row of ``joined`` of its next operation
+    (``source``: the first one on that device starting at or after the gap's end), ordered
+    by gap start, then device (stable)."""
+    start = joined["start_ns"].to_numpy(dtype=np.int64)
+    device_ids = joined["device_id"].to_numpy()
+    parts: dict[str, list[np.ndarray]] = {"g0": [], "g1": [], "device": [], "source": []}
+    for tl in timelines:
+        # this device's rows of `joined` in start order, then the first at or after each end
+        rows = np.flatnonzero(device_ids == tl.device_id)
+        rows = rows[np.argsort(start[rows], kind="stable")]
+        after = np.searchsorted(start[rows], tl.gaps.ends, side="left")
+        parts["source"].append(rows[np.minimum(after, len(rows) - 1)])
+        parts["g0"].append(tl.gaps.starts.astype(np.int64))
+        parts["g1"].append(tl.gaps.ends.astype(np.int64))
+        parts["device"].append(np.full(len(after), tl.device_id, dtype=np.int64))
+    cols = {key: np.concatenate(part) if part else _empty() for key, part in parts.items()}
+    order = np.argsort(cols["device"], kind="stable")
+    order = order[np.argsort(cols["g0"][order], kind="stable")]
+    if np.any(order != np.arange(len(order))):
+        cols = {key: column[order] for key, column in cols.items()}
+    return cols
+
+
+def _blank_code(values: np.ndarray) -> tuple[int, np.ndarray]:
+    """The row code of ``""`` among ``values`` (appended when absent)."""
+    blank = np.flatnonzero(np.array([isinstance(v, str) and v == "" for v in values],
+                                    dtype=bool))
+    if len(blank):
+        return int(blank[0]), values
+    return len(values), np.append(values, np.array([""], dtype=object))
 
 
 def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
@@ -212,31 +234,12 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     on that device starting at or after the gap's end) and that operation's launch call, as a
     table without NVTX names or host details; plus the instant whose NVTX range names each gap
     (``min(launch start, gap end)``; 0 without a launch)."""
-    columns, texts = _gap_source_columns(joined)
-    device_ids = joined["device_id"].to_numpy()
-    parts: list[dict[str, np.ndarray]] = []
-    for tl in timelines:
-        # this device's rows of `joined` in start order, then the first at or after each end
-        rows = np.flatnonzero(device_ids == tl.device_id)
-        rows = rows[np.argsort(columns["start"][rows], kind="stable")]
-        after = np.searchsorted(columns["start"][rows], tl.gaps.ends, side="left")
-        idx = rows[np.minimum(after, len(rows) - 1)]
-        parts.append({
-            "g0": tl.gaps.starts.astype(np.int64), "g1": tl.gaps.ends.astype(np.int64),
-            "device": np.full(len(idx), tl.device_id, dtype=np.int64),
-            **{key: column[idx] for key, column in columns.items()}})
-    del columns
-    if not parts or not sum(len(part["g0"]) for part in parts):
+    gaps = _next_operations(joined, timelines)
+    if not len(gaps["g0"]):
         return GapTable(), _empty()
-    cols = parts[0] if len(parts) == 1 else {
-        key: np.concatenate([part.pop(key) for part in parts]) for key in list(parts[0])}
-    del parts
-    order = np.argsort(cols["device"], kind="stable")
-    order = order[np.argsort(cols["g0"][order], kind="stable")]
-    if np.any(order != np.arange(len(order))):
-        for key in cols:  # one column at a time: one spare copy at most
-            cols[key] = cols[key][order]
-    del order
+    cols, texts = _gap_source_columns(joined, gaps.pop("source"))
+    cols.update(gaps)
+    del gaps
     no_launch = np.isnan(cols["api_start"])
     # int(float) of each launch field, 0 without a launch (the float column freed at once)
     launch = {key: np.where(no_launch, 0, cols.pop(key)).astype(np.int64)
@@ -245,9 +248,8 @@ def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
                         np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
     kind, kinds = _codes(cols.pop("kind"), texts["kind"])
     name, names = _codes(cols.pop("name"), texts["name"])
-    api_texts = np.array([*texts["api_name"], ""], dtype=object)  # "" without a launch
-    api_name, api_names = _codes(np.where(no_launch, len(api_texts) - 1, cols.pop("api_name")),
-                                 api_texts)
+    blank, api_values = _blank_code(texts["api_name"])
+    api_name, api_names = _codes(np.where(no_launch, blank, cols.pop("api_name")), api_values)
     table = GapTable(
         cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
         cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],

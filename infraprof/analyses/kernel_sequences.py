@@ -17,7 +17,7 @@ the listed sequences (at most ``top``, 5), so overlapping sequences are not coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
 
 _HASH_BASE = np.uint64(1_000_003)
+_CHUNK = 1 << 17  # kernels per busy-time search
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ class KernelSequence:
 
     names: tuple[str, ...]
     positions: npt.NDArray[np.int64]
-    span_starts: npt.NDArray[np.int64]
-    span_ends: npt.NDArray[np.int64]
     kernel_ns: int
     idle_ns: int
 
@@ -106,23 +105,68 @@ def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np
     return positions[keep]
 
 
-def _coverage(busy: dict[int, intervals.Intervals]) -> dict[int, intervals.Coverage]:
-    return {device: intervals.Coverage(b) for device, b in busy.items()}
+class BusyBefore:
+    """Per kernel in stream order: the busy time of its device before its end (``end``), from
+    prefix sums of the device's busy intervals, searched once for all kernels (ns). The busy
+    time before its start is ``end - duration`` for a kernel inside the busy intervals (every
+    kernel with a positive duration when they are its device's operations); the kernels for
+    which it is not are kept apart (``fix_rows``, ``fix_start``), so no second array of every
+    kernel is held."""
 
+    def __init__(self, k: pd.DataFrame, busy: dict[int, intervals.Intervals]) -> None:
+        self.device = k["device_id"].to_numpy(np.int64)
+        self.starts, self.ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
+        self.end = np.zeros(len(k), dtype=np.int64)
+        fix_rows, fix_start = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+        covers = {device: intervals.Coverage(merged) for device, merged in busy.items()
+                  if len(merged)}
+        for lo in range(0, len(k), _CHUNK):  # bounded temporaries
+            hi = min(lo + _CHUNK, len(k))
+            start = np.zeros(hi - lo, dtype=np.int64)
+            for device, cover in covers.items():
+                mine = np.flatnonzero(self.device[lo:hi] == device)
+                if len(mine):
+                    start[mine] = cover.covered_before(self.starts[lo + mine])
+                    self.end[lo + mine] = cover.covered_before(self.ends[lo + mine])
+            odd = np.flatnonzero(start != self._start_of(np.arange(lo, hi), fixed=False))
+            fix_rows.append(lo + odd)
+            fix_start.append(start[odd])
+        self.fix_rows, self.fix_start = np.concatenate(fix_rows), np.concatenate(fix_start)
 
-def _idle_in(busy: dict[int, intervals.Coverage], devices: npt.NDArray[np.int64],
-             starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> int:
-    """Device idle time inside the union of ``[starts, ends)`` (per device): the spans'
-    length minus the busy time inside them (prefix sums of the busy intervals, no sweep over
-    all of them per call)."""
-    total = 0
-    for device in np.unique(devices):
-        on = devices == device
-        spans = intervals.union(starts[on], ends[on])
-        dev_busy = busy.get(int(device))
-        covered = dev_busy.within(spans.starts, spans.ends).sum() if dev_busy else 0
-        total += spans.total_ns - int(covered)
-    return total
+    def _start_of(self, rows: npt.NDArray[np.int64], fixed: bool = True
+                  ) -> npt.NDArray[np.int64]:
+        """The busy time before the start of kernels ``rows``."""
+        out: npt.NDArray[np.int64] = self.end[rows] - (self.ends[rows] - self.starts[rows])
+        if fixed and self.fix_rows.size:
+            at = np.minimum(np.searchsorted(self.fix_rows, rows), self.fix_rows.size - 1)
+            hit = self.fix_rows[at] == rows
+            out[hit] = self.fix_start[at[hit]]
+        return out
+
+    def idle_in(self, first: npt.NDArray[np.int64], last: npt.NDArray[np.int64]) -> int:
+        """Device idle time inside the union, per device, of the spans from the start of
+        kernel ``first[i]`` to the end of kernel ``last[i]``: the union's length minus the
+        busy time inside it. The busy time inside a merged span is the busy-before of its
+        latest end minus that of its first start (busy-before only grows with time: no
+        search per span)."""
+        total = 0
+        devices = self.device[first]
+        for device in np.unique(devices):
+            on = devices == device
+            s, e = self.starts[first[on]], self.ends[last[on]]
+            before_s, before_e = self._start_of(first[on]), self.end[last[on]]
+            keep = e > s  # as intervals.union: empty spans dropped
+            order = np.argsort(s[keep], kind="stable")
+            s, e = s[keep][order], e[keep][order]
+            before_s, before_e = before_s[keep][order], before_e[keep][order]
+            if not s.size:
+                continue
+            running = np.maximum.accumulate(e)
+            block = np.flatnonzero(np.r_[True, s[1:] > running[:-1]])
+            block_end = running[np.r_[block[1:], s.size] - 1]
+            covered = np.maximum.reduceat(before_e, block) - before_s[block]
+            total += int((block_end - s[block]).sum()) - int(covered.sum())
+        return total
 
 
 def _hash_groups(hashes: npt.NDArray[np.uint64]
@@ -141,8 +185,9 @@ def _hash_groups(hashes: npt.NDArray[np.uint64]
     return rows, bounds, np.diff(bounds)
 
 
-def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKernelParams
-                ) -> list[KernelSequence]:
+def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
+    """The frequent sequences of every length (top 20 per length), their idle time not yet
+    measured (0)."""
     ids = k["name_id"].to_numpy(dtype=np.int64)
     short = (k["dur_ns"] <= p.max_kernel_ns).to_numpy()
     dev, stream = k["device_id"].to_numpy(), k["stream_id"].to_numpy()
@@ -160,11 +205,9 @@ def _candidates(k: pd.DataFrame, busy: dict[int, intervals.Coverage], p: TinyKer
             occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
             if occ.size < p.min_repeats:
                 continue
-            s, e = starts[occ], ends[occ + n - 1]
             kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
             window = fill_text(names.iloc[occ[0]:occ[0] + n], "").astype(str)
-            out.append(KernelSequence(tuple(str(x) for x in window), occ, s, e,
-                                kernel_ns, _idle_in(busy, dev[occ], s, e)))
+            out.append(KernelSequence(tuple(str(x) for x in window), occ, kernel_ns, 0))
     return out
 
 
@@ -173,34 +216,35 @@ def _contains(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
     return any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
 
 
-def repeated_sequences(kernels: pd.DataFrame, busy: dict[int, intervals.Intervals],
-                       params: TinyKernelParams | None = None) -> tuple[pd.DataFrame,
-                                                                         list[KernelSequence]]:
-    """Kernels in stream order and the top repeated short-kernel sequences (most idle first;
-    a sequence inside, or containing, one already listed is skipped)."""
+def sequences_in(k: pd.DataFrame, busy: dict[int, intervals.Intervals],
+                 params: TinyKernelParams | None = None
+                 ) -> tuple[list[KernelSequence], BusyBefore]:
+    """The top repeated short-kernel sequences of kernels in stream order (:func:`stream_order`;
+    ``busy``: each device's busy intervals), most idle first; a sequence inside, or
+    containing, one already listed is skipped. Also the kernels' :class:`BusyBefore` (built
+    once the mining's temporaries are freed)."""
     p = params or TinyKernelParams()
-    k = stream_order(kernels)
     chosen: list[KernelSequence] = []
-    candidates = _candidates(k, _coverage(busy), p)
+    before = BusyBefore(k, busy)
+    candidates = [replace(c, idle_ns=before.idle_in(c.positions, c.positions + len(c.names) - 1))
+                  for c in _candidates(k, p)]
     for seq in sorted(candidates, key=lambda s: (-s.idle_ns, -len(s.names))):
         if len(chosen) >= p.top:
             break
         if any(_contains(c.names, seq.names) or _contains(seq.names, c.names) for c in chosen):
             continue
         chosen.append(seq)
-    return k, chosen
+    return chosen, before
 
 
-def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
-                        busy: dict[int, intervals.Intervals], active_span_ns: int,
-                        params: TinyKernelParams) -> Finding | None:
+def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence], before: BusyBefore,
+                        active_span_ns: int, params: TinyKernelParams) -> Finding | None:
     """``kernel.tiny_kernels`` (module docstring), or None without a recoverable sequence."""
     if not sequences:
         return None
-    devices = k["device_id"].to_numpy(np.int64)
-    impact = _idle_in(_coverage(busy), np.concatenate([devices[s.positions] for s in sequences]),
-                      np.concatenate([s.span_starts for s in sequences]),
-                      np.concatenate([s.span_ends for s in sequences]))
+    impact = before.idle_in(
+        np.concatenate([s.positions for s in sequences]),
+        np.concatenate([s.positions + len(s.names) - 1 for s in sequences]))
     if impact <= 0:
         return None
     top = sequences[0]
@@ -221,9 +265,9 @@ def tiny_kernel_finding(k: pd.DataFrame, sequences: list[KernelSequence],
 
 
 def _run(ctx: AnalysisContext, params: TinyKernelParams) -> Output:
-    busy = {t.device_id: t.busy for t in ctx.timelines}
-    k, sequences = repeated_sequences(ctx.trace.kernels, busy, params)
-    found = tiny_kernel_finding(k, sequences, busy, ctx.active_span_ns, params)
+    k = stream_order(ctx.trace.kernels)
+    sequences, before = sequences_in(k, {t.device_id: t.busy for t in ctx.timelines}, params)
+    found = tiny_kernel_finding(k, sequences, before, ctx.active_span_ns, params)
     return Output(findings=[found] if found else [])
 
 

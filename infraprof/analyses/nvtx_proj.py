@@ -24,6 +24,27 @@ if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
 
 
+def launched_spans(launch_at: np.ndarray, op_start: np.ndarray, op_end: np.ndarray,
+                   range_start: np.ndarray, range_end: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per range ``[range_start, range_end)`` of one thread: the first start and last end of
+    the operations whose launch (``launch_at``, ascending) is inside it, and their number
+    (0: none; then the first two are 0). Two ``searchsorted`` over all ranges and one
+    ``reduceat`` per bound over the launches."""
+    lo = np.searchsorted(launch_at, range_start, side="left")
+    hi = np.searchsorted(launch_at, range_end, side="left")
+    count = np.maximum(hi - lo, 0)
+    some = np.flatnonzero(count > 0)
+    first = np.zeros(len(lo), dtype=np.int64)
+    last = np.zeros(len(lo), dtype=np.int64)
+    if len(some):
+        # reduceat over [lo, hi) pairs: even outputs are the ranges (a sentinel past the end)
+        bounds = np.column_stack((lo[some], hi[some])).ravel()
+        first[some] = np.minimum.reduceat(np.append(op_start, 0), bounds)[::2]
+        last[some] = np.maximum.reduceat(np.append(op_end, 0), bounds)[::2]
+    return first, last, count
+
+
 def nvtx_projection(trace: Trace) -> pd.DataFrame:
     """One row per closed NVTX range: ``domain, name, start_ns, end_ns, global_tid,
     gpu_start_ns, gpu_end_ns, gpu_ops`` (GPU columns NaN when no op was launched inside)."""
@@ -43,16 +64,15 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
         launches = j[j["global_tid"] == gtid].sort_values("api_start_ns")
         if launches.empty:
             continue
-        t = launches["api_start_ns"].to_numpy(dtype=np.int64)
-        s = launches["start_ns"].to_numpy(dtype=np.int64)
-        e = launches["end_ns"].to_numpy(dtype=np.int64)
-        for idx, rs, re in zip(rows.index, rows["start_ns"], rows["end_ns"], strict=True):
-            lo = int(np.searchsorted(t, rs, side="left"))
-            hi = int(np.searchsorted(t, re, side="left"))
-            if hi > lo:
-                gpu_start[idx] = s[lo:hi].min()
-                gpu_end[idx] = e[lo:hi].max()
-                n_ops[idx] = hi - lo
+        first, last, count = launched_spans(
+            launches["api_start_ns"].to_numpy(dtype=np.int64),
+            launches["start_ns"].to_numpy(dtype=np.int64),
+            launches["end_ns"].to_numpy(dtype=np.int64),
+            rows["start_ns"].to_numpy(dtype=np.int64), rows["end_ns"].to_numpy(dtype=np.int64))
+        idx = rows.index.to_numpy()[count > 0]
+        gpu_start[idx] = first[count > 0]
+        gpu_end[idx] = last[count > 0]
+        n_ops[idx] = count[count > 0]
     r["gpu_start_ns"] = gpu_start
     r["gpu_end_ns"] = gpu_end
     r["gpu_ops"] = n_ops

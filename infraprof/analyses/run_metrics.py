@@ -207,7 +207,8 @@ def _steps(trace: Trace, step: str) -> tuple[str, pd.DataFrame] | None:
     return "sync", frame
 
 
-def _step_metrics(trace: Trace, run: RunMetrics, step: str) -> None:
+def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray) -> None:
+    """Per-step samples; ``is_sync``: each API call is a sync (:func:`api_categories`)."""
     found = _steps(trace, step)
     if found is None:
         return
@@ -225,8 +226,7 @@ def _step_metrics(trace: Trace, run: RunMetrics, step: str) -> None:
     idle = length - intervals.overlap_each(busy, starts, ends).astype(np.float64)
     _add_quantiles(run, "step:gpu_idle", idle)
     calls = trace.api_calls
-    sync = ((api_categories(calls["name"]) == "sync") & calls["pid"].isin(pids)).to_numpy(
-        dtype=bool)
+    sync = is_sync & calls["pid"].isin(pids).to_numpy(dtype=bool)
     merged = intervals.union(calls["start_ns"].to_numpy()[sync], calls["end_ns"].to_numpy()[sync])
     _add_quantiles(run, "step:sync",
                    intervals.overlap_each(merged, starts, ends).astype(np.float64))
@@ -264,10 +264,10 @@ def _kernel_metrics(trace: Trace, run: RunMetrics) -> None:
             _add_quantiles(run, f"kernel:{name}", data)
 
 
-def _api_metrics(ctx: AnalysisContext, run: RunMetrics) -> None:
+def _api_metrics(ctx: AnalysisContext, run: RunMetrics, categories: pd.Series,
+                 is_sync: np.ndarray) -> None:
     calls = ctx.trace.api_calls
-    categories = api_categories(calls["name"])
-    syncs = table_schema.column_view(calls, ["start_ns", "end_ns"])[categories == "sync"]
+    syncs = table_schema.column_view(calls, ["start_ns", "end_ns"])[is_sync]
     run.values["sync:api_ns"] = float(_durations(syncs).sum())
     run.values["sync:calls"] = float(len(syncs))
     run.values["launch:calls"] = float((categories == "launch").sum())
@@ -301,10 +301,13 @@ def run_metrics(ctx: AnalysisContext, step: str = "auto") -> RunMetrics:
     if len(trace.memcpy):
         run.values["memcpy:bytes"] = float(trace.memcpy["bytes"].sum())
         run.values["memcpy:ns"] = float(_durations(trace.memcpy).sum())
-    _api_metrics(ctx, run)
+    categories = api_categories(trace.api_calls["name"])  # once for the calls and the steps
+    is_sync = (categories == "sync").to_numpy(dtype=bool)
+    _api_metrics(ctx, run, categories, is_sync)
+    del categories
     _kernel_metrics(trace, run)
     _nvtx_metrics(trace, run)
-    _step_metrics(trace, run, step)
+    _step_metrics(trace, run, step, is_sync)
     return run
 
 
