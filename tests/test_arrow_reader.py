@@ -2,7 +2,7 @@
 or falls back to it: on every shared real trace, on random columns with a stray fraction, text
 or blob at a random row, and on awkward paths; the input is never modified or locked.
 
-Needs the ``fast`` extra (pyarrow, adbc-driver-sqlite; part of ``dev``): skipped without it,
+Needs the ``fast`` extra (nanoarrow, adbc-driver-sqlite; part of ``dev``): skipped without it,
 a failure in CI (``CI=true``).
 """
 
@@ -30,9 +30,9 @@ from infraprof.readers.sqlite_db import SqliteFile
 
 if not arrow_sqlite._installed():
     if nsys_required():
-        pytest.fail("pyarrow and adbc-driver-sqlite are required in CI (pip install -e .[dev])",
+        pytest.fail("nanoarrow and adbc-driver-sqlite are required in CI (pip install -e .[dev])",
                     pytrace=False)
-    pytest.skip("pyarrow / adbc-driver-sqlite not installed (the `fast` extra)",
+    pytest.skip("nanoarrow / adbc-driver-sqlite not installed (the `fast` extra)",
                 allow_module_level=True)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +50,24 @@ def test_cached_tables_equal_the_export(cache: Path) -> None:
     assert len(second.frames["kernels"]) > 0
 
 
-def test_damaged_entry_is_rebuilt(cache: Path) -> None:
+def _flip_last(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+@pytest.mark.parametrize("damage", [
+    _flip_last,                                  # a value changed: checksum
+    lambda data: data[:-8],                      # truncated
+    lambda data: data + b"\0" * 8,               # longer than its header says
+    lambda data: b"\x00NUMPY" + data[6:],        # not an .npy file
+    lambda data: data[:8] + b"\xff" + data[9:],  # header damaged
+    lambda data: data.replace(b"(", b"(99999999999", 1).replace(  # a huge shape, same size
+        b" " * 11 + b"\n", b"\n", 1),
+], ids=["value", "truncated", "longer", "magic", "header", "shape"])
+def test_damaged_entry_is_rebuilt(cache: Path, damage: Callable[[bytes], bytes]) -> None:
     columnar_cache.read_nsys_cached(SAMPLE)
     entry = columnar_cache.cache_entries()[0][0]
     victim = entry / "kernels.0.npy"
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    victim.write_bytes(damage(victim.read_bytes()))
     calls = []
 
     def read(path: Path, callchains: bool, all_columns: bool) -> columnar_cache.NsysTables:

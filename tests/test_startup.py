@@ -12,7 +12,7 @@ from conftest import ROOT
 from helpers_cli import run_main
 
 HEAVY = ("pandas", "numpy", "scipy", "plotly", "sqlite_utils", "ncu_report", "pyarrow",
-         "adbc_driver_manager", "adbc_driver_sqlite")
+         "nanoarrow", "adbc_driver_manager", "adbc_driver_sqlite")
 SUBCOMMANDS = [["analyze"], ["capture"], ["compare"], ["gate"], ["export"], ["baseline"],
                ["baseline", "save"], ["baseline", "list"], ["baseline", "show"]]
 

@@ -23,9 +23,13 @@ same ``file:…?mode=ro&immutable=1`` URI (:func:`~infraprof.readers.sqlite_db.r
 nothing is written next to it and no lock is taken. The connection is in auto-commit mode (no
 transaction is opened).
 
-Used when :func:`available` (``pyarrow`` and ``adbc_driver_sqlite`` importable — the ``fast``
-extra — and ``INFRAPROF_NO_ARROW`` unset or ``0``) and the table holds at least
-:data:`MIN_ROWS` rows by ``max(rowid)``; pyarrow is imported on the first such table only.
+The driver's Arrow stream is read with ``nanoarrow`` (a small C library: importing it and the
+driver adds ~3 MB), not pyarrow: with pyarrow installed, pandas 3 imports it at start-up
+(+67 MB resident, ~0.1 s) and stores text in Arrow (twice the analyses' peak memory).
+
+Used when :func:`available` (``nanoarrow`` and ``adbc_driver_sqlite`` importable — the
+``fast`` extra — and ``INFRAPROF_NO_ARROW`` unset or ``0``) and the table holds at least
+:data:`MIN_ROWS` rows by ``max(rowid)``; the driver is loaded on the first such table only.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import functools
 import importlib.util
 import os
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,14 +47,11 @@ from infraprof import tables as table_schema
 from infraprof.readers import validate
 from infraprof.readers.sqlite_db import SqliteFile, read_only_uri
 
-if TYPE_CHECKING:
-    import pyarrow
-
 # Below this many rows the sqlite3 path is about as fast. Measured (docs/performance.md,
 # "Round 5"): the Arrow read costs ~2 ms per table (open, prepare) plus ~8 ms once per
-# process (importing the driver bindings, loading the driver; pandas has imported pyarrow
-# already) and saves ~1.6 µs per row of 8 columns; it pays from ~1 k rows, ~5 k for the
-# first table. At 20 k rows it takes half the sqlite3 path's time.
+# process (importing the driver bindings and nanoarrow, loading the driver) and saves ~1.6 µs
+# per row of 8 columns; it pays from ~1 k rows, ~5 k for the first table. At 20 k rows it
+# takes half the sqlite3 path's time.
 MIN_ROWS = 20_000
 # Rows per Arrow batch; also how many rows the driver's type inference sees. 64 k rows per
 # batch read 1 M kernels in 0.42 CPU s against 0.58 s with the driver's default of 1024.
@@ -61,7 +62,7 @@ NO_ARROW_ENV = "INFRAPROF_NO_ARROW"
 
 def available() -> bool:
     """True when the Arrow path may be used: not turned off by ``INFRAPROF_NO_ARROW=1`` and
-    both ``pyarrow`` and ``adbc_driver_sqlite`` installed (checked without importing them)."""
+    both ``nanoarrow`` and ``adbc_driver_sqlite`` installed (checked without importing them)."""
     if os.environ.get(NO_ARROW_ENV, "0") not in ("", "0"):
         return False
     return _installed()
@@ -70,7 +71,7 @@ def available() -> bool:
 @functools.cache
 def _installed() -> bool:
     return all(importlib.util.find_spec(name) is not None
-               for name in ("pyarrow", "adbc_driver_sqlite", "adbc_driver_manager"))
+               for name in ("nanoarrow", "adbc_driver_sqlite", "adbc_driver_manager"))
 
 
 def worth_it(db: SqliteFile, table: str) -> bool:
@@ -115,13 +116,12 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
 def _read_columns(db: SqliteFile, table: str, columns: dict[str, str], where: str
                   ) -> dict[str, np.ndarray] | None:
     """Each column as an int64 array, NULL as ``INT64_MIN``; ``None`` when a column is not
-    inferred as ``int64`` or the driver fails (including pyarrow or the driver failing to
+    inferred as ``int64`` or the driver fails (including nanoarrow or the driver failing to
     load)."""
     try:
         import adbc_driver_manager
         import adbc_driver_sqlite
-        import pyarrow
-        import pyarrow.compute
+        import nanoarrow
     except ImportError:
         return None
     select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
@@ -131,35 +131,51 @@ def _read_columns(db: SqliteFile, table: str, columns: dict[str, str], where: st
                 adbc_driver_manager.AdbcStatement(connection) as statement:
             statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
             statement.set_sql_query(f'SELECT {select} FROM "{table}" {where}')
-            stream, _ = statement.execute_query()
-            reader = pyarrow.RecordBatchReader.from_stream(stream)
-            if any(field.type != pyarrow.int64() for field in reader.schema):
-                reader.close()
+            handle, _ = statement.execute_query()
+            stream = nanoarrow.ArrayStream(handle)
+            schema = stream.schema
+            if any(schema.field(i).type != nanoarrow.Type.INT64
+                   for i in range(schema.n_fields)):
+                stream.close()
                 return None
-            data = reader.read_all()
-    except (adbc_driver_manager.Error, pyarrow.ArrowException, OSError):
+            with stream:
+                parts = [_batch_columns(batch, len(columns)) for batch in stream]
+    except (adbc_driver_manager.Error, RuntimeError, ValueError, OSError):
         return None
-    return _as_int64(data, list(columns))
+    return _as_int64(parts, list(columns))
 
 
-def _as_int64(data: pyarrow.Table, names: list[str]) -> dict[str, np.ndarray]:
-    """The columns of ``data`` (all ``int64``) as numpy-owned arrays, NULL as ``INT64_MIN``.
+def _batch_columns(batch: Any, count: int) -> list[np.ndarray]:
+    """The ``count`` int64 columns of one record batch (a nanoarrow struct array) as
+    numpy-owned copies, NULL as ``INT64_MIN`` (from each column's validity bitmap: Arrow's
+    little-endian bit order, bit clear = NULL)."""
+    import nanoarrow
 
-    Each column is copied out of the driver's batches (which live on the C heap) and released,
-    so the peak is the table plus one column; NULLs are filled on the C heap too
-    (``system_memory_pool``), not in Arrow's default pool, which would keep the freed pages for
-    the rest of the run."""
-    import pyarrow.compute
+    out: list[np.ndarray] = []
+    for index in range(count):
+        child = batch.child(index)
+        layout = nanoarrow.c_array(child)
+        offset, length = layout.offset, layout.length
+        validity, data = child.buffers
+        values = np.frombuffer(data, dtype=np.int64)[offset:offset + length].copy()
+        bits = np.frombuffer(validity, dtype=np.uint8)
+        if bits.size:
+            valid = np.unpackbits(bits, bitorder="little")[offset:offset + length]
+            values[valid == 0] = _NULL
+        out.append(values)
+    return out
 
-    pool = pyarrow.system_memory_pool()
-    null = pyarrow.scalar(_NULL, pyarrow.int64())
+
+def _as_int64(parts: list[list[np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
+    """Per column, the batches' arrays concatenated (each column's parts released as soon as
+    it is joined: the peak is the batches' copies plus one column)."""
     arrays: dict[str, np.ndarray] = {}
-    chunked = data.columns
-    del data
     for index, name in enumerate(names):
-        parts = [(pyarrow.compute.coalesce(chunk, null, memory_pool=pool) if chunk.null_count
-                  else chunk).to_numpy() for chunk in chunked[index].chunks]
-        chunked[index] = None
-        arrays[name] = (np.concatenate(parts).astype(np.int64, copy=False) if parts
-                        else np.empty(0, dtype=np.int64))
+        pieces = [batch[index] for batch in parts]
+        for batch in parts:
+            batch[index] = _EMPTY
+        arrays[name] = (np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64))
     return arrays
+
+
+_EMPTY = np.empty(0, dtype=np.int64)

@@ -25,7 +25,6 @@ failure falls back to reading the export: the cache never changes a result.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -87,16 +86,26 @@ def read_nsys_cached(path: Path, with_callchains: bool = True, use_cache: bool =
     return tables
 
 
-def _checksum(data: bytes) -> int:
-    return zlib.adler32(data) & 0xFFFFFFFF
+class _ChecksumWriter:
+    """A file's ``write`` that also counts the bytes and their Adler-32 checksum."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.size, self.checksum = fh, 0, zlib.adler32(b"")
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.checksum = zlib.adler32(view, self.checksum)
+        self.size += view.nbytes
+        return self.fh.write(view)
 
 
 def _save(folder: Path, name: str, array: np.ndarray, files: dict[str, list[int]]) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    data = buffer.getvalue()
-    (folder / name).write_bytes(data)
-    files[name] = [len(data), _checksum(data)]
+    """``array`` as ``.npy`` file ``name``, streamed (no in-memory copy of the file), with its
+    size and checksum recorded in ``files``."""
+    with (folder / name).open("xb") as fh:
+        writer = _ChecksumWriter(fh)
+        np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+    files[name] = [writer.size, writer.checksum & 0xFFFFFFFF]
 
 
 def _column_spec(folder: Path, stem: str, column: pd.Series, files: dict[str, list[int]]
@@ -153,12 +162,33 @@ def store_entry(tables: NsysTables, entry: Path, where: str) -> bool:
         return False
 
 
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _load(entry: Path, name: str, files: dict[str, list[int]]) -> np.ndarray:
-    data = (entry / name).read_bytes()
+    """The array of ``.npy`` file ``name``, read straight into its own memory (one copy) and
+    checked against the size and checksum recorded in ``files`` (``ValueError`` if not)."""
     size, checksum = files[name]
-    if len(data) != size or _checksum(data) != checksum:
-        raise ValueError(f"{name}: size or checksum mismatch")
-    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    with (entry / name).open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size != size:
+            raise ValueError(f"{name}: size mismatch")
+        read_header = _HEADER_READERS.get(np.lib.format.read_magic(fh))
+        if read_header is None:
+            raise ValueError(f"{name}: unknown .npy version")
+        shape, fortran_order, dtype = read_header(fh)
+        if fortran_order or dtype.hasobject:
+            raise ValueError(f"{name}: not a C-ordered numeric array")
+        header_size = fh.tell()
+        if int(np.prod(shape, dtype=object)) * dtype.itemsize != size - header_size:
+            raise ValueError(f"{name}: header and file size disagree")  # before allocating
+        fh.seek(0)
+        running = zlib.adler32(fh.read(header_size))
+        array = np.empty(shape, dtype=dtype)
+        if fh.readinto(array.data.cast("B")) != array.nbytes or fh.read(1):
+            raise ValueError(f"{name}: truncated or longer than its header says")
+    if zlib.adler32(array.data.cast("B"), running) & 0xFFFFFFFF != checksum:
+        raise ValueError(f"{name}: checksum mismatch")
     return array
 
 
