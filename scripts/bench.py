@@ -10,9 +10,9 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
 (``os.wait4``):
 
 * ``bare read``: sqlite3 -> numpy of the kernel and runtime columns an analysis needs;
-* ``bare read arrow``: the same columns through ADBC's SQLite driver -> Arrow -> numpy (when
-  the ``fast`` extra is installed); the ``cold_vs_bare_read`` ratios are against the faster
-  of the two bare reads (in CPU seconds, and that same run's wall time);
+* ``bare read arrow``: the same columns through ADBC's SQLite driver -> Arrow (nanoarrow) ->
+  numpy (when the ``fast`` extra is installed); the ``cold_vs_bare_read`` ratios are against
+  the faster of the two bare reads (in CPU seconds, and that same run's wall time);
 * ``nsys stats``: ``nsys stats -r gpukernsum`` on the same file (when nsys is installed);
 * ``cold``: ``infraprof analyze FILE -f json`` with an empty cache dir;
 * ``warm``: the same again, its columnar *table* cache filled by the cold run, with the result
@@ -165,16 +165,19 @@ print(len(k), len(r))
 
 BARE_READ_ARROW = """
 import sys, urllib.parse, numpy as np
-from adbc_driver_sqlite import dbapi
+import adbc_driver_manager, adbc_driver_sqlite, nanoarrow
 uri = "file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro&immutable=1"
-con = dbapi.connect(uri)
-def read(sql):  # one Arrow table, then one numpy int64 array per column
-    cur = con.cursor()
-    cur.execute(sql)
-    table = cur.fetch_arrow_table()
-    cur.close()
-    return [np.asarray(table.column(i).to_numpy(), dtype=np.int64)
-            for i in range(table.num_columns)]
+database = adbc_driver_sqlite.connect(uri)
+connection = adbc_driver_manager.AdbcConnection(database)
+def read(sql):  # the Arrow stream, 64 k-row batches, one numpy int64 array per column
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+    statement.set_sql_query(sql)
+    handle, _ = statement.execute_query()
+    parts = [[np.frombuffer(batch.child(i).buffers[1], dtype=np.int64).copy()
+              for i in range(batch.schema.n_fields)] for batch in nanoarrow.ArrayStream(handle)]
+    statement.close()
+    return [np.concatenate(column) for column in zip(*parts)]
 k = read("SELECT start, end, deviceId, streamId, correlationId, globalPid, demangledName, "
          "shortName FROM CUPTI_ACTIVITY_KIND_KERNEL")
 r = read("SELECT start, end, globalTid, correlationId, nameId FROM CUPTI_ACTIVITY_KIND_RUNTIME")
