@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from infraprof.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from infraprof.analyses.registry import AnalysisConfig
     from infraprof.ranking import Report
 
 # Heavy modules (pandas, the analyses, the renderers) are imported inside the command so that
@@ -106,58 +107,68 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
         emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
 
 
+_InputsArg = Annotated[list[Path], typer.Argument(
+    metavar="INPUT...",
+    help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, a "
+    "PyTorch profiler trace (*.pt.trace.json[.gz]), or a py-spy profile alone "
+    "(speedscope/chrometrace JSON, raw text, SVG). Several inputs, a folder of reports or "
+    "a quoted glob: one job (one report per rank; see docs/scaling.md).")]
+_FormatOpt = Annotated[OutputFormat | None, typer.Option(
+    "--format", "-f", help="Output format (default: from -o suffix, else table).")]
+_OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write the report to this file instead of stdout.")]
+_TopOpt = Annotated[int | None, typer.Option(
+    "--top", min=1, help="Rows per table and findings shown (default 10, or `top` "
+    "in the config file).")]
+_NcuOpt = Annotated[list[Path] | None, typer.Option(
+    "--ncu", help="Nsight Compute report (.ncu-rep) or ncu CSV export to join onto the "
+    "timeline (repeatable).")]
+_PyspyOpt = Annotated[Path | None, typer.Option(
+    "--pyspy", help="py-spy output (chrometrace JSON for time correlation; "
+    "speedscope/raw/SVG for an aggregate profile). Found automatically in capture folders.")]
+_MinImpactOpt = Annotated[str | None, typer.Option(
+    "--min-impact",
+    help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns; "
+    "default 0, or `min-impact` in the config file).")]
+_DisableOpt = Annotated[list[str] | None, typer.Option(
+    "--disable", help="Turn off an analysis (e.g. `launch`) or drop a finding id or "
+    "pattern (e.g. `gap.sync`, `copy.*`); repeatable. `infraprof config` lists the ids.")]
+_ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="TOML settings file (default: the nearest infraprof.toml, or "
+    "pyproject.toml with [tool.infraprof]).")]
+_WidthOpt = Annotated[int | None, typer.Option("--width", min=40, help="Terminal width.")]
+_NoColorOpt = Annotated[bool, typer.Option("--no-color",
+                                           help="No ANSI colours (also NO_COLOR).")]
+_NoCacheOpt = Annotated[bool, typer.Option(
+    "--no-cache", help="Read the export itself and analyse it: neither infraprof's "
+    "columnar table cache nor its result cache (the stored `-f json` of an unchanged "
+    "export analysed with the same settings) is read or written. "
+    "`INFRAPROF_RESULT_CACHE=0` turns off only the result cache.")]
+_JobsOpt = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, help="Several inputs: most worker processes (default: "
+    "the usable cores, bounded by --memory-budget).")]
+_MemoryBudgetOpt = Annotated[str | None, typer.Option(
+    "--memory-budget", help="Several inputs: memory the workers may use together "
+    "(e.g. 8GiB, 512MB; default half the available memory).")]
+_DaskOpt = Annotated[str | None, typer.Option(
+    "--dask", help="Several inputs: run on Dask: `local` (a LocalCluster on "
+    "127.0.0.1) or a scheduler address tcp://HOST:PORT (needs infraprof[dask]).")]
+_QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress line on stderr (it is shown only on a "
+    "terminal, for runs longer than a few seconds).")]
+
+
 def analyze(
-    input_paths: list[Path] = typer.Argument(
-        ..., metavar="INPUT...",
-        help="nsys report (.nsys-rep/.qdrep), its SQLite export, a capture folder, a "
-        "PyTorch profiler trace (*.pt.trace.json[.gz]), or a py-spy profile alone "
-        "(speedscope/chrometrace JSON, raw text, SVG). Several inputs, a folder of reports or "
-        "a quoted glob: one job (one report per rank; see docs/scaling.md)."),
-    output_format: OutputFormat | None = typer.Option(
-        None, "--format", "-f", help="Output format (default: from -o suffix, else table)."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the report to this file instead of stdout."),
-    top: int | None = typer.Option(
-        None, "--top", min=1, help="Rows per table and findings shown (default 10, or `top` "
-        "in the config file)."),
-    ncu: list[Path] = typer.Option(
-        [], "--ncu", help="Nsight Compute report (.ncu-rep) or ncu CSV export to join onto the "
-        "timeline (repeatable)."),
-    pyspy: Path | None = typer.Option(
-        None, "--pyspy", help="py-spy output (chrometrace JSON for time correlation; "
-        "speedscope/raw/SVG for an aggregate profile). Found automatically in capture folders."),
-    min_impact: str | None = typer.Option(
-        None, "--min-impact",
-        help="Hide findings with less recoverable time (e.g. 500us, 2ms, 1s; plain = ns; "
-        "default 0, or `min-impact` in the config file)."),
-    disable: list[str] = typer.Option(
-        [], "--disable", help="Turn off an analysis (e.g. `launch`) or drop a finding id or "
-        "pattern (e.g. `gap.sync`, `copy.*`); repeatable. `infraprof config` lists the ids."),
-    config_file: Path | None = typer.Option(
-        None, "--config", help="TOML settings file (default: the nearest infraprof.toml, or "
-        "pyproject.toml with [tool.infraprof])."),
-    width: int | None = typer.Option(None, "--width", min=40, help="Terminal width."),
-    no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours (also NO_COLOR)."),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Read the export itself and analyse it: neither infraprof's "
-        "columnar table cache nor its result cache (the stored `-f json` of an unchanged "
-        "export analysed with the same settings) is read or written. "
-        "`INFRAPROF_RESULT_CACHE=0` turns off only the result cache."),
-    jobs: int | None = typer.Option(
-        None, "--jobs", "-j", min=1, help="Several inputs: most worker processes (default: "
-        "the usable cores, bounded by --memory-budget)."),
-    memory_budget: str | None = typer.Option(
-        None, "--memory-budget", help="Several inputs: memory the workers may use together "
-        "(e.g. 8GiB, 512MB; default half the available memory)."),
-    dask: str | None = typer.Option(
-        None, "--dask", help="Several inputs: run on Dask: `local` (a LocalCluster on "
-        "127.0.0.1) or a scheduler address tcp://HOST:PORT (needs infraprof[dask])."),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No progress line on stderr (it is shown only on a "
-        "terminal, for runs longer than a few seconds)."),
+    input_paths: _InputsArg, output_format: _FormatOpt = None, output: _OutputOpt = None,
+    top: _TopOpt = None, ncu: _NcuOpt = None, pyspy: _PyspyOpt = None,
+    min_impact: _MinImpactOpt = None, disable: _DisableOpt = None, config_file: _ConfigOpt = None,
+    width: _WidthOpt = None, no_color: _NoColorOpt = False, no_cache: _NoCacheOpt = False,
+    jobs: _JobsOpt = None, memory_budget: _MemoryBudgetOpt = None, dask: _DaskOpt = None,
+    quiet: _QuietOpt = False,
 ) -> None:
     """Analyze one capture: GPU busy/idle, top kernels, CUDA API, memory ops, NVTX ranges,
     and ranked bottlenecks with estimated recoverable time."""
+    ncu, disable = ncu or [], disable or []
     fmt = output_format or _SUFFIX_FORMATS.get(output.suffix.lower() if output else "",
                                                OutputFormat.table)
     cached = _result_key(input_paths, fmt, no_cache or bool(ncu or pyspy or jobs or dask
@@ -167,16 +178,7 @@ def analyze(
     if cached is not None and _emit_cached(cached[0], input_paths[0], output):
         return  # a result-cache hit: numpy, pandas and the analyses are never imported
     from infraprof import api
-    from infraprof.cli.analyze_many import (
-        ManyOptions,
-        analyze_several,
-        emit_split,
-        is_several,
-        warn_single,
-    )
-    from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
-    from infraprof.model.processes import is_multi_process
-    from infraprof.outputs import refuse_inputs
+    from infraprof.cli.analyze_many import ManyOptions, analyze_several, is_several, warn_single
 
     config = api.analysis_config(config_file, disable=disable,
                                  settings={"top": top, "min-impact": min_impact})
@@ -185,23 +187,51 @@ def analyze(
         analyze_several(input_paths, config, fmt.value, output, many, ncu=ncu, pyspy=pyspy)
         return
     warn_single(many)
-    input_path = input_paths[0]
-    inputs = [input_path, *ncu, pyspy]
+    _analyze_one(input_paths[0], _RunOptions(fmt, output, ncu, pyspy, width, no_color,
+                                             no_cache, quiet), config, cached)
+
+
+class _RunOptions(NamedTuple):
+    """The command-line options of an analysis of one input."""
+
+    fmt: OutputFormat
+    output: Path | None
+    ncu: list[Path]
+    pyspy: Path | None
+    width: int | None
+    no_color: bool
+    no_cache: bool
+    quiet: bool
+
+
+def _analyze_one(input_path: Path, opts: _RunOptions, config: AnalysisConfig,
+                 cached: tuple[str, dict[str, object]] | None) -> None:
+    """Analyze and render one input (a multi-process report is split per rank); store the
+    JSON in the result cache when ``cached`` holds its key."""
+    from infraprof import api
+    from infraprof.cli.analyze_many import emit_split
+    from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
+    from infraprof.model.processes import is_multi_process
+    from infraprof.outputs import refuse_inputs
+
+    fmt, output = opts.fmt, opts.output
+    inputs = [input_path, *opts.ncu, opts.pyspy]
     refuse_inputs(output, inputs)
     kind = check_kind(input_path, TRACE_KINDS | NCU_KINDS | PYSPY_KINDS,
                       "an nsys report, its SQLite export, a capture folder, a PyTorch profiler "
                       "trace, an Nsight Compute report or a py-spy profile")
     if kind in NCU_KINDS:
-        _analyze_ncu(input_path, fmt, output, width, config.top)
+        _analyze_ncu(input_path, fmt, output, opts.width, config.top)
         return
-    with _progress(progress_wanted(quiet)) as progress:
-        report = api.analyze(input_path, ncu=ncu, pyspy=pyspy, config=config, progress=progress,
-                             use_cache=not no_cache)
+    with _progress(progress_wanted(opts.quiet)) as progress:
+        report = api.analyze(input_path, ncu=opts.ncu, pyspy=opts.pyspy, config=config,
+                             progress=progress, use_cache=not opts.no_cache)
         split = is_multi_process(report.trace)
         if not split:
             if progress:
                 progress(f"Rendering the {fmt.value} report")
-            text, text_kind = _render(report, fmt, output, width, no_color, config.top)
+            text, text_kind = _render(report, fmt, output, opts.width, opts.no_color,
+                                      config.top)
     warnings = "".join(data_quality_lines(report.trace.data_quality, input_path)
                        + warning_lines(report.trace.meta.warnings))
     sys.stderr.write(warnings)
