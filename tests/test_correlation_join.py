@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 
 from infraprof.memory import release_free_memory
 from infraprof.model import correlation
-from infraprof.tables import column_view
+from infraprof.tables import as_text_category, column_view
 
 KEYS = st.tuples(st.sampled_from([0, 7, 12, 2**40]), st.integers(-5, 40))
 WIDE_KEYS = st.tuples(st.sampled_from([0, 7, 2**40, 2**62]),
                       st.sampled_from([-2**62, -1, 0, 5, 2**62]))
 
 
-def _frames(ops: list[tuple[int, int]], calls: list[tuple[int, int]]
-            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
+            categorical: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     op_frame = pd.DataFrame({"pid": [p for p, _ in ops], "correlation_id": [c for _, c in ops],
                              "start_ns": np.arange(len(ops))}, dtype="int64")
     n = len(calls)
@@ -29,13 +29,14 @@ def _frames(ops: list[tuple[int, int]], calls: list[tuple[int, int]]
                                "start_ns": np.arange(n) * 10, "end_ns": np.arange(n) * 10 + 5,
                                "global_tid": np.arange(n) + 100, "tid": np.arange(n) + 7},
                               dtype="int64")
-    call_frame["name"] = pd.Series([f"call{i}" for i in range(n)], dtype=object)
+    names = pd.Series([f"call{i % 3}" for i in range(n)], dtype=object)
+    call_frame["name"] = as_text_category(names) if categorical else names  # as the readers
     return op_frame, call_frame
 
 
 def _check(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
-           how: Literal["left", "inner"]) -> None:
-    op_frame, call_frame = _frames(ops, calls)
+           how: Literal["left", "inner"], categorical: bool = False) -> None:
+    op_frame, call_frame = _frames(ops, calls, categorical)
     for columns in (correlation.DEFAULT_CALL_COLUMNS, ("tid", "start_ns")):
         expected = op_frame.merge(correlation.launch_calls(call_frame, columns),
                                   on=correlation.JOIN_KEY, how=how)
@@ -45,12 +46,13 @@ def _check(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(KEYS, max_size=30), st.lists(KEYS, max_size=30),
-       st.sampled_from(["left", "inner"]))
+       st.sampled_from(["left", "inner"]), st.booleans())
 def test_join_equals_merge(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
-                           how: Literal["left", "inner"]) -> None:
+                           how: Literal["left", "inner"], categorical: bool) -> None:
     """Same rows, order, columns and dtypes as the merge (duplicate calls: the first wins;
-    unmatched operations: NaN and float64 with ``left``)."""
-    _check(ops, calls, how)
+    unmatched operations: NaN and float64 with ``left``), also for the readers' Categorical
+    name column (gathered by codes)."""
+    _check(ops, calls, how, categorical)
 
 
 @settings(max_examples=100, deadline=None)

@@ -46,7 +46,8 @@ def join_launch_calls(ops: pd.DataFrame, api_calls: pd.DataFrame,
     matched calls, instead of a pandas merge of both frames (which copies every column of
     both and hashes the keys): the same rows, columns and dtypes (an integer call column with
     an unmatched operation becomes float64 with NaN, as the merge made it)."""
-    plain = all(str(api_calls[c].dtype) in ("int64", "object") for c in columns) and not any(
+    plain = all(str(api_calls[c].dtype) in ("int64", "object", "category") for c in columns
+                ) and not any(
         CALL_COLUMN_NAMES[c] in ops.columns for c in columns)
     rows = call_rows(ops, api_calls) if plain else None
     if rows is None:
