@@ -23,7 +23,8 @@ be formed):
 
 * the **kind** of result (``analyze-json``, ``gate-run``) and :data:`ENTRY_FORMAT`;
 * the **input**: the path as given (it is printed in the output) and resolved, its size, mtime
-  (ns), inode and a SHA-256 of its first 64 KiB, as the table cache keys an export. Only a
+  (ns), inode and a SHA-256 of its first 64 KiB (`readers.sqlite_db.export_identity`, as the
+  table cache keys an export). Only a
   single regular file that starts with the SQLite magic (an nsys SQLite export) is keyed;
   reports (``.nsys-rep``: their export depends on the installed nsys), capture folders,
   Kineto traces, compressed inputs, an export with a ``-wal`` or ``-journal`` file beside
@@ -63,6 +64,7 @@ from typing import Any
 
 from infraprof._version import __version__
 from infraprof.readers.nsys_report import cache_dir
+from infraprof.readers.sqlite_db import export_identity
 
 ENV_SWITCH = "INFRAPROF_RESULT_CACHE"
 """Set to ``0``, ``off``, ``no`` or ``false`` to bypass the result cache only."""
@@ -70,8 +72,6 @@ ENTRY_FORMAT = 1
 """Bump when the entry layout or the meaning of a kind's body changes."""
 MAX_TOTAL_BYTES = 512 << 20
 """Bound on the ``results`` folder (bytes, default 512 MiB); least recently used entries go."""
-HEADER_BYTES = 64 << 10
-SQLITE_MAGIC = b"SQLite format 3\x00"
 STALE_TEMP_S = 3600
 _OFF = ("0", "off", "no", "false")
 _SUFFIX = ".entry"
@@ -147,24 +147,14 @@ def input_identity(path: Path) -> dict[str, Any] | None:
     try:
         if Path(f"{path}-wal").exists() or Path(f"{path}-journal").exists():
             return None
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None  # never open a FIFO or device (opening one may block)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            header = os.read(fd, HEADER_BYTES)
-        finally:
-            os.close(fd)
-        resolved = str(path.resolve())
     except (OSError, ValueError):
         return None
-    if not header.startswith(SQLITE_MAGIC):
+    identity = export_identity(path)
+    if identity is None:
         return None
-    return {"given": str(path), "resolved": resolved, "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
-            "header_sha256": hashlib.sha256(header).hexdigest()}
+    return {"given": str(path), "resolved": identity.resolved, "size": identity.size,
+            "mtime_ns": identity.mtime_ns, "inode": identity.inode,
+            "header_sha256": identity.header_sha256}
 
 
 def _canonical(value: Any) -> str:

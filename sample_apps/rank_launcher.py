@@ -15,25 +15,15 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 COMPUTE_S = 0.010
 SLOW_FACTOR = 2.0
 
 
-def _spin(seconds: float) -> int:
-    """Burn CPU in pure Python for ``seconds``; return a checksum so the work is not elided."""
-    deadline = time.perf_counter() + seconds
-    acc = 0
-    while time.perf_counter() < deadline:
-        for i in range(200):
-            acc = (acc * 31 + i) & 0xFFFFFFFF
-    return acc
-
-
 def worker(steps: int, slow_rank: int) -> int:
     """One rank: ``steps`` NVTX ``step`` ranges around a ``compute`` range."""
     import nvtx
+    from stall_app import _spin  # the busy loop of the single-process sample (same folder)
 
     rank = int(os.environ["RANK"])
     seconds = COMPUTE_S * (SLOW_FACTOR if rank == slow_rank else 1.0)

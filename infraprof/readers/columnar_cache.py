@@ -39,12 +39,12 @@ import pandas as pd
 
 from infraprof.readers.nsys_report import cache_dir
 from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
+from infraprof.readers.sqlite_db import export_identity
 from infraprof.readers.validate import DataIssue
 from infraprof.tables import ANALYSIS_OMITS
 
 READER_VERSION = 4  # 2: data_quality, unified-memory fault tables; 3: all_columns;
 # 4: name columns as Categoricals
-HEADER_BYTES = 64 << 10
 _META_FIELDS = ("meta", "capture", "session_start_utc_ns", "analysis_start_ns", "analysis_end_ns")
 
 
@@ -54,12 +54,15 @@ def tables_dir() -> Path:
 
 
 def source_key(path: Path, with_callchains: bool) -> tuple[str, str]:
-    """``(path digest, content digest)`` naming the cache entry of ``path``."""
-    st = path.stat()
-    with path.open("rb") as fh:
-        header = hashlib.sha256(fh.read(HEADER_BYTES)).hexdigest()
-    where = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
-    what = f"{READER_VERSION}|{st.st_size}|{st.st_mtime_ns}|{header}|{int(with_callchains)}"
+    """``(path digest, content digest)`` naming the cache entry of ``path``
+    (:func:`~infraprof.readers.sqlite_db.export_identity`); ``OSError`` when ``path`` is not
+    a regular, readable SQLite file."""
+    identity = export_identity(path)
+    if identity is None:
+        raise OSError(f"{path}: not a regular SQLite file")
+    where = hashlib.sha256(identity.resolved.encode("utf-8", "surrogateescape")).hexdigest()
+    what = (f"{READER_VERSION}|{identity.size}|{identity.mtime_ns}|{identity.header_sha256}|"
+            f"{int(with_callchains)}")
     return where[:12], hashlib.sha256(what.encode()).hexdigest()[:20]
 
 

@@ -6,11 +6,14 @@ journal or ``-shm`` file) is written next to them, which also works on read-only
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
+import stat
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +24,46 @@ if TYPE_CHECKING:
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _VERSIONED_RE = re.compile(r"^(?P<base>.+)_V(?P<n>\d+)$")
+
+
+HEADER_BYTES = 64 << 10
+"""How much of an export's start the cache keys hash (the SQLite header and first pages)."""
+
+
+@dataclass(frozen=True)
+class ExportIdentity:
+    """What names the content of an SQLite export for infraprof's caches: its resolved path,
+    size, mtime (ns), inode and the SHA-256 of its first :data:`HEADER_BYTES`."""
+
+    resolved: str
+    size: int
+    mtime_ns: int
+    inode: int
+    header_sha256: str
+
+
+def export_identity(path: Path) -> ExportIdentity | None:
+    """:class:`ExportIdentity` of ``path``, or None when it is not a regular file starting with
+    the SQLite magic or cannot be read. A FIFO or device is never opened (opening one may
+    block); the regular-file check is repeated on the opened descriptor."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            header = os.read(fd, HEADER_BYTES)
+        finally:
+            os.close(fd)
+        resolved = str(path.resolve())
+    except (OSError, ValueError):
+        return None
+    if not header.startswith(SQLITE_MAGIC):
+        return None
+    return ExportIdentity(resolved, st.st_size, st.st_mtime_ns, st.st_ino,
+                          hashlib.sha256(header).hexdigest())
 
 
 def has_sqlite_header(path: Path) -> bool:
