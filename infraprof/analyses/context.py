@@ -8,7 +8,7 @@ later ones in registry order. The cached values are shared: treat them as read-o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -48,6 +48,18 @@ class AnalysisContext:
     def params_of(self, analysis_id: str, default: Any) -> Any:
         """The params of ``analysis_id``, or ``default`` when none were given."""
         return self.params.get(analysis_id, default)
+
+    def release(self, names: Iterable[str]) -> None:
+        """Drop the cached values ``names`` (names of this class's cached properties, or
+        ``gpu_ops``: the trace's :meth:`~infraprof.model.Trace.gpu_ops` table) so that their
+        memory is freed once nothing else holds them; a later read computes a value again."""
+        for name in names:
+            if name == "gpu_ops":
+                self.trace.release_gpu_ops()
+            elif isinstance(getattr(type(self), name, None), cached_property):
+                self.__dict__.pop(name, None)
+            else:
+                raise ValueError(f"{name!r} is no cached value of the analysis context")
 
     @cached_property
     def span(self) -> tuple[int, int]:
