@@ -222,7 +222,11 @@ def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray)
     # masks on the needed columns, not filtered copies of every column of the tables
     ops = trace.gpu_ops()
     mine = ops["pid"].isin(pids).to_numpy(dtype=bool)
-    busy = intervals.union(ops["start_ns"].to_numpy()[mine], ops["end_ns"].to_numpy()[mine])
+    op_start, op_end = ops["start_ns"].to_numpy(), ops["end_ns"].to_numpy()
+    if not mine.all():  # no copies of the columns when every operation is a step process's
+        op_start, op_end = op_start[mine], op_end[mine]
+    busy = intervals.union(op_start, op_end)
+    del op_start, op_end
     idle = length - intervals.overlap_each(busy, starts, ends).astype(np.float64)
     _add_quantiles(run, "step:gpu_idle", idle)
     calls = trace.api_calls

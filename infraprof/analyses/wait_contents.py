@@ -88,7 +88,9 @@ def _overlapping(blocked: intervals.Intervals, starts: np.ndarray, ends: np.ndar
         return np.zeros(len(starts), dtype=bool)
     first = np.searchsorted(blocked.ends, starts, side="right")
     inside = first < len(blocked)
-    inside[inside] = blocked.starts[first[inside]] < ends[inside]
+    # gathered at a clamped index, not through masked copies (8 MB each at 1 M operations)
+    np.minimum(first, len(blocked) - 1, out=first)
+    inside &= blocked.starts[first] < ends
     return inside
 
 
