@@ -80,20 +80,45 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     op_corr = ops["correlation_id"].to_numpy()
     low = min(int(call_corr.min()), int(op_corr.min()))
     span = max(int(call_corr.max()), int(op_corr.max())) - low + 1
-    pids, call_pid_rank = np.unique(call_pid, return_inverse=True)
+    pids, call_pid_rank = _ranks(call_pid)
     if span <= 0 or len(pids) * span >= 2**62:
         return None
-    call_key = call_pid_rank.astype(np.int64) * span + (call_corr - low)
+    # the keys built in place: every temporary is 8 MB per million rows
+    call_key = _packed(call_pid_rank, span, call_corr, low)
+    del call_pid_rank
     order = np.argsort(call_key, kind="stable")  # equal keys: the first row first
     sorted_key = call_key[order]
     del call_key
     op_pid = ops["pid"].to_numpy()
-    op_rank = np.minimum(np.searchsorted(pids, op_pid), len(pids) - 1)
-    op_key = op_rank.astype(np.int64) * span + (op_corr - low)
-    found = np.minimum(np.searchsorted(sorted_key, op_key), len(sorted_key) - 1)
-    hit = (sorted_key[found] == op_key) & (pids[op_rank] == op_pid)
-    rows: np.ndarray = np.where(hit, order[found], -1)
+    op_rank = np.searchsorted(pids, op_pid)
+    np.minimum(op_rank, len(pids) - 1, out=op_rank)
+    op_key = _packed(op_rank, span, op_corr, low)
+    found = np.searchsorted(sorted_key, op_key)
+    np.minimum(found, len(sorted_key) - 1, out=found)
+    hit = sorted_key[found] == op_key
+    del op_key, sorted_key
+    hit &= pids[op_rank] == op_pid
+    del op_rank
+    rows: np.ndarray = order[found]
+    rows[~hit] = -1
     return rows
+
+
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The distinct ``values`` (ascending) and each value's rank among them (None when there
+    is one distinct value: every rank is 0; ``np.unique`` would sort a copy)."""
+    if len(values) and values.min() == values.max():
+        return values[:1].copy(), None
+    return np.unique(values, return_inverse=True)
+
+
+def _packed(rank: np.ndarray | None, span: int, corr: np.ndarray, low: int) -> np.ndarray:
+    """``rank * span + (corr - low)`` as int64 (``rank`` None: all 0)."""
+    key = corr.astype(np.int64)  # a new array
+    key -= low
+    if rank is not None:
+        key += rank.astype(np.int64) * span
+    return key
 
 
 def _taken(column: pd.Series, rows: np.ndarray, missing: np.ndarray | None) -> Any:
