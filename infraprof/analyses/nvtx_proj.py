@@ -45,6 +45,20 @@ def launched_spans(launch_at: np.ndarray, op_start: np.ndarray, op_end: np.ndarr
     return first, last, count
 
 
+def _launches_by_thread(trace: Trace, ops: pd.DataFrame
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The launched operations of ``ops`` (inner join with their calls) ordered by launching
+    thread, then launch start: ``global_tid, api_start_ns, start_ns, end_ns`` as int64 arrays
+    (one thread's launches are one slice, without a filtered copy of the join per thread)."""
+    j = join_launch_calls(ops, trace.api_calls, ("global_tid", "start_ns"), how="inner")
+    columns = [j[c].to_numpy(dtype=np.int64) for c in ("global_tid", "api_start_ns",
+                                                      "start_ns", "end_ns")]
+    del j
+    order = np.lexsort((columns[1], columns[0]))
+    tid, at, start, end = (column[order] for column in columns)
+    return tid, at, start, end
+
+
 def nvtx_projection(trace: Trace) -> pd.DataFrame:
     """One row per closed NVTX range: ``domain, name, start_ns, end_ns, global_tid,
     gpu_start_ns, gpu_end_ns, gpu_ops`` (GPU columns NaN when no op was launched inside)."""
@@ -55,19 +69,17 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     # the join key and the op times only: the per-thread selections below copy every column
     ops = table_schema.column_view(trace.gpu_ops(), ["pid", "correlation_id", "start_ns",
                                                      "end_ns"])
-    j = join_launch_calls(ops, trace.api_calls, ("global_tid", "start_ns"), how="inner")
+    launch_tid, launch_at, op_start, op_end = _launches_by_thread(trace, ops)
     gpu_start = np.full(len(r), np.nan)
     gpu_end = np.full(len(r), np.nan)
     n_ops = np.zeros(len(r), dtype=np.int64)
     r = r.reset_index(drop=True)
     for gtid, rows in r.groupby("global_tid"):
-        launches = j[j["global_tid"] == gtid].sort_values("api_start_ns")
-        if launches.empty:
+        lo, hi = (int(x) for x in np.searchsorted(launch_tid, [gtid, gtid + 1]))
+        if lo == hi:
             continue
         first, last, count = launched_spans(
-            launches["api_start_ns"].to_numpy(dtype=np.int64),
-            launches["start_ns"].to_numpy(dtype=np.int64),
-            launches["end_ns"].to_numpy(dtype=np.int64),
+            launch_at[lo:hi], op_start[lo:hi], op_end[lo:hi],
             rows["start_ns"].to_numpy(dtype=np.int64), rows["end_ns"].to_numpy(dtype=np.int64))
         idx = rows.index.to_numpy()[count > 0]
         gpu_start[idx] = first[count > 0]
