@@ -4,11 +4,16 @@ Every analysis reads what it shares with others from here — device timelines, 
 kernel↔launch-call join, gap attributions, per-device busy summaries, py-spy frame pools — so
 nothing is computed twice, and earlier analyses' outputs (``ctx.outputs[id]``) are visible to
 later ones in registry order. The cached values are shared: treat them as read-only.
+
+Memory: the registry drops values once no analysis soon reads them
+(:data:`~infraprof.analyses.registry.RELEASED_AFTER`), and the kernel launch join and the
+native stacks, which are cheap to compute again (0.04 and 0.09 CPU s at 1 M kernels) but
+large to hold (38 and 20 MB), are not cached when a summary is all that is wanted of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -61,6 +66,10 @@ class AnalysisContext:
             else:
                 raise ValueError(f"{name!r} is no cached value of the analysis context")
 
+    def _held(self, name: str, compute: Callable[[], Any]) -> Any:
+        """The cached value ``name`` when it is held, else ``compute()`` without caching it."""
+        return self.__dict__[name] if name in self.__dict__ else compute()
+
     @cached_property
     def span(self) -> tuple[int, int]:
         """``(start_ns, end_ns)`` of everything recorded (see :func:`summary.trace_span`)."""
@@ -92,7 +101,10 @@ class AnalysisContext:
 
     @cached_property
     def launch_summary(self) -> pd.DataFrame:
-        return launch.launch_summary(self.launches)
+        """Per kernel name launch statistics, from :attr:`launches` when it is held, else from
+        a join that is freed at once (cheaper to redo than to keep: module docstring)."""
+        return launch.launch_summary(self._held("launches", lambda: launch.kernel_launches(
+            self.trace)))
 
     @cached_property
     def launch_bound(self) -> pd.DataFrame:
@@ -131,7 +143,8 @@ class AnalysisContext:
         samples; no split keys when py-spy frames name the findings)."""
         if self.trace.cpu_samples.empty or not self.attributions:
             return None
-        return native_pools(self.attributions, self.trace.cpu_samples, self.native_stacks,
+        stacks = self._held("native_stacks", lambda: native_stacks(self.trace.callchains))
+        return native_pools(self.attributions, self.trace.cpu_samples, stacks,
                             split=self.python_pools is None,
                             backtraced=backtraced_calls(self.trace))
 
