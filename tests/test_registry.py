@@ -11,9 +11,12 @@ from conftest import ROOT, SAMPLE_TRACES
 from helpers_cli import run_main
 
 import infraprof
+from infraprof.analyses import registry
+from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.findings import severity_for
 from infraprof.analyses.registry import ANALYSES, build_config, finding_ids
 from infraprof.errors import UsageError
+from infraprof.inputs.traces import load_trace
 
 DEMO = SAMPLE_TRACES / "demo_host_stall.sqlite"
 MW_BASE = "ncar-miniweather-nsys/miniweather_baseline.sqlite"
@@ -162,3 +165,26 @@ def test_python_api_doc_examples_run(capsys: pytest.CaptureFixture[str]) -> None
     exec(compile(first, "python-api.md", "exec"), namespace)
     assert namespace["doc"] == infraprof.analyze(DEMO).to_dict()
     assert "ms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_released_context_values_change_no_result(name: str, monkeypatch: pytest.MonkeyPatch
+                                                  ) -> None:
+    """Dropping context values between analyses (RELEASED_AFTER) only costs a recomputation:
+    the report is the one of a run that keeps every value."""
+    released = infraprof.analyze(SAMPLE_TRACES / name).to_dict()
+    monkeypatch.setattr(registry, "RELEASED_AFTER", {})
+    assert infraprof.analyze(SAMPLE_TRACES / name).to_dict() == released
+
+
+def test_release_names_are_context_values() -> None:
+    ids = [a.id for a in ANALYSES]
+    assert set(registry.RELEASED_AFTER) <= set(ids)
+    ctx = AnalysisContext(load_trace(DEMO))
+    for names in registry.RELEASED_AFTER.values():
+        ctx.release(names)  # every name is a cached value (or gpu_ops)
+    with pytest.raises(ValueError, match="no cached value"):
+        ctx.release(["trace"])
+    ops = ctx.trace.gpu_ops()
+    ctx.release(["gpu_ops"])
+    assert ctx.trace.gpu_ops() is not ops and ctx.trace.gpu_ops().equals(ops)
