@@ -49,6 +49,7 @@ ANALYSES: tuple[Analysis, ...] = (
 )
 
 RELEASED_AFTER: dict[str, tuple[str, ...]] = {
+    "attribution": ("gpu_ops",),
     "gaps": ("native_pools", "python_pools"),
     "launch": ("launches",),
     "run_metrics": ("launches", "gpu_ops"),
