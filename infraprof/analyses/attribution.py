@@ -104,12 +104,12 @@ class _ThreadIndex:
         if gtid in self.cache:
             return self.cache[gtid]
         rows = self.api_rows.get(gtid)
-        a = None if rows is None else self.api_calls.iloc[rows]
         o = self.osrt_by_tid.get(gtid)
         n = self.nvtx_by_tid.get(gtid)
-        entry: dict[str, Any] = {"traced": a is not None or o is not None}
-        if a is not None:
-            entry["api"] = _Calls.of(a, lambda name: _API_TO_CAT[api_category(name)])
+        entry: dict[str, Any] = {"traced": rows is not None or o is not None}
+        if rows is not None:
+            entry["api"] = _Calls.of(self.api_calls, lambda name: _API_TO_CAT[api_category(name)],
+                                     np.asarray(rows, dtype=np.int64))
         if o is not None:
             entry["os"] = _Calls.of(o, osrt_category)
         if n is not None:
@@ -129,21 +129,24 @@ class _Calls(NamedTuple):
     e: np.ndarray
     emax: np.ndarray
     name: np.ndarray
-    cat: np.ndarray
     code: np.ndarray
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, classify: Callable[[str], str]) -> _Calls:
-        f = frame.sort_values("start_ns")
-        ends = f["end_ns"].to_numpy(dtype=np.int64)
-        names = f["name"].to_numpy(dtype=object)
-        codes, uniques = factorized_text(f["name"])
-        classes = [classify(str(x)) for x in uniques]
-        by_class = np.array([CODE[c] for c in classes], dtype=np.int8)
-        empty = not len(names)
-        return cls(f["start_ns"].to_numpy(dtype=np.int64), ends, np.maximum.accumulate(ends),
-                   names, np.empty(0, dtype=object) if empty else np.array(classes, object)[codes],
-                   np.empty(0, dtype=np.int8) if empty else by_class[codes])
+    def of(cls, frame: pd.DataFrame, classify: Callable[[str], str],
+           rows: np.ndarray | None = None) -> _Calls:
+        """The calls at positions ``rows`` of ``frame`` (default: all) in the order of
+        ``frame.sort_values("start_ns")``, gathered per column (no copy of the frame's rows
+        and a sorted copy of that: ~40 bytes a call, 1.2 M calls on the main thread)."""
+        start = frame["start_ns"].to_numpy(dtype=np.int64)
+        rows = np.arange(len(frame)) if rows is None else rows
+        order = rows[np.argsort(start[rows], kind="quicksort")]  # as sort_values
+        ends = frame["end_ns"].to_numpy(dtype=np.int64)[order]
+        names = frame["name"].iloc[order]
+        codes, uniques = factorized_text(names)
+        by_class = np.array([CODE[classify(str(x))] for x in uniques], dtype=np.int8)
+        return cls(start[order], ends, np.maximum.accumulate(ends),
+                   names.to_numpy(dtype=object),
+                   by_class[codes] if len(order) else np.empty(0, dtype=np.int8))
 
     def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(gap, call)`` of every call overlapping ``[g0[i], g1[i])``, by gap, then in
