@@ -206,7 +206,8 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
         "registers_per_thread": "registersPerThread",
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
-    f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
+    read = _projection(cols, {**spec, "global_pid": "int64"})  # pid is decoded from it
+    f = read_int_frame(db, table, read, sort_by="start_ns")
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
     if "mangled_id" in f.columns:
@@ -357,10 +358,8 @@ def _read_samples(db: SqliteFile) -> pd.DataFrame:
 def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     """Frames of CPU-sampling, OS-runtime and CUDA API backtraces (``depth`` 0 = leaf)."""
     parts = []
-    for source, table in (
-        ("sampling", "SAMPLING_CALLCHAINS"), ("osrt", "OSRT_CALLCHAINS"),
-        ("cuda", "CUDA_CALLCHAINS"),
-    ):
+    for source, table in (("sampling", "SAMPLING_CALLCHAINS"), ("osrt", "OSRT_CALLCHAINS"),
+                          ("cuda", "CUDA_CALLCHAINS")):
         if table not in db.tables:
             continue
         cols = {"callchain_id": "id", "depth": "stackDepth", "symbol_id": "symbol",
