@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE_TRACES
 from helpers_cli import run_main
@@ -188,3 +190,23 @@ def test_release_names_are_context_values() -> None:
     ops = ctx.trace.gpu_ops()
     ctx.release(["gpu_ops"])
     assert ctx.trace.gpu_ops() is not ops and ctx.trace.gpu_ops().equals(ops)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
+    """``Trace.gpu_ops`` (int64 columns gathered one at a time in start order) equals the
+    frame pandas builds: the tables concatenated, then sorted by start, end."""
+    trace = load_trace(SAMPLE_TRACES / name)
+    cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
+    parts = [t for t in (trace.kernels, trace.memcpy, trace.memset) if len(t)]
+    ops = trace.gpu_ops()
+    if not parts:
+        assert ops.empty
+        return
+    expected = pd.concat([t[cols] for t in parts], ignore_index=True)
+    order = np.lexsort((expected["end_ns"].to_numpy(), expected["start_ns"].to_numpy()))
+    pd.testing.assert_frame_equal(ops[cols], expected.iloc[order].reset_index(drop=True))
+    kinds = np.repeat([
+        k for k, t in (("kernel", trace.kernels), ("memcpy", trace.memcpy),
+                       ("memset", trace.memset)) if len(t)], [len(t) for t in parts])
+    assert ops["kind"].astype(str).tolist() == kinds[order].tolist()
