@@ -16,6 +16,7 @@ import infraprof
 from infraprof.analyses import registry
 from infraprof.analyses.context import AnalysisContext
 from infraprof.analyses.findings import severity_for
+from infraprof.analyses.launch import kernel_launches, launch_latencies
 from infraprof.analyses.registry import ANALYSES, build_config, finding_ids
 from infraprof.errors import UsageError
 from infraprof.inputs.traces import load_trace
@@ -210,3 +211,15 @@ def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
         k for k, t in (("kernel", trace.kernels), ("memcpy", trace.memcpy),
                        ("memset", trace.memset)) if len(t)], [len(t) for t in parts])
     assert ops["kind"].astype(str).tolist() == kinds[order].tolist()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_launch_latencies_equal_the_launch_join(name: str) -> None:
+    """``launch_latencies`` (one gather) is the launch join's ``latency_ns``, same order."""
+    trace = load_trace(SAMPLE_TRACES / name)
+    expected = kernel_launches(trace)["latency_ns"].to_numpy()
+    assert np.array_equal(launch_latencies(trace), expected)
+    ctx = AnalysisContext(trace)
+    assert np.array_equal(ctx.launch_latencies(), expected)  # without the join held
+    assert len(ctx.launches) == len(expected)
+    assert np.array_equal(ctx.launch_latencies(), expected)  # from the held join

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from infraprof.analyses import launch, summary
@@ -98,6 +99,14 @@ class AnalysisContext:
     def launches(self) -> pd.DataFrame:
         """Kernels joined to their launch calls (:func:`launch.kernel_launches`)."""
         return launch.kernel_launches(self.trace)
+
+    def launch_latencies(self) -> np.ndarray:
+        """Launch-to-start latency of every launched kernel (ns, kernel order): from
+        :attr:`launches` when it is held, else without building it."""
+        held = self.__dict__.get("launches")
+        if held is None:
+            return launch.launch_latencies(self.trace)
+        return np.asarray(held["latency_ns"].to_numpy())
 
     @cached_property
     def launch_summary(self) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.model import Trace
-from infraprof.model.correlation import join_launch_calls
+from infraprof.model.correlation import call_rows, join_launch_calls
 
 if TYPE_CHECKING:
     from pandas.api.typing import DataFrameGroupBy
@@ -61,6 +61,20 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
         "start_ns": j["start_ns"], "name": j["name"], "api_start_ns": j["api_start_ns"],
         "api_ns": api_end - api_start, "queue_ns": queue, "latency_ns": start - api_start,
         "kernel_ns": j["end_ns"].to_numpy() - start}, copy=False))
+
+
+def launch_latencies(trace: Trace) -> np.ndarray:
+    """``kernel_launches(trace)["latency_ns"]`` (ns, int64, in kernel order) without the other
+    columns: the kernel starts minus their launch calls' starts, one gather."""
+    k = table_schema.column_view(trace.kernels, ["start_ns", "pid", "correlation_id"])
+    calls = trace.api_calls
+    rows = call_rows(k, calls) if str(calls["start_ns"].dtype) == "int64" else None
+    if rows is None:  # keys that are not plain int64: the join's merge
+        return np.asarray(kernel_launches(trace)["latency_ns"].to_numpy())
+    matched = rows >= 0
+    latency: np.ndarray = (k["start_ns"].to_numpy()[matched]
+                           - calls["start_ns"].to_numpy()[rows[matched]])
+    return latency
 
 
 def _by_name(frame: pd.DataFrame

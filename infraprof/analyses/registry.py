@@ -52,14 +52,14 @@ RELEASED_AFTER: dict[str, tuple[str, ...]] = {
     "attribution": ("gpu_ops",),
     "gaps": ("native_pools", "python_pools"),
     "launch": ("launches",),
-    "run_metrics": ("launches", "gpu_ops"),
+    "run_metrics": ("gpu_ops",),
 }
 """Context values (:meth:`AnalysisContext.release`) dropped once the keyed analysis ran or was
-skipped: what no later analysis reads, and what is cheaper to compute again where it is read
-next than to keep resident across the analyses in between (the launch join and the native
-stacks: 0.04 and 0.09 CPU s at 1 M kernels, against 38 and 20 MB). At 1 M kernels the later
-analyses and the renderer start ~140 MB lower; a renderer that reads a dropped value computes
-it again."""
+skipped: what no later analysis reads (the launch join after ``launch``: ``run_metrics``
+takes only the latencies; the frame pools after ``gaps``; ``gpu_ops`` after ``run_metrics``),
+and ``gpu_ops`` after ``attribution`` as well: built again for the gaps' ``during_wait``
+evidence (0.06-0.2 CPU s at 1 M kernels) instead of 51 MB resident under the gap
+accumulation. A renderer that reads a dropped value computes it again."""
 
 REPORT_SETTINGS: tuple[Setting, ...] = (
     Setting("top", "top", "int", "rows per table and findings shown (10)"),

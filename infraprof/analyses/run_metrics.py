@@ -275,8 +275,8 @@ def _api_metrics(ctx: AnalysisContext, run: RunMetrics, categories: pd.Series,
     run.values["sync:api_ns"] = float(_durations(syncs).sum())
     run.values["sync:calls"] = float(len(syncs))
     run.values["launch:calls"] = float((categories == "launch").sum())
-    if len(ctx.launches):
-        latency = ctx.launches["latency_ns"].to_numpy(dtype=np.float64)
+    latency = ctx.launch_latencies().astype(np.float64)
+    if len(latency):
         _add_quantiles(run, "launch:latency", latency, ("p50_ns", "p99_ns"))
 
 
