@@ -99,26 +99,37 @@ class _ThreadIndex:
         rng = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
         self.nvtx_by_tid = {int(str(k)): g for k, g in rng.groupby("global_tid", sort=False)}
         self.cache: dict[int, dict[str, Any]] = {}
+        self.nvtx_cache: dict[int, dict[str, Any]] = {}
 
     def get(self, gtid: int) -> dict[str, Any]:
+        """Everything of thread ``gtid``: its calls (``api``, ``os``) and NVTX ranges."""
         if gtid in self.cache:
             return self.cache[gtid]
         rows = self.api_rows.get(gtid)
         o = self.osrt_by_tid.get(gtid)
-        n = self.nvtx_by_tid.get(gtid)
         entry: dict[str, Any] = {"traced": rows is not None or o is not None}
         if rows is not None:
             entry["api"] = _Calls.of(self.api_calls, lambda name: _API_TO_CAT[api_category(name)],
                                      np.asarray(rows, dtype=np.int64))
         if o is not None:
             entry["os"] = _Calls.of(o, osrt_category)
-        if n is not None:
-            n = n.sort_values("start_ns")
-            entry["nv_s"] = n["start_ns"].to_numpy(dtype=np.int64)
-            entry["nv_e"] = n["end_ns"].to_numpy(dtype=np.int64)
-            entry["nv_name"] = n["name"].to_numpy(dtype=object)
+        entry.update(self.nvtx_of(gtid))
         self.cache[gtid] = entry
         return entry
+
+    def nvtx_of(self, gtid: int) -> dict[str, Any]:
+        """Only the NVTX ranges of thread ``gtid`` (``nv_s, nv_e, nv_name`` in start order;
+        empty without ranges): the launch ranges need no call arrays (30 MB for 1.2 M)."""
+        if gtid not in self.nvtx_cache:
+            n = self.nvtx_by_tid.get(gtid)
+            found: dict[str, Any] = {}
+            if n is not None:
+                n = n.sort_values("start_ns")
+                found = {"nv_s": n["start_ns"].to_numpy(dtype=np.int64),
+                         "nv_e": n["end_ns"].to_numpy(dtype=np.int64),
+                         "nv_name": n["name"].to_numpy(dtype=object)}
+            self.nvtx_cache[gtid] = found
+        return self.nvtx_cache[gtid]
 
 
 class _Calls(NamedTuple):
@@ -270,7 +281,7 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
     texts: list[str] = []
     for gtid, rows in _by_thread(gtids):
         if gtid >= 0:
-            entry = index.get(gtid)
+            entry = index.nvtx_of(gtid)
             best = _innermost_nvtx_rows(entry, at[rows])
             ranges[rows] = np.where(best >= 0, best + len(texts), -1)
             texts.extend(map(str, entry.get("nv_name", ())))
