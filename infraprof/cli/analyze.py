@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
-from rich.console import Console
 
 from infraprof.cli.output import (
     TextKind,
@@ -23,6 +22,8 @@ from infraprof.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from infraprof.analyses.registry import AnalysisConfig
     from infraprof.ranking import Report
 
@@ -81,11 +82,20 @@ def progress_wanted(quiet: bool) -> bool:
     return sys.stderr.isatty() and not quiet and not os.environ.get("CI")
 
 
+def _terminal_width() -> int:
+    """The width rich sees for stdout (columns)."""
+    from rich.console import Console
+
+    return Console().width
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
+
     status = _DelayedStatus(Console(stderr=True), PROGRESS_DELAY_S)
     try:
         yield status.update
@@ -103,7 +113,7 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
     if fmt is OutputFormat.json:
         emit(render_ncu_json(str(path), diagnoses), output, inputs=[path], kind="json")
     else:
-        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+        cols = width or (_terminal_width() if output is None and sys.stdout.isatty() else 120)
         emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
 
 
@@ -314,5 +324,5 @@ def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int |
     from infraprof.render.terminal import render_terminal
 
     color = output is None and color_wanted(no_color)
-    cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+    cols = width or (_terminal_width() if output is None and sys.stdout.isatty() else 120)
     return render_terminal(report, width=cols, color=color, top=top), "ansi" if color else "text"
