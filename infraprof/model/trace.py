@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,25 @@ from infraprof.readers.validate import DataIssue
 def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
     """A dataclass default factory: an empty table with ``columns`` (name → dtype)."""
     return lambda: table_schema.empty(columns)
+
+
+def _start_end_order(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """Row order by (start, end), as ``np.lexsort`` gives it; None when the rows are in that
+    order already."""
+    tie = start[1:] == start[:-1]
+    if bool(np.all((start[1:] > start[:-1]) | (tie & (end[1:] >= end[:-1])))):
+        return None
+    return np.lexsort((end, start))
+
+
+def _stacked(parts: list[pd.Series], order: np.ndarray | None) -> Any:
+    """The ``parts`` one after the other, rows taken in ``order``: one copy of each value
+    (an int64 column as a numpy array, any other dtype through pandas, keeping it)."""
+    if all(part.dtype == np.int64 for part in parts):
+        values = np.concatenate([part.to_numpy() for part in parts])
+        return values if order is None else values[order]
+    joined = pd.concat(parts, ignore_index=True)
+    return joined if order is None else joined.iloc[order].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -108,13 +128,17 @@ class Trace:
                 codes = np.where(codes < 0, -1, codes + len(texts))
                 texts.extend(names.cat.categories)
             name_codes.append(codes)
-        ops = pd.concat([table[cols] for _, table, _ in used], ignore_index=True)
-        ops["name"] = table_schema.text_category(np.concatenate(name_codes), texts)
-        ops["kind"] = table_schema.text_category(
-            np.repeat(np.arange(len(used)), [len(table) for _, table, _ in used]),
-            [kind for kind, _, _ in used])
-        order = np.lexsort((ops["end_ns"].to_numpy(), ops["start_ns"].to_numpy()))
-        return table_schema.as_frame(ops.iloc[order].reset_index(drop=True))
+        tables = [table for _, table, _ in used]
+        order = _start_end_order(np.concatenate([t["start_ns"].to_numpy() for t in tables]),
+                                 np.concatenate([t["end_ns"].to_numpy() for t in tables]))
+        ops = {column: _stacked([t[column] for t in tables], order) for column in cols}
+        kinds = np.repeat(np.arange(len(used)), [len(t) for t in tables])
+        codes = np.concatenate(name_codes)
+        ops["name"] = table_schema.text_category(
+            codes if order is None else codes[order], texts)
+        ops["kind"] = table_schema.text_category(kinds if order is None else kinds[order],
+                                                 [kind for kind, _, _ in used])
+        return table_schema.as_frame(pd.DataFrame(ops, copy=False))
 
     @property
     def has_gpu_activity(self) -> bool:
