@@ -52,8 +52,9 @@ def union(starts: npt.ArrayLike, ends: npt.ArrayLike) -> Intervals:
     if s.size == 0:
         empty = np.empty(0, dtype=np.int64)
         return Intervals(empty, empty.copy())
-    order = np.argsort(s, kind="stable")
-    s, e = s[order], e[order]
+    if not bool(np.all(s[1:] >= s[:-1])):  # most callers pass intervals sorted by start
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], e[order]
     running_end = np.maximum.accumulate(e)
     new_block = np.empty(s.size, dtype=bool)
     new_block[0] = True
