@@ -22,7 +22,7 @@ operation of a call (several for a CUDA graph launch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -384,9 +384,11 @@ def _processes(report: Report, pids: list[int]) -> list[Process]:
     return out
 
 
-def build_plan(report: Report, window: tuple[int, int] | None = None) -> ExportPlan:
+def build_plan(report: Report, window: tuple[int, int] | None = None,
+               extra_pids: Iterable[int] = ()) -> ExportPlan:
     """Sources, tracks and processes of the export of ``report`` (rows overlapping
-    ``window``, ns on the trace's timeline, when given)."""
+    ``window``, ns on the trace's timeline, when given); ``extra_pids`` are described as
+    processes even without a track (the GPUs of a size-bounded export's counters)."""
     gpu = _gpu_sources(report, window)
     launched = np.concatenate([s.flow for s in gpu if s.flow is not None])
     sources = [*gpu, *_host_sources(report, window, launched[launched > 0]),
@@ -399,8 +401,8 @@ def build_plan(report: Report, window: tuple[int, int] | None = None) -> ExportP
     keys = sorted({k for g in groups for k in g})
     tracks = [_track(k, thread_names) for k in keys]
     release_free_memory()  # the flow join's and grouping's temporaries
-    return ExportPlan(_processes(report, sorted({p for p, _ in keys})), tracks, sources,
-                      groups)
+    pids = sorted({p for p, _ in keys} | set(extra_pids))
+    return ExportPlan(_processes(report, pids), tracks, sources, groups)
 
 
 def trace_start_ns(t: Trace) -> int:
