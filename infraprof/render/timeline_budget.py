@@ -39,8 +39,7 @@ from infraprof.analyses.gap_table import CATEGORIES
 from infraprof.errors import UsageError
 from infraprof.ranking import Report
 from infraprof.ranking.timeline_view import pyspy_slices
-from infraprof.render.chrome_trace import write_chrome_trace
-from infraprof.render.perfetto_trace import process_uuids, write_perfetto
+from infraprof.render import chrome_trace, perfetto_trace
 from infraprof.render.timeline_export import GPU_PID_BASE, ExportPlan, build_plan
 from infraprof.render.timeline_gaps import GapColumns
 from infraprof.render.timeline_overview import (
@@ -76,7 +75,7 @@ TYPICAL = {"kernel": 80, "memcpy": 90, "memset": 60, "cuda_api": 64, "osrt": 40,
 BINS = 1 << 20
 TRIES = 12
 FILL = 0.8  # a detail that fills less of its share is widened once (narrowed)
-SPOOL_IN_MEMORY = 64 << 20
+SPOOL_IN_MEMORY = 8 << 20
 
 
 def slice_bound(kind: str) -> int:
@@ -91,8 +90,9 @@ class Overflow(Exception):
 
 
 class Spool:
-    """Bytes written through :meth:`write`, kept (in memory, on disk past 64 MiB) until
-    :meth:`copy_to`; :class:`Overflow` once more than ``limit`` bytes are written."""
+    """Bytes written through :meth:`write`, kept until :meth:`copy_to` (in memory, in a
+    temporary file past 8 MiB); :class:`Overflow` once more than ``limit`` bytes are
+    written."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -114,9 +114,7 @@ class Spool:
         self.file.close()
 
 
-def _overlapping(start: I64, end: I64, span: Span | None) -> npt.NDArray[np.bool_]:
-    if span is None:
-        return np.ones(len(start), dtype=bool)
+def _overlapping(start: I64, end: I64, span: Span) -> npt.NDArray[np.bool_]:
     lo, hi = span
     return (start < hi) & ((end > lo) | (start >= lo))
 
@@ -138,8 +136,10 @@ def event_spans(report: Report, gaps: GapColumns, span: Span | None
         start = frame["start_ns"].to_numpy(dtype=np.int64)
         end = start if kind == "mark" else np.maximum(
             frame["end_ns"].to_numpy(dtype=np.int64), start)
-        keep = _overlapping(start, end, span)
-        out.append((kind, start[keep], end[keep]))
+        if span is not None:  # no copies for the whole trace
+            keep = _overlapping(start, end, span)
+            start, end = start[keep], end[keep]
+        out.append((kind, start, end))
     return out
 
 
@@ -291,13 +291,15 @@ def _widened(plan_for: Callable[[Span], ExportPlan], costs: Costs, centre: int,
     wider = around(centre, widest_half(costs, centre, scaled), costs.lo, costs.hi)
     if wider[1] - wider[0] <= window[1] - window[0]:
         return window, plan, spool
-    wider_plan = plan_for(wider)
-    wider_spool = try_write(wider_plan, functools.partial(_cut_writer, writer, wider),
-                            spool_limit)
-    if wider_spool is None:
-        return window, plan, spool
-    spool.close()
-    return wider, wider_plan, wider_spool
+    spool.close()  # one plan and spool at a time: the first is written again if need be
+    del plan, fitting
+    for attempt in (wider, window):
+        plan = plan_for(attempt)
+        found = try_write(plan, functools.partial(_cut_writer, writer, attempt), spool_limit)
+        if found is not None:
+            return attempt, plan, found
+        del plan
+    raise AssertionError("a window that fitted no longer fits")  # the writers are pure
 
 
 @dataclass(frozen=True)
@@ -324,8 +326,8 @@ def _complete(report: Report, fmt: str, span: Span | None, budget: int,
     plan = build_plan(report, span)
     check_count(plan.event_count())
     if fmt == "perfetto":
-        return try_write(plan, write_perfetto, budget)
-    return try_write(plan, lambda p, w: write_chrome_trace(report, p, w), budget)
+        return try_write(plan, perfetto_trace.write_perfetto, budget)
+    return try_write(plan, lambda p, w: chrome_trace.write_chrome_trace(report, p, w), budget)
 
 
 def write_within(report: Report, fmt: str, span: Span | None, budget: int, write: Write,
@@ -363,16 +365,16 @@ def write_within(report: Report, fmt: str, span: Span | None, budget: int, write
             raise too_small(budget, reserve)
         limits = (budget - reserve, budget - reserve)
         window, plan, spool = narrowed(plan_for, costs, centre, limits,
-                                       lambda p, _, w: write_perfetto(p, w), budget)
+                                       lambda p, _, w: perfetto_trace.write_perfetto(p, w), budget)
         spool.copy_to(write)
-        write(perfetto_overview(counters, process_uuids(plan), window, label))
+        write(perfetto_overview(counters, perfetto_trace.process_uuids(plan), window, label))
     else:
         reserve = len(json.dumps(chrome_overview(counters, (hi, hi), label))) + 256
         if reserve >= budget:
             raise too_small(budget, reserve)
         window, plan, spool = narrowed(
             plan_for, costs, centre, (budget - reserve, budget),
-            lambda p, w_span, w: write_chrome_trace(
+            lambda p, w_span, w: chrome_trace.write_chrome_trace(
                 report, p, w, chrome_overview(counters, w_span, label)), budget)
         spool.copy_to(write)
     spool.close()
