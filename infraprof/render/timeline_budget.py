@@ -320,10 +320,10 @@ def _bounds(spans: list[tuple[str, I64, I64]], span: Span | None) -> Span:
     return lo, max(hi, lo + 1)
 
 
-def _complete(report: Report, fmt: str, span: Span | None, budget: int,
+def _complete(report: Report, fmt: str, span: Span | None, budget: int, gaps: GapColumns,
               check_count: Callable[[int], None]) -> Spool | None:
     """The complete export in a spool when it fits ``budget`` (rule 1)."""
-    plan = build_plan(report, span)
+    plan = build_plan(report, span, gaps=gaps)
     check_count(plan.event_count())
     if fmt == "perfetto":
         return try_write(plan, perfetto_trace.write_perfetto, budget)
@@ -339,7 +339,7 @@ def write_within(report: Report, fmt: str, span: Span | None, budget: int, write
     gaps = GapColumns(report)
     spans = event_spans(report, gaps, span)
     if sum(len(s) for _, s, _ in spans) * MIN_EVENT_BYTES[fmt] <= budget:
-        spool = _complete(report, fmt, span, budget, check_count)
+        spool = _complete(report, fmt, span, budget, gaps, check_count)
         if spool is not None:
             spool.copy_to(write)
             spool.close()
@@ -351,11 +351,11 @@ def write_within(report: Report, fmt: str, span: Span | None, budget: int, write
     counters = overview_counters(report, gaps, lo, hi, bin_count(len(pids), budget),
                                  GPU_PID_BASE)
     complete_size = typical_size(spans, fmt)
-    del gaps, spans
+    del spans
     label = f"detail window: every event ({reason})"
 
     def plan_for(window: Span) -> ExportPlan:
-        plan = build_plan(report, window, pids)
+        plan = build_plan(report, window, pids, gaps)
         check_count(plan.event_count())
         return plan
 
