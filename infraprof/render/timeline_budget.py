@@ -287,7 +287,7 @@ def _widened(plan_for: Callable[[Span], ExportPlan], costs: Costs, centre: int,
     estimate = costs.estimate(window)
     if spool.size >= FILL * spool_limit or estimate <= 0 or window == (costs.lo, costs.hi):
         return window, plan, spool
-    scaled = estimate_limit * estimate / spool.size * 0.95
+    scaled = estimate_limit * estimate / max(spool.size, 1) * 0.95
     wider = around(centre, widest_half(costs, centre, scaled), costs.lo, costs.hi)
     if wider[1] - wider[0] <= window[1] - window[0]:
         return window, plan, spool
