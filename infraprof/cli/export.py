@@ -257,8 +257,9 @@ def _budget_note(detail: Detail, limits: _Limits, trace: Trace) -> str:
     return (f"infraprof: note: the {what} would be ~{fmt_bytes(detail.complete_size)} "
             f"(budget {fmt_bytes(limits.budget)}): wrote every event in "
             f"{lo / 1e9:.{decimals}f} s–{hi / 1e9:.{decimals}f} s ({detail.reason}) and "
-            "per-device counters for the rest; --max-size 0 writes everything, --window "
-            "picks another window")
+            + ("per-device counters for the rest" if detail.counters else
+               "nothing else (no GPU to summarise)")
+            + "; --max-size 0 writes everything, --window picks another window")
 
 
 def _write_complete(report: Report, fmt: ExportFormat, span: tuple[int, int] | None,

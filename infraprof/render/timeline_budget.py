@@ -309,6 +309,7 @@ class Detail:
     window: Span
     reason: str
     complete_size: int  # the complete export's likely size (bytes), for the note
+    counters: int  # counter tracks of the overview (0: no GPU)
 
 
 def _bounds(spans: list[tuple[str, I64, I64]], span: Span | None) -> Span:
@@ -378,4 +379,4 @@ def write_within(report: Report, fmt: str, span: Span | None, budget: int, write
                 report, p, w, chrome_overview(counters, w_span, label)), budget)
         spool.copy_to(write)
     spool.close()
-    return Detail(window, reason, complete_size)
+    return Detail(window, reason, complete_size, len(counters))
