@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 
 from infraprof.cli.output import emit, warn_data_quality
+from infraprof.cli.progress import progress_line, progress_wanted
 from infraprof.errors import InputError, UsageError
 
 if TYPE_CHECKING:  # loaded when a command runs, not at --help
@@ -81,6 +83,9 @@ _MaxSizeOpt = Annotated[str | None, typer.Option(
     "ns of the top causes) and every event of one detail window: centred on the top "
     "finding's largest gap (else the trace's middle), as wide as the budget allows; a "
     "note on stderr says which window. See docs/perfetto.md.")]
+_QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress line on stderr (it is shown only on a terminal, "
+    "for runs longer than a few seconds).")]
 _MaxEventsOpt = Annotated[int | None, typer.Option(
     "--max-events", min=1,
     help="perfetto/chrome: refuse (exit 2) rather than write more slices and instants "
@@ -89,7 +94,8 @@ _MaxEventsOpt = Annotated[int | None, typer.Option(
 
 def export(input_path: _InputArg, to: _ToOpt = None, output: _OutputOpt = None,
            idle_only: _IdleOnlyOpt = False, pyspy: _PyspyOpt = None, window: _WindowOpt = None,
-           max_events: _MaxEventsOpt = None, max_size: _MaxSizeOpt = None) -> None:
+           max_events: _MaxEventsOpt = None, max_size: _MaxSizeOpt = None,
+           quiet: _QuietOpt = False) -> None:
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
     from infraprof.inputs import load_input, pyspy_for
@@ -100,15 +106,21 @@ def export(input_path: _InputArg, to: _ToOpt = None, output: _OutputOpt = None,
     budget = parse_max_size(max_size)
     inputs = [input_path, pyspy]
     refuse_inputs(output, inputs)
-    loaded = load_input(input_path, None)
-    trace = loaded.trace
+    with progress_line(progress_wanted(quiet)) as progress:
+        loaded = load_input(input_path, progress)
+        trace = loaded.trace
+        aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+            input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
+        if fmt in _TIMELINES:
+            limits = _Limits(window, max_events, budget)
+            note = _export_timeline(input_path, trace, aligned, fmt, output, inputs, limits,
+                                    progress)
+    # printed once the progress line is gone
     warn_data_quality(trace.data_quality, input_path)
-    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
-        input_path, pyspy, trace.nvtx, trace.meta.session_start_utc_ns)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if fmt in _TIMELINES:
-        limits = _Limits(window, max_events, budget)
-        _export_timeline(input_path, trace, aligned, fmt, output, inputs, limits, err)
+        if note is not None:
+            err.print(note, markup=False)
         if output is not None:
             err.print(f"infraprof: wrote {output} ({fmt.value}); open it in "
                       "https://ui.perfetto.dev" + (" or chrome://tracing" if fmt is
@@ -207,9 +219,10 @@ class _Limits:
 
 def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | None,
                      fmt: ExportFormat, output: Path | None, inputs: list[Path | None],
-                     limits: _Limits, err: Console) -> None:
+                     limits: _Limits, progress: Callable[[str], None] | None) -> str | None:
     """Perfetto protobuf or Chrome JSON, streamed to ``output`` (stdout when None); within
-    ``limits.budget`` bytes by :mod:`~infraprof.render.timeline_budget`'s rule."""
+    ``limits.budget`` bytes by :mod:`~infraprof.render.timeline_budget`'s rule. Returns the
+    note to print when the budget cut the export."""
     from infraprof.outputs import open_output
     from infraprof.render.export_window import parse_window
     from infraprof.render.timeline_budget import write_within
@@ -220,11 +233,16 @@ def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | Non
     if (max_events is not None and limits.budget is None
             and (early := rows_in_window(trace, span)) > max_events):
         raise _too_many(early, max_events, input_path)
+    writing = f"Writing the {'Perfetto' if fmt is ExportFormat.perfetto else 'Chrome'} trace"
     if limits.budget is None:  # the report is the callee's alone: it can drop it
-        _write_complete(_timeline_report(trace, aligned), fmt, span, max_events, input_path,
-                        output, inputs)
-        return
-    report = _timeline_report(trace, aligned)
+        report = _timeline_report(trace, aligned, progress)
+        if progress:
+            progress(writing)
+        _write_complete(report, fmt, span, max_events, input_path, output, inputs)
+        return None
+    report = _timeline_report(trace, aligned, progress)
+    if progress:
+        progress(f"{writing} (at most {limits.budget:,} bytes)")
 
     def check_count(count: int) -> None:
         if max_events is not None and count > max_events:
@@ -232,17 +250,17 @@ def _export_timeline(input_path: Path, trace: Trace, aligned: AlignedPyspy | Non
 
     with open_output(output, inputs, "the trace") as out:
         detail = write_within(report, fmt.value, span, limits.budget, out.write, check_count)
-    if detail is not None:
-        err.print(_budget_note(detail, limits, trace), markup=False)
+    return None if detail is None else _budget_note(detail, limits, trace)
 
 
-def _timeline_report(trace: Trace, aligned: AlignedPyspy | None) -> Report:
+def _timeline_report(trace: Trace, aligned: AlignedPyspy | None,
+                     progress: Callable[[str], None] | None = None) -> Report:
     """The report with just the analyses the timeline exports draw."""
     from infraprof.analyses.registry import AnalysisConfig, analysis_ids
     from infraprof.ranking import build_report
 
     config = AnalysisConfig(disabled=frozenset(analysis_ids()) - _TIMELINE_ANALYSES)
-    return build_report(trace, config, pyspy=aligned)
+    return build_report(trace, config, pyspy=aligned, progress=progress)
 
 
 def _budget_note(detail: Detail, limits: _Limits, trace: Trace) -> str:
