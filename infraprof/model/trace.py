@@ -148,5 +148,16 @@ class Trace:
         return table_schema.as_frame(self.gpus[self.gpus["used"]].reset_index(drop=True))
 
     def thread_name(self, global_tid: int) -> str | None:
-        rows = self.threads.loc[self.threads["global_tid"] == global_tid, "name"]
-        return None if rows.empty else str(rows.iloc[0])
+        """The name of the first ``threads`` row of ``global_tid`` (as ``str``), None when
+        the thread is not listed (a lookup in a mapping built once per trace)."""
+        return self._thread_names.get(int(global_tid))
+
+    @cached_property
+    def _thread_names(self) -> dict[int, str]:
+        ids = self.threads["global_tid"].tolist()
+        names = self.threads["name"].tolist()
+        found: dict[int, str] = {}
+        for gtid, name in zip(reversed(ids), reversed(names), strict=True):
+            if not pd.isna(gtid):
+                found[int(gtid)] = str(name)  # the first row of a thread wins: written last
+        return found
