@@ -8,7 +8,7 @@ store the gate metrics of each trace they analyse. A hit prints or returns those
 importing numpy or pandas (``analyze``) or reading the trace (``gate``).
 
 Where: ``<cache dir>/results/<key>.entry`` (the cache dir of
-:func:`infraprof.readers.nsys_report.cache_dir`). An entry is one regular file: a JSON header
+:func:`infraprof.cache_paths.cache_dir`). An entry is one regular file: a JSON header
 line (entry format, key, body size, body SHA-256 and the kind's metadata such as the stderr
 lines) and the body. Entries are written to a temporary file in the same folder and renamed
 into place (atomic); a read opens with ``O_NOFOLLOW`` and takes only regular files; an entry
@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from infraprof._version import __version__
-from infraprof.readers.nsys_report import cache_dir
+from infraprof.cache_paths import cache_dir
 from infraprof.readers.sqlite_db import export_identity
 
 ENV_SWITCH = "INFRAPROF_RESULT_CACHE"

@@ -341,6 +341,16 @@ def map_text(values: pd.Series, transform: Any) -> pd.Series:
     return text_category(values.cat.codes.to_numpy(), texts, values.index)
 
 
+def first_per_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """``frame.drop_duplicates(key, keep="first")``, without hashing every key column when
+    the column ``key[-1]`` alone repeats no value (then no row's key repeats and ``frame``
+    itself is the answer; a correlation id, the usual last key column, is unique per process
+    in almost every export)."""
+    if not bool(frame[key[-1]].duplicated().any()):
+        return frame
+    return as_frame(frame.drop_duplicates(list(key), keep="first"))
+
+
 def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Return ``frame`` with exactly the columns of ``spec``, in order, cast to its dtypes.
 

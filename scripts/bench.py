@@ -21,8 +21,10 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
   wrote: start-up, key and the stored JSON only; :mod:`infraprof.result_cache`);
 * ``--help`` and ``analyze`` of a small sample trace (start-up cost; result cache off, so
   the small trace is analysed each time);
-* ``export perfetto``: ``infraprof export FILE -o X.perfetto-trace`` (and ``export 1 step``
-  with ``--window step:2``), with the file size.
+* ``export perfetto``: ``infraprof export FILE -o X.perfetto-trace --max-size 0`` (the
+  complete export), ``export 50 MB`` the same with the default ``--max-size`` (50 MB: counters
+  and one detail window when the complete export is larger), and ``export 1 step`` with
+  ``--window step:2``, each with the file size.
 
 Prints a table (wall and CPU seconds, peak RSS), the ratios and one JSON line (``{"bench": ...}``,
 with the 1-minute load average: on a shared machine compare CPU seconds). Nothing is asserted.
@@ -274,11 +276,13 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True,
 
 
 def export_steps(db: Path, repo: Path, cache: Path) -> dict[str, dict[str, float]]:
-    """``infraprof export`` of the whole file to Perfetto protobuf and of one NVTX step
-    (``--window step:2``), after the analyze runs (same cache); ``file_mib`` per step."""
+    """``infraprof export`` of the whole file to Perfetto protobuf (complete, and within the
+    default 50 MB budget) and of one NVTX step (``--window step:2``), after the analyze runs
+    (same cache); ``file_mib`` per step."""
     env = {"PYTHONPATH": str(repo), "INFRAPROF_CACHE_DIR": str(cache), "CI": "true"}
     out: dict[str, dict[str, float]] = {}
-    for name, extra in (("export perfetto", []), ("export 1 step", ["--window", "step:2"])):
+    for name, extra in (("export perfetto", ["--max-size", "0"]), ("export 50 MB", []),
+                        ("export 1 step", ["--window", "step:2"])):
         target = cache.parent / f"{name.replace(' ', '-')}.perfetto-trace"
         out[name] = measure([sys.executable, "-m", "infraprof", "export", str(db), "-o",
                              str(target), *extra], env)

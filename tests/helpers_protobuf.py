@@ -4,6 +4,7 @@ the field numbers of the documented messages the export uses (``docs/perfetto.md
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class Event:
     args: dict[str, Any]
     flows: list[int]
     terminating: list[int]
+    value: float | int | None = None  # a counter's counter_value or double_counter_value
 
 
 @dataclass
@@ -92,6 +94,10 @@ def _track(desc: bytes) -> dict[str, Any]:
     if (process := one(fields, 3, 2)) is not None:
         sub = walk(process)
         out["pid"], out["process_name"] = one(sub, 1, 0), one(sub, 6, 2).decode("utf-8")
+    if (counter := one(fields, 8, 2)) is not None:
+        sub = walk(counter)
+        out["counter"] = {"unit": one(sub, 3, 0), "unit_name": (
+            one(sub, 6, 2) or b"").decode("utf-8")}
     if (thread := one(fields, 4, 2)) is not None:
         sub = walk(thread)
         out["pid"], out["tid"] = one(sub, 1, 0), one(sub, 2, 0)
@@ -109,6 +115,15 @@ def _annotation(raw: bytes, names: dict[int, str], strings: dict[int, str]
         return name, strings[iid]
     value = one(sub, 4, 0)
     return name, value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _counter_value(event: list[Field]) -> float | int | None:
+    """``counter_value`` (int64, field 30) or ``double_counter_value`` (fixed64, 44)."""
+    if (value := one(event, 30, 0)) is not None:
+        return int(value - (1 << 64) if value >= 1 << 63 else value)
+    if (bits := one(event, 44, 1)) is not None:
+        return float(struct.unpack("<d", bits.to_bytes(8, "little"))[0])
+    return None
 
 
 def decode(data: bytes) -> Decoded:
@@ -142,13 +157,15 @@ def decode(data: bytes) -> Decoded:
             uuid = one(ev, 11, 0)
             assert uuid in out.tracks, "event on a track not described yet"
             name_iid = one(ev, 10, 0)
+            name = one(ev, 23, 2)
             cats = many(ev, 3, 0)
             out.events[uuid].append(Event(
                 one(fields, 8, 0), one(ev, 9, 0), uuid,
-                seq["names"][name_iid] if name_iid is not None else None,
+                seq["names"][name_iid] if name_iid is not None else
+                (name.decode("utf-8") if name is not None else None),
                 seq["categories"][cats[0]] if cats else None,
                 dict(_annotation(a, seq["args"], seq["strings"]) for a in many(ev, 4, 2)),
-                many(ev, 47, 1), many(ev, 48, 1)))
+                many(ev, 47, 1), many(ev, 48, 1), _counter_value(ev)))
             assert not many(ev, 47, 0) and not many(ev, 48, 0), "flow ids must be fixed64"
     return out
 
@@ -162,6 +179,7 @@ def slices(events: list[Event]) -> list[tuple[int, int, Event]]:
     for ev in events:
         assert ev.ts >= last, "events of a sequence out of time order"
         last = ev.ts
+        assert ev.kind != 4, "a counter sample on a slice track"
         if ev.kind == 1:
             stack.append(ev)
         elif ev.kind == 2:

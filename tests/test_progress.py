@@ -17,7 +17,7 @@ SAMPLE = ROOT / "sample_traces" / "demo_host_stall.sqlite"
 # The status line normally appears after PROGRESS_DELAY_S (2 s); this sample takes less, so
 # the runs below set the delay to 0 before calling the CLI's entry point.
 RUN = ("import importlib, sys; "
-       "importlib.import_module('infraprof.cli.analyze').PROGRESS_DELAY_S = 0.0; "
+       "importlib.import_module('infraprof.cli.progress').PROGRESS_DELAY_S = 0.0; "
        "from infraprof.cli import main; sys.argv = ['infraprof', *sys.argv[1:]]; main()")
 
 
@@ -27,10 +27,11 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "INFRAPROF_CACHE_DIR": str(tmp_path / "cache")}
 
 
-def _analyze_tty(argv: list[str], tmp_path: Path) -> tuple[int, bytes, str]:
-    """Run ``analyze`` with stderr on a pseudo-terminal: (exit code, stdout, terminal text)."""
+def _analyze_tty(argv: list[str], tmp_path: Path, command: str = "analyze"
+                 ) -> tuple[int, bytes, str]:
+    """Run ``command`` with stderr on a pseudo-terminal: (exit code, stdout, terminal text)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", RUN, "analyze", *argv],
+    proc = subprocess.Popen([sys.executable, "-c", RUN, command, *argv],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
                             env=_env(tmp_path), cwd=ROOT)
     os.close(slave)
@@ -67,3 +68,17 @@ def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert piped.returncode == 0 and piped.stdout == out
     assert piped.stderr == b""
 
+
+
+def test_export_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """``export`` shows the same progress line (reading, analysing, writing) and ``--quiet``
+    turns it off; the file written is the same."""
+    loud, quiet = tmp_path / "loud.perfetto-trace", tmp_path / "quiet.perfetto-trace"
+    code, _, terminal = _analyze_tty([str(SAMPLE), "-o", str(loud)], tmp_path, "export")
+    assert code == 0
+    assert "Writing the Perfetto trace" in terminal, terminal
+    code, _, quiet_terminal = _analyze_tty([str(SAMPLE), "-o", str(quiet), "-q"], tmp_path,
+                                           "export")
+    assert code == 0 and "Writing" not in quiet_terminal and "Reading" not in quiet_terminal
+    assert "infraprof: wrote" in quiet_terminal
+    assert loud.read_bytes() == quiet.read_bytes()

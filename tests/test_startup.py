@@ -44,3 +44,29 @@ def test_subcommand_help(argv: list[str], monkeypatch: pytest.MonkeyPatch,
     result = run_main([*argv, "--help"], monkeypatch, capsys)
     assert result.code == 0, result.stderr
     assert "Usage:" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["analyze", "capture", "compare", "gate", "baseline",
+                                  "export", "config", "cache"])
+def test_a_named_command_alone_behaves_as_in_the_whole_app(name: str) -> None:
+    """`main` builds only the command it is asked for; its help (and so its options) is the
+    same as in the application with every command."""
+    from typer.testing import CliRunner
+
+    from infraprof.cli import app, build_app
+
+    runner = CliRunner()
+    whole = runner.invoke(app, [name, "--help"], prog_name="infraprof", terminal_width=100)
+    alone = runner.invoke(build_app(name), [name, "--help"], prog_name="infraprof",
+                          terminal_width=100)
+    assert whole.exit_code == alone.exit_code == 0
+    assert alone.output == whole.output and f"infraprof {name}" in alone.output
+
+
+def test_every_command_is_listed_in_the_whole_app() -> None:
+    from typer.main import get_command
+
+    from infraprof.cli import COMMANDS, app
+
+    group = get_command(app)
+    assert sorted(group.commands) == sorted(COMMANDS)  # type: ignore[attr-defined]

@@ -46,16 +46,37 @@ def _clean(text: str) -> str:
     return _SPACE.sub(" ", text).strip() or "?"
 
 
-def _chains(frames: pd.DataFrame) -> dict[int, tuple[Frame, ...]]:
-    f = frames[frames["source"] == "sampling"].sort_values(["callchain_id", "depth"],
-                                                           ascending=[True, False])
-    f = f.assign(symbol=plain_text(f["symbol"]), module=plain_text(f["module"]))  # None: null
-    out: dict[int, tuple[Frame, ...]] = {}
-    for cid, g in f.groupby("callchain_id", sort=False):
-        out[int(str(cid))] = tuple(
-            (_clean(str(s if s is not None else m)), _clean(str(m or "")))
-            for s, m in zip(g["symbol"], g["module"], strict=True))
-    return out
+def _text_or_none(value: object) -> object:
+    """A factorized text value with null (factorize gives NaN for None) as None."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _chains(frames: pd.DataFrame, wanted: npt.ArrayLike | None = None
+            ) -> dict[int, tuple[Frame, ...]]:
+    """The sampled callchains (of ids ``wanted`` only, when given) as frame tuples, root
+    first. Each distinct (symbol, module) pair is cleaned once; the chains are runs of one
+    sorted frame table (no group per chain)."""
+    f = frames[frames["source"] == "sampling"]
+    if wanted is not None:
+        f = f[f["callchain_id"].isin(np.asarray(wanted))]
+    f = f[f["callchain_id"].notna()].sort_values(["callchain_id", "depth"],
+                                                 ascending=[True, False])
+    if f.empty:
+        return {}
+    symbol_codes, symbols = pd.factorize(plain_text(f["symbol"]), use_na_sentinel=False)
+    module_codes, modules = pd.factorize(plain_text(f["module"]), use_na_sentinel=False)
+    width = len(modules)
+    pair_codes, pairs = pd.factorize(symbol_codes.astype(np.int64) * width + module_codes)
+    distinct = np.empty(len(pairs), dtype=object)  # one Frame per distinct pair
+    for index, pair in enumerate(pairs.tolist()):
+        s, m = _text_or_none(symbols[pair // width]), _text_or_none(modules[pair % width])
+        distinct[index] = (_clean(str(s if s is not None else m)), _clean(str(m or "")))
+    row_frames = distinct[pair_codes]
+    ids = f["callchain_id"].to_numpy(dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    ends = np.append(starts[1:], len(ids))
+    return {cid: tuple(row_frames[a:b]) for cid, a, b in
+            zip(ids[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)}
 
 
 def idle_mask(timelines: Sequence[DeviceTimeline], times_ns: npt.ArrayLike
@@ -76,7 +97,7 @@ def thread_stacks(trace: Trace, timelines: Sequence[DeviceTimeline], idle_only: 
     samples = trace.cpu_samples.sort_values(["start_ns", "global_tid"], kind="stable")
     if idle_only:
         samples = samples[idle_mask(timelines, samples["start_ns"].to_numpy(dtype=np.int64))]
-    chains = _chains(trace.callchains)
+    chains = _chains(trace.callchains, samples["callchain_id"].dropna().unique())
     names = {int(g): str(n or "") for g, n in zip(trace.threads["global_tid"],
                                                   trace.threads["name"], strict=True)}
     out = []

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
-from rich.console import Console
 
 from infraprof.cli.output import (
     TextKind,
@@ -21,8 +16,10 @@ from infraprof.cli.output import (
     emit,
     warning_lines,
 )
+from infraprof.cli.progress import progress_line, progress_wanted
 
 if TYPE_CHECKING:
+
     from infraprof.analyses.registry import AnalysisConfig
     from infraprof.ranking import Report
 
@@ -42,55 +39,11 @@ _SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table,
                    ".md": OutputFormat.markdown, ".html": OutputFormat.html}
 
 
-PROGRESS_DELAY_S = 2.0
-"""A status line appears only once a run has lasted this long (short runs print nothing)."""
+def _terminal_width() -> int:
+    """The width rich sees for stdout (columns)."""
+    from rich.console import Console
 
-
-class _DelayedStatus:
-    """A rich status line on stderr (spinner + the current step), shown from
-    :data:`PROGRESS_DELAY_S` after the start until the work is done; transient (erased)."""
-
-    def __init__(self, console: Console, delay_s: float) -> None:
-        self._status = console.status("Working…")
-        self._lock = threading.Lock()
-        self._started = self._stopped = False
-        self._timer = threading.Timer(delay_s, self._start)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def update(self, message: str) -> None:
-        with self._lock:
-            self._status.update(message)
-
-    def _start(self) -> None:
-        with self._lock:
-            if not self._stopped:
-                self._status.start()
-                self._started = True
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._stopped = True
-            if self._started:
-                self._status.stop()
-
-
-def progress_wanted(quiet: bool) -> bool:
-    """Progress on stderr: only when stderr is a terminal, not ``--quiet``, not in CI."""
-    return sys.stderr.isatty() and not quiet and not os.environ.get("CI")
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str], None] | None]:
-    if not enabled:
-        yield None
-        return
-    status = _DelayedStatus(Console(stderr=True), PROGRESS_DELAY_S)
-    try:
-        yield status.update
-    finally:
-        status.stop()
+    return Console().width
 
 
 def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int | None,
@@ -103,7 +56,7 @@ def _analyze_ncu(path: Path, fmt: OutputFormat, output: Path | None, width: int 
     if fmt is OutputFormat.json:
         emit(render_ncu_json(str(path), diagnoses), output, inputs=[path], kind="json")
     else:
-        cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+        cols = width or (_terminal_width() if output is None and sys.stdout.isatty() else 120)
         emit(render_ncu_terminal(str(path), diagnoses, cols, top), output)
 
 
@@ -223,7 +176,7 @@ def _analyze_one(input_path: Path, opts: _RunOptions, config: AnalysisConfig,
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, opts.width, config.top)
         return
-    with _progress(progress_wanted(opts.quiet)) as progress:
+    with progress_line(progress_wanted(opts.quiet)) as progress:
         report = api.analyze(input_path, ncu=opts.ncu, pyspy=opts.pyspy, config=config,
                              progress=progress, use_cache=not opts.no_cache)
         split = is_multi_process(report.trace)
@@ -314,5 +267,5 @@ def _render(report: Report, fmt: OutputFormat, output: Path | None, width: int |
     from infraprof.render.terminal import render_terminal
 
     color = output is None and color_wanted(no_color)
-    cols = width or (Console().width if output is None and sys.stdout.isatty() else 120)
+    cols = width or (_terminal_width() if output is None and sys.stdout.isatty() else 120)
     return render_terminal(report, width=cols, color=color, top=top), "ansi" if color else "text"

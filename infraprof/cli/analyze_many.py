@@ -32,15 +32,16 @@ class ManyOptions:
     use_cache: bool = True
 
 
-def parse_size(text: str) -> int:
-    """Bytes from ``8GiB``, ``512MB``, ``1.5G``, ``4096`` (``UsageError`` otherwise)."""
+def parse_size(text: str, option: str = "--memory-budget") -> int:
+    """Bytes from ``8GiB``, ``512MB``, ``1.5G``, ``4096`` (``UsageError`` naming ``option``
+    otherwise)."""
     match = _SIZE.match(text)
     if not match:
-        raise UsageError(f"--memory-budget {text!r}: give a size such as 8GiB or 512MB")
+        raise UsageError(f"{option} {text!r}: give a size such as 8GiB or 512MB")
     unit = (match.group(2) or "").lower().removesuffix("b")
     value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise UsageError(f"--memory-budget {text!r}: must be more than 0 bytes")
+        raise UsageError(f"{option} {text!r}: must be more than 0 bytes")
     return value
 
 

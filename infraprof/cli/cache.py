@@ -23,8 +23,8 @@ _SUBDIRS = ("tables", "sqlite", "inflated", "results")
 def cache_info() -> None:
     """Print the cache folder, its entries and their sizes."""
     from infraprof import result_cache
+    from infraprof.cache_paths import cache_dir
     from infraprof.readers.columnar_cache import cache_entries
-    from infraprof.readers.nsys_report import cache_dir
 
     root = cache_dir()
     entries = cache_entries()
@@ -45,7 +45,7 @@ def cache_clear() -> None:
     """Remove every cached export, table and result (the folder itself is kept)."""
     import shutil
 
-    from infraprof.readers.nsys_report import cache_dir
+    from infraprof.cache_paths import cache_dir
 
     root = cache_dir()
     removed = 0

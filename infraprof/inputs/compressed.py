@@ -2,7 +2,7 @@
 infraprof's cache and read from there; the compressed input is never modified.
 
 Cache: ``<cache dir>/inflated/<name>-<key>`` with the cache directory of
-:func:`infraprof.readers.nsys_report.cache_dir` (``$INFRAPROF_CACHE_DIR``, else
+:func:`infraprof.cache_paths.cache_dir` (``$INFRAPROF_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/infraprof``, else ``~/.cache/infraprof``); the key hashes the input's absolute
 path, size and mtime. The copy is streamed into a temporary file in the same directory and
 renamed into place, so a cached copy is always complete.
@@ -23,8 +23,8 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from infraprof.cache_paths import cache_dir
 from infraprof.errors import InputError, UsageError
-from infraprof.readers.nsys_report import cache_dir
 
 MAX_INFLATED_BYTES: Final = 8 << 30
 MAX_INFLATED_ENV: Final = "INFRAPROF_MAX_INFLATED_BYTES"

@@ -30,7 +30,7 @@ def launch_calls(api_calls: pd.DataFrame,
                  columns: Sequence[str] = DEFAULT_CALL_COLUMNS) -> pd.DataFrame:
     """One row per ``(pid, correlation_id)`` of ``api_calls``: the key plus ``columns``,
     renamed as the module docstring says."""
-    picked = api_calls[[*JOIN_KEY, *columns]].drop_duplicates(JOIN_KEY)
+    picked = table_schema.first_per_key(api_calls[[*JOIN_KEY, *columns]], JOIN_KEY)
     return table_schema.as_frame(picked.rename(columns={c: CALL_COLUMN_NAMES[c]
                                                         for c in columns}))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,25 @@ from infraprof.readers.validate import DataIssue
 def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
     """A dataclass default factory: an empty table with ``columns`` (name → dtype)."""
     return lambda: table_schema.empty(columns)
+
+
+def _start_end_order(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """Row order by (start, end), as ``np.lexsort`` gives it; None when the rows are in that
+    order already."""
+    tie = start[1:] == start[:-1]
+    if bool(np.all((start[1:] > start[:-1]) | (tie & (end[1:] >= end[:-1])))):
+        return None
+    return np.lexsort((end, start))
+
+
+def _stacked(parts: list[pd.Series], order: np.ndarray | None) -> Any:
+    """The ``parts`` one after the other, rows taken in ``order``: one copy of each value
+    (an int64 column as a numpy array, any other dtype through pandas, keeping it)."""
+    if all(part.dtype == np.int64 for part in parts):
+        values = np.concatenate([part.to_numpy() for part in parts])
+        return values if order is None else values[order]
+    joined = pd.concat(parts, ignore_index=True)
+    return joined if order is None else joined.iloc[order].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -53,25 +73,6 @@ class TraceMeta:
                 bits.append(f"rank {self.rank}{size}")
             return bits
         return [f"nsys {self.nsys_version or '?'}", f"export schema {self.schema_version or '?'}"]
-
-
-def _in_start_order(tables: list[pd.DataFrame], cols: list[str]
-                    ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows of ``tables`` (their ``cols``) one after the other, ordered by ``start_ns``
-    then ``end_ns``, and the order (positions in the concatenation). int64 columns are
-    gathered one at a time: no concatenated copy of every column plus a sorted copy of that
-    (~100 MB of temporaries at 1 M kernels)."""
-    if all(str(table[c].dtype) == "int64" for table in tables for c in cols):
-        def joined(column: str) -> np.ndarray:
-            return np.concatenate([table[column].to_numpy() for table in tables])
-
-        order = np.lexsort((joined("end_ns"), joined("start_ns")))
-        return table_schema.as_frame(pd.DataFrame({c: joined(c)[order] for c in cols},
-                                                  copy=False)), order
-    # other dtypes: the common dtype pandas concatenates them to
-    ops = pd.concat([table[cols] for table in tables], ignore_index=True)
-    order = np.lexsort((ops["end_ns"].to_numpy(), ops["start_ns"].to_numpy()))
-    return table_schema.as_frame(ops.iloc[order].reset_index(drop=True)), order
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,17 @@ class Trace:
                 codes = np.where(codes < 0, -1, codes + len(texts))
                 texts.extend(names.cat.categories)
             name_codes.append(codes)
-        ops, order = _in_start_order([table for _, table, _ in used], cols)
-        ops["name"] = table_schema.text_category(np.concatenate(name_codes)[order], texts)
-        ops["kind"] = table_schema.text_category(
-            np.repeat(np.arange(len(used)), [len(table) for _, table, _ in used])[order],
-            [kind for kind, _, _ in used])
-        return ops
+        tables = [table for _, table, _ in used]
+        order = _start_end_order(np.concatenate([t["start_ns"].to_numpy() for t in tables]),
+                                 np.concatenate([t["end_ns"].to_numpy() for t in tables]))
+        ops = {column: _stacked([t[column] for t in tables], order) for column in cols}
+        kinds = np.repeat(np.arange(len(used)), [len(t) for t in tables])
+        codes = np.concatenate(name_codes)
+        ops["name"] = table_schema.text_category(
+            codes if order is None else codes[order], texts)
+        ops["kind"] = table_schema.text_category(kinds if order is None else kinds[order],
+                                                 [kind for kind, _, _ in used])
+        return table_schema.as_frame(pd.DataFrame(ops, copy=False))
 
     @property
     def has_gpu_activity(self) -> bool:
@@ -147,5 +153,16 @@ class Trace:
         return table_schema.as_frame(self.gpus[self.gpus["used"]].reset_index(drop=True))
 
     def thread_name(self, global_tid: int) -> str | None:
-        rows = self.threads.loc[self.threads["global_tid"] == global_tid, "name"]
-        return None if rows.empty else str(rows.iloc[0])
+        """The name of the first ``threads`` row of ``global_tid`` (as ``str``), None when
+        the thread is not listed (a lookup in a mapping built once per trace)."""
+        return self._thread_names.get(int(global_tid))
+
+    @cached_property
+    def _thread_names(self) -> dict[int, str]:
+        ids = self.threads["global_tid"].tolist()
+        names = self.threads["name"].tolist()
+        found: dict[int, str] = {}
+        for gtid, name in zip(reversed(ids), reversed(names), strict=True):
+            if not pd.isna(gtid):
+                found[int(gtid)] = str(name)  # the first row of a thread wins: written last
+        return found

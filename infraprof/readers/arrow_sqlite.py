@@ -45,6 +45,7 @@ import pandas as pd
 
 from infraprof import tables as table_schema
 from infraprof.readers import validate
+from infraprof.readers.row_order import stable_order
 from infraprof.readers.sqlite_db import SqliteFile, read_only_uri
 
 # Below this many rows the sqlite3 path is about as fast. Measured (docs/performance.md,
@@ -97,8 +98,8 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
     arrays = _read_columns(db, table, columns, where)
     if arrays is None:
         return None
-    if sort_by is not None:
-        order = np.argsort(arrays[sort_by], kind="stable")
+    order = None if sort_by is None else stable_order(arrays[sort_by])
+    if order is not None:
         arrays = {name: values[order] for name, values in arrays.items()}
     out: dict[str, Any] = {}
     for name, values in arrays.items():

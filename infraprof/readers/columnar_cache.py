@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from infraprof.readers.nsys_report import cache_dir
+from infraprof.cache_paths import cache_dir
 from infraprof.readers.nsys_sqlite import NsysTables, read_nsys_sqlite
 from infraprof.readers.sqlite_db import export_identity
 from infraprof.readers.validate import DataIssue

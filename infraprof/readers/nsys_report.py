@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from infraprof.cache_paths import cache_dir
 from infraprof.capture import nsys as nsys_tool
 from infraprof.errors import InputError, ToolError
 from infraprof.readers.sqlite_db import check_not_truncated, has_sqlite_header
@@ -81,14 +82,6 @@ def _is_newer(report_version: str | None, installed: str | None) -> bool:
     """True when the report was written by a newer nsys (year.minor.patch) than ``installed``."""
     report_key, installed_key = _version_key(report_version), _version_key(installed)
     return report_key is not None and installed_key is not None and report_key > installed_key
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("INFRAPROF_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "infraprof"
 
 
 def _cache_path(report: Path) -> Path:

@@ -232,10 +232,22 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
     f["name"] = T.map_text(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
     # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
-    f = f.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
-    f = f.drop_duplicates(["global_tid", "correlation_id", "name"], keep="first")
+    f = T.first_per_key(_by_start_longest_first(f), ["global_tid", "name", "correlation_id"])
     f["api"] = T.map_text(f["name"], api_family)
     return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
+
+
+def _by_start_longest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (sorted by ``start_ns``) in (``start_ns``, ``end_ns`` descending) order, as a
+    stable sort gives it; ``frame`` itself when that is its order already."""
+    start, end = frame["start_ns"], frame["end_ns"]
+    if start.dtype == end.dtype == np.int64:
+        begin, finish = start.to_numpy(), end.to_numpy()
+        later = begin[1:] > begin[:-1]
+        if bool(np.all(later | ((begin[1:] == begin[:-1]) & (finish[1:] <= finish[:-1])))):
+            return frame
+    return T.as_frame(frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
+                                        kind="stable"))
 
 
 def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:
@@ -287,7 +299,7 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     f = _with_pid(f, "global_pid")
-    calls = api[["pid", "correlation_id", "name"]].drop_duplicates(["pid", "correlation_id"])
+    calls = T.first_per_key(api[["pid", "correlation_id", "name"]], ["pid", "correlation_id"])
     calls = calls.rename(columns={"name": "api_name"})
     if len(f):
         f["correlation_id"] = f["correlation_id"].astype("int64")

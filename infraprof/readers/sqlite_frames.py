@@ -17,6 +17,7 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.errors import InputError
 from infraprof.readers import arrow_sqlite, validate
+from infraprof.readers.row_order import stable_order
 from infraprof.readers.sqlite_db import SqliteFile
 
 
@@ -112,10 +113,9 @@ def _read_block(db: SqliteFile, table: str, columns: dict[str, str], sql: str, r
 def _sort_in_place(block: np.ndarray, row: int) -> None:
     """Reorder ``block``'s columns (the table rows) by a stable argsort of its ``row``, one
     row at a time (peak: one row more), unless they are in that order already."""
-    keys = block[row]
-    if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
+    order = stable_order(block[row])
+    if order is None:
         return
-    order = np.argsort(keys, kind="stable")
     for i in range(len(block)):
         block[i] = block[i][order]
 

@@ -147,9 +147,11 @@ def _encode(events: list[Event], first: bool) -> bytes:
     return safe_json(("" if first else ",") + text).encode("utf-8", "replace")
 
 
-def write_chrome_trace(report: Report, plan: ExportPlan, write: Write) -> None:
+def write_chrome_trace(report: Report, plan: ExportPlan, write: Write,
+                       extra: list[Event] | None = None) -> None:
     """The JSON object format, ``{"traceEvents": [...], "displayTimeUnit": "ns",
-    "otherData": {...}}``, streamed through ``write``."""
+    "otherData": {...}}``, streamed through ``write``; ``extra`` events (a size-bounded
+    export's counters and detail-window marker) come after the plan's."""
     write(b'{"traceEvents":[')
     meta = _metadata(plan)
     write(_encode(meta, True))
@@ -160,6 +162,8 @@ def write_chrome_trace(report: Report, plan: ExportPlan, write: Write) -> None:
             if events:
                 write(_encode(events, empty))
                 empty = False
+    if extra:
+        write(_encode(extra, empty))
     m = report.trace.meta
     other = {"exporter": f"infraprof {__version__}", "source": m.source,
              "nsys_version": m.nsys_version, "time_origin": "nsys session start"}

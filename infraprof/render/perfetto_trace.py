@@ -336,6 +336,12 @@ def _write_lane(plan: ExportPlan, lane: _Lane, names: list[str], arg_names: _Arg
         write(_encode_chunk(plan, lane, order[part], is_end[part], arg_names.iids))
 
 
+def process_uuids(plan: ExportPlan) -> dict[int, int]:
+    """The track uuid :func:`write_perfetto` gives each process of ``plan`` (processes are
+    described first, in order, so process ``i`` is uuid ``i + 1``)."""
+    return {process.pid: index + 1 for index, process in enumerate(plan.processes)}
+
+
 def write_perfetto(plan: ExportPlan, write: Write) -> None:
     """The whole trace, packet after packet, through ``write`` (module docstring)."""
     uuids = _Uuids()

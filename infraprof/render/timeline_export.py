@@ -22,7 +22,7 @@ operation of a call (several for a CUDA graph launch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -310,10 +310,12 @@ def _host_sources(report: Report, window: tuple[int, int] | None,
     ]
 
 
-def _gap_source(report: Report, window: tuple[int, int] | None) -> Source:
+def _gap_source(report: Report, window: tuple[int, int] | None,
+                columns: GapColumns | None = None) -> Source:
     """Idle gaps (:mod:`~infraprof.render.timeline_gaps`): names and arguments are decoded
-    from the gap table's codes for the rows asked for."""
-    columns = GapColumns(report)
+    from the gap table's codes for the rows asked for (``columns``: the report's, when
+    already built)."""
+    columns = columns if columns is not None else GapColumns(report)
     gaps = _in_window(columns.frame, window)
     table_rows = gaps["gap"].to_numpy(dtype=np.int64)
 
@@ -384,13 +386,16 @@ def _processes(report: Report, pids: list[int]) -> list[Process]:
     return out
 
 
-def build_plan(report: Report, window: tuple[int, int] | None = None) -> ExportPlan:
+def build_plan(report: Report, window: tuple[int, int] | None = None,
+               extra_pids: Iterable[int] = (), gaps: GapColumns | None = None) -> ExportPlan:
     """Sources, tracks and processes of the export of ``report`` (rows overlapping
-    ``window``, ns on the trace's timeline, when given)."""
+    ``window``, ns on the trace's timeline, when given); ``extra_pids`` are described as
+    processes even without a track (the GPUs of a size-bounded export's counters);
+    ``gaps``: the report's gap columns when the caller has them already."""
     gpu = _gpu_sources(report, window)
     launched = np.concatenate([s.flow for s in gpu if s.flow is not None])
     sources = [*gpu, *_host_sources(report, window, launched[launched > 0]),
-               _gap_source(report, window), _pyspy_source(report, window)]
+               _gap_source(report, window, gaps), _pyspy_source(report, window)]
     groups = [_groups(s) for s in sources]
     t = report.trace
     thread_names = {(int(decode_pid(g)), int(decode_tid(g))): str(n)
@@ -399,8 +404,8 @@ def build_plan(report: Report, window: tuple[int, int] | None = None) -> ExportP
     keys = sorted({k for g in groups for k in g})
     tracks = [_track(k, thread_names) for k in keys]
     release_free_memory()  # the flow join's and grouping's temporaries
-    return ExportPlan(_processes(report, sorted({p for p, _ in keys})), tracks, sources,
-                      groups)
+    pids = sorted({p for p, _ in keys} | set(extra_pids))
+    return ExportPlan(_processes(report, pids), tracks, sources, groups)
 
 
 def trace_start_ns(t: Trace) -> int:

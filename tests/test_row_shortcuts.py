@@ -1,0 +1,62 @@
+"""Shortcuts that skip work when rows are in order or unique already must give exactly what
+the full operation gives: ``stable_order`` (``ORDER BY`` of a key), ``first_per_key``
+(``drop_duplicates(keep="first")``) and the runtime table's (start, longest first) order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infraprof.readers.nsys_sqlite import _by_start_longest_first
+from infraprof.readers.row_order import stable_order
+from infraprof.tables import first_per_key
+
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+SMALL = st.integers(0, 4)  # few distinct values: ties and repeats are common
+
+
+@SETTINGS
+@given(st.lists(st.integers(-3, 3), max_size=30))
+def test_stable_order_is_a_stable_argsort(keys: list[int]) -> None:
+    values = np.array(keys, dtype=np.int64)
+    order = stable_order(values)
+    expected = np.argsort(values, kind="stable")
+    got = np.arange(len(values)) if order is None else order
+    assert np.array_equal(got, expected)
+    if len(values) > 1 and np.all(np.diff(values) >= 0):
+        assert order is None  # sorted input: nothing to reorder
+
+
+@SETTINGS
+@given(st.lists(st.tuples(SMALL, SMALL, SMALL), max_size=30))
+def test_first_per_key_is_drop_duplicates(rows: list[tuple[int, int, int]]) -> None:
+    frame = pd.DataFrame(rows, columns=["pid", "name", "correlation_id"], dtype="int64")
+    expected = frame.drop_duplicates(["pid", "correlation_id"], keep="first")
+    pd.testing.assert_frame_equal(first_per_key(frame, ["pid", "correlation_id"]), expected)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(SMALL, SMALL), max_size=30), st.booleans())
+def test_start_then_longest_first_is_the_stable_sort(pairs: list[tuple[int, int]],
+                                                     presorted: bool) -> None:
+    frame = pd.DataFrame(pairs, columns=["start_ns", "end_ns"], dtype="int64")
+    if presorted:  # as the reader gives it: sorted by start only
+        frame = frame.sort_values("start_ns", kind="stable").reset_index(drop=True)
+    frame["row"] = np.arange(len(frame))
+    expected = frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
+                                 kind="stable")
+    pd.testing.assert_frame_equal(_by_start_longest_first(frame), expected)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(SMALL, SMALL), max_size=30))
+def test_start_end_order_is_the_lexsort(pairs: list[tuple[int, int]]) -> None:
+    from infraprof.model.trace import _start_end_order
+
+    start = np.array([p[0] for p in pairs], dtype=np.int64)
+    end = np.array([p[1] for p in pairs], dtype=np.int64)
+    order = _start_end_order(start, end)
+    expected = np.lexsort((end, start))
+    assert np.array_equal(np.arange(len(start)) if order is None else order, expected)
