@@ -9,8 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof.readers.nsys_sqlite import _by_start_longest_first
-from infraprof.readers.row_order import stable_order
+from infraprof.readers.row_order import by_start_longest_first, stable_order
 from infraprof.tables import first_per_key
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
@@ -47,7 +46,7 @@ def test_start_then_longest_first_is_the_stable_sort(pairs: list[tuple[int, int]
     frame["row"] = np.arange(len(frame))
     expected = frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
                                  kind="stable")
-    pd.testing.assert_frame_equal(_by_start_longest_first(frame), expected)
+    pd.testing.assert_frame_equal(by_start_longest_first(frame), expected)
 
 
 @SETTINGS

@@ -33,6 +33,7 @@ from infraprof import tables as T
 from infraprof.errors import InputError
 from infraprof.readers import validate
 from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
+from infraprof.readers.row_order import by_start_longest_first
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
 from infraprof.readers.sqlite_frames import read_frame, read_int_frame
 
@@ -232,22 +233,9 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
     f["name"] = T.map_text(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
     # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
-    f = T.first_per_key(_by_start_longest_first(f), ["global_tid", "name", "correlation_id"])
+    f = T.first_per_key(by_start_longest_first(f), ["global_tid", "name", "correlation_id"])
     f["api"] = T.map_text(f["name"], api_family)
     return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
-
-
-def _by_start_longest_first(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (sorted by ``start_ns``) in (``start_ns``, ``end_ns`` descending) order, as a
-    stable sort gives it; ``frame`` itself when that is its order already."""
-    start, end = frame["start_ns"], frame["end_ns"]
-    if start.dtype == end.dtype == np.int64:
-        begin, finish = start.to_numpy(), end.to_numpy()
-        later = begin[1:] > begin[:-1]
-        if bool(np.all(later | ((begin[1:] == begin[:-1]) & (finish[1:] <= finish[:-1])))):
-            return frame
-    return T.as_frame(frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
-                                        kind="stable"))
 
 
 def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:

@@ -6,6 +6,9 @@ order, so the two orders are the same, ties included (docs/performance.md, "Roun
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from infraprof.tables import as_frame
 
 
 def stable_order(keys: np.ndarray) -> np.ndarray | None:
@@ -14,3 +17,16 @@ def stable_order(keys: np.ndarray) -> np.ndarray | None:
     if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
         return None
     return np.argsort(keys, kind="stable")
+
+
+def by_start_longest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (sorted by ``start_ns``) in (``start_ns``, ``end_ns`` descending) order, as a
+    stable sort gives it; ``frame`` itself when that is its order already."""
+    start, end = frame["start_ns"], frame["end_ns"]
+    if start.dtype == end.dtype == np.int64:
+        begin, finish = start.to_numpy(), end.to_numpy()
+        later = begin[1:] > begin[:-1]
+        if bool(np.all(later | ((begin[1:] == begin[:-1]) & (finish[1:] <= finish[:-1])))):
+            return frame
+    return as_frame(frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
+                                        kind="stable"))
