@@ -168,30 +168,35 @@ class DeviceBusy:
         return self.span_ns - self.busy_ns
 
 
-def _union_ns(frame: pd.DataFrame) -> int:
-    return intervals.union(frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy()).total_ns
-
-
-def _int(value: object) -> int:
-    return int(str(value))
+def _union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
+    return intervals.union(starts, ends).total_ns
 
 
 def device_busy(trace: Trace) -> list[DeviceBusy]:
-    """Busy = length of the union of kernels, memcpys and memsets per device."""
+    """Busy = length of the union of kernels, memcpys and memsets per device (numpy masks of
+    the start/end columns: no per-device copy of the operations table)."""
     ops = trace.gpu_ops()
     names = dict(zip(trace.gpus["device_id"], trace.gpus["name"], strict=True))
+    devices = ops["device_id"].to_numpy(dtype=np.int64)
+    starts, ends = ops["start_ns"].to_numpy(), ops["end_ns"].to_numpy()
+    kind_column = table_schema.as_text_category(ops["kind"])
+    kinds = kind_column.cat.codes.to_numpy()
+    kind_code = {str(text): code for code, text in enumerate(kind_column.cat.categories)}
     out = []
-    for device, d in ops.groupby("device_id", sort=True):
+    for device in np.unique(devices).tolist():
+        mine = devices == device
+        start, end, kind = starts[mine], ends[mine], kinds[mine]
+        of_kind = {k: kind == kind_code.get(k, -2) for k in ("kernel", "memcpy", "memset")}
         out.append(DeviceBusy(
-            device_id=_int(device),
+            device_id=int(device),
             name=str(names.get(device) or f"GPU {device}"),
-            span_start_ns=int(d["start_ns"].min()),
-            span_end_ns=int(d["end_ns"].max()),
-            busy_ns=_union_ns(d),
-            kernel_ns=_union_ns(d[d["kind"] == "kernel"]),
-            memcpy_ns=_union_ns(d[d["kind"] == "memcpy"]),
-            memset_ns=_union_ns(d[d["kind"] == "memset"]),
-            ops=len(d),
+            span_start_ns=int(start.min()),
+            span_end_ns=int(end.max()),
+            busy_ns=_union_ns(start, end),
+            kernel_ns=_union_ns(start[of_kind["kernel"]], end[of_kind["kernel"]]),
+            memcpy_ns=_union_ns(start[of_kind["memcpy"]], end[of_kind["memcpy"]]),
+            memset_ns=_union_ns(start[of_kind["memset"]], end[of_kind["memset"]]),
+            ops=int(mine.sum()),
         ))
     return out
 
