@@ -374,7 +374,7 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             out[col] = text_category(np.full(n, -1, dtype=np.int64), [])
         else:
             raise KeyError(f"required column {col!r} missing")
-    return as_frame(pd.DataFrame(out, index=pd.RangeIndex(n), copy=False))
+    return as_frame(pd.DataFrame(out, index=pd.RangeIndex(n)))
 
 
 IntArray = npt.NDArray[np.int64]
