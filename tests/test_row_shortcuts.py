@@ -59,3 +59,23 @@ def test_start_end_order_is_the_lexsort(pairs: list[tuple[int, int]]) -> None:
     order = _start_end_order(start, end)
     expected = np.lexsort((end, start))
     assert np.array_equal(np.arange(len(start)) if order is None else order, expected)
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 50), max_size=40), st.sampled_from([0, 2**40, -5]))
+def test_distinct_ids_is_np_unique(ids: list[int], shift: int) -> None:
+    from infraprof.readers.row_order import distinct_ids
+
+    values = np.array(ids, dtype=np.int64) + shift  # shifted: the sorting fallback
+    distinct, inverse = distinct_ids(values)
+    expected, expected_inverse = np.unique(values, return_inverse=True)
+    assert np.array_equal(distinct, expected) and distinct.dtype == np.int64
+    assert np.array_equal(inverse, expected_inverse.reshape(-1))
+
+
+def test_first_per_key_increasing_and_nullable() -> None:
+    frame = pd.DataFrame({"pid": [1, 1, 2], "correlation_id": pd.array([3, 5, 9], "Int64")})
+    assert first_per_key(frame, ["pid", "correlation_id"]) is frame  # increasing: unique
+    frame = pd.DataFrame({"pid": [1, 2, 1], "correlation_id": pd.array([5, None, 5], "Int64")})
+    expected = frame.drop_duplicates(["pid", "correlation_id"], keep="first")
+    pd.testing.assert_frame_equal(first_per_key(frame, ["pid", "correlation_id"]), expected)

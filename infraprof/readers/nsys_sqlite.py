@@ -33,7 +33,7 @@ from infraprof import tables as T
 from infraprof.errors import InputError
 from infraprof.readers import validate
 from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
-from infraprof.readers.row_order import by_start_longest_first
+from infraprof.readers.row_order import by_start_longest_first, distinct_ids
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
 from infraprof.readers.sqlite_frames import read_frame, read_int_frame
 
@@ -115,7 +115,7 @@ class _Strings:
         :func:`~infraprof.tables.text_category`): one lookup per distinct id."""
         valid = ids.notna().to_numpy(dtype=bool)
         codes = ids[valid].to_numpy(dtype=np.int64)
-        distinct, inverse = np.unique(codes, return_inverse=True)
+        distinct, inverse = distinct_ids(codes)
         self._fetch(distinct.tolist())
         texts = [self.cache.get(i) for i in distinct.tolist()]
         which = np.full(len(ids), -1, dtype=np.int64)

@@ -1,7 +1,14 @@
-"""The row order of ``SELECT … ORDER BY key`` without SQLite's sorter (one definition for the
-sqlite3 and the Arrow reads): a **stable** sort of the key column as read in table (rowid)
-order, NULLs (read as ``INT64_MIN``) first. SQLite's sorter keeps rows with equal keys in scan
-order, so the two orders are the same, ties included (docs/performance.md, "Round 5: reader")."""
+"""Reader shortcuts that replace a sort by a linear pass when the data allows it (one
+definition for the sqlite3 and the Arrow reads):
+
+* the row order of ``SELECT … ORDER BY key`` without SQLite's sorter: a **stable** sort of the
+  key column as read in table (rowid) order, NULLs (read as ``INT64_MIN``) first, skipped
+  when the rows are in order already. SQLite's sorter keeps rows with equal keys in scan
+  order, so the two orders are the same, ties included (docs/performance.md, "Round 5:
+  reader");
+* the runtime calls' (start, longest first) order, checked before sorting;
+* the distinct ids of a column (``np.unique`` with its inverse) through a presence table
+  when the ids are small non-negative integers, as StringIds ids are."""
 
 from __future__ import annotations
 
@@ -30,3 +37,19 @@ def by_start_longest_first(frame: pd.DataFrame) -> pd.DataFrame:
             return frame
     return as_frame(frame.sort_values(["start_ns", "end_ns"], ascending=[True, False],
                                         kind="stable"))
+
+
+def distinct_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_inverse=True)`` of int64 ids: the sorted distinct ids and each
+    id's index among them. Ids in ``[0, 4 × len(ids) + 2^20)`` (StringIds ids, thread ids)
+    are ranked through a presence table instead of a sort: linear time, and the table is
+    bounded by that range (8 bytes per slot)."""
+    if ids.size == 0 or int(ids.min()) < 0 or int(ids.max()) >= 4 * ids.size + (1 << 20):
+        distinct, inverse = np.unique(ids, return_inverse=True)
+        return distinct, inverse.reshape(-1)
+    present = np.zeros(int(ids.max()) + 1, dtype=bool)
+    present[ids] = True
+    distinct = np.flatnonzero(present)
+    rank = np.zeros(len(present), dtype=np.int64)
+    rank[distinct] = np.arange(len(distinct))
+    return distinct.astype(np.int64), rank[ids]
