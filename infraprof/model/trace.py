@@ -134,9 +134,13 @@ class Trace:
                 texts.extend(names.cat.categories)
             name_codes.append(codes)
         tables = [table for _, table, _ in used]
-        order = _start_end_order(np.concatenate([t["start_ns"].to_numpy() for t in tables]),
-                                 np.concatenate([t["end_ns"].to_numpy() for t in tables]))
-        ops = {column: _stacked([t[column] for t in tables], order) for column in cols}
+        starts, ends = (np.concatenate([t[column].to_numpy(dtype=np.int64) for t in tables])
+                        for column in ("start_ns", "end_ns"))
+        order = _start_end_order(starts, ends)
+        ops = {"start_ns": starts if order is None else starts[order],
+               "end_ns": ends if order is None else ends[order]}
+        ops.update({column: _stacked([t[column] for t in tables], order)
+                    for column in cols[2:]})
         kinds = np.repeat(np.arange(len(used)), [len(t) for t in tables])
         codes = np.concatenate(name_codes)
         ops["name"] = table_schema.text_category(
