@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof.analyses.gap_table import HostDetail
+from infraprof.analyses.host_columns import HostDetail
 from infraprof.analyses.host_paint import (
     CODE,
     PaintParams,
@@ -150,8 +150,9 @@ def _reference(g0s: list[int], g1s: list[int], ends: list[int], traced: bool,
     return out
 
 
-def _nvtx_at(times: np.ndarray) -> list[str | None]:
-    return [None if t % 5 == 0 else f"range{t % 3}" for t in times.tolist()]
+def _nvtx_at(times: np.ndarray) -> np.ndarray:
+    return np.array([None if t % 5 == 0 else f"range{t % 3}" for t in times.tolist()],
+                    dtype=object)
 
 
 _CATS = ("sync", "memcpy", "allocation", "launch-overhead", "host-wait", "host-cpu")
@@ -187,7 +188,8 @@ def test_host_details_are_the_per_gap_algorithm(
     p = PaintParams(host_max, exposure, cap)
     got = host_details(g, p, _nvtx_at)
     want = _reference(g0s, g1s, launch_ends, traced, found, p, _nvtx_at)
-    for mine, theirs in zip(got, want, strict=True):
+    assert got.rows.tolist() == list(range(len(want)))
+    for mine, theirs in zip(got.values(), want, strict=True):
         assert mine == theirs
         # same key order in every dict (the JSON lists them in this order)
         for field in ("parts", "where", "segments"):

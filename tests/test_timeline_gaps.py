@@ -1,6 +1,6 @@
 """render/timeline_gaps.GapColumns: per-chunk decoding of the gap table's codes, checked
 against the table's rows and host details decoded one row at a time (any row order, repeated
-rows, equal parts, a zero part, a thread without a name)."""
+rows, equal parts, a thread without a name)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,33 @@ from typing import Any
 
 import numpy as np
 
-from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable, HostDetail
+from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable
+from infraprof.analyses.host_columns import CODE, HostColumns
 from infraprof.render.timeline_gaps import GapColumns
 
 
-def _host(parts: dict[str, int], exposed_by: str | None) -> HostDetail:
-    return HostDetail(parts=parts, calls=[], drain=None, where={}, exposed_by=exposed_by,
-                      segments={})
+def _host(details: dict[int, tuple[int, dict[str, int], str | None]]) -> HostColumns:
+    """Host columns of ``row -> (gap start, parts, exposed_by)``: each part one run, the runs
+    back to back from the gap's start in the parts' order."""
+    rows, run_gap, run_code, run_lo, run_hi = [], [], [], [], []
+    for i, (row, (g0, parts, _)) in enumerate(sorted(details.items())):
+        rows.append(row)
+        t = g0
+        for cat, ns in parts.items():
+            run_gap.append(i)
+            run_code.append(CODE[cat])
+            run_lo.append(t)
+            run_hi.append(t + ns)
+            t += ns
+    n = len(rows)
+    exposed = np.array([details[row][2] for row in rows], dtype=object)
+    return HostColumns(
+        rows=np.array(rows, dtype=np.int64), run_gap=np.array(run_gap, dtype=np.int64),
+        run_code=np.array(run_code, dtype=np.int8), run_lo=np.array(run_lo, dtype=np.int64),
+        run_hi=np.array(run_hi, dtype=np.int64), drain_name=np.full(n, None, dtype=object),
+        drain_start=np.zeros(n, dtype=np.int64), drain_end=np.zeros(n, dtype=np.int64),
+        drain_code=np.full(n, -1, dtype=np.int8), drain_blocked=np.zeros(n, dtype=np.int64),
+        exposed_by=exposed)
 
 
 def _table() -> GapTable:
@@ -32,9 +52,9 @@ def _table() -> GapTable:
                           dtype=np.int8),
         api_names=("cudaLaunchKernel", "cudaMemcpyAsync"),
         nvtx_names=("step", 'fwd "<&>"'),
-        host={1: _host({"host-cpu": 3, "sync": 5}, "cudaStreamSynchronize"),
-              3: _host({"sync": 0, "host-wait": 3}, None),
-              5: _host({"memcpy": 5, "host-cpu": 5}, None)})
+        host=_host({1: (10, {"host-cpu": 3, "sync": 5}, "cudaStreamSynchronize"),
+                    3: (30, {"host-wait": 3}, None),
+                    5: (50, {"memcpy": 5, "host-cpu": 5}, None)}))
 
 
 def _report(table: GapTable, findings: tuple[str, ...]) -> Any:

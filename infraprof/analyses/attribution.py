@@ -51,10 +51,10 @@ from infraprof.analyses.gap_table import (
     CATEGORIES,
     GapAttribution,
     GapTable,
-    HostDetail,
     listed_gaps,
 )
-from infraprof.analyses.host_paint import CODE, PaintParams, ThreadGaps, expand, host_details
+from infraprof.analyses.host_columns import CODE, CODES, HostColumns, combine
+from infraprof.analyses.host_paint import PaintParams, ThreadGaps, expand, host_details
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
@@ -227,17 +227,16 @@ def attribute_gaps(trace: Trace, timelines: list[DeviceTimeline],
     return attribute_table(trace, timelines, params).records()
 
 
-def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams
-                  ) -> dict[int, HostDetail]:
+def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams) -> HostColumns:
     """Paint the gaps with host activity (rules 2-4), thread by thread; the drain slack pool
-    of each thread runs over its host gaps in time order. Keyed by row, in table order."""
+    of each thread runs over its host gaps in time order. Rows in table order."""
     rows = table.host_rows()
-    details: dict[int, HostDetail] = {}
+    pieces = []
     for gtid, positions in _by_thread(table.gtid[rows]):
         mine = rows[positions]
-        details.update(_thread_details(index.get(gtid), mine, table.g0[mine], table.g1[mine],
-                                       table.api_end[mine], p))
-    return {row: details[row] for row in rows.tolist()}
+        pieces.append((mine, _thread_details(index.get(gtid), table.g0[mine], table.g1[mine],
+                                             table.api_end[mine], p)))
+    return combine(pieces)
 
 
 def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -251,8 +250,8 @@ def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
             zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
 
 
-def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1: np.ndarray,
-                    launch_end: np.ndarray, p: AttributionParams) -> dict[int, HostDetail]:
+def _thread_details(entry: dict[str, Any], g0: np.ndarray, g1: np.ndarray,
+                    launch_end: np.ndarray, p: AttributionParams) -> HostColumns:
     """:func:`_host_details` of one thread's host gaps (in time order), painted all at once
     (:mod:`~infraprof.analyses.host_paint`)."""
     found = [(table, *table.overlaps(g0, g1)) for key in ("api", "os")
@@ -268,8 +267,7 @@ def _thread_details(entry: dict[str, Any], rows: np.ndarray, g0: np.ndarray, g1:
                       column("s", np.int64), column("e", np.int64), column("code", np.int8),
                       column("name", object))
     params = PaintParams(p.launch_host_max_ns, p.drain_exposure, p.max_run_ahead_ns)
-    details = host_details(gaps, params, lambda at: _innermost_nvtx_many(entry, at).tolist())
-    return dict(zip(rows.tolist(), details, strict=True))
+    return host_details(gaps, params, lambda at: _innermost_nvtx_many(entry, at))
 
 
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
@@ -300,9 +298,9 @@ def idle_breakdown(table: GapTable) -> dict[str, int]:
     dur = table.dur
     for code, category in enumerate(CATEGORIES):
         breakdown[category] += int(dur[table.category == code].sum())
-    for detail in table.host.values():
-        for category, ns in detail.parts.items():
-            breakdown[category] += ns
+    parts = table.host.parts()
+    for code, category in enumerate(CODES):
+        breakdown[category] += int(parts.ns[parts.code == code].sum())
     return breakdown
 
 

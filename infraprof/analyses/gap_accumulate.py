@@ -19,8 +19,9 @@ import pandas as pd
 
 from infraprof import intervals
 from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
-from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes, phase_of_gap
-from infraprof.analyses.sites import site_of
+from infraprof.analyses.host_columns import CODE, CODES, PartRows, missing
+from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes
+from infraprof.analyses.sites import nvtx_label, part_sites
 from infraprof.analyses.timeline import DeviceTimeline
 
 HOST = ("host-cpu", "host-wait")
@@ -163,31 +164,90 @@ def _single_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: n
 def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, Accumulator],
                examples: int, split: dict[tuple[int, int, str], str],
                phases: dict[int, DevicePhases] | None) -> None:
-    """Add the gaps with host activity, one by one in time order."""
-    rows = table.host_rows()
-    records = table.records(rows)
-    budgets = _host_budgets(table, rows, records, timelines)
-    for row, a, (host_ns, budget) in zip(rows.tolist(), records, budgets, strict=True):
-        phase = None if phases is None else phase_of_gap(phases, a.device_id, a.start_ns,
-                                                         a.end_ns)
-        for part, (cat, ns) in enumerate(a.parts.items()):
-            key = (cat, site_of(a, cat), split.get((a.device_id, a.start_ns, cat), ""))
-            rec = acc.get(key)
-            if rec is None:
-                rec = acc[key] = Accumulator((row, part))
-            rec.first = min(rec.first, (row, part))
-            impact = budget * ns // host_ns if cat in HOST else ns
-            _add_host_part(rec, a, row, cat, ns, impact, phase, examples)
+    """Add the parts of the gaps with host activity: group-bys over the part rows of
+    ``table.host`` giving what adding the gaps one by one in time order gives."""
+    parts = table.host.parts()
+    if not len(parts.gap):
+        return
+    rows = table.host.rows[parts.gap]
+    cats = np.array(CODES, dtype=object)[parts.code]
+    keys = pd.DataFrame({"cat": cats, "site": part_sites(table, parts),
+                         "key": _split_keys(table, rows, cats, split)})
+    group = keys.groupby(["cat", "site", "key"], sort=False).ngroup().to_numpy()
+    ns = parts.ns
+    totals = _group_totals(group, rows, parts.order, ns, _impacts(table, parts, timelines))
+    recs: list[Accumulator] = []
+    for (cat, site, key), (first_row, first_part, idle, impact, gaps) in zip(
+            keys.drop_duplicates().itertuples(index=False, name=None), totals, strict=True):
+        rec = acc.get((cat, site, key))
+        if rec is None:
+            rec = acc[(cat, site, key)] = Accumulator((first_row, first_part))
+        rec.first = min(rec.first, (first_row, first_part))
+        rec.idle += idle
+        rec.impact += impact
+        rec.gaps += gaps
+        recs.append(rec)
+    for g, gtid in pd.DataFrame({"g": group, "t": table.gtid[rows]}).drop_duplicates(
+            ).itertuples(index=False, name=None):
+        recs[g].threads.add(gtid)
+    if phases is not None:
+        phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])
+        for (g, ph), total in _sums_by(group, phase, ns, rows)[0].items():
+            recs[g].phase[PHASES[ph]] = recs[g].phase.get(PHASES[ph], 0) + total
+    _host_nvtx(table, parts, group, recs)
+    _host_kernels(table, parts, rows, group, recs)
+    _host_calls(table, parts, group, recs)
+    _host_examples(table, rows, group, ns, recs, examples)
 
 
-def _host_budgets(table: GapTable, rows: np.ndarray, records: list[GapAttribution],
-                  timelines: list[DeviceTimeline]) -> list[tuple[int, int]]:
-    """Per gap of ``rows``: its host-side ns (``host-cpu`` + ``host-wait``) and the part of it
-    that is recoverable, ``min(host ns, GPU busy time since the previous gap with host-side
-    time on its device, or since the device's first operation)``: one prefix-sum search per
-    device for all its gaps."""
-    host_ns = np.array([a.parts.get("host-cpu", 0) + a.parts.get("host-wait", 0)
-                        for a in records], dtype=np.int64)
+def _split_keys(table: GapTable, rows: np.ndarray, cats: np.ndarray,
+                split: dict[tuple[int, int, str], str]) -> np.ndarray:
+    """The split key of each part (``split`` by (device, gap start, category); "" without)."""
+    if not split:
+        return np.full(len(rows), "", dtype=object)
+    given = pd.DataFrame([(*k, v) for k, v in split.items()],
+                         columns=["device", "g0", "cat", "key"]).drop_duplicates(
+        ["device", "g0", "cat"])
+    wanted = pd.DataFrame({"device": table.device[rows], "g0": table.g0[rows], "cat": cats})
+    found = wanted.merge(given, how="left", on=["device", "g0", "cat"], sort=False)
+    return np.asarray(found["key"].fillna("").to_numpy(dtype=object))
+
+
+def _group_totals(group: np.ndarray, rows: np.ndarray, order: np.ndarray, ns: np.ndarray,
+                  impact: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """Per group (0, 1, ...): its first (row, part order), idle ns, impact ns, part count."""
+    first = np.lexsort((order, rows, group))
+    first = first[np.r_[True, group[first][1:] != group[first][:-1]]]
+    count = np.bincount(group)
+    idle, gained = (pd.Series(v).groupby(group).sum().to_numpy() for v in (ns, impact))
+    return list(zip(rows[first].tolist(), order[first].tolist(), idle.tolist(),
+                    gained.tolist(), count.tolist(), strict=True))
+
+
+def _impacts(table: GapTable, parts: PartRows, timelines: list[DeviceTimeline]) -> np.ndarray:
+    """Recoverable ns of each part: its ns, or for ``host-cpu``/``host-wait`` its share of the
+    gap's budget (``budget * ns // host ns``, exact)."""
+    host = np.isin(parts.code, [CODE[c] for c in HOST])
+    host_ns = np.zeros(len(table.host), dtype=np.int64)
+    np.add.at(host_ns, parts.gap[host], parts.ns[host])
+    budget = _host_budgets(table, host_ns, timelines)
+    impact = np.array(parts.ns, dtype=np.int64)
+    num, den = budget[parts.gap[host]], host_ns[parts.gap[host]]
+    if len(num) and int(num.max()) * int(parts.ns[host].max()) < 2**63:
+        impact[host] = num * parts.ns[host] // den
+    elif len(num):  # Python integers: no overflow
+        impact[host] = (num.astype(object) * parts.ns[host].astype(object) // den).astype(
+            np.int64)
+    return impact
+
+
+def _host_budgets(table: GapTable, host_ns: np.ndarray, timelines: list[DeviceTimeline]
+                  ) -> np.ndarray:
+    """Per gap with host activity: the recoverable part of its host-side ns ``host_ns``
+    (``host-cpu`` + ``host-wait``), ``min(host ns, GPU busy time since the previous gap with
+    host-side time on its device, or since the device's first operation)``: one prefix-sum
+    search per device for all its gaps."""
+    rows = table.host.rows
     budget = np.zeros(len(rows), dtype=np.int64)
     device, g0, g1 = table.device[rows], table.g0[rows], table.g1[rows]
     for tl in timelines:
@@ -196,28 +256,78 @@ def _host_budgets(table: GapTable, rows: np.ndarray, records: list[GapAttributio
             since = np.concatenate(([tl.span_start_ns], g1[mine][:-1]))
             busy = intervals.Coverage(tl.busy).within(since, g0[mine])
             budget[mine] = np.minimum(host_ns[mine], busy)
-    return list(zip(host_ns.tolist(), budget.tolist(), strict=True))
+    return budget
 
 
-def _add_host_part(rec: Accumulator, a: GapAttribution, row: int, cat: str, ns: int,
-                   impact: int, phase: str | None, examples: int) -> None:
-    rec.idle += ns
-    rec.impact += impact
-    rec.gaps += 1
-    if phase is not None:
-        rec.phase[phase] = rec.phase.get(phase, 0) + ns
-    if a.global_tid is not None:
-        rec.threads.add(a.global_tid)
-    name = a.where.get(cat) or a.nvtx or "(none)"
-    nvtx = rec.nvtx.setdefault(name, [0, row])
-    nvtx[0] += ns
-    nvtx[1] = min(nvtx[1], row)
-    if cat == "launch-overhead":
-        kernel = a.next_op["name"]
-        rec.kernels[kernel] = rec.kernels.get(kernel, 0) + ns
-    for c in a.calls:
-        if c["category"] == cat:
-            call = rec.calls.setdefault(c["name"], [0, 0])
-            call[0] += 1
-            call[1] += int(c["dur_ns"])
-    rec.add_example(ns, row, example_of(a, ns), examples)
+def _host_nvtx(table: GapTable, parts: PartRows, group: np.ndarray,
+               recs: list[Accumulator]) -> None:
+    """NVTX totals of the host parts: the category's ``where`` range, else the launch's,
+    else ``(none)``; per name its ns and first row."""
+    label = nvtx_label(table, parts, np.ones(len(group), dtype=bool))
+    label[missing(label)] = "(none)"
+    rows = table.host.rows[parts.gap]
+    frame = pd.DataFrame({"g": group, "name": label, "ns": parts.ns, "row": rows})
+    sums = frame.groupby(["g", "name"], sort=False).agg(ns=("ns", "sum"), row=("row", "min"))
+    for (g, name), total, first in zip(sums.index, sums["ns"].tolist(), sums["row"].tolist(),
+                                       strict=True):
+        entry = recs[g].nvtx.setdefault(str(name), [0, first])
+        entry[0] += total
+        entry[1] = min(entry[1], first)
+
+
+def _host_kernels(table: GapTable, parts: PartRows, rows: np.ndarray, group: np.ndarray,
+                  recs: list[Accumulator]) -> None:
+    """Launch-overhead ns per next operation's name, names in order of their first gap."""
+    mine = np.flatnonzero(parts.code == CODE["launch-overhead"])
+    if not len(mine):
+        return
+    names = np.array(table.names, dtype=object)[table.op_name[rows[mine]]]
+    frame = pd.DataFrame({"g": group[mine], "name": names, "ns": parts.ns[mine],
+                          "row": rows[mine]})
+    sums = frame.groupby(["g", "name"], sort=False).agg(ns=("ns", "sum"), row=("row", "min"))
+    sums = sums.sort_values("row", kind="stable")
+    for (g, name), total in zip(sums.index, sums["ns"].tolist(), strict=True):
+        recs[g].kernels[name] = recs[g].kernels.get(name, 0) + total
+
+
+def _host_calls(table: GapTable, parts: PartRows, group: np.ndarray,
+                recs: list[Accumulator]) -> None:
+    """Per part, its gap's listed calls of its category: count and ns per call name, names in
+    order of first encounter (gap order, then list order)."""
+    host = table.host
+    if not len(host.call_gap):
+        return
+    part_key = parts.gap * len(CODES) + parts.code.astype(np.int64)
+    by_key = np.argsort(part_key, kind="stable")
+    call_key = host.call_gap * len(CODES) + host.call_code.astype(np.int64)
+    at = np.minimum(np.searchsorted(part_key[by_key], call_key), len(part_key) - 1)
+    hit = np.flatnonzero(part_key[by_key][at] == call_key)
+    frame = pd.DataFrame({
+        "g": group[by_key[at[hit]]], "name": _as_names(host.call_name[hit]),
+        "ns": host.call_end[hit] - host.call_start[hit], "pos": hit})
+    sums = frame.groupby(["g", "name"], sort=False).agg(
+        count=("ns", "size"), ns=("ns", "sum"), pos=("pos", "min"))
+    sums = sums.sort_values("pos", kind="stable")
+    for (g, name), count, total in zip(sums.index, sums["count"].tolist(), sums["ns"].tolist(),
+                                       strict=True):
+        call = recs[g].calls.setdefault(name, [0, 0])
+        call[0] += count
+        call[1] += total
+
+
+def _as_names(values: np.ndarray) -> np.ndarray:
+    """``str`` of each value (once per distinct value)."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    return np.array([str(x) for x in distinct], dtype=object)[codes]
+
+
+def _host_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
+                   recs: list[Accumulator], keep: int) -> None:
+    """The ``keep`` largest host parts of each group (ties: earlier gap), as examples."""
+    order = np.lexsort((rows, -ns, group))
+    ordered = group[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
+    picked = order[rank < keep]
+    for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), rows[picked].tolist(),
+                          table.records(rows[picked]), strict=True):
+        recs[g].examples.append((-n, r, example_of(a, n)))

@@ -5,8 +5,9 @@ them need no per-gap work: their whole length is one category, ``dependency`` (t
 operation's launch call had returned before the GPU went idle) or ``unknown`` (no launch call
 was found). :class:`GapTable` holds every gap as a row of integer columns (~80 bytes a row);
 only the gaps with host activity (the launch call ended after the gap began) carry a
-:class:`HostDetail` (the painted parts, calls, drain, NVTX ``where``, segments), in a mapping
-keyed by row. Rows are ordered by gap start, then device (stable).
+:class:`~infraprof.analyses.host_columns.HostDetail` (the painted parts, calls, drain, NVTX
+``where``, segments), held as columns (:class:`~infraprof.analyses.host_columns.HostColumns`)
+that build a row's record on access. Rows are ordered by gap start, then device (stable).
 
 Consumers aggregate the columns with numpy/pandas and loop only over :meth:`GapTable.host_rows`;
 a renderer that draws individual gaps turns a bounded set of rows into light
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infraprof.analyses.host_columns import CODES, HostColumns
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 
@@ -67,21 +69,6 @@ class GapAttribution:
         return main_category(self.parts)
 
 
-@dataclass(frozen=True, slots=True)
-class HostDetail:
-    """What a gap with host activity was split into: ``parts`` (category → ns, sums to the gap),
-    the top 5 ``calls`` overlapping it, the ``drain`` call that blocked the host across the
-    gap's start, the innermost NVTX range per category (``where``), the drain that exposed
-    host work (``exposed_by``) and each category's time ``segments``."""
-
-    parts: dict[str, int]
-    calls: list[dict[str, Any]]
-    drain: dict[str, Any] | None
-    where: dict[str, str]
-    exposed_by: str | None
-    segments: dict[str, list[tuple[int, int]]]
-
-
 def _empty(dtype: type = np.int64) -> np.ndarray:
     return np.empty(0, dtype=dtype)
 
@@ -115,7 +102,7 @@ class GapTable:
     names: tuple[str, ...] = ()
     api_names: tuple[str, ...] = ()
     nvtx_names: tuple[str, ...] = ()
-    host: dict[int, HostDetail] = field(default_factory=dict)
+    host: HostColumns = field(default_factory=HostColumns)
 
     def __len__(self) -> int:
         return len(self.g0)
@@ -163,8 +150,8 @@ class GapTable:
     def cause_codes(self) -> np.ndarray:
         """Index into :data:`CATEGORIES` of each gap's cause (:func:`main_category`), int8."""
         cause = self.category.astype(np.int8)
-        for row, detail in self.host.items():
-            cause[row] = CATEGORIES.index(main_category(detail.parts))
+        by_code = np.array([CATEGORIES.index(cat) for cat in (*CODES, "unknown")], dtype=np.int8)
+        cause[self.host.rows] = by_code[self.host.main_codes()]  # -1: no parts -> unknown
         return cause
 
     def host_records(self) -> list[GapAttribution]:

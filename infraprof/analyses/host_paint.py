@@ -16,22 +16,21 @@ blocked in a draining call before the gap, pool capped at ``cap``) and then conv
 U)`` and clamps compose into clamps, so the pool before every gap is a prefix composition
 (:func:`pool_scan`, ``log2(n)`` vector steps), not a loop over gaps.
 
-The result is one :class:`~infraprof.analyses.gap_table.HostDetail` per gap: its dicts and
-lists are built from the arrays in one pass (they are what the consumers read).
+The result is a :class:`~infraprof.analyses.host_columns.HostColumns`: the merged runs, top
+calls, drains and NVTX spots of all gaps as columns (a gap's dict record is built only when
+asked for).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from infraprof.analyses.gap_table import HostDetail
+from infraprof.analyses.host_columns import CODE, HostColumns, missing
 
-CODES = ("unknown", "host-cpu", "host-wait", "launch-overhead", "allocation", "memcpy", "sync")
-CODE = {cat: code for code, cat in enumerate(CODES)}  # larger paints over smaller
 _HOST_CPU, _LAUNCH = CODE["host-cpu"], CODE["launch-overhead"]
 _DRAIN = np.array([CODE["sync"], CODE["memcpy"], CODE["allocation"]])
 _EXPOSABLE = np.array([CODE["host-cpu"], CODE["launch-overhead"], CODE["host-wait"]])
@@ -231,72 +230,42 @@ def top_calls(g: ThreadGaps) -> np.ndarray:
 
 
 def host_details(g: ThreadGaps, p: PaintParams,
-                 nvtx_at: Callable[[np.ndarray], list[str | None]]) -> list[HostDetail]:
-    """The :class:`HostDetail` of each gap of ``g`` (rules 2-4); ``nvtx_at``: the thread's
-    innermost NVTX range name at each instant (None: none)."""
+                 nvtx_at: Callable[[np.ndarray], np.ndarray]) -> HostColumns:
+    """The host details of the gaps of ``g`` (rules 2-4) as columns, ``rows`` = the gaps'
+    positions in ``g``; ``nvtx_at``: the thread's innermost NVTX range name at each instant
+    (an object array, None: none)."""
     n = len(g.g0)
     if not n:
-        return []
+        return HostColumns()
     seg = paint(g)
     drain = drains(g)
     used, source = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     if p.drain_exposure:
         seg, used, source = expose(seg, g, drain, p.max_run_ahead_ns)
     w_gap, w_code, w_at = where_points(seg)
-    where = (group_offsets(w_gap, n).tolist(), [CODES[c] for c in w_code.tolist()],
-             nvtx_at(w_at))
-    return _details(g, runs(seg, n, p.launch_host_max_ns), where, top_calls(g),
-                    drain, np.where(used, source, -1))
+    names = np.asarray(nvtx_at(w_at), dtype=object)
+    named = ~missing(names)
+    merged = runs(seg, n, p.launch_host_max_ns)
+    calls = top_calls(g)
+    exposed = np.where(used, source, -1)
+    exposed_by = np.full(n, None, dtype=object)
+    exposed_by[exposed >= 0] = g.name[exposed[exposed >= 0]]
+    return HostColumns(
+        rows=np.arange(n, dtype=np.int64),
+        run_gap=merged.gap.astype(np.int64), run_code=merged.code, run_lo=merged.lo,
+        run_hi=merged.hi,
+        call_gap=g.gap[calls].astype(np.int64), call_name=g.name[calls],
+        call_start=g.start[calls], call_end=g.end[calls], call_code=g.code[calls].astype(np.int8),
+        drain_name=_taken(g.name, drain, None), drain_start=_taken(g.start, drain, 0),
+        drain_end=_taken(g.end, drain, 0), drain_code=_taken(g.code, drain, -1).astype(np.int8),
+        drain_blocked=np.where(drain >= 0, g.g0 - _taken(g.start, drain, 0), 0),
+        exposed_by=exposed_by,
+        where_gap=w_gap[named].astype(np.int64), where_code=w_code[named].astype(np.int8),
+        where_name=names[named])
 
 
-def _per_gap(rows: np.ndarray, make: Callable[[np.ndarray], list[Any]]) -> list[Any]:
-    """``make(rows[rows >= 0])`` spread back to one item per gap (None where ``rows`` < 0):
-    only the (gap, call) rows a gap refers to are turned into Python objects."""
-    out: list[Any] = [None] * len(rows)
-    found = np.flatnonzero(rows >= 0)
-    for i, item in zip(found.tolist(), make(rows[found]), strict=True):
-        out[i] = item
-    return out
-
-
-def _call_dicts(g: ThreadGaps, rows: np.ndarray) -> list[dict[str, Any]]:
-    """The listed calls of (gap, call) ``rows``: name, start, duration, category."""
-    return [{"name": str(name), "start_ns": s, "dur_ns": e - s, "category": CODES[code]}
-            for name, s, e, code in zip(g.name[rows].tolist(), g.start[rows].tolist(),
-                                        g.end[rows].tolist(), g.code[rows].tolist(),
-                                        strict=True)]
-
-
-def _drain_dicts(g: ThreadGaps, rows: np.ndarray) -> list[dict[str, Any]]:
-    """The drain calls of (gap, call) ``rows``, with the time blocked before the gap."""
-    return [{"name": str(name), "start_ns": s, "end_ns": e, "category": CODES[code],
-             "blocked_before_gap_ns": g0 - s}
-            for name, s, e, code, g0 in zip(g.name[rows].tolist(), g.start[rows].tolist(),
-                                            g.end[rows].tolist(), g.code[rows].tolist(),
-                                            g.g0[g.gap[rows]].tolist(), strict=True)]
-
-
-def _details(g: ThreadGaps, merged: Segments,
-             where: tuple[list[int], list[str], list[str | None]], calls: np.ndarray,
-             drain: np.ndarray, exposed: np.ndarray) -> list[HostDetail]:
-    """The records of the gaps from the arrays (one pass)."""
-    n = len(g.g0)
-    call_off = group_offsets(g.gap[calls], n).tolist()
-    call_dicts = _call_dicts(g, calls)
-    drains = _per_gap(drain, lambda rows: _drain_dicts(g, rows))
-    exposed_by = _per_gap(exposed, lambda rows: [str(x) for x in g.name[rows].tolist()])
-    run_off = group_offsets(merged.gap, n).tolist()
-    run_cats = [CODES[c] for c in merged.code.tolist()]
-    run_lo, run_hi = merged.lo.tolist(), merged.hi.tolist()
-    w_off, w_cats, w_names = where
-    out: list[HostDetail] = []
-    for i in range(n):
-        segments: dict[str, list[tuple[int, int]]] = {}
-        for j in range(run_off[i], run_off[i + 1]):
-            segments.setdefault(run_cats[j], []).append((run_lo[j], run_hi[j]))
-        parts = {c: sum(b - a for a, b in s) for c, s in segments.items()}
-        spots = {w_cats[j]: name for j in range(w_off[i], w_off[i + 1])
-                 if (name := w_names[j]) is not None}
-        out.append(HostDetail(parts, call_dicts[call_off[i]:call_off[i + 1]], drains[i], spots,
-                              exposed_by[i], segments))
-    return out
+def _taken(values: np.ndarray, rows: np.ndarray, fill: object) -> np.ndarray:
+    """``values[rows]``, ``fill`` where ``rows`` < 0."""
+    if not len(values):
+        return np.full(len(rows), fill, dtype=values.dtype if fill is not None else object)
+    return np.asarray(np.where(rows >= 0, values[np.maximum(rows, 0)], cast(Any, fill)))

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 
-from infraprof.analyses.gap_table import GapAttribution
+import numpy as np
+import pandas as pd
+
+from infraprof.analyses.gap_table import GapAttribution, GapTable
+from infraprof.analyses.host_columns import CODES, PartRows, missing
 
 RECOMMENDATIONS = {
     "sync": "Remove or defer the synchronization: keep work queued (async copies into pinned "
@@ -70,6 +74,69 @@ def site_of(a: GapAttribution, category: str) -> str:
         where = a.where.get(category) or a.nvtx
         return _normalize(where) if where else "(no NVTX range)"
     return "(unknown)"
+
+
+def part_sites(table: GapTable, parts: PartRows) -> np.ndarray:
+    """:func:`site_of` of every part of the gaps with host activity (``parts`` of
+    ``table.host``), as an object array of ``str``: the same rules on columns."""
+    host = table.host
+    rows = host.rows[parts.gap]
+    cats = np.array(CODES, dtype=object)[parts.code]
+    site = np.full(len(rows), "(unknown)", dtype=object)
+    blocking = np.isin(cats, ("sync", "memcpy", "allocation"))
+    by_drain = blocking & (host.drain_code[parts.gap] == parts.code)
+    site[by_drain] = host.drain_name[parts.gap[by_drain]]
+    open_ = ~by_drain & (blocking | (cats == "host-wait"))
+    call = host.first_call_of(parts.gap, parts.code)
+    by_call = open_ & ~missing(call)
+    site[by_call] = call[by_call]
+    open_ &= ~by_call
+    exposed = host.exposed_by[parts.gap]
+    by_exposed = open_ & ~missing(exposed) & (cats != "host-wait")
+    site[by_exposed] = exposed[by_exposed]
+    open_ &= ~by_exposed
+    by_launch = open_ & (cats == "memcpy") & table.has_launch[rows]
+    site[by_launch] = np.array(table.api_names, dtype=object)[table.api_name[rows[by_launch]]]
+    site[cats == "launch-overhead"] = "kernel launches"
+    site[cats == "dependency"] = np.array(
+        [f"stream {s}" for s in table.op_stream[rows[cats == "dependency"]].tolist()],
+        dtype=object)
+    host_side = ((cats == "host-cpu") | (cats == "host-wait")) & ~by_call
+    where = nvtx_label(table, parts, host_side)
+    site[host_side] = _normalized(where, "(no NVTX range)")
+    return _as_text(site)
+
+
+def nvtx_label(table: GapTable, parts: PartRows, mask: np.ndarray) -> np.ndarray:
+    """``where.get(category) or launch NVTX range`` of the parts of ``mask`` (object; None
+    where both are missing or empty)."""
+    gap, code = parts.gap[mask], parts.code[mask]
+    spot = table.host.spot_of(gap, code)
+    nvtx = table.nvtx[table.host.rows[gap]]
+    names = np.array([*table.nvtx_names, None], dtype=object)
+    launch = names[np.where(nvtx >= 0, nvtx, len(table.nvtx_names))]
+    empty = missing(spot) | np.equal(spot, "")
+    out = np.where(empty, launch, spot)
+    out[np.equal(out, "")] = None
+    return out
+
+
+def _normalized(names: np.ndarray, absent: str) -> np.ndarray:
+    """:func:`_normalize` of each name (once per distinct name), ``absent`` for None."""
+    out = np.full(len(names), absent, dtype=object)
+    present = ~missing(names)
+    if present.any():
+        codes, distinct = pd.factorize(names[present], use_na_sentinel=False)
+        out[present] = np.array([_normalize(str(x)) for x in distinct], dtype=object)[codes]
+    return out
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """``str`` of each value, once per distinct value."""
+    if not len(values):
+        return values
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    return np.array([str(x) for x in distinct], dtype=object)[codes]
 
 
 def idle_text(ns: int) -> str:
