@@ -240,6 +240,22 @@ def _fake_counts(samples: Any, frames: Any, tid: int, windows: Any, error_ns: in
             for a, b in windows]
 
 
+def _reference_pool_job(pools: Any, a: GapAttribution, cat: str, counts: Counter[Any]) -> None:
+    """One gap's category added to its (category, site) pool, as the per-gap loop did."""
+    ns = a.parts[cat]
+    key = (cat, site_of(a, cat))
+    if a.end_ns - a.start_ns < pools.error_ns:
+        pools.refused[key] += 1
+        return
+    n = sum(counts.values())
+    if n == 0:
+        return
+    pools.attributed[key] += ns
+    for stack, c in counts.items():
+        pools.weights[key][stack] += round(ns * c / n)
+        pools.samples[key][stack] += c
+
+
 @given(st.lists(_OP, min_size=1, max_size=40), st.lists(_RANGE, max_size=6),
        st.integers(0, 50_000))
 @settings(max_examples=40, deadline=None)
@@ -258,7 +274,7 @@ def test_frame_pools_match_the_per_gap_pooling(
         if a.global_tid is not None:
             by_tid[int(decode_tid(a.global_tid))].append(a)
     for tid, atts in by_tid.items():
-        jobs = python_frames._thread_jobs(atts)
+        jobs = [(a, cat) for a in atts for cat in python_frames.HOST if a.parts.get(cat, 0) > 0]
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
                 for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
         per_job: list[Counter[Any]] = [Counter() for _ in jobs]
@@ -266,7 +282,7 @@ def test_frame_pools_match_the_per_gap_pooling(
                                  strict=True):
             per_job[i].update(found)
         for (a, cat), counts in zip(jobs, per_job, strict=True):
-            python_frames._pool_job(want, a, cat, counts)
+            _reference_pool_job(want, a, cat, counts)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(python_frames, "windows_counts", _fake_counts)
         got = python_frames.frame_pools(table, pyspy)  # type: ignore[arg-type]

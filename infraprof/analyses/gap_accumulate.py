@@ -19,10 +19,11 @@ import pandas as pd
 
 from infraprof import intervals
 from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
-from infraprof.analyses.host_columns import CODE, CODES, PartRows, missing
+from infraprof.analyses.host_columns import CODE, CODES, PartRows, missing, texts
 from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes
 from infraprof.analyses.sites import nvtx_label, part_sites
 from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.tables import as_frame
 
 HOST = ("host-cpu", "host-wait")
 
@@ -56,10 +57,13 @@ class Accumulator:
 
 
 Key = tuple[str, str, str]
+# the split key of a gap's category time: a mapping (device_id, gap start, category) -> key,
+# or a table with those columns (see :func:`split_frame`)
+Split = dict[tuple[int, int, str], str] | pd.DataFrame
 
 
 def accumulate(table: GapTable, timelines: list[DeviceTimeline], examples: int,
-               split: dict[tuple[int, int, str], str],
+               split: Split,
                phases: dict[int, DevicePhases] | None) -> list[tuple[Key, Accumulator]]:
     """Accumulators of every (category, site, split key) hit by a gap of ``table``, in the
     order of the first gap (and part) that hits each; at most ``examples`` examples each."""
@@ -162,7 +166,7 @@ def _single_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: n
 
 
 def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, Accumulator],
-               examples: int, split: dict[tuple[int, int, str], str],
+               examples: int, split: Split,
                phases: dict[int, DevicePhases] | None) -> None:
     """Add the parts of the gaps with host activity: group-bys over the part rows of
     ``table.host`` giving what adding the gaps one by one in time order gives."""
@@ -200,16 +204,25 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
     _host_examples(table, rows, group, ns, recs, examples)
 
 
-def _split_keys(table: GapTable, rows: np.ndarray, cats: np.ndarray,
-                split: dict[tuple[int, int, str], str]) -> np.ndarray:
+def split_frame(split: Split) -> pd.DataFrame:
+    """Split keys as a table ``device_id, g0, category, key`` (a mapping ``(device_id,
+    gap start, category) -> key`` is turned into one)."""
+    if isinstance(split, pd.DataFrame):
+        return split
+    return as_frame(pd.DataFrame([(*where, key) for where, key in split.items()],
+                                 columns=["device_id", "g0", "category", "key"]))
+
+
+def _split_keys(table: GapTable, rows: np.ndarray, cats: np.ndarray, split: Split
+                ) -> np.ndarray:
     """The split key of each part (``split`` by (device, gap start, category); "" without)."""
-    if not split:
+    given = split_frame(split)
+    if given.empty:
         return np.full(len(rows), "", dtype=object)
-    given = pd.DataFrame([(*k, v) for k, v in split.items()],
-                         columns=["device", "g0", "cat", "key"]).drop_duplicates(
-        ["device", "g0", "cat"])
-    wanted = pd.DataFrame({"device": table.device[rows], "g0": table.g0[rows], "cat": cats})
-    found = wanted.merge(given, how="left", on=["device", "g0", "cat"], sort=False)
+    given = given.drop_duplicates(["device_id", "g0", "category"])
+    wanted = pd.DataFrame({"device_id": table.device[rows], "g0": table.g0[rows],
+                           "category": cats})
+    found = wanted.merge(given, how="left", on=["device_id", "g0", "category"], sort=False)
     return np.asarray(found["key"].fillna("").to_numpy(dtype=object))
 
 
@@ -303,7 +316,7 @@ def _host_calls(table: GapTable, parts: PartRows, group: np.ndarray,
     at = np.minimum(np.searchsorted(part_key[by_key], call_key), len(part_key) - 1)
     hit = np.flatnonzero(part_key[by_key][at] == call_key)
     frame = pd.DataFrame({
-        "g": group[by_key[at[hit]]], "name": _as_names(host.call_name[hit]),
+        "g": group[by_key[at[hit]]], "name": texts(host.call_name[hit]),
         "ns": host.call_end[hit] - host.call_start[hit], "pos": hit})
     sums = frame.groupby(["g", "name"], sort=False).agg(
         count=("ns", "size"), ns=("ns", "sum"), pos=("pos", "min"))
@@ -313,12 +326,6 @@ def _host_calls(table: GapTable, parts: PartRows, group: np.ndarray,
         call = recs[g].calls.setdefault(name, [0, 0])
         call[0] += count
         call[1] += total
-
-
-def _as_names(values: np.ndarray) -> np.ndarray:
-    """``str`` of each value (once per distinct value)."""
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    return np.array([str(x) for x in distinct], dtype=object)[codes]
 
 
 def _host_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,

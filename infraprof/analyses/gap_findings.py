@@ -29,7 +29,7 @@ import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
-from infraprof.analyses.gap_accumulate import Accumulator, accumulate
+from infraprof.analyses.gap_accumulate import Accumulator, Split, accumulate
 from infraprof.analyses.gap_table import CATEGORIES, GapTable
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.analyses.native_frames import with_native_frames
@@ -60,7 +60,7 @@ def gap_findings(attributions: GapTable, timelines: list[DeviceTimeline],
 
 def keyed_gap_findings(attributions: GapTable, timelines: list[DeviceTimeline],
                        thread_names: dict[int, str], params: GapFindingParams | None = None,
-                       split: dict[tuple[int, int, str], str] | None = None,
+                       split: Split | None = None,
                        phases: dict[int, DevicePhases] | None = None
                        ) -> list[tuple[Finding, str]]:
     """One finding per (category, site, split key) with positive impact, with its key, in
@@ -68,11 +68,13 @@ def keyed_gap_findings(attributions: GapTable, timelines: list[DeviceTimeline],
     accumulate`).
 
     ``split`` maps ``(device_id, gap_start_ns, category)`` to the key of the code that caused
-    that gap's time (:func:`~infraprof.analyses.native_frames.split_keys`; absent: no key);
+    that gap's time (a mapping, or a table ``device_id, g0, category, key`` as
+    :attr:`~infraprof.analyses.native_frames.NativePools.keys`; absent: no key);
     ``phases``: per device, to give each finding the phase holding most of its idle time."""
     p = params or GapFindingParams()
     active = sum(t.span_ns for t in timelines) or 1
-    accs = accumulate(attributions, timelines, p.examples, split or {}, phases)
+    accs = accumulate(attributions, timelines, p.examples, {} if split is None else split,
+                      phases)
     return [(_finding(cat, site, rec, p, active, thread_names), key)
             for (cat, site, key), rec in accs if rec.impact > 0]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 
 CODES = ("unknown", "host-cpu", "host-wait", "launch-overhead", "allocation", "memcpy", "sync")
 CODE = {cat: code for code, cat in enumerate(CODES)}
@@ -47,6 +48,17 @@ def _empty(dtype: Any = np.int64) -> np.ndarray:
 def missing(values: np.ndarray) -> np.ndarray:
     """Which values of an object array are None (a bool array)."""
     return np.asarray(np.equal(values, cast(Any, None)), dtype=bool)
+
+
+def texts(values: np.ndarray) -> np.ndarray:
+    """``str`` of each value of an object array, None kept (``str`` called once per distinct
+    value)."""
+    out = np.full(len(values), None, dtype=object)
+    present = ~missing(values)
+    if present.any():
+        codes, distinct = pd.factorize(values[present], use_na_sentinel=False)
+        out[present] = np.array([str(x) for x in distinct], dtype=object)[codes]
+    return out
 
 
 def offsets_of(sorted_groups: np.ndarray, n: int) -> np.ndarray:

@@ -49,9 +49,11 @@ import pandas as pd
 
 from infraprof.analyses.findings import Finding
 from infraprof.analyses.gap_table import GapTable
+from infraprof.analyses.host_jobs import host_jobs, job_windows
 from infraprof.analyses.names import factorized_text
-from infraprof.analyses.sites import WHAT, idle_text, site_of
+from infraprof.analyses.sites import WHAT, idle_text
 from infraprof.model import Trace
+from infraprof.tables import as_series
 
 NATIVE_CATEGORIES = ("host-cpu", "host-wait", "sync", "memcpy", "allocation")
 CHAIN_SHARE = 0.5
@@ -217,11 +219,11 @@ def calls_in_windows(calls: pd.DataFrame | None, windows: pd.DataFrame) -> pd.Da
 class NativePools:
     """Samples in the gaps: ``pairs`` has one row per (job, sample) with ``weight`` (idle ns the
     sample stands for), ``category``, ``site`` and the split ``key`` ("" = none); ``keys``
-    maps ``(device_id, gap_start_ns, category)`` to the gap's key after merging."""
+    lists ``device_id, g0, category, key``: each gap's non-empty key after merging."""
 
     stacks: NativeStacks
     pairs: pd.DataFrame
-    keys: dict[tuple[int, int, str], str]
+    keys: pd.DataFrame
 
 
 def native_pools(attributions: GapTable, samples: pd.DataFrame,
@@ -235,32 +237,30 @@ def native_pools(attributions: GapTable, samples: pd.DataFrame,
     of these categories (the others are ``dependency``/``unknown`` throughout)."""
     if stacks.empty or samples.empty:
         return None
-    jobs = [(a, cat) for a in attributions.host_records() if a.global_tid is not None
-            for cat in NATIVE_CATEGORIES if a.parts.get(cat, 0) > 0]
-    rows = [(i, int(a.global_tid or 0), lo, hi) for i, (a, cat) in enumerate(jobs)
-            for lo, hi in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
-    windows = pd.DataFrame(rows, columns=["job", "global_tid", "start_ns", "end_ns"])
+    jobs = host_jobs(attributions, NATIVE_CATEGORIES)
+    windows = job_windows(attributions, jobs)
     pairs = thread_samples_in_windows(samples, windows)
     pairs["callchain_id"] = chain_keys(pairs["callchain_id"], "sampling")
     pairs["overlap"] = 1
     calls = calls_in_windows(backtraced, windows)
     pairs = pd.concat([pairs, calls[~calls["job"].isin(pairs["job"])]], ignore_index=True)
-    info = pd.DataFrame({
-        "ns": [a.parts[c] for a, c in jobs], "category": [c for _, c in jobs],
-        "site": [site_of(a, c) for a, c in jobs],
-        "gap": [(a.device_id, a.start_ns, c) for a, c in jobs]})
+    info = jobs[["ns", "category", "site"]]
     pairs = pairs.join(info, on="job")
     pairs["weight"] = pairs["ns"] * pairs["overlap"] / pairs.groupby("job")[
         "overlap"].transform("sum")
     pairs["root"] = pairs["callchain_id"].map(stacks.root).fillna("")
     pairs["cut"] = pairs["callchain_id"].map(stacks.cut).fillna(-1) >= 0
     job_key = _job_keys(pairs) if split else pd.Series(dtype=object)
-    info["key"] = info.index.map(job_key).fillna("") if len(job_key) else ""
-    info["samples"] = pairs.groupby("job").size().reindex(info.index, fill_value=0)
-    info["start_ns"] = [a.start_ns for a, _ in jobs]
+    info = info.assign(key=info.index.map(job_key).fillna("") if len(job_key) else "",
+                       samples=pairs.groupby("job").size().reindex(info.index, fill_value=0),
+                       start_ns=jobs["start_ns"])
     info["key"] = _merge_small(_nearest_key(info))
     pairs["key"] = pairs["job"].map(info["key"])
-    keys = {gap: str(k) for gap, k in zip(info["gap"], info["key"], strict=True) if k}
+    keyed = (info["key"] != "").to_numpy()
+    keys = pd.DataFrame({"device_id": jobs["device_id"].to_numpy()[keyed],
+                         "g0": jobs["start_ns"].to_numpy()[keyed],
+                         "category": jobs["category"].to_numpy()[keyed],
+                         "key": info["key"].astype(str).to_numpy(dtype=object)[keyed]})
     return NativePools(stacks, pairs, keys)
 
 
@@ -301,13 +301,11 @@ def _merge_small(info: pd.DataFrame) -> pd.Series:
     top = by.sort_values(["ns", "key"], ascending=[False, True]).drop_duplicates(
         ["category", "site"]).set_index(["category", "site"])["key"]
     small = by[(by["ns"] < SPLIT_MIN_SHARE * total) | (by["samples"] < SPLIT_MIN_SAMPLES)]
-    remap = {(c, s, k): top[(c, s)] for c, s, k in
-             zip(small["category"], small["site"], small["key"], strict=True)}
-    merged: pd.Series = pd.Series(
-        [remap.get((c, s, k), k) for c, s, k in
-         zip(info["category"], info["site"], info["key"], strict=True)],
-        index=info.index, dtype=object)
-    return merged
+    small = small.assign(top=small.set_index(["category", "site"]).index.map(top))
+    merged = info[["category", "site", "key"]].merge(
+        small[["category", "site", "key", "top"]], how="left", on=["category", "site", "key"])
+    keys = merged["top"].where(merged["top"].notna(), merged["key"]).to_numpy(dtype=object)
+    return as_series(pd.Series(keys, index=info.index, dtype=object))
 
 
 @dataclass(frozen=True)

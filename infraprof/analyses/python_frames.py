@@ -34,7 +34,7 @@ from infraprof import intervals
 from infraprof.analyses.attribution import attribute_table
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding
-from infraprof.analyses.gap_table import GapAttribution, GapTable
+from infraprof.analyses.gap_table import GapTable
 from infraprof.analyses.host_frames import (
     Frame,
     FrameShare,
@@ -44,7 +44,8 @@ from infraprof.analyses.host_frames import (
     summarize_stacks,
     windows_counts,
 )
-from infraprof.analyses.sites import WHAT, site_of
+from infraprof.analyses.host_jobs import host_jobs, job_windows
+from infraprof.analyses.sites import WHAT
 from infraprof.analyses.timeline import device_timelines
 from infraprof.errors import InputError
 from infraprof.model import Trace
@@ -130,10 +131,6 @@ class FramePools:
     refused: Counter[tuple[str, str]]
 
 
-def _thread_jobs(atts: list[GapAttribution]) -> list[tuple[GapAttribution, str]]:
-    return [(a, cat) for a in atts for cat in HOST if a.parts.get(cat, 0) > 0]
-
-
 def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | None:
     """Pool, per (category, site), the launching thread's stacks during the time segments of
     each gap that have that category (``HostDetail.segments``; only gaps with host activity
@@ -143,29 +140,34 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
         return None
     pools = FramePools(int(pyspy.alignment.error_ns), defaultdict(Counter), defaultdict(Counter),
                        Counter(), Counter())
+    jobs = host_jobs(attributions, HOST)
+    windows = job_windows(attributions, jobs)
+    job_tid = decode_tid(jobs["global_tid"].to_numpy(np.int64))
+    window_tid = job_tid[windows["job"].to_numpy(np.int64)]
     # threads in the order of their first launched gap (the pools' insertion order)
-    by_tid: dict[int, list[GapAttribution]] = {int(tid): [] for tid in pd.unique(
-        decode_tid(attributions.gtid[attributions.has_launch]))}
-    for a in attributions.host_records():
-        by_tid[int(decode_tid(a.global_tid or 0))].append(a)
-    for tid, atts in by_tid.items():
-        jobs = _thread_jobs(atts)
-        flat = [(i, w) for i, (a, cat) in enumerate(jobs)
-                for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
-        seg_counts = windows_counts(pyspy.samples, pyspy.frames, tid, [w for _, w in flat], 0)
-        per_job: list[Counter[tuple[Frame, ...]]] = [Counter() for _ in jobs]
-        for (i, _), found in zip(flat, seg_counts, strict=True):
-            per_job[i].update(found or Counter())
-        for (a, cat), counts in zip(jobs, per_job, strict=True):
-            _pool_job(pools, a, cat, counts)
+    for tid in pd.unique(decode_tid(attributions.gtid[attributions.has_launch])).tolist():
+        mine = np.flatnonzero(job_tid == tid)
+        if not len(mine):
+            continue
+        win = windows[window_tid == tid]
+        seg_counts = windows_counts(pyspy.samples, pyspy.frames, int(tid), list(zip(
+            win["start_ns"].tolist(), win["end_ns"].tolist(), strict=True)), 0)
+        per_job: dict[int, Counter[tuple[Frame, ...]]] = {int(j): Counter() for j in mine}
+        for job, found in zip(win["job"].tolist(), seg_counts, strict=True):
+            per_job[job].update(found or Counter())
+        picked = jobs.iloc[mine]
+        for (cat, site, ns, dur), counts in zip(zip(
+                picked["category"], picked["site"], picked["ns"].tolist(),
+                (picked["end_ns"] - picked["start_ns"]).tolist(), strict=True),
+                per_job.values(), strict=True):
+            _pool_job(pools, (str(cat), str(site)), int(ns), int(dur), counts)
     return pools
 
 
-def _pool_job(pools: FramePools, a: GapAttribution, cat: str,
+def _pool_job(pools: FramePools, key: tuple[str, str], ns: int, dur: int,
               counts: Counter[tuple[Frame, ...]]) -> None:
-    ns = a.parts[cat]
-    key = (cat, site_of(a, cat))
-    if a.end_ns - a.start_ns < pools.error_ns:
+    """Add one job (a gap's ``ns`` in one category, the gap ``dur`` long) to ``key``'s pool."""
+    if dur < pools.error_ns:
         pools.refused[key] += 1
         return
     n = sum(counts.values())

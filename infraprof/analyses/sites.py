@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof.analyses.gap_table import GapAttribution, GapTable
-from infraprof.analyses.host_columns import CODES, PartRows, missing
+from infraprof.analyses.host_columns import CODES, PartRows, missing, texts
 
 RECOMMENDATIONS = {
     "sync": "Remove or defer the synchronization: keep work queued (async copies into pinned "
@@ -104,7 +104,7 @@ def part_sites(table: GapTable, parts: PartRows) -> np.ndarray:
     host_side = ((cats == "host-cpu") | (cats == "host-wait")) & ~by_call
     where = nvtx_label(table, parts, host_side)
     site[host_side] = _normalized(where, "(no NVTX range)")
-    return _as_text(site)
+    return texts(site)
 
 
 def nvtx_label(table: GapTable, parts: PartRows, mask: np.ndarray) -> np.ndarray:
@@ -129,14 +129,6 @@ def _normalized(names: np.ndarray, absent: str) -> np.ndarray:
         codes, distinct = pd.factorize(names[present], use_na_sentinel=False)
         out[present] = np.array([_normalize(str(x)) for x in distinct], dtype=object)[codes]
     return out
-
-
-def _as_text(values: np.ndarray) -> np.ndarray:
-    """``str`` of each value, once per distinct value."""
-    if not len(values):
-        return values
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    return np.array([str(x) for x in distinct], dtype=object)[codes]
 
 
 def idle_text(ns: int) -> str:

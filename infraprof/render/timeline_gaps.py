@@ -25,6 +25,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable
+from infraprof.analyses.host_columns import CODES as HOST_CODES
+from infraprof.analyses.host_columns import texts
 from infraprof.ranking import Report
 from infraprof.tables import as_frame
 
@@ -164,22 +166,13 @@ def _host_parts(table: GapTable) -> _HostParts:
     """Categories some gap has time in (a single-category gap's own, a host gap's parts),
     sorted, and the host gaps' parts and drains in lookup form."""
     single = table.category != HOST_ROW
+    parts = table.host.parts()
     cats = {CATEGORIES[code] for code in np.unique(table.category[single]).tolist()}
-    for detail in table.host.values():
-        cats.update(detail.parts)
+    cats.update(HOST_CODES[code] for code in np.unique(parts.code).tolist())
     categories = sorted(cats)
-    index = {cat: i for i, cat in enumerate(categories)}
-    keys: list[int] = []
-    ns: list[int] = []
-    exposed_rows: list[int] = []
-    exposed: list[str | None] = []
-    for row, detail in sorted(table.host.items()):
-        for cat, value in detail.parts.items():
-            keys.append(row * len(categories) + index[cat])
-            ns.append(value)
-        exposed_rows.append(row)
-        exposed.append(detail.exposed_by)
-    order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
-    return _HostParts(categories, np.array(keys, dtype=np.int64)[order],
-                      np.array(ns, dtype=np.int64)[order],
-                      np.array(exposed_rows, dtype=np.int64), np.array(exposed, dtype=object))
+    index = np.array([categories.index(c) if c in cats else -1 for c in HOST_CODES],
+                     dtype=np.int64)
+    keys = table.host.rows[parts.gap] * len(categories) + index[parts.code]
+    order = np.argsort(keys, kind="stable")
+    return _HostParts(categories, keys[order], parts.ns[order], table.host.rows,
+                      texts(table.host.exposed_by))
