@@ -12,7 +12,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof.analyses.host_columns import HostDetail
+from infraprof.analyses.gap_table import main_category
+from infraprof.analyses.host_columns import CODES, HostColumns, HostDetail, combine
 from infraprof.analyses.host_paint import (
     CODE,
     PaintParams,
@@ -195,6 +196,80 @@ def test_host_details_are_the_per_gap_algorithm(
         for field in ("parts", "where", "segments"):
             assert list(getattr(mine, field)) == list(getattr(theirs, field))
         assert [list(c) for c in mine.calls] == [list(c) for c in theirs.calls]
+
+
+def _thread(gaps: list[tuple[int, int, int]], calls: list[tuple[int, int, str, int]]
+            ) -> ThreadGaps:
+    """One thread's gaps (time order) and the calls overlapping them, as the painter takes
+    them."""
+    g0s, g1s, ends, t = [], [], [], 0
+    for step, dur, lead in gaps:
+        t += step
+        g0s.append(t)
+        g1s.append(t + dur)
+        ends.append(t + lead)
+    rows = [(i, s, s + d, CODE[cat], f"call{n}")
+            for i, (a, b) in enumerate(zip(g0s, g1s, strict=True))
+            for s, d, cat, n in sorted(calls) if s < b and s + d > a]
+    return ThreadGaps(np.array(g0s, dtype=np.int64), np.array(g1s, dtype=np.int64),
+                      np.array(ends, dtype=np.int64), True,
+                      np.array([r[0] for r in rows], dtype=np.int64),
+                      np.array([r[1] for r in rows], dtype=np.int64),
+                      np.array([r[2] for r in rows], dtype=np.int64),
+                      np.array([r[3] for r in rows], dtype=np.int8),
+                      np.array([r[4] for r in rows], dtype=object))
+
+
+@given(st.lists(st.tuples(st.lists(_GAP, max_size=6), st.lists(_CALL, max_size=12)),
+                max_size=4), st.randoms(use_true_random=False))
+@settings(max_examples=150, deadline=None)
+def test_combined_columns_are_each_threads_records(
+        threads: list[tuple[list[tuple[int, int, int]], list[tuple[int, int, str, int]]]],
+        rnd: Any) -> None:
+    """Threads' columns combined under shuffled table rows: each row's record is its
+    thread's, and the columnar parts / main category are the records' (``parts`` order,
+    first of equal parts)."""
+    p = PaintParams(40, True, 300)
+    pieces = [host_details(_thread(gaps, calls), p, _nvtx_at) for gaps, calls in threads]
+    table_rows = list(range(sum(len(piece) for piece in pieces)))
+    rnd.shuffle(table_rows)
+    given_rows, at = [], 0
+    for piece in pieces:
+        given_rows.append(np.array(table_rows[at:at + len(piece)], dtype=np.int64))
+        at += len(piece)
+    both = combine(list(zip(given_rows, pieces, strict=True)))
+    want = {int(row): piece[i] for rows, piece in zip(given_rows, pieces, strict=True)
+            for i, row in enumerate(rows.tolist())}
+    assert both.rows.tolist() == sorted(want)
+    assert dict(both.items()) == want
+    parts = both.parts()
+    got: dict[int, list[tuple[str, int]]] = {}
+    for gap, code, ns in zip(parts.gap.tolist(), parts.code.tolist(), parts.ns.tolist(),
+                             strict=True):
+        got.setdefault(int(both.rows[gap]), []).append((CODES[code], ns))
+    assert got == {row: list(d.parts.items()) for row, d in want.items() if d.parts}
+    main = [CODES[c] if c >= 0 else "unknown" for c in both.main_codes().tolist()]
+    assert main == [main_category(want[row].parts) for row in both.rows.tolist()]
+
+
+def test_main_code_is_the_first_of_equal_parts() -> None:
+    """Equal parts: the category whose first run comes first in the gap wins (a category
+    split in two runs counts once, in the order of its first run)."""
+    runs = [(0, "sync", 0, 5), (0, "host-cpu", 5, 10),
+            (1, "host-cpu", 0, 2), (1, "sync", 2, 6), (1, "host-cpu", 6, 8),
+            (2, "memcpy", 0, 3), (2, "sync", 3, 7)]
+    host = HostColumns(
+        rows=np.array([3, 7, 9], dtype=np.int64),
+        run_gap=np.array([r[0] for r in runs], dtype=np.int64),
+        run_code=np.array([CODE[r[1]] for r in runs], dtype=np.int8),
+        run_lo=np.array([r[2] for r in runs], dtype=np.int64),
+        run_hi=np.array([r[3] for r in runs], dtype=np.int64))
+    assert [CODES[c] for c in host.main_codes().tolist()] == ["sync", "host-cpu", "sync"]
+    parts = host.parts()
+    assert list(zip(parts.gap.tolist(), [CODES[c] for c in parts.code.tolist()],
+                    parts.ns.tolist(), parts.order.tolist(), strict=True)) == [
+        (0, "sync", 5, 0), (0, "host-cpu", 5, 1), (1, "host-cpu", 4, 0), (1, "sync", 4, 1),
+        (2, "memcpy", 3, 0), (2, "sync", 4, 1)]
 
 
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 60)), max_size=40),

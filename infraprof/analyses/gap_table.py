@@ -154,11 +154,6 @@ class GapTable:
         cause[self.host.rows] = by_code[self.host.main_codes()]  # -1: no parts -> unknown
         return cause
 
-    def host_records(self) -> list[GapAttribution]:
-        """The gaps with host activity, in table order, as records."""
-        return self.records(self.host_rows())
-
-
 def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     """int32 codes of the gathered ``values[row_codes]`` numbered by first appearance and the
     distinct values as ``str`` (as ``pd.factorize`` of the gathered values: equal values

@@ -61,11 +61,6 @@ def texts(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def offsets_of(sorted_groups: np.ndarray, n: int) -> np.ndarray:
-    """``offsets[i]:offsets[i + 1]`` are the positions of group ``i`` in ``sorted_groups``."""
-    return np.searchsorted(sorted_groups, np.arange(n + 1), side="left")
-
-
 @dataclass(frozen=True)
 class PartRows:
     """One row per (gap, category) with time in it, by host index and then in the order of the
@@ -125,14 +120,6 @@ class HostColumns(Mapping[int, HostDetail]):
             raise KeyError(row)
         return self.detail(i)
 
-    def index_of(self, rows: np.ndarray) -> np.ndarray:
-        """Host index of each table row of ``rows`` (-1 for a row without host details)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.rows, rows), max(len(self.rows) - 1, 0))
-        found = (at < len(self.rows)) & (self.rows[at] == rows) if len(self.rows) else \
-            np.zeros(len(rows), dtype=bool)
-        return np.where(found, at, -1)
-
     def detail(self, i: int) -> HostDetail:
         """The record of host index ``i`` (what the per-gap algorithm gives)."""
         lo, hi = (int(x) for x in np.searchsorted(self.run_gap, [i, i + 1]))
@@ -186,13 +173,6 @@ class HostColumns(Mapping[int, HostDetail]):
         """The name of the first listed call of each (host index, code) pair's category
         (object; None: none)."""
         return _lookup(self.call_gap, self.call_code, self.call_name, gap, code)
-
-    def part_matrix(self) -> np.ndarray:
-        """ns per (host index, :data:`CODES` code), int64 ``(len(self), len(CODES))``."""
-        parts = self.parts()
-        out = np.zeros((len(self.rows), len(CODES)), dtype=np.int64)
-        out[parts.gap, parts.code] = parts.ns
-        return out
 
     def main_codes(self) -> np.ndarray:
         """Per host index: the code of its largest part (the first of equal parts, in parts
