@@ -55,6 +55,7 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     only those the analyses read, see :data:`infraprof.tables.ANALYSIS_OMITS`; with Nsight
     Compute reports the kernels' launch configuration is always read)."""
     from infraprof.inputs import CaptureFolder, load_input, load_ncu, pyspy_for
+    from infraprof.memory import heap_allocations
     from infraprof.ranking import build_report
 
     source = Path(path)
@@ -64,14 +65,15 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         return _pyspy_alone(source, config)
     reports = [Path(p) for p in ncu] or (
         CaptureFolder(source).ncu_reports() if source.is_dir() else [])
-    loaded = load_input(source, progress, use_cache=use_cache,
-                        all_columns=all_columns or bool(reports))
-    trace = loaded.trace
-    metrics = [load_ncu(p) for p in reports]
-    aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
-        source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
-        trace.meta.session_start_utc_ns)
-    return build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
+    with heap_allocations():
+        loaded = load_input(source, progress, use_cache=use_cache,
+                            all_columns=all_columns or bool(reports))
+        trace = loaded.trace
+        metrics = [load_ncu(p) for p in reports]
+        aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
+            source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
+            trace.meta.session_start_utc_ns)
+        return build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
 
 
 def analyze_many(paths: PathLike | Sequence[PathLike], *, config: AnalysisConfig | None = None,

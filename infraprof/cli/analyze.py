@@ -164,6 +164,7 @@ def _analyze_one(input_path: Path, opts: _RunOptions, config: AnalysisConfig,
     from infraprof import api
     from infraprof.cli.analyze_many import emit_split
     from infraprof.inputs import NCU_KINDS, PYSPY_KINDS, TRACE_KINDS, check_kind
+    from infraprof.memory import heap_allocations
     from infraprof.model.processes import is_multi_process
     from infraprof.outputs import refuse_inputs
 
@@ -176,7 +177,7 @@ def _analyze_one(input_path: Path, opts: _RunOptions, config: AnalysisConfig,
     if kind in NCU_KINDS:
         _analyze_ncu(input_path, fmt, output, opts.width, config.top)
         return
-    with progress_line(progress_wanted(opts.quiet)) as progress:
+    with heap_allocations(), progress_line(progress_wanted(opts.quiet)) as progress:
         report = api.analyze(input_path, ncu=opts.ncu, pyspy=opts.pyspy, config=config,
                              progress=progress, use_cache=not opts.no_cache)
         split = is_multi_process(report.trace)

@@ -99,6 +99,7 @@ def export(input_path: _InputArg, to: _ToOpt = None, output: _OutputOpt = None,
     """Export a capture for Perfetto UI / chrome://tracing (JSON trace events) or its CPU
     sample stacks for speedscope and flame-graph tools."""
     from infraprof.inputs import load_input, pyspy_for
+    from infraprof.memory import heap_allocations
     from infraprof.outputs import refuse_inputs
 
     fmt = to or _guess(output)
@@ -106,7 +107,7 @@ def export(input_path: _InputArg, to: _ToOpt = None, output: _OutputOpt = None,
     budget = parse_max_size(max_size)
     inputs = [input_path, pyspy]
     refuse_inputs(output, inputs)
-    with progress_line(progress_wanted(quiet)) as progress:
+    with heap_allocations(), progress_line(progress_wanted(quiet)) as progress:
         loaded = load_input(input_path, progress)
         trace = loaded.trace
         aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
