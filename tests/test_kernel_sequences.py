@@ -7,7 +7,12 @@ from helpers_synthetic import trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprof.analyses.kernel_sequences import TinyKernelParams, _hash_groups, ngram_hashes
+from infraprof.analyses.kernel_sequences import (
+    TinyKernelParams,
+    _hash_groups,
+    ngram_hashes,
+    ngram_hashes_by_length,
+)
 from infraprof.ranking import build_report
 
 
@@ -74,6 +79,26 @@ def test_ngram_hashes_equal_iff_windows_equal(ids: list[int], n: int) -> None:
     for i in range(len(windows)):
         for j in range(len(windows)):
             assert (hashes[i] == hashes[j]) == (windows[i] == windows[j])
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.booleans()), max_size=60),
+       st.integers(1, 5), st.integers(0, 4))
+@settings(max_examples=150, deadline=None)
+def test_rolling_hashes_are_each_lengths_hashes(rows: list[tuple[int, bool, bool]],
+                                                low: int, extra: int) -> None:
+    """The rolling hash over all lengths gives, length by length, exactly
+    :func:`ngram_hashes` (same positions, same hash values), also for lengths longer than
+    the kernels."""
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    valid = np.array([r[1] for r in rows], dtype=bool)
+    new_stream = np.array([r[2] for r in rows], dtype=bool)
+    lengths = range(low, low + extra + 1)
+    got = list(ngram_hashes_by_length(ids, valid, new_stream, lengths))
+    assert [n for n, _, _ in got] == list(lengths)
+    for n, pos, hashes in got:
+        want_pos, want_hashes = ngram_hashes(ids, valid, new_stream, n)
+        assert pos.tolist() == want_pos.tolist()
+        assert hashes.tolist() == want_hashes.tolist()
 
 
 def test_params_defaults_are_documented() -> None:

@@ -17,6 +17,7 @@ the listed sequences (at most ``top``, 5), so overlapping sequences are not coun
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,40 @@ def ngram_hashes(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
             hashes += items[first + j]
             hashes += np.uint64(1)
     return first, hashes
+
+
+def ngram_hashes_by_length(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[np.bool_],
+                           new_stream: npt.NDArray[np.bool_], lengths: range
+                           ) -> Iterator[tuple[int, npt.NDArray[np.int64],
+                                               npt.NDArray[np.uint64]]]:
+    """``(n, *ngram_hashes(ids, valid_item, new_stream, n))`` for each ``n`` of ``lengths``
+    (ascending from ≥ 1), from one rolling hash over all positions: the hash of the window of
+    length ``n`` at ``i`` is the one of length ``n - 1`` times the base plus item
+    ``i + n - 1`` plus 1 (the same arithmetic as :func:`ngram_hashes`), so each length costs
+    one pass over the kernels instead of ``n``."""
+    size = ids.size
+    items = ids.view(np.uint64) if ids.dtype == np.int64 else ids.astype(np.uint64)
+    bad = np.concatenate(([0], np.cumsum(~valid_item)))
+    cut = np.concatenate(([0], np.cumsum(new_stream)))
+    rolling = np.zeros(size, dtype=np.uint64)
+    for n in range(1, lengths.stop):
+        if size < n:
+            if n in lengths:
+                yield n, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64)
+            continue
+        window = rolling[:size - n + 1]  # a view: updated in place, no copy per length
+        with np.errstate(over="ignore"):
+            window *= _HASH_BASE
+            window += items[n - 1:]
+            window += np.uint64(1)
+        if n not in lengths:
+            continue
+        count = size - n + 1  # windows; as ngram_hashes' test, on slices instead of gathers
+        ok = bad[n:n + count] == bad[:count]
+        ok &= cut[n:n + count] == cut[1:1 + count]
+        first = np.flatnonzero(ok).astype(np.int64)
+        del ok
+        yield n, first, window[first]
 
 
 def _non_overlapping(positions: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
@@ -194,10 +229,12 @@ def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
     starts, ends = k["start_ns"].to_numpy(np.int64), k["end_ns"].to_numpy(np.int64)
     new_stream = np.concatenate(([True], (dev[1:] != dev[:-1]) | (stream[1:] != stream[:-1])
                                  | (starts[1:] - ends[:-1] > p.max_gap_ns)))
-    dur, names = k["dur_ns"].to_numpy(np.int64), k["name"]  # texts of the chosen windows only
+    names = k["name"]  # texts of the chosen windows only
+    # kernel time before each position: a window's kernel time is a difference of two
+    dur_before = np.concatenate(([0], np.cumsum(k["dur_ns"].to_numpy(np.int64))))
     out = []
-    for n in range(p.min_length, p.max_length + 1):
-        pos, hashes = ngram_hashes(ids, short, new_stream, n)
+    lengths = range(p.min_length, p.max_length + 1)
+    for n, pos, hashes in ngram_hashes_by_length(ids, short, new_stream, lengths):
         rows, bounds, counts = _hash_groups(hashes)
         del hashes
         frequent = np.flatnonzero(counts >= p.min_repeats)
@@ -205,7 +242,7 @@ def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
             occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
             if occ.size < p.min_repeats:
                 continue
-            kernel_ns = int(sum(dur[occ + j].sum() for j in range(n)))
+            kernel_ns = int((dur_before[occ + n] - dur_before[occ]).sum())
             window = fill_text(names.iloc[occ[0]:occ[0] + n], "").astype(str)
             out.append(KernelSequence(tuple(str(x) for x in window), occ, kernel_ns, 0))
     return out
