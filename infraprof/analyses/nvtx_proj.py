@@ -66,9 +66,9 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r = r[["domain", "name", "start_ns", "end_ns", "global_tid"]].copy()
     r["end_ns"] = r["end_ns"].astype("int64")
     r["domain"] = table_schema.fill_text(r["domain"], "")
-    # the join key and the op times only: the per-thread selections below copy every column
-    ops = table_schema.column_view(trace.gpu_ops(), ["pid", "correlation_id", "start_ns",
-                                                     "end_ns"])
+    # the join key and the op times only, in table order: the launches are sorted below
+    ops = table_schema.as_frame(pd.DataFrame(
+        trace.op_columns("pid", "correlation_id", "start_ns", "end_ns"), copy=False))
     launch_tid, launch_at, op_start, op_end = _launches_by_thread(trace, ops)
     gpu_start = np.full(len(r), np.nan)
     gpu_end = np.full(len(r), np.nan)

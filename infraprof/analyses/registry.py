@@ -52,14 +52,13 @@ RELEASED_AFTER: dict[str, tuple[str, ...]] = {
     "attribution": ("gpu_ops",),
     "gaps": ("native_pools", "python_pools"),
     "launch": ("launches",),
-    "run_metrics": ("gpu_ops",),
 }
 """Context values (:meth:`AnalysisContext.release`) dropped once the keyed analysis ran or was
-skipped: what no later analysis reads (the launch join after ``launch``: ``run_metrics``
-takes only the latencies; the frame pools after ``gaps``; ``gpu_ops`` after ``run_metrics``),
-and ``gpu_ops`` after ``attribution`` as well: built again for the gaps' ``during_wait``
-evidence (0.06-0.2 CPU s at 1 M kernels) instead of 51 MB resident under the gap
-accumulation. A renderer that reads a dropped value computes it again."""
+skipped: what no later analysis reads (``gpu_ops`` after ``attribution``: the later readers of
+the operations, ``during_wait``, the NVTX projection and the step metrics, take unsorted
+columns with :meth:`~infraprof.model.Trace.op_columns`; the frame pools after ``gaps``; the
+launch join after ``launch``: ``run_metrics`` takes only the latencies). A renderer that reads
+a dropped value computes it again."""
 
 REPORT_SETTINGS: tuple[Setting, ...] = (
     Setting("top", "top", "int", "rows per table and findings shown (10)"),

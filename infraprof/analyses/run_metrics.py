@@ -220,9 +220,10 @@ def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray)
     length = (ends - starts).astype(np.float64)
     _add_quantiles(run, "step:duration", length)
     # masks on the needed columns, not filtered copies of every column of the tables
-    ops = trace.gpu_ops()
-    mine = ops["pid"].isin(pids).to_numpy(dtype=bool)
-    op_start, op_end = ops["start_ns"].to_numpy(), ops["end_ns"].to_numpy()
+    ops = trace.op_columns("pid", "start_ns", "end_ns")  # table order: the union sorts
+    mine = np.isin(ops["pid"], list(pids))
+    op_start, op_end = ops["start_ns"], ops["end_ns"]
+    del ops
     if not mine.all():  # no copies of the columns when every operation is a step process's
         op_start, op_end = op_start[mine], op_end[mine]
     busy = intervals.union(op_start, op_end)

@@ -133,15 +133,18 @@ def during_wait(trace: Trace, site: str) -> dict[str, Any] | None:
     blocked = blocked_by_pid(trace, site)
     if not blocked:
         return None
-    ops = trace.gpu_ops()  # as arrays: a filtered copy of the table is 60 MB at 1 M kernels
-    op_pid, op_start, op_end = (ops[c].to_numpy() for c in ("pid", "start_ns", "end_ns"))
+    # the operations as arrays, in table order (the sums below do not depend on it)
+    ops = trace.op_columns("pid", "start_ns", "end_ns")
+    op_pid, op_start, op_end = ops["pid"], ops["start_ns"], ops["end_ns"]
+    del ops
+    kernels = len(trace.kernels)  # the first rows
     kernel_ns = idle_ns = um_faults = um_fault_ns = 0
     parts = []
     for pid, span in blocked.items():
         # only the operations that overlap the blocked time can cover part of it
         rows = np.flatnonzero((op_pid == pid) & _overlapping(span, op_start, op_end))
         start, end = op_start[rows], op_end[rows]
-        kernel = (ops["kind"].iloc[rows] == "kernel").to_numpy()
+        kernel = rows < kernels
         kernel_ns += _covered_ns(span, start[kernel], end[kernel])
         idle_ns += span.total_ns - _covered_ns(span, start, end)
         faults, fault_ns = _faults(trace, pid, span)

@@ -104,6 +104,16 @@ class Trace:
         :func:`~infraprof.tables.text_category`). Built once per trace; do not modify."""
         return self._gpu_ops
 
+    def op_columns(self, *columns: str) -> dict[str, np.ndarray]:
+        """Integer ``columns`` (e.g. ``pid``, ``start_ns``) of the kernels, then the memcpys,
+        then the memsets, one array each (the first ``len(kernels)`` rows are the kernels), in
+        table order, not sorted: for consumers whose result does not depend on the row
+        order. Unlike :meth:`gpu_ops` nothing is sorted, named or kept."""
+        tables = [self.kernels, self.memcpy, self.memset]
+        return {column: np.concatenate([np.empty(0, dtype=np.int64), *(
+            table[column].to_numpy(dtype=np.int64) for table in tables if len(table))])
+            for column in columns}
+
     def release_gpu_ops(self) -> None:
         """Drop the table :meth:`gpu_ops` built (~50 MB at 1 M kernels); a later call builds
         it again."""
