@@ -79,3 +79,23 @@ def test_first_per_key_increasing_and_nullable() -> None:
     frame = pd.DataFrame({"pid": [1, 2, 1], "correlation_id": pd.array([5, None, 5], "Int64")})
     expected = frame.drop_duplicates(["pid", "correlation_id"], keep="first")
     pd.testing.assert_frame_equal(first_per_key(frame, ["pid", "correlation_id"]), expected)
+
+
+def test_op_columns_are_gpu_ops_rows_in_table_order() -> None:
+    """``Trace.op_columns``: the rows of ``gpu_ops`` (same multiset), kernels first, in table
+    order; the kernel rows are the first ``len(kernels)``."""
+    from pathlib import Path
+
+    from infraprof.inputs import load_input
+
+    trace = load_input(Path(__file__).parent.parent / "sample_traces" /
+                       "demo_sync_heavy.sqlite", None, use_cache=False).trace
+    columns = ("pid", "start_ns", "end_ns", "correlation_id")
+    got = trace.op_columns(*columns)
+    ops = trace.gpu_ops()
+    assert len(trace.memcpy) and len(trace.kernels)
+    rows = sorted(zip(*(got[c].tolist() for c in columns), strict=True))
+    assert rows == sorted(zip(*(ops[c].tolist() for c in columns), strict=True))
+    n = len(trace.kernels)
+    assert got["start_ns"][:n].tolist() == trace.kernels["start_ns"].tolist()
+    assert got["start_ns"][n:n + len(trace.memcpy)].tolist() == trace.memcpy["start_ns"].tolist()
