@@ -64,6 +64,21 @@ def test_join_with_keys_too_wide_to_pack(ops: list[tuple[int, int]],
     _check(ops, calls, how)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(KEYS, WIDE_KEYS), max_size=25),
+       st.lists(st.one_of(KEYS, WIDE_KEYS), max_size=25))
+def test_launch_rows_are_the_merge_rows(ops: list[tuple[int, int]],
+                                        calls: list[tuple[int, int]]) -> None:
+    """``launch_rows``: each operation's first call with its key (-1: none), by packed keys
+    or, when they do not pack, by a merge: the rows a merge with a row number gives."""
+    op_frame, call_frame = _frames(ops, calls)
+    first: dict[tuple[int, int], int] = {}
+    for row, key in enumerate(calls):
+        first.setdefault(key, row)
+    want = [first.get(key, -1) for key in ops]
+    assert correlation.launch_rows(op_frame, call_frame).tolist() == want
+
+
 def test_call_rows_first_row_wins() -> None:
     ops, calls = _frames([(1, 5), (1, 6), (2, 5)], [(1, 6), (1, 5), (1, 5), (3, 5)])
     rows = correlation.call_rows(ops, calls)

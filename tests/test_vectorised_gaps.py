@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 
 from infraprof import intervals
 from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
-from infraprof.analyses.gap_table import _blank_code, _codes
+from infraprof.analyses.gap_table import gathered_text
 from infraprof.analyses.kernel_sequences import BusyBefore
-from infraprof.analyses.names import factorized_text
 from infraprof.analyses.nvtx_proj import launched_spans
 from infraprof.tables import as_text_category
 
@@ -83,9 +82,7 @@ def test_gathered_text_codes_are_factorize_of_the_gathered_texts(
                     dtype=np.int64)
     blanked = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows),
                                           max_size=len(rows))), dtype=bool)
-    codes_of_rows, texts = factorized_text(source)
-    blank, with_blank = _blank_code(texts)
-    codes, names = _codes(np.where(blanked, blank, codes_of_rows[rows]), with_blank)
+    codes, names = gathered_text(source, rows, blanked)
     gathered = np.where(blanked, "", column.to_numpy(dtype=object)[rows])
     want_codes, want_uniques = pd.factorize(gathered, use_na_sentinel=False)
     assert codes.tolist() == want_codes.tolist()

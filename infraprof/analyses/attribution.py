@@ -58,7 +58,6 @@ from infraprof.analyses.host_paint import PaintParams, ThreadGaps, expand, host_
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
-from infraprof.model.correlation import join_launch_calls
 from infraprof.tables import column_view
 
 if TYPE_CHECKING:
@@ -213,8 +212,7 @@ def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
     ops = trace.gpu_ops()
     if ops.empty:
         return GapTable()
-    # the joined frame (~90 MB at 1 M kernels) is freed before the host gaps are painted
-    table, launch_at = listed_gaps(join_launch_calls(ops, trace.api_calls), timelines)
+    table, launch_at = listed_gaps(ops, trace.api_calls, timelines)
     index = _ThreadIndex(trace)
     nvtx, nvtx_names = _launch_nvtx(np.where(table.has_launch, table.gtid, -1), launch_at, index)
     host = _host_details(table, index, params or AttributionParams())

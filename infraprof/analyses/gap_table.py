@@ -25,6 +25,8 @@ import pandas as pd
 from infraprof.analyses.host_columns import CODES, HostColumns
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.model.correlation import launch_rows
+from infraprof.tables import as_frame
 
 CATEGORIES = (
     "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
@@ -162,23 +164,33 @@ def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple
     return codes.astype(np.int32), tuple(str(x) for x in values[firsts])
 
 
-def _gap_source_columns(joined: pd.DataFrame, source: np.ndarray
-                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The columns of ``joined`` a gap takes from its next operation (row ``source`` of
-    ``joined``), as arrays (launch fields as float64: NaN without a launch; text columns as
-    row codes), and the values of the row codes of each text column."""
-    texts = {key: factorized_text(joined[key]) for key in ("kind", "name", "api_name")}
-    columns = {key: joined[column].to_numpy(dtype=dtype)[source] for key, column, dtype in (
-        ("start", "start_ns", np.int64), ("stream", "stream_id", np.int64),
-        ("corr", "correlation_id", np.int64), ("api_start", "api_start_ns", np.float64),
-        ("api_end", "api_end_ns", np.float64), ("gtid", "global_tid", np.float64))}
-    columns.update({key: codes[source] for key, (codes, _) in texts.items()})
-    return columns, {key: values for key, (_, values) in texts.items()}
+def gathered_text(column: pd.Series, rows: np.ndarray, blank: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The texts of ``column`` at ``rows`` (``""`` where ``blank``; those rows are not read),
+    as int32 codes numbered by first appearance and the distinct texts as ``str``: what
+    ``pd.factorize(gathered, use_na_sentinel=False)`` gives (a null is ``"nan"``, a blank
+    shares the code of a real ``""``). A Categorical's codes are gathered, no text hashed."""
+    picked = np.asarray(rows, dtype=np.int64)
+    if blank is not None:
+        picked = np.where(blank, 0, picked)
+    if not len(column):
+        codes, values = np.zeros(len(picked), dtype=np.int64), np.empty(0, dtype=object)
+    elif isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()[picked].astype(np.int64)
+        values = np.array([*column.cat.categories, np.nan], dtype=object)
+        codes[codes < 0] = len(values) - 1  # a null: the NaN text
+    else:
+        codes, values = factorized_text(column.iloc[picked])
+    if blank is not None:
+        code, values = _blank_code(values)
+        codes = np.where(blank, code, codes)
+    return _codes(codes, values)
 
 
 def _next_operations(joined: pd.DataFrame, timelines: list[DeviceTimeline]
                      ) -> dict[str, np.ndarray]:
-    """Every listed gap (``g0, g1, device``) and the row of ``joined`` of its next operation
+    """Every listed gap (``g0, g1, device``) and the row of ``joined`` (the operations) of its
+    next operation
     (``source``: the first one on that device starting at or after the gap's end), ordered
     by gap start, then device (stable)."""
     start = joined["start_ns"].to_numpy(dtype=np.int64)
@@ -213,31 +225,38 @@ def _blank_code(values: np.ndarray) -> tuple[int, np.ndarray]:
     return len(values), np.append(values, np.array([""], dtype=object))
 
 
-def listed_gaps(joined: pd.DataFrame, timelines: list[DeviceTimeline]
+def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[DeviceTimeline]
                 ) -> tuple[GapTable, np.ndarray]:
-    """Every listed gap of ``timelines`` with its next operation (the first one of ``joined``
-    on that device starting at or after the gap's end) and that operation's launch call, as a
-    table without NVTX names or host details; plus the instant whose NVTX range names each gap
-    (``min(launch start, gap end)``; 0 without a launch)."""
-    gaps = _next_operations(joined, timelines)
+    """Every listed gap of ``timelines`` with its next operation (the first one of ``ops``
+    on that device starting at or after the gap's end) and that operation's launch call (in
+    ``api_calls``, :func:`~infraprof.model.correlation.launch_rows`), as a table without NVTX
+    names or host details; plus the instant whose NVTX range names each gap (``min(launch
+    start, gap end)``; 0 without a launch). Only the gaps' rows are gathered: no joined copy
+    of every operation."""
+    gaps = _next_operations(ops, timelines)
     if not len(gaps["g0"]):
         return GapTable(), _empty()
-    cols, texts = _gap_source_columns(joined, gaps.pop("source"))
-    cols.update(gaps)
-    del gaps
-    no_launch = np.isnan(cols["api_start"])
-    # int(float) of each launch field, 0 without a launch (the float column freed at once)
-    launch = {key: np.where(no_launch, 0, cols.pop(key)).astype(np.int64)
-              for key in ("api_start", "api_end", "gtid")}
+    source = gaps.pop("source")
+    op = {key: ops[column].to_numpy(dtype=np.int64)[source] for key, column in (
+        ("start", "start_ns"), ("stream", "stream_id"), ("corr", "correlation_id"))}
+    call = launch_rows(as_frame(pd.DataFrame({"pid": ops["pid"].to_numpy()[source],
+                                              "correlation_id": op["corr"]}, copy=False)),
+                       api_calls)
+    no_launch = call < 0
+    # each launch field at the gap's call, 0 without a launch
+    launch = {key: np.where(no_launch, 0, api_calls[column].to_numpy(dtype=np.int64)[
+        np.maximum(call, 0)] if len(api_calls) else 0).astype(np.int64)
+        for key, column in (("api_start", "start_ns"), ("api_end", "end_ns"),
+                            ("gtid", "global_tid"))}
     category = np.where(no_launch, UNKNOWN,
-                        np.where(launch["api_end"] <= cols["g0"], DEPENDENCY, HOST_ROW))
-    kind, kinds = _codes(cols.pop("kind"), texts["kind"])
-    name, names = _codes(cols.pop("name"), texts["name"])
-    blank, api_values = _blank_code(texts["api_name"])
-    api_name, api_names = _codes(np.where(no_launch, blank, cols.pop("api_name")), api_values)
+                        np.where(launch["api_end"] <= gaps["g0"], DEPENDENCY, HOST_ROW))
+    kind, kinds = gathered_text(ops["kind"], source)
+    name, names = gathered_text(ops["name"], source)
+    del source
+    api_name, api_names = gathered_text(api_calls["name"], call, no_launch)
     table = GapTable(
-        cols["g0"], cols["g1"], cols["device"], kind, name, cols["stream"], cols["start"],
-        cols["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],
+        gaps["g0"], gaps["g1"], gaps["device"], kind, name, op["stream"], op["start"],
+        op["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],
         launch["gtid"], np.full(len(no_launch), -1, dtype=np.int32), category.astype(np.int8),
         kinds, names, api_names)
-    return table, np.minimum(launch["api_start"], cols["g1"])
+    return table, np.minimum(launch["api_start"], gaps["g1"])

@@ -65,6 +65,21 @@ def join_launch_calls(ops: pd.DataFrame, api_calls: pd.DataFrame,
     return table_schema.as_frame(out)
 
 
+def launch_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray:
+    """Per row of ``ops`` (``pid, correlation_id``): the position in ``api_calls`` of its
+    launching call (the first row per key, as :func:`join_launch_calls` joins), -1 when the
+    trace has none: :func:`call_rows`, or a merge on the key when it cannot pack them."""
+    rows = call_rows(ops, api_calls)
+    if rows is not None:
+        return rows
+    if ops.empty or api_calls.empty:
+        return np.full(len(ops), -1, dtype=np.int64)
+    keys = table_schema.first_per_key(
+        api_calls[JOIN_KEY].assign(call_row=np.arange(len(api_calls))), JOIN_KEY)
+    found = ops[JOIN_KEY].merge(keys, on=JOIN_KEY, how="left", sort=False)
+    return np.asarray(found["call_row"].fillna(-1).to_numpy(dtype=np.int64))
+
+
 def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     """Per row of ``ops``: the position in ``api_calls`` of the first call with its ``(pid,
     correlation_id)``, or -1 when none has. None when a key column is not plain int64 (the
