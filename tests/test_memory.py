@@ -56,3 +56,14 @@ def test_large_arrays_inside_the_real_allocator() -> None:
             del block
         memory.release_free_memory()
     assert memory._heap_users == 0
+
+
+def test_between_steps_trims_only_without_heap_allocations(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(memory, "_libc_function", _recording(calls))
+    memory.between_steps()
+    assert calls == [("malloc_trim", (0,))]
+    with memory.heap_allocations():
+        memory.between_steps()
+    assert ("malloc_trim", (0,)) not in calls[1:]

@@ -41,7 +41,7 @@ from infraprof.analyses.summary import SUMMARY
 from infraprof.analyses.timeline import TIMELINE
 from infraprof.config import CLI_SOURCE, DEFAULT_SOURCE, ConfigValue, parse_setting
 from infraprof.errors import UsageError
-from infraprof.memory import release_free_memory
+from infraprof.memory import between_steps
 
 ANALYSES: tuple[Analysis, ...] = (
     SUMMARY, TIMELINE, ATTRIBUTION, GAPS, HOST_BOUND, NCU_SUGGESTION, LAUNCH, COPIES, NVTX,
@@ -166,7 +166,7 @@ def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
     """Run every enabled analysis in registry order, storing each output in ``ctx.outputs``;
     return the findings (unranked, disabled finding ids dropped). ``progress`` is called
     with a status line before each analysis."""
-    release_free_memory()  # what reading the trace freed
+    between_steps()  # what reading the trace freed
     for analysis in ANALYSES:
         if analysis.id not in disabled and all(r in ctx.outputs for r in analysis.requires):
             if progress:
@@ -174,7 +174,7 @@ def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
             params = ctx.params_of(analysis.id, analysis.params_type())
             ctx.outputs[analysis.id] = analysis.run(ctx, params)
         ctx.release(RELEASED_AFTER.get(analysis.id, ()))
-        release_free_memory()  # its temporaries: the next analysis starts from what is kept
+        between_steps()  # its temporaries back to the OS, unless the next step reuses them
     return [f for output in ctx.outputs.values() for f in output.findings
             if not finding_disabled(f.id, disabled)]
 
