@@ -68,7 +68,8 @@ def between_steps() -> None:
 @contextmanager
 def heap_allocations() -> Iterator[None]:
     """While the block runs, large allocations come from the heap instead of fresh mmaps
-    (see the module docstring); glibc's default is restored when the outermost block ends.
+    (see the module docstring); when the outermost block ends, glibc's default is restored
+    and the heap's free pages are returned (a library caller keeps only what it holds).
     A no-op elsewhere than glibc."""
     global _heap_users
     mallopt = _libc_function("mallopt")
@@ -86,3 +87,4 @@ def heap_allocations() -> Iterator[None]:
             _heap_users -= 1
             if _heap_users == 0:
                 mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                release_free_memory()  # what the block freed, back to the OS

@@ -28,7 +28,7 @@ def test_mmap_off_in_the_outermost_block_only(monkeypatch: pytest.MonkeyPatch) -
         with memory.heap_allocations():
             pass
         assert calls == [("mallopt", (-4, 0))]  # the inner block leaves it off
-    assert calls == [("mallopt", (-4, 0)), ("mallopt", (-4, 65536))]
+    assert calls == [("mallopt", (-4, 0)), ("mallopt", (-4, 65536)), ("malloc_trim", (0,))]
 
 
 def test_mmap_restored_when_the_block_raises(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +36,7 @@ def test_mmap_restored_when_the_block_raises(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(memory, "_libc_function", _recording(calls))
     with pytest.raises(RuntimeError), memory.heap_allocations():
         raise RuntimeError("boom")
-    assert calls[-1] == ("mallopt", (-4, 65536))
+    assert calls[-2:] == [("mallopt", (-4, 65536)), ("malloc_trim", (0,))]
     assert memory._heap_users == 0
 
 
@@ -66,4 +66,5 @@ def test_between_steps_trims_only_without_heap_allocations(
     assert calls == [("malloc_trim", (0,))]
     with memory.heap_allocations():
         memory.between_steps()
-    assert ("malloc_trim", (0,)) not in calls[1:]
+        assert calls[1:] == [("mallopt", (-4, 0))]  # no trim inside the block
+    assert calls[-1] == ("malloc_trim", (0,))  # the block's end trims once
