@@ -14,8 +14,8 @@ the next one of that size faults in new zeroed pages. :func:`heap_allocations` t
 (``mallopt(M_MMAP_MAX, 0)``) while infraprof reads and analyses, so large blocks come from
 the heap and a freed block is reused by the next; :func:`release_free_memory` still returns
 the heap's free pages between steps. Measured at 10 M kernels (``docs/performance.md``,
-"Round 7"): 64.1 → 50.3 s wall, system time 25.7 → 15.0 s, peak resident +20 MB (+0.5 %);
-no measurable change at 1 M.
+"Round 7"): 64.1 → 49.8–50.3 s wall, system time 25.7 → 15.0–16.7 s, peak resident
++20–130 MB (+0.5–3.3 %); no measurable change at 1 M.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def release_free_memory() -> None:
 def between_steps() -> None:
     """Called between two analysis steps: :func:`release_free_memory`, except while
     :func:`heap_allocations` is on. Then the blocks a step freed are the next step's: returning
-    their pages makes the next step fault them in again (5.3 s of 40 at 10 M kernels), while
-    keeping them raised the peak by 0.6 % (10 M) and 1 % (1 M; ``docs/performance.md``,
-    "Round 7")."""
+    their pages makes the next step fault them in again (at 10 M kernels, system time
+    10.3–11.0 → 7.4–8.0 s), while keeping them raised the peak by 0.4–0.9 % (10 M) and 1 %
+    (1 M; ``docs/performance.md``, "Round 7")."""
     if _heap_users == 0:
         release_free_memory()
 
