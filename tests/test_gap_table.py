@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from infraprof import intervals
@@ -28,7 +28,8 @@ from infraprof.analyses.attribution import (
 )
 from infraprof.analyses.findings import impact_finding
 from infraprof.analyses.gap_findings import GapFindingParams, keyed_gap_findings
-from infraprof.analyses.gap_table import CATEGORIES, GapAttribution
+from infraprof.analyses.gap_table import CATEGORIES, GapAttribution, GapTable
+from infraprof.analyses.host_frames import windows_counts
 from infraprof.analyses.phases import PHASES, device_phases, phase_of_gap
 from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, idle_text, site_of
 from infraprof.analyses.timeline import device_timelines
@@ -234,10 +235,27 @@ def test_idle_collapsed_windows_are_the_launching_threads_gaps(
     assert asked == expected
 
 
-def _fake_counts(samples: Any, frames: Any, tid: int, windows: Any, error_ns: int
-                 ) -> list[Counter[Any]]:
-    return [Counter({(("f", tid, a % 5),): 1 + (a + b) % 3, (("g", b % 3),): 1})
-            for a, b in windows]
+# py-spy stacks: stack 3 has stack 1's frames (one stack for the pools), stack 5 none
+_FRAMES = pd.DataFrame([(sid, depth, f"f{fid}", "m.py", fid)
+                        for sid, fids in ((0, (0,)), (1, (0, 1)), (2, (2,)), (3, (0, 1)),
+                                          (4, (3, 0)))
+                        for depth, fid in enumerate(fids)],
+                       columns=["stack_id", "depth", "function", "file", "line"])
+
+
+def _samples(table: GapTable, draws: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """py-spy samples (``draws``: gap pick, position in per mille, stack id): mostly inside
+    the gaps with host activity on their launching thread, some just outside them."""
+    rows = table.host_rows()
+    out = []
+    for pick, permille, sid in draws:
+        if not len(rows):
+            break
+        row = int(rows[pick % len(rows)])
+        g0, g1 = int(table.g0[row]), int(table.g1[row])
+        at = g0 + (g1 - g0) * (permille - 100) // 1000  # -10 % .. +90 % of the gap
+        out.append((at, int(decode_tid(int(table.gtid[row]))), sid))
+    return pd.DataFrame(out, columns=["start_ns", "tid", "stack_id"]).astype("int64")
 
 
 def _reference_pool_job(pools: Any, a: GapAttribution, cat: str, counts: Counter[Any]) -> None:
@@ -257,15 +275,26 @@ def _reference_pool_job(pools: Any, a: GapAttribution, cat: str, counts: Counter
 
 
 @given(st.lists(_OP, min_size=1, max_size=40), st.lists(_RANGE, max_size=6),
-       st.integers(0, 50_000))
-@settings(max_examples=40, deadline=None)
+       st.integers(0, 50_000),
+       st.lists(st.tuples(st.integers(0, 50), st.integers(0, 1000), st.integers(0, 5)),
+                max_size=120))
+@example(ops=[(0, 1, 0, 1, 0, 0, 0, 0)] * 10 + [(1, 1, 0, 1, 0, 0, 0, 0)] * 3
+         + [(50_000, 1, 0, 1, 0, 0, 0, 0)] + [(1, 1, 0, 1, 0, 0, 0, 0)] * 2, ranges=[],
+         error_ns=0, draws=[(3, 100, 1), (21, 100, 3), (4, 500, 5), (5, 900, 2), (3, 300, 4)])
+@example(ops=[(0, 1, 0, 1, 0, 0, 0, 0)] * 10 + [(1, 1, 0, 1, 0, 0, 0, 0)] * 3
+         + [(50_000, 1, 0, 1, 0, 0, 0, 0)] + [(1, 1, 0, 1, 0, 0, 0, 0)] * 2, ranges=[],
+         error_ns=30_000, draws=[(i, 37 * i % 1000, i % 6) for i in range(40)])
+@settings(max_examples=150, deadline=None)
 def test_frame_pools_match_the_per_gap_pooling(
-        ops: list[Op], ranges: list[tuple[int, int, int, int]], error_ns: int) -> None:
-    """py-spy pools from the host rows equal pooling every gap (same keys, weights and
-    insertion order), with stand-in stack counts per window."""
+        ops: list[Op], ranges: list[tuple[int, int, int, int]], error_ns: int,
+        draws: list[tuple[int, int, int]]) -> None:
+    """py-spy pools from the host columns equal pooling every gap one at a time with
+    ``windows_counts`` per window (same keys, weights, samples and insertion order), with
+    equal stacks under two ids and a stack id without frames."""
     trace = _trace(ops, ranges)
     table = attribute_table(trace, device_timelines(trace))
-    pyspy = SimpleNamespace(samples=pd.DataFrame(), frames=pd.DataFrame(),
+    samples = _samples(table, draws)
+    pyspy = SimpleNamespace(samples=samples, frames=_FRAMES,
                             alignment=SimpleNamespace(error_ns=error_ns), notes=())
     want = python_frames.FramePools(error_ns, defaultdict(Counter), defaultdict(Counter),
                                     Counter(), Counter())
@@ -278,14 +307,14 @@ def test_frame_pools_match_the_per_gap_pooling(
         flat = [(i, w) for i, (a, cat) in enumerate(jobs)
                 for w in (a.segments.get(cat) or [(a.start_ns, a.end_ns)])]
         per_job: list[Counter[Any]] = [Counter() for _ in jobs]
-        for (i, _), found in zip(flat, _fake_counts(None, None, tid, [w for _, w in flat], 0),
-                                 strict=True):
-            per_job[i].update(found)
+        found_all = windows_counts(samples, _FRAMES, tid, [w for _, w in flat], 0)
+        for (i, _), found in zip(flat, found_all, strict=True):
+            per_job[i].update(found or Counter())
         for (a, cat), counts in zip(jobs, per_job, strict=True):
             _reference_pool_job(want, a, cat, counts)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(python_frames, "windows_counts", _fake_counts)
-        got = python_frames.frame_pools(table, pyspy)  # type: ignore[arg-type]
+    got = python_frames.frame_pools(table, pyspy)  # type: ignore[arg-type]
+    event(f"stacks pooled: {min(sum(len(c) for c in want.weights.values()), 3)}, "
+          f"refused: {bool(want.refused)}")
     assert got is not None
     for name in ("weights", "samples"):
         assert [(k, list(c.items())) for k, c in getattr(got, name).items()] == [

@@ -169,7 +169,10 @@ class _ThreadSamples:
     def counts(self, start_ns: int, end_ns: int) -> Counter[tuple[Frame, ...]]:
         lo, hi = np.searchsorted(self.ts, [start_ns, end_ns], side="left")
         ids, n = np.unique(self.sids[lo:hi], return_counts=True)
-        return Counter({self.stacks.get(int(i), ()): int(c) for i, c in zip(ids, n, strict=True)})
+        found: Counter[tuple[Frame, ...]] = Counter()
+        for i, c in zip(ids.tolist(), n.tolist(), strict=True):
+            found[self.stacks.get(i, ())] += c  # two ids with the same frames: one stack
+        return found
 
 
 def stacks_in_window(samples: pd.DataFrame, frames: pd.DataFrame, tid: int, start_ns: int,
@@ -194,6 +197,54 @@ def stacks_in_window(samples: pd.DataFrame, frames: pd.DataFrame, tid: int, star
                             refused="no py-spy samples of this thread in the window")
     context, shares, stacks = summarize_stacks(counts, top)
     return WindowStacks(tid, start_ns, end_ns, n, coverage, context, shares, stacks)
+
+
+def window_stack_counts(samples: pd.DataFrame, frames: pd.DataFrame, windows: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, list[tuple[Frame, ...]]]:
+    """The samples of each window (``windows``: ``job, tid, start_ns, end_ns``; a window
+    holds its thread's samples in ``[start_ns, end_ns)``), counted per (job, stack): a
+    frame with ``job``, ``stack`` (an index into the returned stacks; equal frame tuples are
+    one stack, a stack id without frames is ``()``), ``count`` and ``first`` (the order in
+    which :func:`windows_counts` meets the stack within the job: window, then stack id).
+    Searches and counts on arrays, one pass per thread."""
+    table = _stack_table(frames)
+    ids = np.array(sorted(table), dtype=np.int64)
+    stacks, canon = _canonical_stacks([table[i] for i in ids.tolist()])
+    empty = stacks.index(()) if () in stacks else len(stacks)
+    if empty == len(stacks):
+        stacks.append(())
+    parts = []
+    tids = windows["tid"].to_numpy(np.int64)
+    for tid in pd.unique(tids).tolist():
+        mine = np.flatnonzero(tids == tid)
+        rows = samples[samples["tid"] == tid].sort_values("start_ns", kind="stable")
+        ts, sids = rows["start_ns"].to_numpy(np.int64), rows["stack_id"].to_numpy(np.int64)
+        lo = np.searchsorted(ts, windows["start_ns"].to_numpy(np.int64)[mine], side="left")
+        hi = np.searchsorted(ts, windows["end_ns"].to_numpy(np.int64)[mine], side="left")
+        n = np.maximum(hi - lo, 0)
+        at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        raw = sids[at]
+        known = np.minimum(np.searchsorted(ids, raw), max(len(ids) - 1, 0))
+        found = (ids[known] == raw) if len(ids) else np.zeros(len(raw), dtype=bool)
+        parts.append(pd.DataFrame({
+            "job": np.repeat(windows["job"].to_numpy(np.int64)[mine], n),
+            "window": np.repeat(mine, n), "raw": raw,
+            "stack": np.where(found, canon[known] if len(ids) else 0, empty)}))
+    pairs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        {c: np.empty(0, dtype=np.int64) for c in ("job", "window", "raw", "stack")})
+    pairs = pairs.sort_values(["job", "window", "raw"], kind="stable")
+    counted = pairs.groupby(["job", "stack"], sort=False).agg(
+        count=("raw", "size")).reset_index()
+    counted["first"] = np.arange(len(counted))
+    return counted, stacks
+
+
+def _canonical_stacks(tuples: list[tuple[Frame, ...]]) -> tuple[list[tuple[Frame, ...]],
+                                                                np.ndarray]:
+    """The distinct frame tuples (first appearance) and each input's index among them."""
+    index: dict[tuple[Frame, ...], int] = {}
+    canon = np.array([index.setdefault(t, len(index)) for t in tuples], dtype=np.int64)
+    return list(index), canon
 
 
 def windows_counts(samples: pd.DataFrame, frames: pd.DataFrame, tid: int,

@@ -42,7 +42,7 @@ from infraprof.analyses.host_frames import (
     range_breakdown,
     range_name_breakdown,
     summarize_stacks,
-    windows_counts,
+    window_stack_counts,
 )
 from infraprof.analyses.host_jobs import host_jobs, job_windows
 from infraprof.analyses.sites import WHAT
@@ -135,48 +135,72 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
     """Pool, per (category, site), the launching thread's stacks during the time segments of
     each gap that have that category (``HostDetail.segments``; only gaps with host activity
     have host-side time), each weighted by that gap's idle time of the category. None when
-    the profile is not on the nsys timeline."""
+    the profile is not on the nsys timeline.
+
+    A gap (job) shorter than the alignment error is refused; one with samples adds its ns
+    to its key's attributed time and ``round(ns * count / samples)`` to each stack's
+    weight. Keys and stacks are listed in the order the jobs are met: threads in the order of
+    their first launched gap, a thread's jobs in gap order (``host-cpu`` before
+    ``host-wait``), a job's stacks by window, then stack id. All of it as group-bys over
+    (job, stack) counts (:func:`~infraprof.analyses.host_frames.window_stack_counts`)."""
     if pyspy.samples is None or pyspy.alignment is None:
         return None
     pools = FramePools(int(pyspy.alignment.error_ns), defaultdict(Counter), defaultdict(Counter),
                        Counter(), Counter())
     jobs = host_jobs(attributions, HOST)
-    windows = job_windows(attributions, jobs)
+    if jobs.empty:
+        return pools
     job_tid = decode_tid(jobs["global_tid"].to_numpy(np.int64))
-    window_tid = job_tid[windows["job"].to_numpy(np.int64)]
-    # threads in the order of their first launched gap (the pools' insertion order)
-    for tid in pd.unique(decode_tid(attributions.gtid[attributions.has_launch])).tolist():
-        mine = np.flatnonzero(job_tid == tid)
-        if not len(mine):
-            continue
-        win = windows[window_tid == tid]
-        seg_counts = windows_counts(pyspy.samples, pyspy.frames, int(tid), list(zip(
-            win["start_ns"].tolist(), win["end_ns"].tolist(), strict=True)), 0)
-        per_job: dict[int, Counter[tuple[Frame, ...]]] = {int(j): Counter() for j in mine}
-        for job, found in zip(win["job"].tolist(), seg_counts, strict=True):
-            per_job[job].update(found or Counter())
-        picked = jobs.iloc[mine]
-        for (cat, site, ns, dur), counts in zip(zip(
-                picked["category"], picked["site"], picked["ns"].tolist(),
-                (picked["end_ns"] - picked["start_ns"]).tolist(), strict=True),
-                per_job.values(), strict=True):
-            _pool_job(pools, (str(cat), str(site)), int(ns), int(dur), counts)
+    threads = pd.unique(decode_tid(attributions.gtid[attributions.has_launch]))
+    order = np.lexsort((np.arange(len(jobs)), _positions(threads, job_tid)))
+    rank = np.empty(len(jobs), dtype=np.int64)  # the order in which the jobs are met
+    rank[order] = np.arange(len(jobs))
+    info = pd.DataFrame({"cat": jobs["category"].astype(str).to_numpy(dtype=object),
+                         "site": jobs["site"].astype(str).to_numpy(dtype=object),
+                         "ns": jobs["ns"].to_numpy(np.int64), "rank": rank,
+                         "refused": (jobs["end_ns"] - jobs["start_ns"]).to_numpy()
+                         < pools.error_ns})
+    refused = info[info["refused"].to_numpy(dtype=bool)].sort_values("rank", kind="stable")
+    for (cat, site), n in refused.groupby(["cat", "site"], sort=False).size().items():
+        pools.refused[(cat, site)] += int(n)
+    windows = job_windows(attributions, jobs)
+    counts, stacks = window_stack_counts(pyspy.samples, pyspy.frames, windows.assign(
+        tid=job_tid[windows["job"].to_numpy(np.int64)]))
+    _pool_counts(pools, info, counts, stacks)
     return pools
 
 
-def _pool_job(pools: FramePools, key: tuple[str, str], ns: int, dur: int,
-              counts: Counter[tuple[Frame, ...]]) -> None:
-    """Add one job (a gap's ``ns`` in one category, the gap ``dur`` long) to ``key``'s pool."""
-    if dur < pools.error_ns:
-        pools.refused[key] += 1
+def _positions(threads: np.ndarray, tids: np.ndarray) -> np.ndarray:
+    """Each of ``tids``'s position in ``threads`` (distinct; a tid not there: ``len``)."""
+    if not len(threads):
+        return np.zeros(len(tids), dtype=np.int64)
+    order = np.argsort(threads, kind="stable")
+    at = np.minimum(np.searchsorted(threads[order], tids), len(threads) - 1)
+    return np.where(threads[order][at] == tids, order[at], len(threads))
+
+
+def _pool_counts(pools: FramePools, info: pd.DataFrame, counts: pd.DataFrame,
+                 stacks: list[tuple[Frame, ...]]) -> None:
+    """Add the (job, stack) ``counts`` of the jobs that are not refused to their keys' pools,
+    in the order the jobs are met."""
+    counts = counts.join(info, on="job")
+    counts = counts[~counts["refused"].to_numpy(dtype=bool)]
+    if counts.empty:
         return
-    n = sum(counts.values())
-    if n == 0:
-        return
-    pools.attributed[key] += ns
-    for stack, c in counts.items():
-        pools.weights[key][stack] += round(ns * c / n)
-        pools.samples[key][stack] += c
+    total = counts.groupby("job")["count"].transform("sum").to_numpy(np.int64)
+    ns, count = counts["ns"].to_numpy(np.int64), counts["count"].to_numpy(np.int64)
+    # round(ns * count / total) as Python rounds the float: half to even
+    counts = counts.assign(weight=np.rint(ns * count / total).astype(np.int64))
+    counts = counts.sort_values(["rank", "first"], kind="stable")
+    attributed = counts.drop_duplicates("job").groupby(["cat", "site"], sort=False)["ns"].sum()
+    for key, ns_sum in zip(attributed.index, attributed.tolist(), strict=True):
+        pools.attributed[key] += ns_sum
+    sums = counts.groupby(["cat", "site", "stack"], sort=False).agg(
+        weight=("weight", "sum"), samples=("count", "sum"))
+    for (cat, site, stack), weight, samples in zip(sums.index, sums["weight"].tolist(),
+                                                   sums["samples"].tolist(), strict=True):
+        pools.weights[(cat, site)][stacks[stack]] += weight
+        pools.samples[(cat, site)][stacks[stack]] += samples
 
 
 def with_python_frames(finding: Finding, pools: FramePools | None) -> Finding:
