@@ -388,6 +388,19 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 IntArray = npt.NDArray[np.int64]
 
 
+def positions_of(keys: npt.ArrayLike, wanted: npt.ArrayLike
+                 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Where each of ``wanted`` is in ``keys`` (distinct values, any order): its position
+    (0 where absent) and whether it is there. One sort of ``keys``, one search."""
+    keys, wanted = np.asarray(keys), np.asarray(wanted)
+    if not len(keys):
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    order = np.argsort(keys, kind="stable")
+    at = np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)
+    found = np.asarray(keys[order][at] == wanted, dtype=bool)
+    return np.where(found, order[at], 0).astype(np.int64), found
+
+
 def decode_pid(global_id: npt.ArrayLike) -> IntArray:
     """PID from an nsys ``globalTid``/``globalPid``: bits 24-47."""
     ids: IntArray = np.asarray(global_id, dtype=np.int64)

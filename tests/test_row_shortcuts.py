@@ -99,3 +99,18 @@ def test_op_columns_are_gpu_ops_rows_in_table_order() -> None:
     n = len(trace.kernels)
     assert got["start_ns"][:n].tolist() == trace.kernels["start_ns"].tolist()
     assert got["start_ns"][n:n + len(trace.memcpy)].tolist() == trace.memcpy["start_ns"].tolist()
+
+
+@given(st.sets(st.integers(-50, 50), max_size=20), st.lists(st.integers(-60, 60), max_size=30),
+       st.randoms(use_true_random=False))
+def test_positions_of_is_a_dict_lookup(keys: set[int], wanted: list[int], rnd: object) -> None:
+    """``positions_of``: each wanted value's position in the distinct keys (any order), 0 and
+    not found where absent."""
+    from infraprof.tables import positions_of
+
+    order = sorted(keys)
+    rnd.shuffle(order)  # type: ignore[attr-defined]
+    where = {k: i for i, k in enumerate(order)}
+    at, found = positions_of(np.array(order, dtype=np.int64), np.array(wanted, dtype=np.int64))
+    assert found.tolist() == [w in where for w in wanted]
+    assert at.tolist() == [where.get(w, 0) for w in wanted]

@@ -19,11 +19,11 @@ import pandas as pd
 
 from infraprof import intervals
 from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
-from infraprof.analyses.host_columns import CODE, CODES, PartRows, missing, texts
+from infraprof.analyses.host_columns import CODE, CODES, PartRows, gap_code_key, missing, texts
 from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes
 from infraprof.analyses.sites import nvtx_label, part_sites
 from infraprof.analyses.timeline import DeviceTimeline
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, positions_of
 
 HOST = ("host-cpu", "host-wait")
 
@@ -112,7 +112,7 @@ def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePha
         phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])
         for (g, ph), total in _sums_by(group, phase, ns, rows)[0].items():
             recs[g].phase[PHASES[ph]] = total
-    _single_examples(table, rows, group, ns, recs, examples)
+    _add_examples(table, rows, group, ns, recs, examples)
     return acc
 
 
@@ -153,9 +153,10 @@ def _single_nvtx(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.nd
         recs[g].nvtx[str(label_names[code])] = [int(total), int(firsts[(g, code)])]
 
 
-def _single_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
-                     recs: list[Accumulator], keep: int) -> None:
-    """The ``keep`` longest single-category gaps of each group (ties: earlier gap)."""
+def _add_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
+                  recs: list[Accumulator], keep: int) -> None:
+    """The ``keep`` largest ``ns`` (gaps of ``rows``, or their parts) of each group as its
+    examples (ties: earlier gap)."""
     order = np.lexsort((rows, -ns, group))
     ordered = group[order]
     rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
@@ -201,7 +202,7 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
     _host_nvtx(table, parts, group, recs)
     _host_kernels(table, parts, rows, group, recs)
     _host_calls(table, parts, group, recs)
-    _host_examples(table, rows, group, ns, recs, examples)
+    _add_examples(table, rows, group, ns, recs, examples)
 
 
 def split_frame(split: Split) -> pd.DataFrame:
@@ -310,13 +311,11 @@ def _host_calls(table: GapTable, parts: PartRows, group: np.ndarray,
     host = table.host
     if not len(host.call_gap):
         return
-    part_key = parts.gap * len(CODES) + parts.code.astype(np.int64)
-    by_key = np.argsort(part_key, kind="stable")
-    call_key = host.call_gap * len(CODES) + host.call_code.astype(np.int64)
-    at = np.minimum(np.searchsorted(part_key[by_key], call_key), len(part_key) - 1)
-    hit = np.flatnonzero(part_key[by_key][at] == call_key)
+    part, found = positions_of(gap_code_key(parts.gap, parts.code),
+                               gap_code_key(host.call_gap, host.call_code))
+    hit = np.flatnonzero(found)
     frame = pd.DataFrame({
-        "g": group[by_key[at[hit]]], "name": texts(host.call_name[hit]),
+        "g": group[part[hit]], "name": texts(host.call_name[hit]),
         "ns": host.call_end[hit] - host.call_start[hit], "pos": hit})
     sums = frame.groupby(["g", "name"], sort=False).agg(
         count=("ns", "size"), ns=("ns", "sum"), pos=("pos", "min"))
@@ -326,15 +325,3 @@ def _host_calls(table: GapTable, parts: PartRows, group: np.ndarray,
         call = recs[g].calls.setdefault(name, [0, 0])
         call[0] += count
         call[1] += total
-
-
-def _host_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
-                   recs: list[Accumulator], keep: int) -> None:
-    """The ``keep`` largest host parts of each group (ties: earlier gap), as examples."""
-    order = np.lexsort((rows, -ns, group))
-    ordered = group[order]
-    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
-    picked = order[rank < keep]
-    for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), rows[picked].tolist(),
-                          table.records(rows[picked]), strict=True):
-        recs[g].examples.append((-n, r, example_of(a, n)))

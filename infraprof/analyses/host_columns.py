@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+
+from infraprof.tables import positions_of
 
 CODES = ("unknown", "host-cpu", "host-wait", "launch-overhead", "allocation", "memcpy", "sync")
 CODE = {cat: code for code, cat in enumerate(CODES)}
@@ -43,6 +46,11 @@ class HostDetail:
 
 def _empty(dtype: Any = np.int64) -> np.ndarray:
     return np.empty(0, dtype=dtype)
+
+
+def gap_code_key(gap: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """One int64 key per (host index, category code) pair, ordered as the pairs are."""
+    return np.asarray(gap, dtype=np.int64) * len(CODES) + np.asarray(code, dtype=np.int64)
 
 
 def missing(values: np.ndarray) -> np.ndarray:
@@ -152,18 +160,28 @@ class HostColumns(Mapping[int, HostDetail]):
 
     def parts(self) -> PartRows:
         """The parts of every gap (see :class:`PartRows`): run lengths summed per (gap,
-        category), ordered by each category's first run."""
-        key = self.run_gap * len(CODES) + self.run_code.astype(np.int64)
+        category), ordered by each category's first run. Computed once per table (the gap
+        findings, the idle breakdown, the causes and the frame pools all read them)."""
+        return self._parts
+
+    @cached_property
+    def _parts(self) -> PartRows:
+        key = gap_code_key(self.run_gap, self.run_code)
         by_key = np.argsort(key, kind="stable")
-        distinct, first = np.unique(key, return_index=True)  # first: each key's first run
-        starts = np.searchsorted(key[by_key], distinct)
+        sorted_key = key[by_key]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) \
+            else _empty()
+        distinct, first = sorted_key[starts], by_key[starts]  # first: each key's first run
         lengths = (self.run_hi - self.run_lo).astype(np.int64)[by_key]
         sums = np.add.reduceat(lengths, starts) if len(starts) else _empty()
         order = np.argsort(first, kind="stable")  # runs are by gap: first run order is by gap
         gap = distinct[order] // len(CODES)
         position = np.arange(len(order)) - np.searchsorted(gap, gap, side="left")
-        return PartRows(gap, (distinct[order] % len(CODES)).astype(np.int8), sums[order],
-                        position)
+        parts = PartRows(gap, (distinct[order] % len(CODES)).astype(np.int8), sums[order],
+                         position)
+        for column in (parts.gap, parts.code, parts.ns, parts.order):
+            column.setflags(write=False)  # shared by every reader of the cached parts
+        return parts
 
     def spot_of(self, gap: np.ndarray, code: np.ndarray) -> np.ndarray:
         """The ``where`` name of each (host index, code) pair (object; None: none)."""
@@ -193,10 +211,8 @@ def _lookup(groups: np.ndarray, codes: np.ndarray, values: np.ndarray, gap: np.n
     out = np.full(len(gap), None, dtype=object)
     if not len(groups) or not len(gap):
         return out
-    keys, first = np.unique(groups * len(CODES) + codes.astype(np.int64), return_index=True)
-    wanted = np.asarray(gap, dtype=np.int64) * len(CODES) + np.asarray(code, dtype=np.int64)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    found = keys[at] == wanted
+    keys, first = np.unique(gap_code_key(groups, codes), return_index=True)
+    at, found = positions_of(keys, gap_code_key(gap, code))
     out[found] = values[first[at[found]]]
     return out
 

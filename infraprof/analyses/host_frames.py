@@ -29,6 +29,7 @@ import pandas as pd
 
 from infraprof.collapsed import write_collapsed
 from infraprof.readers.pyspy import format_frame
+from infraprof.tables import positions_of
 
 Frame = tuple[str, str, int]
 ENCLOSING_SHARE = 0.95
@@ -224,8 +225,7 @@ def window_stack_counts(samples: pd.DataFrame, frames: pd.DataFrame, windows: pd
         n = np.maximum(hi - lo, 0)
         at = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
         raw = sids[at]
-        known = np.minimum(np.searchsorted(ids, raw), max(len(ids) - 1, 0))
-        found = (ids[known] == raw) if len(ids) else np.zeros(len(raw), dtype=bool)
+        known, found = positions_of(ids, raw)
         parts.append(pd.DataFrame({
             "job": np.repeat(windows["job"].to_numpy(np.int64)[mine], n),
             "window": np.repeat(mine, n), "raw": raw,

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from infraprof.analyses.gap_table import GapTable
-from infraprof.analyses.host_columns import CODE, CODES, PartRows
+from infraprof.analyses.host_columns import CODE, CODES, PartRows, gap_code_key
 from infraprof.analyses.sites import part_sites
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, positions_of
 
 
 def host_jobs(table: GapTable, categories: tuple[str, ...]) -> pd.DataFrame:
@@ -44,13 +44,10 @@ def job_windows(table: GapTable, jobs: pd.DataFrame) -> pd.DataFrame:
     """``job, global_tid, start_ns, end_ns``: the runs of each job's category in its gap, by
     job, in time order."""
     host = table.host
-    job_key = jobs["host"].to_numpy(np.int64) * len(CODES) + jobs["code"].to_numpy(np.int64)
-    run_key = host.run_gap * len(CODES) + host.run_code.astype(np.int64)
-    by_key = np.argsort(job_key, kind="stable")
-    at = np.minimum(np.searchsorted(job_key[by_key], run_key), max(len(job_key) - 1, 0))
-    hit = np.flatnonzero(job_key[by_key][at] == run_key) if len(job_key) else \
-        np.empty(0, dtype=np.int64)
-    job = by_key[at[hit]]
+    at, found = positions_of(gap_code_key(jobs["host"].to_numpy(), jobs["code"].to_numpy()),
+                             gap_code_key(host.run_gap, host.run_code))
+    hit = np.flatnonzero(found)
+    job = at[hit]
     order = np.lexsort((hit, job))
     job, hit = job[order], hit[order]
     return as_frame(pd.DataFrame({"job": job.astype(np.int64),

@@ -50,7 +50,7 @@ from infraprof.analyses.timeline import device_timelines
 from infraprof.errors import InputError
 from infraprof.model import Trace
 from infraprof.model.clock import AlignedPyspy
-from infraprof.tables import decode_tid
+from infraprof.tables import decode_tid, positions_of
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -152,7 +152,8 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
         return pools
     job_tid = decode_tid(jobs["global_tid"].to_numpy(np.int64))
     threads = pd.unique(decode_tid(attributions.gtid[attributions.has_launch]))
-    order = np.lexsort((np.arange(len(jobs)), _positions(threads, job_tid)))
+    thread, known = positions_of(threads, job_tid)
+    order = np.lexsort((np.arange(len(jobs)), np.where(known, thread, len(threads))))
     rank = np.empty(len(jobs), dtype=np.int64)  # the order in which the jobs are met
     rank[order] = np.arange(len(jobs))
     info = pd.DataFrame({"cat": jobs["category"].astype(str).to_numpy(dtype=object),
@@ -168,15 +169,6 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
         tid=job_tid[windows["job"].to_numpy(np.int64)]))
     _pool_counts(pools, info, counts, stacks)
     return pools
-
-
-def _positions(threads: np.ndarray, tids: np.ndarray) -> np.ndarray:
-    """Each of ``tids``'s position in ``threads`` (distinct; a tid not there: ``len``)."""
-    if not len(threads):
-        return np.zeros(len(tids), dtype=np.int64)
-    order = np.argsort(threads, kind="stable")
-    at = np.minimum(np.searchsorted(threads[order], tids), len(threads) - 1)
-    return np.where(threads[order][at] == tids, order[at], len(threads))
 
 
 def _pool_counts(pools: FramePools, info: pd.DataFrame, counts: pd.DataFrame,
