@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from infraprof.analyses.host_frames import range_breakdown, range_name_breakdown
+from infraprof.analyses.range_frames import range_breakdown, range_name_breakdown
 from infraprof.inputs import load_capture_pyspy, load_trace
 
 pytestmark = pytest.mark.nsys

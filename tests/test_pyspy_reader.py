@@ -12,10 +12,10 @@ import pytest
 
 from infraprof.analyses.host_frames import (
     collapsed_in_windows,
-    range_breakdown,
     stacks_in_window,
     summarize_stacks,
 )
+from infraprof.analyses.range_frames import range_breakdown
 from infraprof.errors import InputError
 from infraprof.model.clock import (
     Pulse,

@@ -1,4 +1,4 @@
-"""Python frames of a thread during time windows: per-NVTX-range host breakdown, gap stacks.
+"""Python frames of a thread during time windows: window summaries, gap stacks.
 
 Pure functions over the aligned py-spy tables of :class:`infraprof.model.clock.AlignedPyspy`
 (``samples``: ``start_ns`` on the nsys timeline, ``tid``, ``stack_id``; ``frames``:
@@ -82,15 +82,6 @@ class WindowStacks:
     @property
     def top(self) -> FrameShare | None:
         return self.frames[0] if self.frames else None
-
-
-@dataclass(frozen=True)
-class RangeBreakdown:
-    """Host time of one NVTX range instance (``instance`` counts from 0 per name)."""
-
-    name: str
-    instance: int
-    window: WindowStacks
 
 
 def _stack_table(frames: pd.DataFrame) -> dict[int, tuple[Frame, ...]]:
@@ -269,75 +260,19 @@ def pick_thread(samples: pd.DataFrame, nvtx: pd.DataFrame, names: Sequence[str] 
     return None
 
 
-def range_breakdown(nvtx: pd.DataFrame, samples: pd.DataFrame, frames: pd.DataFrame,
-                    alignment_error_ns: int, period_ns: int, tid: int | None = None,
-                    names: Sequence[str] | None = None, top: int = 3) -> list[RangeBreakdown]:
-    """Per NVTX range instance (of ``names``, default all) on thread ``tid`` (default: the
-    busiest annotated thread with samples): the top Python frames of its host time."""
-    if tid is None:
-        tid = pick_thread(samples, nvtx, names)
-        if tid is None:
-            return []
-    ranges = nvtx[(nvtx["kind"] == "range") & nvtx["end_ns"].notna() & (nvtx["tid"] == tid)]
-    if names:
-        ranges = ranges[ranges["name"].isin(list(names))]
-    ranges = ranges.sort_values("start_ns", kind="stable")
-    cache = _ThreadSamples(samples, frames, tid)
-    seen: Counter[str] = Counter()
-    out = []
-    for name, start, end in ranges[["name", "start_ns", "end_ns"]].itertuples(index=False):
-        window = stacks_in_window(samples, frames, tid, int(start), int(end), alignment_error_ns,
-                                  period_ns, top, _cache=cache)
-        out.append(RangeBreakdown(str(name), seen[str(name)], window))
-        seen[str(name)] += 1
-    return out
-
-
-def range_name_breakdown(nvtx: pd.DataFrame, samples: pd.DataFrame, frames: pd.DataFrame,
-                         alignment_error_ns: int, period_ns: int, tid: int | None = None,
-                         names: Sequence[str] | None = None, top: int = 5,
-                         breakdown: Sequence[RangeBreakdown] | None = None
-                         ) -> dict[str, WindowStacks]:
-    """All instances of each range name pooled: name → summary (``start_ns``/``end_ns`` span
-    the instances, ``samples`` is the pooled count). ``breakdown``: the result of
-    :func:`range_breakdown` with the same arguments, when the caller already has it."""
-    if tid is None:
-        tid = breakdown[0].window.tid if breakdown else pick_thread(samples, nvtx, names)
-        if tid is None:
-            return {}
-    cache = _ThreadSamples(samples, frames, tid)
-    if breakdown is None:
-        breakdown = range_breakdown(nvtx, samples, frames, alignment_error_ns, period_ns, tid,
-                                    names)
-    pooled: dict[str, Counter[tuple[Frame, ...]]] = defaultdict(Counter)
-    spans: dict[str, list[int]] = {}
-    covered: Counter[str] = Counter()
-    for r in breakdown:
-        w = r.window
-        span = spans.setdefault(r.name, [w.start_ns, w.end_ns])
-        span[0], span[1] = min(span[0], w.start_ns), max(span[1], w.end_ns)
-        covered[r.name] += w.end_ns - w.start_ns
-        if w.refused is None:
-            pooled[r.name].update(cache.counts(w.start_ns, w.end_ns))
-    out = {}
-    for name, (a, b) in spans.items():
-        counts = pooled.get(name, Counter())
-        n = sum(counts.values())
-        context, shares, stacks = summarize_stacks(counts, top)
-        cov = min(1.0, n * period_ns / covered[name]) if covered[name] else 0.0
-        out[name] = WindowStacks(tid, a, b, n, cov, context, shares, stacks,
-                                 None if n else "no samples in any instance")
-    return out
-
-
 def collapsed_in_windows(samples: pd.DataFrame, frames: pd.DataFrame, tid: int,
                          windows: Iterable[tuple[int, int]]) -> str:
     """py-spy ``raw`` (collapsed) text of thread ``tid``'s samples inside ``windows`` — e.g.
     "CPU while the GPU was idle"; root frame ``thread (tid)``, written by
-    :func:`infraprof.collapsed.write_collapsed`."""
-    cache = _ThreadSamples(samples, frames, tid)
+    :func:`infraprof.collapsed.write_collapsed`. Stacks in the order the windows first hold
+    them (window, then stack id); all windows counted at once (:func:`window_stack_counts`)."""
+    bounds = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
+    counted, stacks = window_stack_counts(samples, frames, pd.DataFrame({
+        "job": np.zeros(len(bounds), dtype=np.int64),
+        "tid": np.full(len(bounds), tid, dtype=np.int64),
+        "start_ns": bounds[:, 0], "end_ns": bounds[:, 1]}))
     total: Counter[tuple[Frame, ...]] = Counter()
-    for a, b in windows:
-        total.update(cache.counts(a, b))
+    for stack, n in zip(counted["stack"].tolist(), counted["count"].tolist(), strict=True):
+        total[stacks[stack]] += n
     return write_collapsed(([f"thread ({tid})", *(format_frame(frame) for frame in stack)], n)
                            for stack, n in total.items())

@@ -39,12 +39,11 @@ from infraprof.analyses.host_frames import (
     Frame,
     FrameShare,
     collapsed_in_windows,
-    range_breakdown,
-    range_name_breakdown,
     summarize_stacks,
     window_stack_counts,
 )
 from infraprof.analyses.host_jobs import host_jobs, job_windows
+from infraprof.analyses.range_frames import instance_tops, range_instances, range_name_breakdown
 from infraprof.analyses.sites import WHAT
 from infraprof.analyses.timeline import device_timelines
 from infraprof.errors import InputError
@@ -96,25 +95,21 @@ def _frame_rows(frames: tuple[FrameShare, ...], limit: int = 5) -> list[dict[str
 def _ranges(trace_nvtx: pd.DataFrame, pyspy: AlignedPyspy, err: int) -> list[dict[str, Any]]:
     """Per NVTX range name: pooled frames, plus how many instances each frame tops."""
     assert pyspy.samples is not None
-    per = range_breakdown(trace_nvtx, pyspy.samples, pyspy.frames, err, pyspy.period_ns)
-    tops: dict[str, Counter[str]] = defaultdict(Counter)
-    refused: Counter[str] = Counter()
-    for r in per:
-        top = r.window.top
-        if top is None:
-            refused[r.name] += 1
-        else:
-            tops[r.name][top.label] += 1
+    instances = range_instances(trace_nvtx, pyspy.samples, pyspy.frames, err, pyspy.period_ns)
+    if instances is None:
+        return []
+    tops, refused = instance_tops(instances)
     out = []
     for name, w in range_name_breakdown(trace_nvtx, pyspy.samples, pyspy.frames, err,
-                                        pyspy.period_ns, breakdown=per).items():
+                                        pyspy.period_ns, instances=instances).items():
+        named = tops.get(name, Counter())
         out.append({"name": name, "samples": w.samples, "refused": w.refused,
                     "context": [_label(f) for f in w.context],
                     "frames": _frame_rows(w.frames),
-                    "instances": sum(tops[name].values()) + refused[name],
+                    "instances": sum(named.values()) + refused[name],
                     "instances_refused": refused[name],
                     "instance_top_frames": [{"frame": label, "instances": n}
-                                            for label, n in tops[name].most_common(5)]})
+                                            for label, n in named.most_common(5)]})
     return out
 
 
