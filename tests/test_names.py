@@ -152,3 +152,24 @@ def test_conform_makes_text_columns_categoricals() -> None:
     assert frame["name"].isna().tolist() == [False, True]
     empty = table_schema.empty(table_schema.KERNELS)
     assert isinstance(empty["name"].dtype, pd.CategoricalDtype)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["cudaMemcpy", "cudaMemcpyAsync", "", "ncclAllReduce", None]),
+                max_size=40), st.booleans())
+def test_map_distinct_is_the_per_row_map(values: list[str | None], categorical: bool) -> None:
+    """Once per distinct value, nulls passed as None: equal to ``Series.map`` row by row over
+    the same values as ``plain_text`` gives them (``str`` or None), index kept."""
+    calls: list[str | None] = []
+
+    def transform(text: str | None) -> str:
+        calls.append(text)
+        return f"<{text}>"
+    index = np.arange(len(values)) * 3
+    series = (pd.Series(pd.Categorical(values), index=index) if categorical
+              else pd.Series(values, index=index, dtype=object))
+    got = table_schema.map_distinct(series, transform)
+    expected = table_schema.plain_text(series).map(lambda text: f"<{text}>")
+    assert got.dtype == object and got.index.equals(series.index)
+    assert got.tolist() == expected.tolist()
+    assert len(calls) == len(set(values))

@@ -12,14 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers_traces import TraceFiles, ro_connect
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infraprof.inputs import load_trace
 from infraprof.model import Trace
 from infraprof.ranking import build_report
-from infraprof.readers.nsys_sqlite import strip_api_suffix
+from infraprof.readers.nsys_enums import strip_api_suffix
+from infraprof.readers.nsys_sqlite import _domain_names
 
 pytestmark = pytest.mark.realtraces
 
@@ -302,3 +306,23 @@ def test_cross_schema_identical(load: Callable[[str], Trace]) -> None:
         doc["gate_samples"].pop("source")
         doc["gate_samples"].pop("context")  # provenance: the nsys version that exported it
     assert d_old == d_new
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2]), st.sampled_from([None, 0, 1, 2, 7]),
+                          st.booleans(), st.sampled_from(["A", "B", None])), max_size=30))
+def test_nvtx_domain_names_match_the_per_event_rule(
+        events: list[tuple[int, int | None, bool, str | None]]) -> None:
+    """Domain of each event by one join = the rule event by event: the name of the last
+    domain-create event of (pid, id), else ``domain <id>``, None for id 0 or none."""
+    frame = pd.DataFrame({"pid": [p for p, _, _, _ in events],
+                          "domain_id": pd.array([d for _, d, _, _ in events], dtype="Int64"),
+                          "name": pd.Categorical([n for _, _, _, n in events])})
+    is_domain = np.array([c for _, _, c, _ in events], dtype=bool)
+    names: dict[tuple[int, int], str] = {}
+    for (p, d, create, n) in events:
+        if create and d is not None:
+            names[(p, d)] = str(n if n is not None else float("nan"))
+    expected = [None if not d else names.get((p, d), f"domain {d}") for p, d, _, _ in events]
+    assert list(_domain_names(frame, is_domain)[~is_domain]) == [
+        e for e, create in zip(expected, is_domain, strict=True) if not create]

@@ -32,7 +32,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
-from infraprof.tables import fill_text, plain_text
+from infraprof.tables import fill_text, map_distinct
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -113,7 +113,7 @@ def device_comm(kernels: pd.DataFrame) -> tuple[list[DeviceComm], pd.Series]:
 
 
 def _collectives(comm: pd.DataFrame, top: int) -> list[dict[str, Any]]:
-    ops = plain_text(comm["name"]).map(collective_of)  # object: a Categorical maps to one
+    ops = map_distinct(comm["name"], collective_of)  # once per distinct name
     g = comm.assign(op=ops).groupby("op").agg(count=("dur_ns", "size"), total_ns=("dur_ns", "sum"),
                                               exposed_ns=("exposed_ns", "sum"))
     g = g.sort_values(["exposed_ns", "total_ns"], ascending=False).head(top)
@@ -138,7 +138,7 @@ def exposed_nvtx(trace: Trace, comm: pd.DataFrame, top: int) -> list[dict[str, A
         lo = np.searchsorted(t, ranges["start_ns"].to_numpy(dtype=np.int64), side="left")
         hi = np.searchsorted(t, ranges["end_ns"].to_numpy(dtype=np.int64), side="right")
         inside = pd.Series(cum[hi] - cum[lo], index=ranges.index)
-        names = fill_text(ranges["name"], "").astype(str).map(lambda n: _DIGITS.sub("<n>", n))
+        names = map_distinct(fill_text(ranges["name"], ""), lambda n: _DIGITS.sub("<n>", str(n)))
         for name, ns in inside.groupby(names).sum().items():
             totals[str(name)] = totals.get(str(name), 0) + int(ns)
     ranked = sorted(((n, v) for n, v in totals.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))

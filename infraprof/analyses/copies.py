@@ -25,7 +25,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.model import Trace
 from infraprof.model.correlation import join_launch_calls
-from infraprof.tables import fill_text, plain_text
+from infraprof.tables import fill_text, map_distinct
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -72,7 +72,7 @@ def copy_findings(trace: Trace) -> list[Finding]:
                       "sites": _site_list(pa), "rule": "nsys cuda-async-memcpy"},
             "Allocate the host buffers pinned (cudaMallocHost / "
                            "tensor.pin_memory()) so the copies overlap with compute."))
-    blocking = plain_text(names).map(lambda n: is_blocking_copy_api(str(n))).astype(bool)
+    blocking = map_distinct(names, lambda n: is_blocking_copy_api(str(n))).astype(bool)
     small_h2d = (c["direction"] == "HtoD") & (c["bytes"] <= SYNC_MEMCPY_EXEMPT_BYTES)
     same_dev = c["direction"] == "DtoD"
     sc = c[blocking & ~small_h2d & ~same_dev]

@@ -178,14 +178,15 @@ def _steps(trace: Trace, step: str) -> tuple[str, pd.DataFrame] | None:
     if step == "none":
         return None
     ranges = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
-    norm = table_schema.fill_text(ranges["name"], "").astype(str).map(normalize_range_name)
+    norm = table_schema.map_distinct(table_schema.fill_text(ranges["name"], ""),
+                                     lambda name: normalize_range_name(str(name)))
     if step.startswith("nvtx:"):
         wanted = normalize_range_name(step[5:])
         chosen = ranges[norm == wanted]
     elif step == "auto" or step.startswith("sync:"):
         chosen = ranges.iloc[0:0]
         if step == "auto":
-            counts = norm[norm.map(is_step_name)].value_counts()
+            counts = norm[table_schema.map_distinct(norm, is_step_name).astype(bool)].value_counts()
             if len(counts) and int(counts.iloc[0]) >= MIN_STEPS:
                 chosen = ranges[norm == counts.index[0]]
     else:

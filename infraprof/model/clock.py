@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.capture.layout import Manifest
 from infraprof.readers.pyspy import PyspyProfile
 
@@ -272,4 +272,4 @@ def align_profile(nvtx: pd.DataFrame, profile: PyspyProfile, manifest: Manifest 
         return AlignedPyspy(profile, None, None, tuple(notes))
     samples = profile.samples.copy()
     samples["start_ns"] = alignment.pyspy_to_nsys(samples["start_ns"].to_numpy())
-    return AlignedPyspy(profile, alignment, T.as_frame(samples), tuple(notes))
+    return AlignedPyspy(profile, alignment, table_schema.as_frame(samples), tuple(notes))

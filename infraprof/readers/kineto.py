@@ -49,11 +49,11 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.errors import InputError
 from infraprof.readers.json_stream import JsonStream, us_to_ns
 from infraprof.readers.ncu_metrics import short_name_of
-from infraprof.readers.nsys_sqlite import api_family, strip_api_suffix, sync_kind
+from infraprof.readers.nsys_enums import api_family, strip_api_suffix, sync_kind
 
 CPU_OP_DOMAIN: Final = "cpu_op"
 NVTX_PUSH_POP: Final = 59
@@ -192,7 +192,7 @@ def _frame(rows: Sequence[tuple[Any, ...]], bucket: str) -> pd.DataFrame:
     frame["end_ns"] = start + np.maximum(frame["dur_ns"].to_numpy(dtype=np.int64), 0)
     for col, raw in (("pid", "raw_pid"), ("tid", "raw_tid")):
         frame[col] = pd.to_numeric(frame[raw], errors="coerce").fillna(-1).astype("int64")
-    return T.as_frame(frame)
+    return table_schema.as_frame(frame)
 
 
 def _int_column(frame: pd.DataFrame, col: str, default: int = 0) -> pd.Series:
@@ -214,10 +214,10 @@ def _api_calls(frame: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
     frame["pid"] = frame["pid"] & ID_MASK
     frame["tid"] = frame["tid"] & ID_MASK
     frame["global_tid"] = _global_tid(frame["pid"], frame["tid"])
-    frame["name"] = frame["name"].map(strip_api_suffix)
-    frame["api"] = frame["name"].map(api_family)
+    frame["name"] = table_schema.map_distinct(frame["name"], strip_api_suffix)
+    frame["api"] = table_schema.map_distinct(frame["name"], api_family)
     frame = frame.sort_values(["start_ns", "end_ns"], kind="stable").reset_index(drop=True)
-    return T.conform(frame, T.API_CALLS)
+    return table_schema.conform(frame, table_schema.API_CALLS)
 
 
 def _gpu_common(frame: pd.DataFrame, host_pid: pd.Series, main_pid: int) -> pd.DataFrame:
@@ -231,7 +231,7 @@ def _gpu_common(frame: pd.DataFrame, host_pid: pd.Series, main_pid: int) -> pd.D
     frame["correlation_id"] = _int_column(frame, "correlation", -1)
     frame["pid"] = frame["correlation_id"].map(host_pid).fillna(main_pid).astype("int64")
     frame["global_pid"] = frame["pid"].to_numpy(np.int64) << 24
-    return T.as_frame(frame.sort_values(["start_ns", "end_ns"], kind="stable")
+    return table_schema.as_frame(frame.sort_values(["start_ns", "end_ns"], kind="stable")
                       .reset_index(drop=True))
 
 
@@ -241,7 +241,7 @@ def _dims(values: pd.Series) -> pd.DataFrame:
         if isinstance(value, list) and len(value) == 3:
             return (_as_int(value[0]), _as_int(value[1]), _as_int(value[2]))
         return (0, 0, 0)
-    return T.as_frame(pd.DataFrame(
+    return table_schema.as_frame(pd.DataFrame(
         values.map(triple).tolist() or np.empty((0, 3), dtype=np.int64),
         index=values.index, columns=["x", "y", "z"]))
 
@@ -257,7 +257,7 @@ def _kernels(frame: pd.DataFrame) -> pd.DataFrame:
     frame["registers_per_thread"] = _int_column(frame, "registers per thread")
     frame["static_smem_bytes"] = _int_column(frame, "shared memory")
     frame["dynamic_smem_bytes"] = 0
-    return T.conform(frame, T.KERNELS)
+    return table_schema.conform(frame, table_schema.KERNELS)
 
 
 def _memcpy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -267,28 +267,29 @@ def _memcpy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["dst_kind"] = parts["dst"]
     frame["copy_kind"] = -1
     frame["bytes"] = _int_column(frame, "bytes")
-    return T.conform(frame, T.MEMCPY)
+    return table_schema.conform(frame, table_schema.MEMCPY)
 
 
 def _memset(frame: pd.DataFrame) -> pd.DataFrame:
     frame["mem_kind"] = frame["name"].astype(str).str.extract(r"\(([^)]*)\)")[0]
     frame["bytes"] = _int_column(frame, "bytes")
-    return T.conform(frame, T.MEMSET)
+    return table_schema.conform(frame, table_schema.MEMSET)
 
 
 def _syncs(frame: pd.DataFrame, api: pd.DataFrame) -> pd.DataFrame:
     names = api.drop_duplicates(["pid", "correlation_id"]).rename(columns={"name": "api_name"})
     frame = frame.merge(names[["pid", "correlation_id", "api_name"]],
                         on=["pid", "correlation_id"], how="left")
-    by_api = frame["api_name"].map(lambda n: None if pd.isna(n) else sync_kind(str(n)))
-    by_kind = frame["cuda_sync_kind"].fillna(frame["name"]).map(
-        lambda k: _SYNC_KINDS.get(str(k), "unknown"))
+    by_api = table_schema.map_distinct(
+        frame["api_name"], lambda n: None if pd.isna(n) else sync_kind(str(n)))
+    by_kind = table_schema.map_distinct(frame["cuda_sync_kind"].fillna(frame["name"]),
+                                        lambda k: _SYNC_KINDS.get(str(k), "unknown"))
     frame["kind"] = by_api.where(by_api.notna(), by_kind)
     frame["device_id"] = pd.to_numeric(frame["device"], errors="coerce").astype("Int64")
     stream = pd.to_numeric(frame["stream"], errors="coerce")
     frame["stream_id"] = stream.where(stream >= 0).astype("Int64")
     frame["context_id"] = pd.to_numeric(frame["context"], errors="coerce").astype("Int64")
-    return T.conform(frame, T.SYNCS)
+    return table_schema.conform(frame, table_schema.SYNCS)
 
 
 def _ranges(annotations: pd.DataFrame, cpu_ops: pd.DataFrame) -> pd.DataFrame:
@@ -301,7 +302,7 @@ def _ranges(annotations: pd.DataFrame, cpu_ops: pd.DataFrame) -> pd.DataFrame:
     frame["event_type"] = NVTX_PUSH_POP
     frame["kind"] = "range"
     frame = frame.sort_values(["start_ns", "end_ns"], ascending=[True, False], kind="stable")
-    return T.conform(frame.reset_index(drop=True), T.NVTX)
+    return table_schema.conform(frame.reset_index(drop=True), table_schema.NVTX)
 
 
 def _flows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
@@ -312,7 +313,7 @@ def _flows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     for col in ("flow_id", "pid", "tid"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame = frame.dropna(subset=["flow_id", "pid", "tid"])
-    return T.as_frame(frame.astype({"flow_id": "int64", "pid": "int64", "tid": "int64"})[
+    return table_schema.as_frame(frame.astype({"flow_id": "int64", "pid": "int64", "tid": "int64"})[
         ["flow_id", "pid", "tid", "start_ns"]])
 
 
@@ -335,7 +336,8 @@ def _gpus(header: dict[str, Any], used: set[int]) -> pd.DataFrame:
     for col in ("sm_count", "total_memory_bytes", "compute_major", "compute_minor"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     frame["used"] = frame["device_id"].isin(used)
-    return T.conform(frame.sort_values("device_id").reset_index(drop=True), T.GPUS)
+    return table_schema.conform(frame.sort_values("device_id").reset_index(drop=True),
+                                table_schema.GPUS)
 
 
 def _names(collected: _Collected, host_pids: set[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -352,8 +354,9 @@ def _names(collected: _Collected, host_pids: set[int]) -> tuple[pd.DataFrame, pd
     p = pd.DataFrame.from_records(procs, columns=["pid", "name"]) if procs else pd.DataFrame(
         {"pid": pd.Series([], dtype="int64"), "name": pd.Series([], dtype=object)})
     p["global_pid"] = p["pid"].to_numpy(np.int64) << 24
-    return (T.conform(t.drop_duplicates("global_tid", keep="last"), T.THREADS),
-            T.conform(p.drop_duplicates("global_pid"), T.PROCESSES))
+    return (table_schema.conform(t.drop_duplicates("global_tid", keep="last"),
+                                 table_schema.THREADS),
+            table_schema.conform(p.drop_duplicates("global_pid"), table_schema.PROCESSES))
 
 
 def _origin(frames: dict[str, pd.DataFrame]) -> int:

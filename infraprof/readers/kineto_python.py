@@ -24,7 +24,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.readers.pyspy import (
     PYSPY_AGGREGATE,
     PYSPY_FRAMES,
@@ -113,13 +113,13 @@ def python_profile(events: pd.DataFrame, thread_names: Mapping[int, str], source
         offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         parts.append(pd.DataFrame({"start_ns": (first[seg] + offset) * period, "tid": tid,
                                    "thread_key": tid, "stack_id": sids[seg]}))
-    samples = T.conform(pd.concat(parts, ignore_index=True), PYSPY_SAMPLES)
-    samples = T.as_frame(samples.sort_values(["start_ns", "tid"], kind="stable")
+    samples = table_schema.conform(pd.concat(parts, ignore_index=True), PYSPY_SAMPLES)
+    samples = table_schema.as_frame(samples.sort_values(["start_ns", "tid"], kind="stable")
                          .reset_index(drop=True))
     rows = [(sid, depth, *frame) for stack, sid in ids.items()
             for depth, frame in enumerate(stack)]
-    frames = (T.conform(pd.DataFrame(rows, columns=list(PYSPY_FRAMES)), PYSPY_FRAMES) if rows
-              else T.empty(PYSPY_FRAMES))
+    frames = (table_schema.conform(pd.DataFrame(rows, columns=list(PYSPY_FRAMES)), PYSPY_FRAMES)
+              if rows else table_schema.empty(PYSPY_FRAMES))
     agg = samples.groupby(["tid", "stack_id"]).size().reset_index(name="count")
     threads = pd.DataFrame({"tid": list(per_thread), "thread_key": list(per_thread),
                             "name": [thread_names.get(t) for t in per_thread]})
@@ -127,6 +127,6 @@ def python_profile(events: pd.DataFrame, thread_names: Mapping[int, str], source
             f"{period / 1000:g} µs")
     return PyspyProfile(
         path=source, format="kineto", timed=True, samples=samples,
-        aggregate=T.conform(agg, PYSPY_AGGREGATE), frames=frames,
-        threads=T.conform(threads, PYSPY_THREADS), rate_hz=1e9 / period, notes=(note,),
+        aggregate=table_schema.conform(agg, PYSPY_AGGREGATE), frames=frames,
+        threads=table_schema.conform(threads, PYSPY_THREADS), rate_hz=1e9 / period, notes=(note,),
     )

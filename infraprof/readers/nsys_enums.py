@@ -1,4 +1,5 @@
-"""nsys enumerations, read from ``ENUM_*`` tables when present, else built-in fallbacks.
+"""nsys enumerations, read from ``ENUM_*`` tables when present, else built-in fallbacks; and
+the classes of CUDA API names (also used for PyTorch profiler traces).
 
 Schema 2.9.1 exports carry no ``ENUM_*`` tables; the fallbacks are the values NVIDIA documents
 (``reference/nsys.md`` section 5). ``syncType`` labels are deliberately *not* trusted: syncs are
@@ -7,9 +8,12 @@ classified by the API call they join to (see ``nsys_sqlite``).
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from infraprof.readers.sqlite_db import SqliteFile
+
+API_SUFFIX_RE = re.compile(r"_v\d{4,5}$")
 
 MEMCPY_OPER: Final[dict[int, str]] = {
     0: "Unknown", 1: "HtoD", 2: "DtoH", 3: "HtoA", 4: "AtoH", 5: "AtoA", 6: "AtoD", 7: "DtoA",
@@ -50,3 +54,33 @@ def mem_kinds(db: SqliteFile) -> dict[int, str]:
         for ident, label in db.query("SELECT id, label FROM ENUM_CUDA_MEM_KIND"):
             names.setdefault(int(ident), str(label))
     return names
+
+
+def strip_api_suffix(name: str) -> str:
+    """``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``; ``cuMemcpyHtoDAsync_v2`` unchanged."""
+    return API_SUFFIX_RE.sub("", name)
+
+
+def api_family(name: str) -> str:
+    """``runtime`` for ``cuda*`` names, ``driver`` for ``cu*``, else ``other``."""
+    if name.startswith("cuda"):
+        return "runtime"
+    if name.startswith("cu"):
+        return "driver"
+    return "other"
+
+
+def sync_kind(api_name: str | None) -> str | None:
+    """Classify a synchronizing API call by name (runtime or driver spelling)."""
+    if api_name is None:
+        return None
+    n = api_name.lower()
+    if "streamwaitevent" in n:
+        return "stream_wait_event"
+    if "eventsynchronize" in n or "eventquery" in n:
+        return "event"
+    if "streamsynchronize" in n or "streamquery" in n:
+        return "stream"
+    if "ctxsynchronize" in n or "devicesynchronize" in n:
+        return "context"
+    return "other"

@@ -20,8 +20,6 @@ Only the columns infraprof uses are read.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.errors import InputError
 from infraprof.readers import validate
-from infraprof.readers.nsys_enums import mem_kinds, memcpy_kinds
+from infraprof.readers.nsys_enums import (
+    api_family,
+    mem_kinds,
+    memcpy_kinds,
+    strip_api_suffix,
+    sync_kind,
+)
 from infraprof.readers.row_order import by_start_longest_first, distinct_ids
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
 from infraprof.readers.sqlite_frames import read_frame, read_int_frame
+from infraprof.tables import map_distinct
 
-API_SUFFIX_RE = re.compile(r"_v\d{4,5}$")
 NVTX_RANGE_TYPES = (59, 60, 70, 71)
 NVTX_MARK_TYPES = (34,)
 NVTX_DOMAIN_CREATE = 75
@@ -57,36 +61,6 @@ class NsysTables:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     data_quality: list[validate.DataIssue] = field(default_factory=list)
     all_columns: bool = True  # False: the ANALYSIS_OMITS columns were not read
-
-
-def strip_api_suffix(name: str) -> str:
-    """``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``; ``cuMemcpyHtoDAsync_v2`` unchanged."""
-    return API_SUFFIX_RE.sub("", name)
-
-
-def api_family(name: str) -> str:
-    """``runtime`` for ``cuda*`` names, ``driver`` for ``cu*``, else ``other``."""
-    if name.startswith("cuda"):
-        return "runtime"
-    if name.startswith("cu"):
-        return "driver"
-    return "other"
-
-
-def sync_kind(api_name: str | None) -> str | None:
-    """Classify a synchronizing API call by name (runtime or driver spelling)."""
-    if api_name is None:
-        return None
-    n = api_name.lower()
-    if "streamwaitevent" in n:
-        return "stream_wait_event"
-    if "eventsynchronize" in n or "eventquery" in n:
-        return "event"
-    if "streamsynchronize" in n or "streamquery" in n:
-        return "stream"
-    if "ctxsynchronize" in n or "devicesynchronize" in n:
-        return "context"
-    return "other"
 
 
 class _Strings:
@@ -120,18 +94,7 @@ class _Strings:
         texts = [self.cache.get(i) for i in distinct.tolist()]
         which = np.full(len(ids), -1, dtype=np.int64)
         which[valid] = inverse
-        return T.text_category(which, texts, ids.index)
-
-
-def _map_distinct(values: pd.Series, transform: Callable[[Any], Any]) -> pd.Series:
-    """``values.map(transform)`` once per distinct value (object; a Categorical's null: None)."""
-    if T.is_text_category(values):
-        codes, distinct = values.cat.codes.to_numpy(), list(values.cat.categories)
-    else:
-        codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        distinct = list(uniques)
-    results = np.array([transform(u) for u in distinct] + [None], dtype=object)
-    return T.as_series(pd.Series(results[codes], index=values.index, dtype=object))
+        return table_schema.text_category(which, texts, ids.index)
 
 
 def _col(db: SqliteFile, table: str, name: str, default: str = "NULL") -> str:
@@ -175,16 +138,16 @@ def _read_meta(db: SqliteFile, out: NsysTables) -> None:
 
 
 def _with_pid(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    frame["pid"] = T.decode_pid(frame[source].to_numpy(dtype=np.int64))
+    frame["pid"] = table_schema.decode_pid(frame[source].to_numpy(dtype=np.int64))
     if source == "global_tid":
-        frame["tid"] = T.decode_tid(frame[source].to_numpy(dtype=np.int64))
+        frame["tid"] = table_schema.decode_tid(frame[source].to_numpy(dtype=np.int64))
     return frame
 
 
 _ID_SOURCES = {"name_id": "name", "short_id": "short_name", "mangled_id": "mangled_name"}
 
 
-def _projection(cols: dict[str, str], spec: T.TableSpec) -> dict[str, str]:
+def _projection(cols: dict[str, str], spec: table_schema.TableSpec) -> dict[str, str]:
     """The SQL columns of ``cols`` whose output column (for ``*_id`` ones: the text column
     they become) is in ``spec``."""
     return {name: expr for name, expr in cols.items()
@@ -193,10 +156,10 @@ def _projection(cols: dict[str, str], spec: T.TableSpec) -> dict[str, str]:
 
 def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
                   ) -> pd.DataFrame:
-    spec = T.projected(T.KERNELS, "kernels", all_columns)
+    spec = table_schema.projected(table_schema.KERNELS, "kernels", all_columns)
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_KERNEL")
     if table is None:
-        return T.empty(spec)
+        return table_schema.empty(spec)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
@@ -213,15 +176,15 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
     f["short_name"] = strings.map(f.pop("short_id"))
     if "mangled_id" in f.columns:
         f["mangled_name"] = strings.map(f.pop("mangled_id"))
-    f["name"] = T.coalesce_text(f["name"], f["short_name"])
-    return T.conform(_with_pid(f, "global_pid"), spec)
+    f["name"] = table_schema.coalesce_text(f["name"], f["short_name"])
+    return table_schema.conform(_with_pid(f, "global_pid"), spec)
 
 
 def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd.DataFrame:
-    spec = T.projected(T.API_CALLS, "api_calls", all_columns)
+    spec = table_schema.projected(table_schema.API_CALLS, "api_calls", all_columns)
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
     if table is None:
-        return T.empty(spec)
+        return table_schema.empty(spec)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "correlation_id": "correlationId", "name_id": "nameId",
@@ -229,13 +192,14 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
         "callchain_id": _col(db, table, "callchainId"),
     }
     f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
-    raw = T.fill_text(strings.map(f.pop("name_id")), "<unknown>")
-    f["name"] = T.map_text(raw, strip_api_suffix)
+    raw = table_schema.fill_text(strings.map(f.pop("name_id")), "<unknown>")
+    f["name"] = table_schema.map_text(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
     # it, ``cudaMemcpy_v3020`` with the same correlation id): keep the outer, earliest row.
-    f = T.first_per_key(by_start_longest_first(f), ["global_tid", "name", "correlation_id"])
-    f["api"] = T.map_text(f["name"], api_family)
-    return T.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
+    f = table_schema.first_per_key(by_start_longest_first(f),
+                                   ["global_tid", "name", "correlation_id"])
+    f["api"] = table_schema.map_text(f["name"], api_family)
+    return table_schema.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
 
 
 def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:
@@ -245,7 +209,7 @@ def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:
 def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_MEMCPY")
     if table is None:
-        return T.empty(T.MEMCPY)
+        return table_schema.empty(table_schema.MEMCPY)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
@@ -254,16 +218,16 @@ def _read_memcpy(db: SqliteFile) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     kinds, mems = memcpy_kinds(db), mem_kinds(db)
-    f["direction"] = _map_distinct(f["copy_kind"], lambda k: kinds.get(int(k), f"kind{int(k)}"))
-    f["src_kind"] = _map_distinct(f.pop("src"), lambda k: _mem_kind(mems, k))
-    f["dst_kind"] = _map_distinct(f.pop("dst"), lambda k: _mem_kind(mems, k))
-    return T.conform(_with_pid(f, "global_pid"), T.MEMCPY)
+    f["direction"] = map_distinct(f["copy_kind"], lambda k: kinds.get(int(k), f"kind{int(k)}"))
+    f["src_kind"] = map_distinct(f.pop("src"), lambda k: _mem_kind(mems, k))
+    f["dst_kind"] = map_distinct(f.pop("dst"), lambda k: _mem_kind(mems, k))
+    return table_schema.conform(_with_pid(f, "global_pid"), table_schema.MEMCPY)
 
 
 def _read_memset(db: SqliteFile) -> pd.DataFrame:
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_MEMSET")
     if table is None:
-        return T.empty(T.MEMSET)
+        return table_schema.empty(table_schema.MEMSET)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "device_id": "deviceId",
         "context_id": "contextId", "stream_id": "streamId", "correlation_id": "correlationId",
@@ -271,14 +235,14 @@ def _read_memset(db: SqliteFile) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     mems = mem_kinds(db)
-    f["mem_kind"] = _map_distinct(f.pop("mem"), lambda k: _mem_kind(mems, k))
-    return T.conform(_with_pid(f, "global_pid"), T.MEMSET)
+    f["mem_kind"] = map_distinct(f.pop("mem"), lambda k: _mem_kind(mems, k))
+    return table_schema.conform(_with_pid(f, "global_pid"), table_schema.MEMSET)
 
 
 def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
     table = db.resolve_table("CUPTI_ACTIVITY_KIND_SYNCHRONIZATION")
     if table is None:
-        return T.empty(T.SYNCS)
+        return table_schema.empty(table_schema.SYNCS)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "device_id": _col(db, table, "deviceId"),
         "context_id": _col(db, table, "contextId"), "stream_id": _col(db, table, "streamId"),
@@ -287,24 +251,40 @@ def _read_syncs(db: SqliteFile, api: pd.DataFrame) -> pd.DataFrame:
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
     f = _with_pid(f, "global_pid")
-    calls = T.first_per_key(api[["pid", "correlation_id", "name"]], ["pid", "correlation_id"])
+    calls = table_schema.first_per_key(api[["pid", "correlation_id", "name"]],
+                                       ["pid", "correlation_id"])
     calls = calls.rename(columns={"name": "api_name"})
     if len(f):
         f["correlation_id"] = f["correlation_id"].astype("int64")
         f = f.merge(calls, on=["pid", "correlation_id"], how="left")
     else:
         f["api_name"] = pd.Series([], dtype=object)
-    by_name = _map_distinct(f["api_name"], lambda n: None if pd.isna(n) else sync_kind(str(n)))
-    by_type = _map_distinct(f["sync_type"], lambda t: "unknown" if pd.isna(t)
-                            else _SYNC_TYPE_FALLBACK.get(int(t), "unknown"))
+    by_name = map_distinct(f["api_name"], lambda n: None if pd.isna(n) else sync_kind(str(n)))
+    by_type = map_distinct(f["sync_type"], lambda t: "unknown" if pd.isna(t)
+                           else _SYNC_TYPE_FALLBACK.get(int(t), "unknown"))
     f["kind"] = by_name.where(by_name.notna(), by_type)
-    return T.conform(f, T.SYNCS)
+    return table_schema.conform(f, table_schema.SYNCS)
+
+
+def _domain_names(f: pd.DataFrame, is_domain: np.ndarray) -> np.ndarray:
+    """Each NVTX event's domain: the name its process's domain-create event gave the id (the
+    last one), else ``domain <id>``; None for the default domain (0 or none). One join."""
+    keys = pd.DataFrame({"pid": f["pid"].to_numpy(np.int64), "domain": pd.to_numeric(
+        f["domain_id"]).fillna(0).to_numpy(np.int64)})
+    texts = f.loc[is_domain, "name"].astype(object)
+    named = keys[is_domain].assign(text=texts.where(texts.notna(), "nan").to_numpy())
+    last = named.drop_duplicates(["pid", "domain"], keep="last")
+    found = np.array(keys.merge(last, "left", on=["pid", "domain"])["text"], dtype=object)
+    missing = pd.isna(found)
+    found[missing] = ("domain " + keys["domain"][missing].astype(str)).to_numpy(dtype=object)
+    found[keys["domain"].to_numpy() == 0] = None
+    return found
 
 
 def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     table = db.resolve_table("NVTX_EVENTS")
     if table is None:
-        return T.empty(T.NVTX)
+        return table_schema.empty(table_schema.NVTX)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "event_type": "eventType",
         "global_tid": "globalTid", "end_global_tid": _col(db, table, "endGlobalTid"),
@@ -316,43 +296,34 @@ def _read_nvtx(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     f["global_tid"] = f["global_tid"].fillna(0).astype("int64")
     registered = strings.map(f.pop("text_id"))
     text = f.pop("text")
-    f["name"] = T.coalesce_text(T.as_text_category(text), registered)
+    f["name"] = table_schema.coalesce_text(table_schema.as_text_category(text), registered)
     f = _with_pid(f, "global_tid")
-    is_domain = f["event_type"] == NVTX_DOMAIN_CREATE
-    domains = {
-        (int(p), int(d)): str(n)
-        for p, d, n in f.loc[is_domain, ["pid", "domain_id", "name"]].itertuples(index=False)
-        if not pd.isna(d)
-    }
-    f = f.loc[~is_domain].copy()
-    f["domain"] = [
-        None if pd.isna(d) or int(d) == 0 else domains.get((int(p), int(d)), f"domain {int(d)}")
-        for p, d in zip(f["pid"], f["domain_id"], strict=True)
-    ]
+    is_domain = (f["event_type"] == NVTX_DOMAIN_CREATE).to_numpy()
+    f = f.assign(domain=_domain_names(f, is_domain)).loc[~is_domain].copy()
     f["kind"] = np.where(f["event_type"].isin(NVTX_MARK_TYPES), "mark", "range")
-    f["name"] = T.fill_text(f["name"], "<unnamed>")
-    return T.conform(f.reset_index(drop=True), T.NVTX)
+    f["name"] = table_schema.fill_text(f["name"], "<unnamed>")
+    return table_schema.conform(f.reset_index(drop=True), table_schema.NVTX)
 
 
 def _read_osrt(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     table = db.resolve_table("OSRT_API")
     if table is None:
-        return T.empty(T.OSRT)
+        return table_schema.empty(table_schema.OSRT)
     cols = {
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "name_id": "nameId", "callchain_id": _col(db, table, "callchainId"),
     }
     f = read_int_frame(db, table, cols, sort_by="start_ns")
-    f["name"] = T.fill_text(strings.map(f.pop("name_id")), "<unknown>")
-    return T.conform(_with_pid(f, "global_tid"), T.OSRT)
+    f["name"] = table_schema.fill_text(strings.map(f.pop("name_id")), "<unknown>")
+    return table_schema.conform(_with_pid(f, "global_tid"), table_schema.OSRT)
 
 
 def _read_samples(db: SqliteFile) -> pd.DataFrame:
     if "COMPOSITE_EVENTS" not in db.tables:
-        return T.empty(T.CPU_SAMPLES)
+        return table_schema.empty(table_schema.CPU_SAMPLES)
     cols = {"start_ns": "start", "global_tid": "globalTid", "callchain_id": "id"}
     f = read_int_frame(db, "COMPOSITE_EVENTS", cols, sort_by="start_ns")
-    return T.conform(_with_pid(f, "global_tid"), T.CPU_SAMPLES)
+    return table_schema.conform(_with_pid(f, "global_tid"), table_schema.CPU_SAMPLES)
 
 
 def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
@@ -368,37 +339,37 @@ def read_callchains(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
         f["source"] = source
         parts.append(f)
     if not parts:
-        return T.empty(T.CALLCHAIN_FRAMES)
+        return table_schema.empty(table_schema.CALLCHAIN_FRAMES)
     f = pd.concat(parts, ignore_index=True)  # the ids of every table, mapped once
     f["symbol"], f["module"] = strings.map(f.pop("symbol_id")), strings.map(f.pop("module_id"))
-    return T.conform(f, T.CALLCHAIN_FRAMES)
+    return table_schema.conform(f, table_schema.CALLCHAIN_FRAMES)
 
 
 def _read_overhead(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     if "PROFILER_OVERHEAD" not in db.tables:
-        return T.empty(T.PROFILER_OVERHEAD)
+        return table_schema.empty(table_schema.PROFILER_OVERHEAD)
     cols = {"start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
             "name_id": "nameId"}
     f = read_int_frame(db, "PROFILER_OVERHEAD", cols, sort_by="start_ns")
     f["global_tid"] = f["global_tid"].fillna(0)
     f["name"] = strings.map(f.pop("name_id"))
-    return T.conform(f, T.PROFILER_OVERHEAD)
+    return table_schema.conform(f, table_schema.PROFILER_OVERHEAD)
 
 
 def _read_threads(db: SqliteFile, strings: _Strings) -> pd.DataFrame:
     if "ThreadNames" not in db.tables:
-        return T.empty(T.THREADS)
+        return table_schema.empty(table_schema.THREADS)
     f = read_int_frame(db, "ThreadNames", {"global_tid": "globalTid", "name_id": "nameId"})
     f["name"] = strings.map(f.pop("name_id"))
     f = f.drop_duplicates("global_tid", keep="last")
-    return T.conform(_with_pid(f, "global_tid"), T.THREADS)
+    return table_schema.conform(_with_pid(f, "global_tid"), table_schema.THREADS)
 
 
 def _read_processes(db: SqliteFile) -> pd.DataFrame:
     if "PROCESSES" not in db.tables:
-        return T.empty(T.PROCESSES)
+        return table_schema.empty(table_schema.PROCESSES)
     f = read_frame(db, "PROCESSES", {"global_pid": "globalPid", "pid": "pid", "name": "name"})
-    return T.conform(f.drop_duplicates("global_pid"), T.PROCESSES)
+    return table_schema.conform(f.drop_duplicates("global_pid"), table_schema.PROCESSES)
 
 
 def _require_columns(db: SqliteFile, table: str, columns: tuple[str, ...]) -> None:
@@ -416,12 +387,13 @@ def _read_um_faults(db: SqliteFile) -> tuple[pd.DataFrame, pd.DataFrame]:
     numberOfPageFaults, faultAccessType)``; absent tables mean no UM tracing."""
     cpu_table = db.resolve_table("CUDA_UM_CPU_PAGE_FAULT_EVENTS")
     gpu_table = db.resolve_table("CUDA_UM_GPU_PAGE_FAULT_EVENTS")
-    cpu, gpu = T.empty(T.UM_CPU_FAULTS), T.empty(T.UM_GPU_FAULTS)
+    cpu = table_schema.empty(table_schema.UM_CPU_FAULTS)
+    gpu = table_schema.empty(table_schema.UM_GPU_FAULTS)
     if cpu_table is not None:
         _require_columns(db, cpu_table, ("start", "globalPid"))
         f = read_frame(db, cpu_table, {"start_ns": "start", "global_pid": "globalPid",
                                    "address": _col(db, cpu_table, "address")}, "ORDER BY start")
-        cpu = T.conform(_with_pid(f, "global_pid"), T.UM_CPU_FAULTS)
+        cpu = table_schema.conform(_with_pid(f, "global_pid"), table_schema.UM_CPU_FAULTS)
     if gpu_table is not None:
         _require_columns(db, gpu_table, ("start", "end", "globalPid", "deviceId"))
         f = read_frame(db, gpu_table, {
@@ -429,7 +401,7 @@ def _read_um_faults(db: SqliteFile) -> tuple[pd.DataFrame, pd.DataFrame]:
             "device_id": "deviceId", "address": _col(db, gpu_table, "address"),
             "faults": f'coalesce({_col(db, gpu_table, "numberOfPageFaults", "1")}, 1)'},
             "ORDER BY start")
-        gpu = T.conform(_with_pid(f, "global_pid"), T.UM_GPU_FAULTS)
+        gpu = table_schema.conform(_with_pid(f, "global_pid"), table_schema.UM_GPU_FAULTS)
     return cpu, gpu
 
 
@@ -438,7 +410,7 @@ def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
         rows = pd.DataFrame({"device_id": sorted(used)})
         rows["name"] = [f"GPU {d}" for d in rows["device_id"]]
         rows["used"] = True
-        return T.conform(rows, T.GPUS)
+        return table_schema.conform(rows, table_schema.GPUS)
     t = "TARGET_INFO_GPU"
     cols = {
         "device_id": "id", "name": _col(db, t, "name"), "sm_count": _col(db, t, "smCount"),
@@ -453,7 +425,7 @@ def _read_gpus(db: SqliteFile, used: set[int]) -> pd.DataFrame:
     if extra:
         f = pd.concat([f, pd.DataFrame(extra)], ignore_index=True)
     f["used"] = f["device_id"].map(lambda d: int(d) in used)
-    return T.conform(f, T.GPUS)
+    return table_schema.conform(f, table_schema.GPUS)
 
 
 def read_nsys_sqlite(path: Path, with_callchains: bool = True, all_columns: bool = True
@@ -481,9 +453,8 @@ def read_nsys_sqlite(path: Path, with_callchains: bool = True, all_columns: bool
         fr["nvtx"] = _read_nvtx(db, strings)
         fr["osrt"] = _read_osrt(db, strings)
         fr["cpu_samples"] = _read_samples(db)
-        fr["callchains"] = (
-            read_callchains(db, strings) if with_callchains else T.empty(T.CALLCHAIN_FRAMES)
-        )
+        fr["callchains"] = (read_callchains(db, strings) if with_callchains
+                            else table_schema.empty(table_schema.CALLCHAIN_FRAMES))
         fr["overhead"] = _read_overhead(db, strings)
         fr["threads"] = _read_threads(db, strings)
         fr["processes"] = _read_processes(db)

@@ -37,19 +37,21 @@ from typing import Any, Final
 
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.collapsed import write_collapsed
 from infraprof.errors import InputError
 
-PYSPY_SAMPLES: Final[T.TableSpec] = {
+PYSPY_SAMPLES: Final[table_schema.TableSpec] = {
     "start_ns": "int64", "tid": "int64", "thread_key": "int64", "stack_id": "int64",
 }
-PYSPY_AGGREGATE: Final[T.TableSpec] = {"tid": "int64", "stack_id": "int64", "count": "int64"}
-PYSPY_FRAMES: Final[T.TableSpec] = {
+PYSPY_AGGREGATE: Final[table_schema.TableSpec] = {"tid": "int64", "stack_id": "int64",
+                                                  "count": "int64"}
+PYSPY_FRAMES: Final[table_schema.TableSpec] = {
     "stack_id": "int64", "depth": "int64", "function": "object", "file": "object",
     "line": "int64",
 }
-PYSPY_THREADS: Final[T.TableSpec] = {"tid": "int64", "thread_key": "int64", "name": "object"}
+PYSPY_THREADS: Final[table_schema.TableSpec] = {"tid": "int64", "thread_key": "int64",
+                                                "name": "object"}
 
 DEFAULT_RATE_HZ: Final = 100.0
 # Most samples a chrometrace may expand into (slices re-sampled at the sampling period; about
@@ -120,9 +122,9 @@ class _Interner:
         rows = [(sid, depth, f, p, n) for stack, sid in self.ids.items()
                 for depth, (f, p, n) in enumerate(stack)]
         if not rows:
-            return T.empty(PYSPY_FRAMES)
+            return table_schema.empty(PYSPY_FRAMES)
         frame = pd.DataFrame(rows, columns=list(PYSPY_FRAMES))
-        return T.conform(frame, PYSPY_FRAMES)
+        return table_schema.conform(frame, PYSPY_FRAMES)
 
 
 def _is_wrapper(frame: Frame) -> bool:
@@ -212,23 +214,23 @@ def _checked(path: Path, fmt: str, read: Callable[[], PyspyProfile]) -> PyspyPro
 
 def _aggregate_frame(counts: dict[tuple[int, int], int]) -> pd.DataFrame:
     if not counts:
-        return T.empty(PYSPY_AGGREGATE)
+        return table_schema.empty(PYSPY_AGGREGATE)
     rows = [(tid, sid, n) for (tid, sid), n in counts.items()]
-    return T.conform(pd.DataFrame(rows, columns=list(PYSPY_AGGREGATE)), PYSPY_AGGREGATE)
+    return table_schema.conform(pd.DataFrame(rows, columns=list(PYSPY_AGGREGATE)), PYSPY_AGGREGATE)
 
 
 def _threads_frame(threads: dict[tuple[int, int], str | None]) -> pd.DataFrame:
     if not threads:
-        return T.empty(PYSPY_THREADS)
+        return table_schema.empty(PYSPY_THREADS)
     rows = [(tid, key, name) for (tid, key), name in threads.items()]
-    return T.conform(pd.DataFrame(rows, columns=list(PYSPY_THREADS)), PYSPY_THREADS)
+    return table_schema.conform(pd.DataFrame(rows, columns=list(PYSPY_THREADS)), PYSPY_THREADS)
 
 
 def _untimed(path: Path, fmt: str, stacks: _Interner, counts: dict[tuple[int, int], int],
              threads: dict[tuple[int, int], str | None], rate: float | None,
              command: str | None = None, extra: tuple[str, ...] = ()) -> PyspyProfile:
     return PyspyProfile(
-        path=str(path), format=fmt, timed=False, samples=T.empty(PYSPY_SAMPLES),
+        path=str(path), format=fmt, timed=False, samples=table_schema.empty(PYSPY_SAMPLES),
         aggregate=_aggregate_frame(counts), frames=stacks.frames(),
         threads=_threads_frame(threads), rate_hz=rate, command=command,
         notes=(NO_TIME_NOTE.format(fmt=fmt), *extra),

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infraprof import tables as T
+from infraprof import tables as table_schema
 from infraprof.errors import InputError
 
 _VERSION_SUFFIX_RE = re.compile(r"_V\d+$")
@@ -142,7 +142,7 @@ def clean_table(frame: pd.DataFrame, path: Path, table: str, columns: dict[str, 
             keep &= ~reversed_rows
     if keep.all():
         return frame
-    return T.as_frame(frame.loc[keep].reset_index(drop=True))
+    return table_schema.as_frame(frame.loc[keep].reset_index(drop=True))
 
 
 def meta_int(value: object, path: Path, table: str, column: str) -> int:
