@@ -255,3 +255,31 @@ def test_sync_detection_is_superset_of_cuda_sync_api(nsys_bin: str, tmp_path: Pa
         assert theirs and theirs <= ours
         findings = build_report(trace).findings
         assert np.all([f.category != "sync" or f.impact_ns >= 0 for f in findings])
+
+
+@pytest.mark.realtraces
+def test_launch_nvtx_blocks_and_per_gap_oracle(trace_files: TraceFiles,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launching thread's innermost NVTX range of each gap, looked up in blocks of gaps,
+    is the same for any block size, and is, gap by gap, the latest-starting range of that
+    thread open at ``min(launch start, gap end)`` (sc22 baseline: NVTX on the main thread)."""
+    from infraprof.analyses import attribution
+    from infraprof.analyses.gap_table import listed_gaps
+
+    trace = load_trace(trace_files.path("nersc-sc22-dl/baseline.nsys2022.4-export.sqlite.gz"))
+    timelines = device_timelines(trace)
+    whole = attribution.attribute_table(trace, timelines)
+    monkeypatch.setattr(attribution, "LAUNCH_NVTX_BLOCK", 997)
+    blocks = attribution.attribute_table(trace, timelines)
+    named = [None if c < 0 else whole.nvtx_names[c] for c in whole.nvtx.tolist()]
+    assert named == [None if c < 0 else blocks.nvtx_names[c] for c in blocks.nvtx.tolist()]
+    assert whole.nvtx_names == blocks.nvtx_names and sum(n is not None for n in named) > 1000
+    _, at = listed_gaps(trace.gpu_ops(), trace.api_calls, timelines)
+    nvtx = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
+    for row in range(0, len(named), 53):
+        if not whole.has_launch[row]:
+            assert named[row] is None
+            continue
+        mine = nvtx[(nvtx["global_tid"] == whole.gtid[row]) & (nvtx["start_ns"] <= at[row])
+                    & (nvtx["end_ns"] > at[row])].sort_values("start_ns", kind="stable")
+        assert named[row] == (str(mine["name"].iloc[-1]) if len(mine) else None), row

@@ -133,12 +133,15 @@ class _ThreadIndex:
 
 class _Calls(NamedTuple):
     """One thread's calls sorted by start; ``emax`` is the running maximum of the ends;
-    ``code``: each call's category as its :data:`~infraprof.analyses.host_paint.CODES` code."""
+    ``code``: each call's category as its :data:`~infraprof.analyses.host_paint.CODES` code;
+    a call's name is ``texts[name_code]`` (int32 codes: the thread's 12 M calls of a 10 M
+    kernel trace hold 48 MB of codes instead of 97 MB of object pointers)."""
 
     s: np.ndarray
     e: np.ndarray
     emax: np.ndarray
-    name: np.ndarray
+    name_code: np.ndarray
+    texts: np.ndarray
     code: np.ndarray
 
     @classmethod
@@ -151,12 +154,14 @@ class _Calls(NamedTuple):
         rows = np.arange(len(frame)) if rows is None else rows
         order = rows[np.argsort(start[rows], kind="quicksort")]  # as sort_values
         ends = frame["end_ns"].to_numpy(dtype=np.int64)[order]
-        names = frame["name"].iloc[order]
-        codes, uniques = factorized_text(names)
+        codes, uniques = factorized_text(frame["name"].iloc[order])
         by_class = np.array([CODE[classify(str(x))] for x in uniques], dtype=np.int8)
-        return cls(start[order], ends, np.maximum.accumulate(ends),
-                   names.to_numpy(dtype=object),
-                   by_class[codes] if len(order) else np.empty(0, dtype=np.int8))
+        return cls(start[order], ends, np.maximum.accumulate(ends), codes.astype(np.int32),
+                   uniques, by_class[codes] if len(order) else np.empty(0, dtype=np.int8))
+
+    def names(self, calls: np.ndarray) -> np.ndarray:
+        """The names (object: ``str``, NaN for a null) of the calls at positions ``calls``."""
+        return self.texts[self.name_code[calls]] if len(calls) else np.empty(0, dtype=object)
 
     def overlaps(self, g0: np.ndarray, g1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(gap, call)`` of every call overlapping ``[g0[i], g1[i])``, by gap, then in
@@ -258,7 +263,8 @@ def _thread_details(entry: dict[str, Any], g0: np.ndarray, g1: np.ndarray,
     order = np.argsort(gap, kind="stable")  # by gap: API calls, then OS-runtime calls
 
     def column(field: str, dtype: type) -> np.ndarray:
-        parts = [getattr(table, field)[call] for table, _, call in found]
+        parts = [table.names(call) if field == "name" else getattr(table, field)[call]
+                 for table, _, call in found]
         return np.concatenate([np.empty(0, dtype=dtype), *parts])[order]
 
     gaps = ThreadGaps(g0, g1, launch_end, bool(entry["traced"]), gap[order],
@@ -268,24 +274,38 @@ def _thread_details(entry: dict[str, Any], g0: np.ndarray, g1: np.ndarray,
     return host_details(gaps, params, lambda at: _innermost_nvtx_many(entry, at))
 
 
+LAUNCH_NVTX_BLOCK = 1 << 20
+"""Gaps looked up at a time by :func:`_launch_nvtx` (its temporaries: a few arrays of this
+many int64 values, ~8 MB each, instead of as many as there are gaps: ~0.7 GB at 10 M)."""
+
+
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
                  ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Innermost NVTX range of each gap's launching thread at ``at``, as int32 codes (-1: none,
     or no launching thread: ``gtids`` < 0) and the distinct names (codes as
-    ``pd.factorize`` of the names gives: by first appearance, equal names one code)."""
-    ranges = np.full(len(gtids), -1, dtype=np.int64)  # range number over all threads
-    texts: list[str] = []
-    for gtid, rows in _by_thread(gtids):
-        if gtid >= 0:
-            entry = index.nvtx_of(gtid)
-            best = _innermost_nvtx_rows(entry, at[rows])
-            ranges[rows] = np.where(best >= 0, best + len(texts), -1)
-            texts.extend(map(str, entry.get("nv_name", ())))
-    found = ranges >= 0
-    by_range, distinct = pd.factorize(ranges[found])
-    by_text, names = pd.factorize(np.array([texts[r] for r in distinct.tolist()], dtype=object))
+    ``pd.factorize`` of the names gives: by first appearance, equal names one code). The gaps
+    are looked up in blocks of :data:`LAUNCH_NVTX_BLOCK`, each thread's ranges named by ids
+    into one list of distinct texts."""
+    texts: dict[str, int] = {}
+    text_ids: dict[int, np.ndarray] = {}  # thread -> text id of each of its ranges
+    named = np.full(len(gtids), -1, dtype=np.int32)  # text id of each gap's range
+    for lo in range(0, len(gtids), LAUNCH_NVTX_BLOCK):
+        block = slice(lo, lo + LAUNCH_NVTX_BLOCK)
+        for gtid, rows in _by_thread(gtids[block]):
+            entry = index.nvtx_of(gtid) if gtid >= 0 else {}
+            if "nv_s" not in entry:
+                continue
+            if gtid not in text_ids:
+                codes, distinct = pd.factorize(entry["nv_name"], use_na_sentinel=False)
+                ids = [texts.setdefault(str(text), len(texts)) for text in distinct]
+                text_ids[gtid] = np.array(ids, dtype=np.int32)[codes]
+            best = _innermost_nvtx_rows(entry, at[block][rows])
+            named[lo + rows] = np.where(best >= 0, text_ids[gtid][np.maximum(best, 0)], -1)
+    found = named >= 0
+    by_text, distinct_ids = pd.factorize(named[found])
+    names = np.array(list(texts), dtype=object)[np.asarray(distinct_ids, dtype=np.int64)]
     codes = np.full(len(gtids), -1, dtype=np.int32)
-    codes[found] = np.asarray(by_text, dtype=np.int32)[by_range]
+    codes[found] = np.asarray(by_text, dtype=np.int32)
     return codes, tuple(str(x) for x in names)
 
 

@@ -98,9 +98,9 @@ def part_sites(table: GapTable, parts: PartRows) -> np.ndarray:
     by_launch = open_ & (cats == "memcpy") & table.has_launch[rows]
     site[by_launch] = np.array(table.api_names, dtype=object)[table.api_name[rows[by_launch]]]
     site[cats == "launch-overhead"] = "kernel launches"
-    site[cats == "dependency"] = np.array(
-        [f"stream {s}" for s in table.op_stream[rows[cats == "dependency"]].tolist()],
-        dtype=object)
+    streams, which = np.unique(table.op_stream[rows[cats == "dependency"]], return_inverse=True)
+    site[cats == "dependency"] = np.array([f"stream {s}" for s in streams.tolist()],
+                                          dtype=object)[which]
     host_side = ((cats == "host-cpu") | (cats == "host-wait")) & ~by_call
     where = nvtx_label(table, parts, host_side)
     site[host_side] = _normalized(where, "(no NVTX range)")
