@@ -91,7 +91,8 @@ def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePha
         return {}
     group, firsts = _category_stream_groups(table, rows)
     ns = table.dur[rows]
-    totals = pd.Series(ns).groupby(group).sum().to_numpy()
+    totals = np.zeros(len(firsts), dtype=np.int64)
+    np.add.at(totals, group, ns)
     sizes = np.bincount(group)
     acc: dict[Key, Accumulator] = {}
     for g, first in enumerate(firsts.tolist()):
@@ -102,11 +103,9 @@ def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePha
         acc[(cat, site, "")] = Accumulator((int(rows[first]), 0), total, total, gaps)
     recs = list(acc.values())
     launched = table.has_launch[rows]
-    pairs = pd.DataFrame({"group": group[launched], "gtid": table.gtid[rows[launched]]})
-    del launched
-    for g, gtid in pairs.drop_duplicates().itertuples(index=False):
+    for g, gtid in _distinct_pairs(group[launched], table.gtid[rows[launched]]):
         recs[g].threads.add(gtid)
-    del pairs
+    del launched
     _single_nvtx(table, rows, group, ns, recs)
     if phases is not None:
         phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])
@@ -123,22 +122,59 @@ def _category_stream_groups(table: GapTable, rows: np.ndarray) -> tuple[np.ndarr
     category = table.category[rows].astype(np.int64)
     stream_codes, streams = pd.factorize(
         np.where(category == DEPENDENCY, table.op_stream[rows], 0))
-    group = pd.factorize(category * len(streams) + stream_codes)[0]
+    key = category * len(streams) + stream_codes  # < len(CATEGORIES) * len(streams)
     del category, stream_codes
-    return group, np.unique(group, return_index=True)[1]
+    firsts = _smallest(key, len(CATEGORIES) * len(streams), np.arange(len(key)))
+    present = np.flatnonzero(firsts != NONE)
+    by_appearance = present[np.argsort(firsts[present], kind="stable")]
+    number = np.empty(len(firsts), dtype=np.int64)
+    number[by_appearance] = np.arange(len(by_appearance))
+    return number[key], firsts[by_appearance]
+
+
+NONE = np.iinfo(np.int64).max  # _smallest of a key value that does not occur
+
+
+def _smallest(key: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:
+    """The smallest of ``values`` at each key value ``0 .. size-1`` of ``key`` (:data:`NONE`
+    for a value that does not occur): one ``minimum.at`` pass, no sort or hash table."""
+    smallest = np.full(size, NONE, dtype=np.int64)
+    np.minimum.at(smallest, key, values)
+    return smallest
+
+
+def _distinct_pairs(group: np.ndarray, gtid: np.ndarray) -> list[tuple[int, int]]:
+    """The distinct (group, thread) pairs (``group`` small non-negative integers), in no
+    particular order: threads numbered first, then one presence count over the pair codes."""
+    codes, threads = pd.factorize(gtid)
+    width = max(len(threads), 1)
+    pairs = np.flatnonzero(np.bincount(group * width + codes, minlength=0)) if len(gtid) else (
+        np.empty(0, dtype=np.int64))
+    return [(int(p // width), int(threads[p % width])) for p in pairs.tolist()]
 
 
 def _sums_by(group: np.ndarray, code: np.ndarray, ns: np.ndarray, rows: np.ndarray
              ) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
     """Per (group, code) in ascending order (as a sorted two-key groupby): the summed ns and
-    the first (smallest) row. ``code`` holds non-negative integers."""
+    the first (smallest) row; ``code`` holds non-negative integers.
+    Over a dense key (groups × codes, at most a few times the rows): ``add.at`` and
+    ``minimum.at``, no hash table; else a pandas group-by."""
     width = int(code.max()) + 1
-    key = pd.Series(group * width + code)
-    sums = pd.Series(ns).groupby(key).sum()
-    first = pd.Series(rows).groupby(key).min()
-    pairs = [(k // width, k % width) for k in sums.index.tolist()]
-    return (dict(zip(pairs, sums.tolist(), strict=True)),
-            dict(zip(pairs, first.tolist(), strict=True)))
+    key = group * width + code
+    size = (int(group.max()) + 1) * width
+    if size > max(1 << 16, 4 * len(key)):
+        sums = pd.Series(ns).groupby(key).sum()
+        first = pd.Series(rows).groupby(key).min()
+        keys, totals, firsts = sums.index.tolist(), sums.tolist(), first.tolist()
+    else:
+        by_key = np.zeros(size, dtype=np.int64)
+        np.add.at(by_key, key, ns)
+        smallest = _smallest(key, size, rows)
+        present = np.flatnonzero(smallest != NONE)
+        keys, totals = present.tolist(), by_key[present].tolist()
+        firsts = smallest[present].tolist()
+    pairs = [(k // width, k % width) for k in keys]
+    return dict(zip(pairs, totals, strict=True)), dict(zip(pairs, firsts, strict=True))
 
 
 def _single_nvtx(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
@@ -192,8 +228,7 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
         rec.impact += impact
         rec.gaps += gaps
         recs.append(rec)
-    for g, gtid in pd.DataFrame({"g": group, "t": table.gtid[rows]}).drop_duplicates(
-            ).itertuples(index=False, name=None):
+    for g, gtid in _distinct_pairs(group, table.gtid[rows]):
         recs[g].threads.add(gtid)
     if phases is not None:
         phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])
