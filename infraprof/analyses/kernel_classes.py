@@ -32,14 +32,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
-from infraprof.tables import as_frame, column_view, fill_text
+from infraprof.tables import as_frame, column_view, fill_text, text_category
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -95,18 +94,14 @@ def classify_name(name: str) -> tuple[str, str]:
 
 
 def classify_kernels(names: pd.Series) -> pd.DataFrame:
-    """``class`` and ``group`` of every kernel name, aligned with ``names`` (each distinct name
-    is classified once; rows map to names by integer codes, :mod:`~infraprof.analyses.names`)."""
-    if names.empty:
-        return as_frame(pd.DataFrame({"class": pd.Series([], dtype=object),
-                                      "group": pd.Series([], dtype=object)}, index=names.index))
+    """``class`` and ``group`` of every kernel name, aligned with ``names``, as Categoricals
+    with sorted texts (:func:`~infraprof.tables.text_category`: a byte or two per kernel, and
+    a comparison with a class is one of codes). Each distinct name is classified once; rows
+    map to names by integer codes (:mod:`~infraprof.analyses.names`)."""
     codes, distinct = text_codes(fill_text(names, ""))
-    found = [classify_name(str(n)) for n in distinct]
-    text_dtype = pd.Series([""], dtype=object).astype(str).dtype  # what astype(str) gives
-    columns = {
-        column: pd.Series(np.array([f[i] for f in found], dtype=object)[codes],
-                          index=names.index, dtype=text_dtype)
-        for i, column in enumerate(("class", "group"))}
+    found = [classify_name(str(n)) for n in distinct] if len(names) else []
+    columns = {column: text_category(codes, [f[i] for f in found], names.index)
+               for i, column in enumerate(("class", "group"))}
     return as_frame(pd.DataFrame(columns, index=names.index))
 
 
