@@ -258,22 +258,29 @@ def text_category(codes: npt.ArrayLike, texts: Sequence[object],
     with the distinct strings sorted lexicographically as categories (an ``object`` Index):
     equal texts become one category, unused ones are dropped. ``texts`` is small (one entry
     per distinct value); the rows are only remapped (numpy ``take``)."""
-    row_codes = np.asarray(codes, dtype=np.int64)
+    row_codes = np.asarray(codes)
+    if row_codes.dtype.kind not in "iu":
+        row_codes = row_codes.astype(np.int64)
+    if row_codes.size and row_codes.min() < -1:  # every negative code is a null
+        row_codes = np.where(row_codes < 0, -1, row_codes)
     distinct = sorted({t for t in texts if t is not None})  # type: ignore[type-var]
     position = {text: i for i, text in enumerate(distinct)}
+    small = np.int32 if len(distinct) >= 2**15 - 1 else np.int16
+    # the last entry, -1, is what code -1 takes (numpy's negative index): no pass for nulls
     remap = np.array([position.get(t, -1) if t is not None else -1 for t in texts] + [-1],
-                     dtype=np.int64)
-    rows = remap[np.where(row_codes < 0, len(texts), row_codes)]
-    present = np.bincount(rows[rows >= 0], minlength=len(distinct)) > 0
+                     dtype=small)
+    rows = remap[row_codes]
+    present = np.bincount(rows + 1, minlength=len(distinct) + 1)[1:] > 0
     if not present.all():
         keep = np.flatnonzero(present)
-        renumber = np.full(len(distinct) + 1, -1, dtype=np.int64)
+        renumber = np.full(len(distinct) + 1, -1, dtype=small)
         renumber[keep] = np.arange(keep.size)
         rows = renumber[rows]
         distinct = [distinct[i] for i in keep]
-    small = np.int32 if len(distinct) >= 2**15 - 1 else np.int16
+        small = np.int32 if len(distinct) >= 2**15 - 1 else np.int16
     categories = pd.Index(distinct, dtype=object)
-    values = pd.Categorical.from_codes(rows.astype(small), dtype=pd.CategoricalDtype(categories))
+    values = pd.Categorical.from_codes(rows.astype(small, copy=False),
+                                       dtype=pd.CategoricalDtype(categories))
     return as_series(pd.Series(values, index=index))
 
 

@@ -86,6 +86,19 @@ def test_text_category_holds_sorted_distinct_texts(texts: list[str | None],
     assert again.cat.codes.tolist() == column.cat.codes.tolist()
 
 
+@given(TEXTS, st.data(), st.sampled_from([np.int8, np.int16, np.int32, np.int64]))
+@settings(max_examples=80, deadline=None)
+def test_text_category_takes_any_integer_codes(texts: list[str | None], data: st.DataObject,
+                                               dtype: type) -> None:
+    """Codes of any signed integer width (as the readers' Categoricals hold them); every
+    negative code is a null, not only -1."""
+    codes = data.draw(st.lists(st.integers(-3, len(texts) - 1), max_size=30))
+    column = table_schema.text_category(np.array(codes, dtype=dtype), texts)
+    expected = [texts[c] if c >= 0 else None for c in codes]
+    assert [None if pd.isna(v) else v for v in column.tolist()] == expected
+    assert list(column.cat.categories) == sorted({t for t in expected if t is not None})
+
+
 @given(TEXTS, TEXTS)
 @settings(max_examples=80, deadline=None)
 def test_fill_coalesce_map_match_object_columns(first: list[str | None],
