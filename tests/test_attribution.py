@@ -283,3 +283,20 @@ def test_launch_nvtx_blocks_and_per_gap_oracle(trace_files: TraceFiles,
         mine = nvtx[(nvtx["global_tid"] == whole.gtid[row]) & (nvtx["start_ns"] <= at[row])
                     & (nvtx["end_ns"] > at[row])].sort_values("start_ns", kind="stable")
         assert named[row] == (str(mine["name"].iloc[-1]) if len(mine) else None), row
+
+
+@pytest.mark.realtraces
+@pytest.mark.parametrize("rel", ["nersc-sc22-dl/4gpu_baseline.nsys-rep.nsys2022.4-export.sqlite.gz",
+                                 "finch-bc-gpu/fvad2dgpu-gpu-grid100.nsys2022.4-export.sqlite.gz"])
+def test_thread_rows_scanned_or_grouped_agree(trace_files: TraceFiles, rel: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread's calls found by scanning the thread column (the first threads asked for)
+    or by one group-by (the others) give the same attribution, record by record."""
+    from infraprof.analyses import attribution
+
+    trace = load_trace(trace_files.path(rel))
+    timelines = device_timelines(trace)
+    scanned = attribution.attribute_gaps(trace, timelines)
+    monkeypatch.setattr(attribution, "SCANNED_THREADS", 0)
+    assert attribution.attribute_gaps(trace, timelines) == scanned
+    assert any(record.calls for record in scanned)

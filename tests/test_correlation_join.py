@@ -46,13 +46,14 @@ def _check(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(KEYS, max_size=30), st.lists(KEYS, max_size=30),
-       st.sampled_from(["left", "inner"]), st.booleans())
+       st.sampled_from(["left", "inner"]), st.booleans(), st.booleans())
 def test_join_equals_merge(ops: list[tuple[int, int]], calls: list[tuple[int, int]],
-                           how: Literal["left", "inner"], categorical: bool) -> None:
+                           how: Literal["left", "inner"], categorical: bool,
+                           in_key_order: bool) -> None:
     """Same rows, order, columns and dtypes as the merge (duplicate calls: the first wins;
     unmatched operations: NaN and float64 with ``left``), also for the readers' Categorical
-    name column (gathered by codes)."""
-    _check(ops, calls, how, categorical)
+    name column (gathered by codes), and for calls already in key order (no sort)."""
+    _check(ops, sorted(calls) if in_key_order else calls, how, categorical)
 
 
 @settings(max_examples=100, deadline=None)

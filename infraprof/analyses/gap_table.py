@@ -156,12 +156,24 @@ class GapTable:
         cause[self.host.rows] = by_code[self.host.main_codes()]  # -1: no parts -> unknown
         return cause
 
+FIRSTS_BLOCK = 1 << 20  # rows per ``minimum.at`` pass of :func:`_codes` (bounded arange)
+
+
 def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     """int32 codes of the gathered ``values[row_codes]`` numbered by first appearance and the
     distinct values as ``str`` (as ``pd.factorize`` of the gathered values: equal values
-    have one row code)."""
-    codes, firsts = pd.factorize(row_codes)
-    return codes.astype(np.int32), tuple(str(x) for x in values[firsts])
+    have one row code). ``row_codes`` index ``values``: the first row of each is found with
+    ``minimum.at`` over a dense array of ``len(values)``, in blocks; no hash table."""
+    rows = len(row_codes)
+    firsts = np.full(len(values), rows, dtype=np.int64)
+    for lo in range(0, rows, FIRSTS_BLOCK):
+        block = row_codes[lo:lo + FIRSTS_BLOCK]
+        np.minimum.at(firsts, block, np.arange(lo, lo + len(block)))
+    used = np.flatnonzero(firsts < rows)
+    used = used[np.argsort(firsts[used], kind="stable")]
+    number = np.full(len(values), -1, dtype=np.int32)
+    number[used] = np.arange(len(used), dtype=np.int32)
+    return number[row_codes], tuple(str(x) for x in values[used])
 
 
 def gathered_text(column: pd.Series, rows: np.ndarray, blank: np.ndarray | None = None
@@ -169,21 +181,22 @@ def gathered_text(column: pd.Series, rows: np.ndarray, blank: np.ndarray | None 
     """The texts of ``column`` at ``rows`` (``""`` where ``blank``; those rows are not read),
     as int32 codes numbered by first appearance and the distinct texts as ``str``: what
     ``pd.factorize(gathered, use_na_sentinel=False)`` gives (a null is ``"nan"``, a blank
-    shares the code of a real ``""``). A Categorical's codes are gathered, no text hashed."""
+    shares the code of a real ``""``). A Categorical's codes are gathered in their own
+    width (a blank row's position, -1 or any, is overwritten), no text hashed."""
     picked = np.asarray(rows, dtype=np.int64)
-    if blank is not None:
-        picked = np.where(blank, 0, picked)
     if not len(column):
         codes, values = np.zeros(len(picked), dtype=np.int64), np.empty(0, dtype=object)
     elif isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy()[picked].astype(np.int64)
         values = np.array([*column.cat.categories, np.nan], dtype=object)
+        width = np.int16 if len(values) < 2**15 - 1 else np.int32  # room for the blank code
+        codes = column.cat.codes.to_numpy()[picked].astype(width)
         codes[codes < 0] = len(values) - 1  # a null: the NaN text
     else:
+        picked = picked if blank is None else np.where(blank, 0, picked)
         codes, values = factorized_text(column.iloc[picked])
     if blank is not None:
         code, values = _blank_code(values)
-        codes = np.where(blank, code, codes)
+        codes[blank] = code
     return _codes(codes, values)
 
 

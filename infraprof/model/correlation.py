@@ -85,7 +85,8 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     correlation_id)``, or -1 when none has. None when a key column is not plain int64 (the
     caller then merges), or when either frame is empty. Both keys are packed into one
     sortable int64 (pid as its rank among the calls' pids) and looked up with
-    ``searchsorted``; None too when they do not fit."""
+    ``searchsorted`` (the calls are sorted by key only when they are not in key order
+    already: one process's calls usually are); None too when they do not fit."""
     if any(str(frame[c].dtype) != "int64" for frame in (ops, api_calls) for c in JOIN_KEY):
         return None
     if api_calls.empty or ops.empty:
@@ -101,8 +102,10 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     # the keys built in place: every temporary is 8 MB per million rows
     call_key = _packed(call_pid_rank, span, call_corr, low)
     del call_pid_rank
-    order = np.argsort(call_key, kind="stable")  # equal keys: the first row first
-    sorted_key = call_key[order]
+    order: np.ndarray | None = None  # None: the calls are in key order already (the usual)
+    if not bool(np.all(call_key[1:] >= call_key[:-1])):
+        order = np.argsort(call_key, kind="stable")  # equal keys: the first row first
+    sorted_key = call_key if order is None else call_key[order]
     del call_key
     op_pid = ops["pid"].to_numpy()
     op_rank = np.searchsorted(pids, op_pid)
@@ -114,7 +117,7 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     del op_key, sorted_key
     hit &= pids[op_rank] == op_pid
     del op_rank
-    rows: np.ndarray = order[found]
+    rows: np.ndarray = found if order is None else order[found]
     rows[~hit] = -1
     return rows
 
