@@ -211,10 +211,18 @@ def _next_operations(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     parts: dict[str, list[np.ndarray]] = {"g0": [], "g1": [], "device": [], "source": []}
     for tl in timelines:
         # this device's rows of `joined` in start order, then the first at or after each end
-        rows = np.flatnonzero(device_ids == tl.device_id)
-        rows = rows[np.argsort(start[rows], kind="stable")]
-        after = np.searchsorted(start[rows], tl.gaps.ends, side="left")
-        parts["source"].append(rows[np.minimum(after, len(rows) - 1)])
+        # (the operations of a single device in start order: no row list, no sort)
+        alone = len(timelines) == 1 and bool(np.all(device_ids == tl.device_id))
+        rows = None if alone else np.flatnonzero(device_ids == tl.device_id)
+        starts = start if rows is None else start[rows]
+        if not bool(np.all(starts[1:] >= starts[:-1])):
+            rows = np.argsort(starts, kind="stable") if rows is None else rows[
+                np.argsort(starts, kind="stable")]
+            starts = start[rows]
+        after = np.searchsorted(starts, tl.gaps.ends, side="left")
+        del starts
+        np.minimum(after, (len(start) if rows is None else len(rows)) - 1, out=after)
+        parts["source"].append(after if rows is None else rows[after])
         parts["g0"].append(np.asarray(tl.gaps.starts, dtype=np.int64))
         parts["g1"].append(np.asarray(tl.gaps.ends, dtype=np.int64))
         # one device's column as a read-only broadcast of its id (8 bytes, not 8 per row)
@@ -222,10 +230,11 @@ def _next_operations(joined: pd.DataFrame, timelines: list[DeviceTimeline]
     # one device's gaps are the timeline's own arrays (no copy: 16 MB at 1 M gaps)
     cols = {key: (part[0] if len(part) == 1 else np.concatenate(part)) if part else _empty()
             for key, part in parts.items()}
-    order = np.argsort(cols["device"], kind="stable")
-    order = order[np.argsort(cols["g0"][order], kind="stable")]
-    if np.any(order != np.arange(len(order))):
-        cols = {key: column[order] for key, column in cols.items()}
+    if len(timelines) > 1:  # one device's gaps are in start order already
+        order = np.argsort(cols["device"], kind="stable")
+        order = order[np.argsort(cols["g0"][order], kind="stable")]
+        if np.any(order != np.arange(len(order))):
+            cols = {key: column[order] for key, column in cols.items()}
     return cols
 
 
@@ -236,6 +245,16 @@ def _blank_code(values: np.ndarray) -> tuple[int, np.ndarray]:
     if len(blank):
         return int(blank[0]), values
     return len(values), np.append(values, np.array([""], dtype=object))
+
+
+def _at_calls(api_calls: pd.DataFrame, column: str, call: np.ndarray, no_launch: np.ndarray
+              ) -> np.ndarray:
+    """``api_calls[column]`` (int64) at the rows ``call``, 0 where ``no_launch``."""
+    if not len(api_calls):
+        return np.zeros(len(call), dtype=np.int64)
+    values: np.ndarray = api_calls[column].to_numpy(dtype=np.int64)[np.maximum(call, 0)]
+    values[no_launch] = 0
+    return values
 
 
 def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[DeviceTimeline]
@@ -257,12 +276,10 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
                        api_calls)
     no_launch = call < 0
     # each launch field at the gap's call, 0 without a launch
-    launch = {key: np.where(no_launch, 0, api_calls[column].to_numpy(dtype=np.int64)[
-        np.maximum(call, 0)] if len(api_calls) else 0).astype(np.int64)
-        for key, column in (("api_start", "start_ns"), ("api_end", "end_ns"),
-                            ("gtid", "global_tid"))}
-    category = np.where(no_launch, UNKNOWN,
-                        np.where(launch["api_end"] <= gaps["g0"], DEPENDENCY, HOST_ROW))
+    launch = {key: _at_calls(api_calls, column, call, no_launch) for key, column in (
+        ("api_start", "start_ns"), ("api_end", "end_ns"), ("gtid", "global_tid"))}
+    category = np.where(launch["api_end"] <= gaps["g0"], np.int8(DEPENDENCY), np.int8(HOST_ROW))
+    category[no_launch] = UNKNOWN
     kind, kinds = gathered_text(ops["kind"], source)
     name, names = gathered_text(ops["name"], source)
     del source
@@ -270,6 +287,6 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
     table = GapTable(
         gaps["g0"], gaps["g1"], gaps["device"], kind, name, op["stream"], op["start"],
         op["corr"], ~no_launch, api_name, launch["api_start"], launch["api_end"],
-        launch["gtid"], np.full(len(no_launch), -1, dtype=np.int32), category.astype(np.int8),
+        launch["gtid"], np.full(len(no_launch), -1, dtype=np.int32), category,
         kinds, names, api_names)
     return table, np.minimum(launch["api_start"], gaps["g1"])
