@@ -21,8 +21,11 @@ import numpy as np
 import pytest
 from helpers_reports import MINIWEATHER, ROOT, report_for
 from helpers_traces import TraceFiles
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infraprof.ranking import Report
+from infraprof.ranking.timeline_view import longest
 from infraprof.render.html import render_html
 
 pytestmark = pytest.mark.realtraces
@@ -170,3 +173,13 @@ def test_opens_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     assert coloured.mean() > 0.01, "no coloured plot pixels in the screenshot"
     if os.environ.get("INFRAPROF_KEEP_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["INFRAPROF_KEEP_SCREENSHOT"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=40), st.integers(0, 45))
+def test_longest_gaps_are_the_stable_sort_prefix(values: list[int], count: int) -> None:
+    """The drawn gaps: the ``count`` longest, ties by position, as a stable sort of every
+    gap by length would give them (many equal lengths drawn on purpose)."""
+    array = np.array(values, dtype=np.int64)
+    expected = np.argsort(-array, kind="stable")[:count]
+    assert longest(array, count).tolist() == expected.tolist()

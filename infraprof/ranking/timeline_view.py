@@ -74,23 +74,35 @@ def merge_runs(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], max_b
 
 
 def stream_bars(report: Report, max_ops: int) -> list[StreamBars]:
-    """Bars per (device, stream), in that order (see the module docstring)."""
+    """Bars per (device, stream), in that order (see the module docstring). Each stream's
+    rows are positions into the operations (no copy of its rows); kinds and names are
+    turned into text for the drawn bars only."""
+    ops = report.trace.gpu_ops()
+    start = ops["start_ns"].to_numpy(dtype=np.int64)
+    end = ops["end_ns"].to_numpy(dtype=np.int64)
+    grouped = ops.groupby(["device_id", "stream_id"], sort=True).indices
+    streams = {(int(str(key[0])), int(str(key[1]))): np.asarray(rows, dtype=np.int64)
+               for key, rows in grouped.items() if isinstance(key, tuple)}
     out = []
-    for (device, stream), g in report.trace.gpu_ops().groupby(["device_id", "stream_id"],
-                                                              sort=True):
-        s = g["start_ns"].to_numpy(dtype=np.int64)
-        e = g["end_ns"].to_numpy(dtype=np.int64)
-        kinds, names = [str(k) for k in g["kind"]], [str(n) for n in plain_text(g["name"])]
-        if len(g) <= max_ops:
-            out.append(StreamBars(int(str(device)), int(str(stream)), len(g), s.tolist(),
-                                  e.tolist(), [1] * len(g), kinds, names))
+    for device, stream in sorted(streams):
+        rows = streams[(device, stream)]
+        s, e = start[rows], end[rows]
+        if len(rows) <= max_ops:
+            out.append(StreamBars(int(device), int(stream), len(rows), s.tolist(), e.tolist(),
+                                  [1] * len(rows), *_bar_texts(ops, rows)))
             continue
         runs, widest = merge_runs(s, e, max_ops)
+        kinds, names = _bar_texts(ops, rows[[r[2] for r in runs]])
         out.append(StreamBars(
-            int(str(device)), int(str(stream)), len(g), [r[0] for r in runs],
-            [r[1] for r in runs], [r[3] for r in runs], [kinds[r[2]] for r in runs],
-            [names[r[2]] for r in runs], downsampled=True, widest_merged_ns=widest))
+            int(device), int(stream), len(rows), [r[0] for r in runs], [r[1] for r in runs],
+            [r[3] for r in runs], kinds, names, downsampled=True, widest_merged_ns=widest))
     return out
+
+
+def _bar_texts(ops: pd.DataFrame, rows: np.ndarray) -> tuple[list[str], list[str]]:
+    """The kind and name of the operations at ``rows`` as text (a null name: ``"None"``)."""
+    kinds = [str(kind) for kind in ops["kind"].iloc[rows]]
+    return kinds, [str(name) for name in plain_text(ops["name"].iloc[rows])]
 
 
 def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
@@ -103,7 +115,7 @@ def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
     rows = np.arange(len(table))
     if len(table) > max_gaps:
         dur = table.dur
-        kept = np.argsort(-dur, kind="stable")[:max_gaps]
+        kept = longest(dur, max_gaps)
         total = int(dur.sum())
         share = int(dur[kept].sum()) / total if total else 1.0
         rows = kept[np.argsort(table.g0[kept], kind="stable")]
@@ -112,6 +124,20 @@ def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
         for s, e in zip(tl.gaps.starts.tolist()[:max_gaps], tl.gaps.ends.tolist()[:max_gaps],
                         strict=True)]
     return DrawnGaps(table.records(rows), len(table), share, plain)
+
+
+def longest(values: np.ndarray, count: int) -> np.ndarray:
+    """``np.argsort(-values, kind="stable")[:count]`` (the ``count`` largest, ties: the
+    earlier position first) without sorting every value: a partition finds the count-th
+    largest, and only the positions at or above it are sorted."""
+    if count <= 0:
+        return np.empty(0, dtype=np.int64)
+    if count >= len(values):
+        return np.argsort(-values, kind="stable")
+    threshold = np.partition(values, len(values) - count)[len(values) - count]
+    candidates = np.flatnonzero(values >= threshold)
+    by_size = candidates[np.lexsort((candidates, -values[candidates]))]
+    return by_size[:count]
 
 
 def launch_flows(report: Report) -> pd.DataFrame:
