@@ -135,12 +135,12 @@ class Trace:
         name_codes = []
         for _, table, names in used:
             if names is None:
-                codes = np.full(len(table), len(texts), dtype=np.int64)
+                codes = np.full(len(table), len(texts), dtype=np.int32)
                 texts.append("memset")
             else:
                 names = table_schema.as_text_category(names)
-                codes = names.cat.codes.to_numpy().astype(np.int64)
-                codes = np.where(codes < 0, -1, codes + len(texts))
+                codes = names.cat.codes.to_numpy().astype(np.int32)
+                codes[codes >= 0] += len(texts)
                 texts.extend(names.cat.categories)
             name_codes.append(codes)
         tables = [table for _, table, _ in used]
@@ -149,10 +149,12 @@ class Trace:
         order = _start_end_order(starts, ends)
         ops = {"start_ns": starts if order is None else starts[order],
                "end_ns": ends if order is None else ends[order]}
+        del starts, ends  # the unsorted copies
         ops.update({column: _stacked([t[column] for t in tables], order)
                     for column in cols[2:]})
-        kinds = np.repeat(np.arange(len(used)), [len(t) for t in tables])
+        kinds = np.repeat(np.arange(len(used), dtype=np.int8), [len(t) for t in tables])
         codes = np.concatenate(name_codes)
+        del name_codes
         ops["name"] = table_schema.text_category(
             codes if order is None else codes[order], texts)
         ops["kind"] = table_schema.text_category(kinds if order is None else kinds[order],
