@@ -1,4 +1,5 @@
-"""``launch._largest_first`` against the full descending sort it shortcuts."""
+"""``launch._largest_first`` against the full stable descending sort it shortcuts (equal
+latencies: the earlier kernel first, whatever the sort implementation does with ties)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from infraprof.analyses.launch import _largest_first
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-5, 40), max_size=60), st.integers(1, 5), st.integers(0, 1000))
+@given(st.lists(st.integers(-5, 40), max_size=60), st.integers(0, 5), st.integers(0, 1000))
 def test_largest_first_is_the_sorts_head(values: list[int], n: int, offset: int) -> None:
     series = pd.Series(np.array(values, dtype=np.int64),
                        index=np.arange(len(values)) * 3 + offset)
-    expected = series.sort_values(ascending=False).head(n).index
+    expected = series.sort_values(ascending=False, kind="stable").head(n).index
     assert _largest_first(series, n).tolist() == expected.tolist()
 
 
