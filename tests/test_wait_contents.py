@@ -209,3 +209,17 @@ def test_site_totals_match_a_groupby_by_name() -> None:
     pd.testing.assert_series_equal(
         total, (calls["end_ns"] - calls["start_ns"]).groupby(calls["name"]).sum(),
         check_names=False, check_index_type=False)
+
+
+@pytest.mark.parametrize("name", ["demo_sync_heavy.sqlite", "demo_host_stall.sqlite"])
+def test_during_wait_same_in_any_block_size(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operations overlapping the blocked time are tested table by table in blocks: the
+    evidence is the same for blocks of 5 rows as for one block (sample traces)."""
+    from infraprof.analyses import wait_contents
+
+    t = load_trace(SAMPLE_TRACES / name)
+    sites = ["cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy"]
+    whole = [during_wait(t, site) for site in sites]
+    assert any(found and found["kernel_ns"] for found in whole)
+    monkeypatch.setattr(wait_contents, "OPS_BLOCK", 5)
+    assert [during_wait(t, site) for site in sites] == whole

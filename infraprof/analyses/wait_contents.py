@@ -94,6 +94,26 @@ def _overlapping(blocked: intervals.Intervals, starts: np.ndarray, ends: np.ndar
     return inside
 
 
+OPS_BLOCK = 1 << 20  # operations tested at a time by _overlapping_ops
+
+
+def _overlapping_ops(table: pd.DataFrame, pid: int, blocked: intervals.Intervals
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` of the operations of ``table`` (kernels, memcpys or memsets) of
+    process ``pid`` that overlap ``blocked``, tested in blocks of :data:`OPS_BLOCK` rows on
+    the table's own columns (no concatenated copy of every operation)."""
+    if table.empty:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    pids = table["pid"].to_numpy()
+    starts = table["start_ns"].to_numpy(dtype=np.int64)
+    ends = table["end_ns"].to_numpy(dtype=np.int64)
+    rows = np.concatenate([np.empty(0, dtype=np.int64), *(
+        lo + np.flatnonzero((pids[lo:lo + OPS_BLOCK] == pid) & _overlapping(
+            blocked, starts[lo:lo + OPS_BLOCK], ends[lo:lo + OPS_BLOCK]))
+        for lo in range(0, len(table), OPS_BLOCK))])
+    return starts[rows], ends[rows]
+
+
 def _covered_ns(blocked: intervals.Intervals, starts: np.ndarray, ends: np.ndarray) -> int:
     """ns of ``blocked`` covered by the union of ``[starts, ends)``."""
     return intervals.intersect(blocked, intervals.union(starts, ends)).total_ns
@@ -133,20 +153,15 @@ def during_wait(trace: Trace, site: str) -> dict[str, Any] | None:
     blocked = blocked_by_pid(trace, site)
     if not blocked:
         return None
-    # the operations as arrays, in table order (the sums below do not depend on it)
-    ops = trace.op_columns("pid", "start_ns", "end_ns")
-    op_pid, op_start, op_end = ops["pid"], ops["start_ns"], ops["end_ns"]
-    del ops
-    kernels = len(trace.kernels)  # the first rows
     kernel_ns = idle_ns = um_faults = um_fault_ns = 0
     parts = []
     for pid, span in blocked.items():
         # only the operations that overlap the blocked time can cover part of it
-        rows = np.flatnonzero((op_pid == pid) & _overlapping(span, op_start, op_end))
-        start, end = op_start[rows], op_end[rows]
-        kernel = rows < kernels
-        kernel_ns += _covered_ns(span, start[kernel], end[kernel])
-        idle_ns += span.total_ns - _covered_ns(span, start, end)
+        found = [_overlapping_ops(table, pid, span)
+                 for table in (trace.kernels, trace.memcpy, trace.memset)]
+        kernel_ns += _covered_ns(span, *found[0])
+        idle_ns += span.total_ns - _covered_ns(span, *(np.concatenate(
+            [bounds[side] for bounds in found]) for side in (0, 1)))
         faults, fault_ns = _faults(trace, pid, span)
         um_faults, um_fault_ns = um_faults + faults, um_fault_ns + fault_ns
         copies = trace.memcpy[trace.memcpy["pid"] == pid]
