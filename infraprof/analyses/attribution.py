@@ -51,6 +51,7 @@ from infraprof.analyses.gap_table import (
     CATEGORIES,
     GapAttribution,
     GapTable,
+    code_width,
     listed_gaps,
 )
 from infraprof.analyses.host_columns import CODE, CODES, HostColumns, combine
@@ -313,7 +314,7 @@ many int64 values, ~8 MB each, instead of as many as there are gaps: ~0.7 GB at 
 
 def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
                  ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Innermost NVTX range of each gap's launching thread at ``at``, as int32 codes (-1: none,
+    """Innermost NVTX range of each gap's launching thread at ``at``, as codes (-1: none,
     or no launching thread: ``gtids`` < 0) and the distinct names (codes as
     ``pd.factorize`` of the names gives: by first appearance, equal names one code). The gaps
     are looked up in blocks of :data:`LAUNCH_NVTX_BLOCK`, each thread's ranges named by ids
@@ -336,8 +337,8 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
     found = named >= 0
     by_text, distinct_ids = pd.factorize(named[found])
     names = np.array(list(texts), dtype=object)[np.asarray(distinct_ids, dtype=np.int64)]
-    codes = np.full(len(gtids), -1, dtype=np.int32)
-    codes[found] = np.asarray(by_text, dtype=np.int32)
+    codes = np.full(len(gtids), -1, dtype=code_width(len(names)))
+    codes[found] = by_text
     return codes, tuple(str(x) for x in names)
 
 
