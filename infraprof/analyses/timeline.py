@@ -100,36 +100,34 @@ def _overhead(trace: Trace, pids: set[int]) -> pd.DataFrame:
 
 
 def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list[DeviceTimeline]:
-    """One :class:`DeviceTimeline` per device with GPU activity, ordered by device id."""
+    """One :class:`DeviceTimeline` per device with GPU activity, ordered by device id. Each
+    device's and stream's operations are taken by row positions (no copy of their rows);
+    the profiler overhead is merged into the busy intervals, not into every operation."""
     p = params or TimelineParams()
     ops = trace.gpu_ops()
     if ops.empty:
         return []
     trace_start, trace_end = trace_span(trace)
+    start = ops["start_ns"].to_numpy(dtype=np.int64)
+    end = ops["end_ns"].to_numpy(dtype=np.int64)
     out = []
-    for device, d in ops.groupby("device_id", sort=True):
-        busy = intervals.union(d["start_ns"].to_numpy(), d["end_ns"].to_numpy())
+    for device, rows in _positions(ops["device_id"].to_numpy()):
+        d_start, d_end = (start, end) if rows is None else (start[rows], end[rows])
+        busy = intervals.union(d_start, d_end)
         s0, s1 = int(busy.starts[0]), int(busy.ends[-1])
-        ovh = _overhead(trace, set(int(x) for x in pd.unique(d["pid"])))
-        covered = intervals.clip(intervals.union(
-            np.concatenate((d["start_ns"].to_numpy(), ovh["start_ns"].to_numpy())),
-            np.concatenate((d["end_ns"].to_numpy(), ovh["end_ns"].to_numpy())),
-        ), s0, s1)
+        pids = ops["pid"].to_numpy() if rows is None else ops["pid"].to_numpy()[rows]
+        ovh = _overhead(trace, set(int(x) for x in pd.unique(pids)))
+        del pids
+        covered = busy if ovh.empty else intervals.clip(intervals.union(
+            np.concatenate((busy.starts, ovh["start_ns"].to_numpy())),
+            np.concatenate((busy.ends, ovh["end_ns"].to_numpy()))), s0, s1)
         holes = intervals.gaps(covered, 0)
         long = (holes.ends - holes.starts) > p.min_gap_ns
-        streams = [
-            StreamBusy(
-                stream_id=int(str(sid)),
-                busy_ns=intervals.union(s["start_ns"].to_numpy(), s["end_ns"].to_numpy()).total_ns,
-                ops=len(s),
-                first_start_ns=int(s["start_ns"].min()),
-                last_end_ns=int(s["end_ns"].max()),
-            )
-            for sid, s in d.groupby("stream_id", sort=True)
-        ]
+        stream_ids = ops["stream_id"].to_numpy()
+        streams = _stream_busy(d_start, d_end, stream_ids if rows is None else stream_ids[rows])
         gaps = intervals.Intervals(holes.starts[long], holes.ends[long])
         out.append(DeviceTimeline(
-            device_id=int(str(device)),
+            device_id=device,
             span_start_ns=s0,
             span_end_ns=s1,
             busy=busy,
@@ -140,6 +138,31 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
             trailing_idle_ns=max(0, trace_end - s1),
             streams=streams,
         ))
+    return out
+
+
+def _positions(keys: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
+    """Each distinct key (ascending) and its row positions in ``keys`` (ascending; None when
+    every row has that key)."""
+    if len(keys) and keys.min() == keys.max():
+        return [(int(keys[0]), None)]
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
+            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
+
+
+def _stream_busy(starts: np.ndarray, ends: np.ndarray, stream_ids: np.ndarray
+                 ) -> list[StreamBusy]:
+    """Busy time, operation count and first/last instant of each stream (ascending id) of
+    one device's operations."""
+    out = []
+    for stream, rows in _positions(stream_ids):
+        s, e = (starts, ends) if rows is None else (starts[rows], ends[rows])
+        out.append(StreamBusy(stream_id=stream, busy_ns=intervals.union(s, e).total_ns,
+                              ops=len(s), first_start_ns=int(s.min()),
+                              last_end_ns=int(e.max())))
     return out
 
 
