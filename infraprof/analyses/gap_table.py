@@ -262,7 +262,8 @@ def _at_calls(api_calls: pd.DataFrame, column: str, call: np.ndarray, no_launch:
     """``api_calls[column]`` (int64) at the rows ``call``, 0 where ``no_launch``."""
     if not len(api_calls):
         return np.zeros(len(call), dtype=np.int64)
-    values: np.ndarray = api_calls[column].to_numpy(dtype=np.int64)[np.maximum(call, 0)]
+    # mode="clip": a gap without a launch (call -1) reads row 0, then 0 is written
+    values: np.ndarray = np.take(api_calls[column].to_numpy(dtype=np.int64), call, mode="clip")
     values[no_launch] = 0
     return values
 

@@ -108,14 +108,16 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     sorted_key = call_key if order is None else call_key[order]
     del call_key
     op_pid = ops["pid"].to_numpy()
-    op_rank = np.searchsorted(pids, op_pid)
-    np.minimum(op_rank, len(pids) - 1, out=op_rank)
+    op_rank = None  # one process (the usual): every rank is 0, no rank array
+    if len(pids) > 1:
+        op_rank = np.searchsorted(pids, op_pid)
+        np.minimum(op_rank, len(pids) - 1, out=op_rank)
     op_key = _packed(op_rank, span, op_corr, low)
     found = np.searchsorted(sorted_key, op_key)
     np.minimum(found, len(sorted_key) - 1, out=found)
     hit = sorted_key[found] == op_key
     del op_key, sorted_key
-    hit &= pids[op_rank] == op_pid
+    hit &= (op_pid == pids[0]) if op_rank is None else (pids[op_rank] == op_pid)
     del op_rank
     rows: np.ndarray = found if order is None else order[found]
     rows[~hit] = -1
