@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from infraprof import intervals
 from infraprof.analyses.attribution import _Calls, _innermost_nvtx_many
+from infraprof.analyses.gap_accumulate import _top_candidates
 from infraprof.analyses.gap_table import gathered_text
 from infraprof.analyses.kernel_sequences import BusyBefore
 from infraprof.analyses.nvtx_proj import launched_spans
@@ -148,3 +149,27 @@ def test_idle_in_spans_is_the_union_minus_busy(
                                      for s, e in zip(spans.starts.tolist(), spans.ends.tolist(),
                                                      strict=True))
     assert BusyBefore(k, busy).idle_in(first, last) == want
+
+
+def _picked(group: np.ndarray, ns: np.ndarray, rows: np.ndarray, keep: int,
+            candidates: np.ndarray) -> list[int]:
+    order = candidates[np.lexsort((rows[candidates], -ns[candidates], group[candidates]))]
+    ordered = group[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
+    return order[rank < keep].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 9)),
+                max_size=60), st.integers(0, 4))
+def test_example_candidates_hold_every_groups_top(items: list[tuple[int, int, int]],
+                                                  keep: int) -> None:
+    """The examples picked from the candidates of ``_top_candidates`` are those a sort of
+    every gap picks (the ``keep`` largest per group, ties: earlier gap, then position),
+    with many equal lengths and repeated rows."""
+    group = np.array([g for g, _, _ in items], dtype=np.int64)
+    ns = np.array([n for _, n, _ in items], dtype=np.int64)
+    rows = np.array([r for _, _, r in items], dtype=np.int64)
+    everything = np.arange(len(items))
+    assert _picked(group, ns, rows, keep, _top_candidates(group, ns, keep)) == _picked(
+        group, ns, rows, keep, everything)

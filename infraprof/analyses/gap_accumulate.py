@@ -119,20 +119,27 @@ def _category_stream_groups(table: GapTable, rows: np.ndarray) -> tuple[np.ndarr
     """Group number of each gap of ``rows`` by (category, stream of a dependency gap), in
     order of first appearance (as ``groupby(sort=False).ngroup()``), and each group's first
     position."""
-    category = table.category[rows].astype(np.int64)
-    stream_codes, streams = pd.factorize(
-        np.where(category == DEPENDENCY, table.op_stream[rows], 0))
-    key = category * len(streams) + stream_codes  # < len(CATEGORIES) * len(streams)
-    del category, stream_codes
-    firsts = _smallest(key, len(CATEGORIES) * len(streams), np.arange(len(key)))
+    key = table.category[rows].astype(np.int64)
+    dependency = np.flatnonzero(key == DEPENDENCY)
+    stream_codes, streams = pd.factorize(table.op_stream[rows[dependency]])
+    width = len(streams) + 1  # a dependency gap: its stream's code + 1; the others: 0
+    key *= width  # < len(CATEGORIES) * width
+    key[dependency] += stream_codes + 1
+    del dependency, stream_codes
+    firsts = np.full(len(CATEGORIES) * width, NONE, dtype=np.int64)
+    for lo in range(0, len(key), FIRSTS_BLOCK):  # the first position of each key
+        np.minimum.at(firsts, key[lo:lo + FIRSTS_BLOCK],
+                      np.arange(lo, min(lo + FIRSTS_BLOCK, len(key))))
     present = np.flatnonzero(firsts != NONE)
     by_appearance = present[np.argsort(firsts[present], kind="stable")]
     number = np.empty(len(firsts), dtype=np.int64)
     number[by_appearance] = np.arange(len(by_appearance))
-    return number[key], firsts[by_appearance]
+    np.take(number, key, out=key)  # the group numbers, in place
+    return key, firsts[by_appearance]
 
 
 NONE = np.iinfo(np.int64).max  # _smallest of a key value that does not occur
+FIRSTS_BLOCK = 1 << 20  # positions per minimum.at pass (a bounded arange)
 
 
 def _smallest(key: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:
@@ -192,14 +199,30 @@ def _single_nvtx(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.nd
 def _add_examples(table: GapTable, rows: np.ndarray, group: np.ndarray, ns: np.ndarray,
                   recs: list[Accumulator], keep: int) -> None:
     """The ``keep`` largest ``ns`` (gaps of ``rows``, or their parts) of each group as its
-    examples (ties: earlier gap)."""
-    order = np.lexsort((rows, -ns, group))
+    examples (ties: earlier gap). Only the candidates (:func:`_top_candidates`) are sorted."""
+    candidates = _top_candidates(group, ns, keep)
+    order = candidates[np.lexsort((rows[candidates], -ns[candidates], group[candidates]))]
     ordered = group[order]
     rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
     picked = order[rank < keep]
     for g, n, r, a in zip(group[picked].tolist(), ns[picked].tolist(), rows[picked].tolist(),
                           table.records(rows[picked]), strict=True):
         recs[g].examples.append((-n, r, example_of(a, n)))
+
+
+def _top_candidates(group: np.ndarray, ns: np.ndarray, keep: int) -> np.ndarray:
+    """Positions (ascending) that hold every group's ``keep`` largest ``ns``: those at or
+    above the group's ``keep``-th largest distinct value (all of a group with fewer distinct
+    values), found with ``keep`` ``maximum.at`` passes instead of sorting every position."""
+    if not len(group) or keep <= 0:
+        return np.empty(0, dtype=np.int64)
+    floor = np.iinfo(np.int64).min
+    below = np.full(int(group.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    for _ in range(keep):
+        largest = np.full(len(below), floor, dtype=np.int64)
+        np.maximum.at(largest, group, np.where(ns < below[group], ns, floor))
+        below = largest  # this pass's largest, excluded from the next
+    return np.flatnonzero(ns >= below[group])
 
 
 def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, Accumulator],
