@@ -423,6 +423,32 @@ def positions_of(keys: npt.ArrayLike, wanted: npt.ArrayLike
     return np.where(found, order[at], 0).astype(np.int64), found
 
 
+def positions_by_value(values: np.ndarray) -> list[tuple[int, IntArray]]:
+    """Each distinct integer of ``values`` (ascending) and its positions (ascending): one
+    stable sort, then slices (no group-by frames)."""
+    if not len(values):
+        return []
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
+            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
+
+
+def largest_positions(values: np.ndarray, count: int) -> IntArray:
+    """``np.argsort(-values, kind="stable")[:count]`` (the ``count`` largest, ties: the
+    earlier position first) without sorting every value: a partition finds the count-th
+    largest, and only the positions at or above it are sorted."""
+    if count <= 0:
+        return np.empty(0, dtype=np.int64)
+    if count >= len(values):
+        return np.argsort(-values, kind="stable")
+    threshold = np.partition(values, len(values) - count)[len(values) - count]
+    candidates = np.flatnonzero(values >= threshold)
+    by_size: IntArray = candidates[np.lexsort((candidates, -values[candidates]))]
+    return by_size[:count]
+
+
 def decode_pid(global_id: npt.ArrayLike) -> IntArray:
     """PID from an nsys ``globalTid``/``globalPid``: bits 24-47."""
     ids: IntArray = np.asarray(global_id, dtype=np.int64)

@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infraprof.ranking import Report
-from infraprof.ranking.timeline_view import longest
 from infraprof.render.html import render_html
+from infraprof.tables import largest_positions as longest
 
 pytestmark = pytest.mark.realtraces
 

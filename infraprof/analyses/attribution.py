@@ -59,7 +59,7 @@ from infraprof.analyses.host_paint import PaintParams, ThreadGaps, expand, host_
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model import Trace
-from infraprof.tables import column_view
+from infraprof.tables import column_view, positions_by_value
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -101,7 +101,7 @@ class _RowsByThread:
             self.scans += 1
             return np.flatnonzero(self.threads == gtid)
         if self.grouped is None:
-            self.grouped = {gtid: rows for gtid, rows in _by_thread(self.threads)}
+            self.grouped = {gtid: rows for gtid, rows in positions_by_value(self.threads)}
         return self.grouped.get(gtid, np.empty(0, dtype=np.int64))
 
 
@@ -268,22 +268,11 @@ def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams) ->
     of each thread runs over its host gaps in time order. Rows in table order."""
     rows = table.host_rows()
     pieces = []
-    for gtid, positions in _by_thread(table.gtid[rows]):
+    for gtid, positions in positions_by_value(table.gtid[rows]):
         mine = rows[positions]
         pieces.append((mine, _thread_details(index.get(gtid), table.g0[mine], table.g1[mine],
                                              table.api_end[mine], p)))
     return combine(pieces)
-
-
-def _by_thread(gtids: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Each distinct thread of ``gtids`` (ascending) and its positions (ascending)."""
-    if not len(gtids):
-        return []
-    order = np.argsort(gtids, kind="stable")
-    ordered = gtids[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
-            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
 
 
 def _thread_details(entry: dict[str, Any], g0: np.ndarray, g1: np.ndarray,
@@ -324,7 +313,7 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
     named = np.full(len(gtids), -1, dtype=np.int32)  # text id of each gap's range
     for lo in range(0, len(gtids), LAUNCH_NVTX_BLOCK):
         block = slice(lo, lo + LAUNCH_NVTX_BLOCK)
-        for gtid, rows in _by_thread(gtids[block]):
+        for gtid, rows in positions_by_value(gtids[block]):
             entry = index.nvtx_of(gtid) if gtid >= 0 else {}
             if "nv_s" not in entry:
                 continue

@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from infraprof import intervals
-from infraprof.analyses.gap_table import CATEGORIES, DEPENDENCY, GapAttribution, GapTable
+from infraprof.analyses.gap_table import (
+    CATEGORIES,
+    DEPENDENCY,
+    GapAttribution,
+    GapTable,
+    first_appearances,
+)
 from infraprof.analyses.host_columns import CODE, CODES, PartRows, gap_code_key, missing, texts
 from infraprof.analyses.phases import PHASES, DevicePhases, phase_codes
 from infraprof.analyses.sites import nvtx_label, part_sites
@@ -126,20 +132,14 @@ def _category_stream_groups(table: GapTable, rows: np.ndarray) -> tuple[np.ndarr
     key *= width  # < len(CATEGORIES) * width
     key[dependency] += stream_codes + 1
     del dependency, stream_codes
-    firsts = np.full(len(CATEGORIES) * width, NONE, dtype=np.int64)
-    for lo in range(0, len(key), FIRSTS_BLOCK):  # the first position of each key
-        np.minimum.at(firsts, key[lo:lo + FIRSTS_BLOCK],
-                      np.arange(lo, min(lo + FIRSTS_BLOCK, len(key))))
-    present = np.flatnonzero(firsts != NONE)
-    by_appearance = present[np.argsort(firsts[present], kind="stable")]
-    number = np.empty(len(firsts), dtype=np.int64)
+    by_appearance, firsts = first_appearances(key, len(CATEGORIES) * width)
+    number = np.empty(len(CATEGORIES) * width, dtype=np.int64)
     number[by_appearance] = np.arange(len(by_appearance))
     np.take(number, key, out=key)  # the group numbers, in place
-    return key, firsts[by_appearance]
+    return key, firsts
 
 
 NONE = np.iinfo(np.int64).max  # _smallest of a key value that does not occur
-FIRSTS_BLOCK = 1 << 20  # positions per minimum.at pass (a bounded arange)
 
 
 def _smallest(key: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:

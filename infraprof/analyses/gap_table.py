@@ -156,7 +156,20 @@ class GapTable:
         cause[self.host.rows] = by_code[self.host.main_codes()]  # -1: no parts -> unknown
         return cause
 
-FIRSTS_BLOCK = 1 << 20  # rows per ``minimum.at`` pass of :func:`_codes` (bounded arange)
+FIRSTS_BLOCK = 1 << 20  # positions per ``minimum.at`` pass of :func:`first_appearances`
+
+
+def first_appearances(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The key values ``0 .. size - 1`` that occur in ``keys``, in order of first appearance,
+    and the position of each first appearance: ``minimum.at`` over a dense array of ``size``
+    in blocks of :data:`FIRSTS_BLOCK` positions (no hash table, a bounded ``arange``)."""
+    firsts = np.full(size, len(keys), dtype=np.int64)
+    for lo in range(0, len(keys), FIRSTS_BLOCK):
+        block = keys[lo:lo + FIRSTS_BLOCK]
+        np.minimum.at(firsts, block, np.arange(lo, lo + len(block)))
+    used = np.flatnonzero(firsts < len(keys))
+    used = used[np.argsort(firsts[used], kind="stable")]
+    return used, firsts[used]
 
 
 def code_width(count: int) -> type[np.signedinteger[Any]]:
@@ -172,15 +185,8 @@ def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple
     """Codes (:func:`code_width`) of the gathered ``values[row_codes]`` numbered by first
     appearance and the distinct values as ``str`` (as ``pd.factorize`` of the gathered
     values: equal values have one row code). ``row_codes`` index ``values``: the first row
-    of each is found with ``minimum.at`` over a dense array of ``len(values)``, in blocks;
-    no hash table."""
-    rows = len(row_codes)
-    firsts = np.full(len(values), rows, dtype=np.int64)
-    for lo in range(0, rows, FIRSTS_BLOCK):
-        block = row_codes[lo:lo + FIRSTS_BLOCK]
-        np.minimum.at(firsts, block, np.arange(lo, lo + len(block)))
-    used = np.flatnonzero(firsts < rows)
-    used = used[np.argsort(firsts[used], kind="stable")]
+    of each is found by :func:`first_appearances`; no hash table."""
+    used, _ = first_appearances(row_codes, len(values))
     number = np.full(len(values), -1, dtype=code_width(len(used)))
     number[used] = np.arange(len(used))
     return number[row_codes], tuple(str(x) for x in values[used])
@@ -198,8 +204,8 @@ def gathered_text(column: pd.Series, rows: np.ndarray, blank: np.ndarray | None 
         codes, values = np.zeros(len(picked), dtype=np.int64), np.empty(0, dtype=object)
     elif isinstance(column.dtype, pd.CategoricalDtype):
         values = np.array([*column.cat.categories, np.nan], dtype=object)
-        width = np.int16 if len(values) < 2**15 - 1 else np.int32  # room for the blank code
-        codes = column.cat.codes.to_numpy()[picked].astype(width)
+        codes = column.cat.codes.to_numpy()[picked].astype(
+            code_width(len(values) + 1))  # room for the blank code
         codes[codes < 0] = len(values) - 1  # a null: the NaN text
     else:
         picked = picked if blank is None else np.where(blank, 0, picked)

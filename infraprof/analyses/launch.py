@@ -185,10 +185,7 @@ def _largest_first(values: pd.Series, n: int) -> pd.Index:
     values, or other dtypes: a stable descending sort."""
     arr = values.to_numpy()
     if arr.dtype.kind in "iu" and len(arr) > n + 1 and n > 0:
-        threshold = np.partition(arr, len(arr) - n)[len(arr) - n]
-        candidates = np.flatnonzero(arr >= threshold)
-        top = candidates[np.lexsort((candidates, -arr[candidates]))][:n]
-        found: pd.Index = values.index[top]
+        found: pd.Index = values.index[table_schema.largest_positions(arr, n)]
         return found
     head: pd.Index = values.sort_values(ascending=False, kind="stable").head(n).index
     return head

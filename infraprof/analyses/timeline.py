@@ -146,11 +146,7 @@ def _positions(keys: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
     every row has that key)."""
     if len(keys) and keys.min() == keys.max():
         return [(int(keys[0]), None)]
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    firsts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in
-            zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
+    return list(table_schema.positions_by_value(keys))
 
 
 def _stream_busy(starts: np.ndarray, ends: np.ndarray, stream_ids: np.ndarray

@@ -21,7 +21,7 @@ import pandas as pd
 from infraprof.analyses.gap_table import GapAttribution
 from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking.report import Report
-from infraprof.tables import as_frame, plain_text
+from infraprof.tables import as_frame, largest_positions, plain_text
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
     rows = np.arange(len(table))
     if len(table) > max_gaps:
         dur = table.dur
-        kept = longest(dur, max_gaps)
+        kept = largest_positions(dur, max_gaps)
         total = int(dur.sum())
         share = int(dur[kept].sum()) / total if total else 1.0
         rows = kept[np.argsort(table.g0[kept], kind="stable")]
@@ -124,20 +124,6 @@ def drawn_gaps(report: Report, max_gaps: int) -> DrawnGaps:
         for s, e in zip(tl.gaps.starts.tolist()[:max_gaps], tl.gaps.ends.tolist()[:max_gaps],
                         strict=True)]
     return DrawnGaps(table.records(rows), len(table), share, plain)
-
-
-def longest(values: np.ndarray, count: int) -> np.ndarray:
-    """``np.argsort(-values, kind="stable")[:count]`` (the ``count`` largest, ties: the
-    earlier position first) without sorting every value: a partition finds the count-th
-    largest, and only the positions at or above it are sorted."""
-    if count <= 0:
-        return np.empty(0, dtype=np.int64)
-    if count >= len(values):
-        return np.argsort(-values, kind="stable")
-    threshold = np.partition(values, len(values) - count)[len(values) - count]
-    candidates = np.flatnonzero(values >= threshold)
-    by_size = candidates[np.lexsort((candidates, -values[candidates]))]
-    return by_size[:count]
 
 
 def launch_flows(report: Report) -> pd.DataFrame:
