@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import event, example, given, settings
@@ -203,6 +204,31 @@ def test_gap_table_agrees_with_the_per_gap_algorithm(
     want = _reference_findings(atts, trace, split, phases, params)
     assert [((f.id, f.title, f.impact_ns, f.evidence, f.phase), k) for f, k in got] == [
         ((f.id, f.title, f.impact_ns, f.evidence, ph), k) for (f, ph), k in want]
+
+
+@given(st.lists(_OP, min_size=1, max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_launch_fields_are_the_calls_of_the_next_operations(ops: list[Op]) -> None:
+    """The launch fields read through ``GapTable.call`` are those of the first call (in
+    table order) with the next operation's correlation id (one process), 0 without one;
+    gathering at rows equals indexing the whole column."""
+    trace = _trace(ops, [])
+    table = attribute_table(trace, device_timelines(trace))
+    calls = trace.api_calls
+    first = calls.drop_duplicates("correlation_id")
+    by_corr = {int(c): (int(s), int(e), int(g)) for c, s, e, g in zip(
+        first["correlation_id"], first["start_ns"], first["end_ns"], first["global_tid"],
+        strict=True)}
+    want = [by_corr.get(int(corr), (0, 0, 0)) for corr in table.op_corr.tolist()]
+    got = list(zip(table.api_start.tolist(), table.api_end.tolist(), table.gtid.tolist(),
+                   strict=True))
+    assert got == want
+    assert table.has_launch.tolist() == [int(c) in by_corr for c in table.op_corr.tolist()]
+    rows = np.arange(len(table))[::2]
+    for column, whole in (("start_ns", table.api_start), ("end_ns", table.api_end),
+                          ("global_tid", table.gtid)):
+        assert table.launch_values(column, rows).tolist() == whole[rows].tolist()
+    assert table.call.dtype == np.int32 or not len(table)
 
 
 @given(st.lists(_OP, min_size=1, max_size=40), st.integers(0, 100_000))

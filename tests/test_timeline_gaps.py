@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable
+from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable, LaunchCalls
 from infraprof.analyses.host_columns import CODE, HostColumns
 from infraprof.render.timeline_gaps import GapColumns
 
@@ -46,7 +46,9 @@ def _table() -> GapTable:
         device=np.array([0, 0, 1, 0, 1, 0], dtype=np.int64),
         has_launch=np.array([True, False, True, True, False, True]),
         api_name=np.array([1, -1, 0, 1, -1, 0], dtype=np.int64),
-        gtid=np.array([7, 0, 9, 0, 0, 8], dtype=np.int64),
+        call=np.array([0, -1, 1, 2, -1, 3], dtype=np.int32),
+        calls=LaunchCalls(np.zeros(4, np.int64), np.zeros(4, np.int64),
+                          np.array([7, 9, 0, 8], dtype=np.int64)),
         nvtx=np.array([0, -1, -1, 1, -1, 0], dtype=np.int64),
         category=np.array([sync, HOST_ROW, memcpy, HOST_ROW, host_cpu, HOST_ROW],
                           dtype=np.int8),

@@ -252,7 +252,10 @@ def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
         return GapTable()
     table, launch_at = listed_gaps(ops, trace.api_calls, timelines)
     index = _ThreadIndex(trace)
-    nvtx, nvtx_names = _launch_nvtx(np.where(table.has_launch, table.gtid, -1), launch_at, index)
+    launch_gtid = table.gtid
+    launch_gtid[~table.has_launch] = -1
+    nvtx, nvtx_names = _launch_nvtx(launch_gtid, launch_at, index)
+    del launch_gtid
     host = _host_details(table, index, params or AttributionParams())
     return replace(table, nvtx=nvtx, nvtx_names=nvtx_names, host=host)
 
@@ -268,10 +271,10 @@ def _host_details(table: GapTable, index: _ThreadIndex, p: AttributionParams) ->
     of each thread runs over its host gaps in time order. Rows in table order."""
     rows = table.host_rows()
     pieces = []
-    for gtid, positions in positions_by_value(table.gtid[rows]):
+    for gtid, positions in positions_by_value(table.launch_values("global_tid", rows)):
         mine = rows[positions]
         pieces.append((mine, _thread_details(index.get(gtid), table.g0[mine], table.g1[mine],
-                                             table.api_end[mine], p)))
+                                             table.launch_values("end_ns", mine), p)))
     return combine(pieces)
 
 

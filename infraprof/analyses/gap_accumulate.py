@@ -109,7 +109,8 @@ def _single_category(table: GapTable, examples: int, phases: dict[int, DevicePha
         acc[(cat, site, "")] = Accumulator((int(rows[first]), 0), total, total, gaps)
     recs = list(acc.values())
     launched = table.has_launch[rows]
-    for g, gtid in _distinct_pairs(group[launched], table.gtid[rows[launched]]):
+    for g, gtid in _distinct_pairs(group[launched],
+                                   table.launch_values("global_tid", rows[launched])):
         recs[g].threads.add(gtid)
     del launched
     _single_nvtx(table, rows, group, ns, recs)
@@ -251,7 +252,7 @@ def _host_gaps(table: GapTable, timelines: list[DeviceTimeline], acc: dict[Key, 
         rec.impact += impact
         rec.gaps += gaps
         recs.append(rec)
-    for g, gtid in _distinct_pairs(group, table.gtid[rows]):
+    for g, gtid in _distinct_pairs(group, table.launch_values("global_tid", rows)):
         recs[g].threads.add(gtid)
     if phases is not None:
         phase = phase_codes(phases, table.device[rows], table.g0[rows], table.g1[rows])

@@ -37,7 +37,8 @@ def host_jobs(table: GapTable, categories: tuple[str, ...]) -> pd.DataFrame:
         "host": picked.gap, "code": picked.code.astype(np.int64),
         "category": np.array(CODES, dtype=object)[picked.code], "ns": picked.ns,
         "site": part_sites(table, picked), "device_id": np.asarray(table.device[rows]),
-        "start_ns": table.g0[rows], "end_ns": table.g1[rows], "global_tid": table.gtid[rows]}))
+        "start_ns": table.g0[rows], "end_ns": table.g1[rows],
+        "global_tid": table.launch_values("global_tid", rows)}))
 
 
 def job_windows(table: GapTable, jobs: pd.DataFrame) -> pd.DataFrame:

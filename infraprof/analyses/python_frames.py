@@ -146,7 +146,8 @@ def frame_pools(attributions: GapTable, pyspy: AlignedPyspy) -> FramePools | Non
     if jobs.empty:
         return pools
     job_tid = decode_tid(jobs["global_tid"].to_numpy(np.int64))
-    threads = pd.unique(decode_tid(attributions.gtid[attributions.has_launch]))
+    threads = pd.unique(decode_tid(attributions.launch_values(
+        "global_tid", np.flatnonzero(attributions.has_launch))))
     thread, known = positions_of(threads, job_tid)
     order = np.lexsort((np.arange(len(jobs)), np.where(known, thread, len(threads))))
     rank = np.empty(len(jobs), dtype=np.int64)  # the order in which the jobs are met
@@ -242,7 +243,7 @@ def idle_collapsed(trace: Trace, pyspy: AlignedPyspy,
             trace.has_gpu_activity) else GapTable()
     floor = pyspy.alignment.error_ns if min_window_ns is None else min_window_ns
     keep = attributions.has_launch & (attributions.dur >= floor)
-    tids = decode_tid(attributions.gtid[keep])
+    tids = decode_tid(attributions.launch_values("global_tid", np.flatnonzero(keep)))
     starts, ends = attributions.g0[keep], attributions.g1[keep]
     out = []
     for tid in np.unique(tids).tolist():

@@ -19,12 +19,13 @@ innermost NVTX range), ``exposed_by`` (the drain that exposed host work) and one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable
+from infraprof.analyses.gap_table import CATEGORIES, HOST_ROW, GapTable, LaunchCalls
 from infraprof.analyses.host_columns import CODES as HOST_CODES
 from infraprof.analyses.host_columns import texts
 from infraprof.ranking import Report
@@ -68,7 +69,8 @@ class _GapCodes:
 
     has_launch: Mask
     api_name: I64
-    gtid: I64
+    call: npt.NDArray[np.integer[Any]]
+    calls: LaunchCalls
     nvtx: I64
     category: npt.NDArray[np.int8]
     dur: I64
@@ -100,8 +102,8 @@ class GapColumns:
         self.attributed = bool(len(table))
         if not self.attributed:
             return
-        self.table = _GapCodes(table.has_launch.astype(bool), table.api_name, table.gtid,
-                               table.nvtx, table.category, table.dur, table.api_names,
+        self.table = _GapCodes(table.has_launch.astype(bool), table.api_name, table.call,
+                               table.calls, table.nvtx, table.category, table.dur, table.api_names,
                                table.nvtx_names)  # not the table: its host details can go
         self.cause: npt.NDArray[np.int8] = table.cause_codes()
         self.host = _host_parts(table)
@@ -135,7 +137,7 @@ class GapColumns:
         launched = t.has_launch[rows].astype(bool)
         api_names = np.array([*t.api_names, ""], dtype=object)
         nvtx_names = np.array([*t.nvtx_names, ""], dtype=object)
-        gtid = t.gtid[rows]
+        gtid = t.calls.at(t.call[rows], "global_tid")
         thread = pd.Series(gtid).map(self.threads)
         nvtx = t.nvtx[rows]
         exposed, has_exposed = self.host.exposed_by(rows)
