@@ -205,13 +205,14 @@ ANALYSIS_OMITS: Final[Mapping[str, tuple[str, ...]]] = {
     "kernels": ("context_id", "global_pid", "mangled_name", "grid_x", "grid_y", "grid_z",
                 "block_x", "block_y", "block_z", "registers_per_thread", "static_smem_bytes",
                 "dynamic_smem_bytes"),
-    "api_calls": ("return_value",),
+    "api_calls": ("return_value", "tid"),
 }
 """Columns no analysis reads unless Nsight Compute reports are joined (kernel launch
 configuration) or the trace is exported (``infraprof export``): a reader asked for the
 analysis columns only leaves them out of these tables (absent, never filled with nulls).
 A kernel's ``global_pid`` is still read, to decode its ``pid``, and then dropped (8 MB at
-1 M kernels)."""
+1 M kernels); an API call's ``tid`` is ``decode_tid(global_tid)`` where a consumer needs it
+(8 MB at 1 M calls)."""
 
 
 def projected(spec: TableSpec, table: str, all_columns: bool) -> TableSpec:

@@ -89,7 +89,9 @@ def test_cache_serves_only_columns_it_holds(cache: Path) -> None:
     omitted = {"context_id", "mangled_name", "grid_x", "registers_per_thread"}
     assert not omitted & set(lean.frames["kernels"].columns)
     assert omitted <= set(full.frames["kernels"].columns)
-    assert "return_value" not in lean.frames["api_calls"].columns
+    assert not {"return_value", "tid"} & set(lean.frames["api_calls"].columns)
+    api = full.frames["api_calls"]
+    assert api["tid"].tolist() == [int(g) & 0xFFFFFF for g in api["global_tid"].tolist()]
     _assert_same(lean, columnar_cache.read_nsys_cached(SAMPLE, all_columns=False))
     calls: list[bool] = []
 
@@ -154,3 +156,22 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert line["bench"] == "infraprof" and line["kernels"] >= 3000
     assert {"bare read", "infraprof cold", "infraprof warm",
             "infraprof warm result"} <= set(line["steps"])
+
+
+def test_launch_flows_decode_the_omitted_call_thread() -> None:
+    """The HTML timeline's launch arrows (``launch_flows``) come from an analysis read,
+    whose API calls have no ``tid``: their ``api_tid`` is the launching call's thread, as a
+    full read's merge on ``(pid, correlation_id)`` gives it."""
+    from infraprof import api
+    from infraprof.ranking.timeline_view import launch_flows
+
+    report = api.analyze(SAMPLE, use_cache=False)
+    assert "tid" not in report.trace.api_calls.columns
+    flows = launch_flows(report)
+    calls = read_nsys_sqlite(SAMPLE).frames["api_calls"].drop_duplicates(
+        ["pid", "correlation_id"])
+    ops = report.trace.gpu_ops()
+    want = ops.merge(calls[["pid", "correlation_id", "tid"]], on=["pid", "correlation_id"])
+    assert len(flows) == len(want) > 0
+    assert sorted(flows["api_tid"].tolist()) == sorted(want["tid"].tolist())
+    assert set(flows["api_tid"].tolist()) <= set(calls["tid"].tolist())

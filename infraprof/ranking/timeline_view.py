@@ -21,7 +21,7 @@ import pandas as pd
 from infraprof.analyses.gap_table import GapAttribution
 from infraprof.model.correlation import join_launch_calls
 from infraprof.ranking.report import Report
-from infraprof.tables import as_frame, largest_positions, plain_text
+from infraprof.tables import as_frame, decode_tid, largest_positions, plain_text
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def launch_flows(report: Report) -> pd.DataFrame:
     columns = ["api_start_ns", "pid", "api_tid", "start_ns", "device_id", "stream_id"]
     if ops.empty or t.api_calls.empty:
         return as_frame(pd.DataFrame(columns=columns))
-    joined = join_launch_calls(ops, t.api_calls, ("tid", "start_ns"), how="inner")
+    joined = join_launch_calls(ops, t.api_calls, ("global_tid", "start_ns"), how="inner")
+    joined["api_tid"] = decode_tid(joined.pop("global_tid").to_numpy(dtype=np.int64))
     return as_frame(joined.sort_values(["start_ns", "device_id", "stream_id"],
                                        kind="stable")[columns])
 

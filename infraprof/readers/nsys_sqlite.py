@@ -137,9 +137,9 @@ def _read_meta(db: SqliteFile, out: NsysTables) -> None:
                                                     "stopTime")
 
 
-def _with_pid(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def _with_pid(frame: pd.DataFrame, source: str, with_tid: bool = True) -> pd.DataFrame:
     frame["pid"] = table_schema.decode_pid(frame[source].to_numpy(dtype=np.int64))
-    if source == "global_tid":
+    if source == "global_tid" and with_tid:
         frame["tid"] = table_schema.decode_tid(frame[source].to_numpy(dtype=np.int64))
     return frame
 
@@ -199,7 +199,8 @@ def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd
     f = table_schema.first_per_key(by_start_longest_first(f),
                                    ["global_tid", "name", "correlation_id"])
     f["api"] = table_schema.map_text(f["name"], api_family)
-    return table_schema.conform(_with_pid(f.reset_index(drop=True), "global_tid"), spec)
+    return table_schema.conform(_with_pid(f.reset_index(drop=True), "global_tid", "tid" in spec),
+                                spec)
 
 
 def _mem_kind(labels: dict[int, str], kind: Any) -> str | None:
