@@ -29,7 +29,7 @@ from infraprof.analyses.attribution import (
 )
 from infraprof.analyses.findings import impact_finding
 from infraprof.analyses.gap_findings import GapFindingParams, keyed_gap_findings
-from infraprof.analyses.gap_table import CATEGORIES, GapAttribution, GapTable
+from infraprof.analyses.gap_table import CATEGORIES, Deviations, GapAttribution, GapTable
 from infraprof.analyses.host_frames import windows_counts
 from infraprof.analyses.phases import PHASES, device_phases, phase_of_gap
 from infraprof.analyses.sites import RECOMMENDATIONS, WHAT, idle_text, site_of
@@ -204,6 +204,20 @@ def test_gap_table_agrees_with_the_per_gap_algorithm(
     want = _reference_findings(atts, trace, split, phases, params)
     assert [((f.id, f.title, f.impact_ns, f.evidence, f.phase), k) for f, k in got] == [
         ((f.id, f.title, f.impact_ns, f.evidence, ph), k) for (f, ph), k in want]
+
+
+@given(st.lists(st.tuples(st.integers(-3, 3), st.booleans()), max_size=40),
+       st.lists(st.integers(0, 60), max_size=30))
+def test_deviations_give_back_every_value(pairs: list[tuple[int, bool]],
+                                          picks: list[int]) -> None:
+    """A column held as its deviations from a default gives back its values at any rows
+    (repeated, unordered), whether few rows deviate (positions kept) or most (dense)."""
+    default = np.array([d for d, _ in pairs], dtype=np.int64)
+    values = np.array([d + 7 if off else d for d, off in pairs], dtype=np.int64)
+    held = Deviations.of(values, default)
+    assert (held.rows is None) == (3 * int((values != default).sum()) > 2 * len(values))
+    rows = np.array([p % len(pairs) for p in picks] if pairs else [], dtype=np.int64)
+    assert held.at(rows, default[rows]).tolist() == values[rows].tolist()
 
 
 @given(st.lists(_OP, min_size=1, max_size=60))

@@ -84,12 +84,13 @@ class LaunchCalls:
     start_ns: np.ndarray = field(default_factory=_empty)
     end_ns: np.ndarray = field(default_factory=_empty)
     global_tid: np.ndarray = field(default_factory=_empty)
+    correlation_id: np.ndarray = field(default_factory=_empty)
 
     @classmethod
     def of(cls, api_calls: pd.DataFrame) -> LaunchCalls:
         """The columns of ``api_calls`` (views where they are int64 already)."""
         return cls(*(api_calls[column].to_numpy(dtype=np.int64)
-                     for column in ("start_ns", "end_ns", "global_tid")))
+                     for column in ("start_ns", "end_ns", "global_tid", "correlation_id")))
 
     def at(self, call: np.ndarray, column: str) -> np.ndarray:
         """``column`` at the rows ``call``; 0 where ``call`` is -1."""
@@ -103,10 +104,42 @@ class LaunchCalls:
 
 
 @dataclass(frozen=True)
+class Deviations:
+    """An int64 column held as where it differs from a default that is computed on access:
+    the ``rows`` (ascending) and their ``values``; every value (``rows`` None) when so many
+    rows differ that the positions would cost more than the column."""
+
+    values: np.ndarray = field(default_factory=_empty)
+    rows: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, default: np.ndarray) -> Deviations:
+        """``values`` against ``default`` (same length)."""
+        differ = np.flatnonzero(values != default)
+        if 3 * len(differ) > 2 * len(values):  # 12 bytes a differing row, 8 a dense one
+            return cls(values)
+        rows = differ.astype(np.int32) if len(values) < 2**31 else differ
+        return cls(values[differ], rows)
+
+    def at(self, rows: np.ndarray, default: np.ndarray) -> np.ndarray:
+        """The values at ``rows`` (positions), given the default's values there."""
+        if self.rows is None:
+            return np.asarray(self.values[rows])
+        out = np.array(default, dtype=np.int64)
+        if len(self.rows) and len(rows):
+            found = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+            hit = self.rows[found] == rows
+            out[hit] = self.values[found[hit]]
+        return out
+
+
+@dataclass(frozen=True)
 class GapTable:
     """Every listed gap (see the module docstring). Columns (one value per row, ns for times):
     ``g0, g1, device``; the next operation's ``op_kind``/``op_name`` (codes into ``kinds``/
-    ``names``), ``op_stream``, ``op_start``, ``op_corr``; its launch call: ``has_launch``,
+    ``names``), ``op_stream``, ``op_start``, ``op_corr`` (held as :class:`Deviations` from the
+    gap's end and from the launch call's correlation id: ``next_start``, ``next_corr``); its
+    launch call: ``has_launch``,
     ``api_name`` (code into ``api_names``), ``call`` (the call's row in ``calls``, -1 without
     a launch; its ``api_start``, ``api_end`` and ``gtid`` are read through it, 0 without a
     launch); ``nvtx``: the launching thread's innermost NVTX range at the launch (code into
@@ -119,8 +152,8 @@ class GapTable:
     op_kind: np.ndarray = field(default_factory=_empty)
     op_name: np.ndarray = field(default_factory=_empty)
     op_stream: np.ndarray = field(default_factory=_empty)
-    op_start: np.ndarray = field(default_factory=_empty)
-    op_corr: np.ndarray = field(default_factory=_empty)
+    next_start: Deviations = field(default_factory=Deviations)
+    next_corr: Deviations = field(default_factory=Deviations)
     has_launch: np.ndarray = field(default_factory=lambda: _empty(np.bool_))
     api_name: np.ndarray = field(default_factory=_empty)
     call: np.ndarray = field(default_factory=_empty)
@@ -151,6 +184,24 @@ class GapTable:
         """``global_tid`` of each gap's launching thread, 0 without a launch."""
         return self.launch_values("global_tid")
 
+    @property
+    def op_start(self) -> np.ndarray:
+        """Start (ns) of each gap's next operation."""
+        return self.op_start_at(np.arange(len(self)))
+
+    @property
+    def op_corr(self) -> np.ndarray:
+        """Correlation id of each gap's next operation."""
+        return self.op_corr_at(np.arange(len(self)))
+
+    def op_start_at(self, rows: np.ndarray) -> np.ndarray:
+        """:attr:`op_start` at ``rows`` (a new array)."""
+        return self.next_start.at(rows, self.g1[rows])
+
+    def op_corr_at(self, rows: np.ndarray) -> np.ndarray:
+        """:attr:`op_corr` at ``rows`` (a new array)."""
+        return self.next_corr.at(rows, self.launch_values("correlation_id", rows))
+
     def launch_values(self, column: str, rows: np.ndarray | None = None) -> np.ndarray:
         """``column`` of :class:`LaunchCalls` at the launch call of each gap of ``rows``
         (default: all), int64, 0 for a gap without a launch (a new array)."""
@@ -171,7 +222,7 @@ class GapTable:
         cols = zip(idx.tolist(), self.g0[idx].tolist(), self.g1[idx].tolist(),
                    self.device[idx].tolist(), self.op_kind[idx].tolist(),
                    self.op_name[idx].tolist(), self.op_stream[idx].tolist(),
-                   self.op_start[idx].tolist(), self.op_corr[idx].tolist(),
+                   self.op_start_at(idx).tolist(), self.op_corr_at(idx).tolist(),
                    self.has_launch[idx].tolist(), self.api_name[idx].tolist(),
                    self.launch_values("start_ns", idx).tolist(),
                    self.launch_values("end_ns", idx).tolist(),
@@ -343,8 +394,10 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
     del source
     api_name, api_names = gathered_text(api_calls["name"], call, no_launch)
     table = GapTable(
-        gaps["g0"], gaps["g1"], gaps["device"], kind, name, op["stream"], op["start"],
-        op["corr"], ~no_launch, api_name, call, np.full(len(no_launch), -1, dtype=np.int32),
+        gaps["g0"], gaps["g1"], gaps["device"], kind, name, op["stream"],
+        Deviations.of(op.pop("start"), gaps["g1"]),
+        Deviations.of(op.pop("corr"), calls.at(call, "correlation_id")),
+        ~no_launch, api_name, call, np.full(len(no_launch), -1, dtype=np.int32),
         category, kinds, names, api_names, calls=calls)
     launch_at = calls.at(call, "start_ns")
     np.minimum(launch_at, gaps["g1"], out=launch_at)
