@@ -300,3 +300,31 @@ def test_thread_rows_scanned_or_grouped_agree(trace_files: TraceFiles, rel: str,
     monkeypatch.setattr(attribution, "SCANNED_THREADS", 0)
     assert attribution.attribute_gaps(trace, timelines) == scanned
     assert any(record.calls for record in scanned)
+
+
+@pytest.mark.realtraces
+@pytest.mark.parametrize("rel", ["nersc-sc22-dl/4gpu_baseline.nsys-rep.nsys2022.4-export.sqlite.gz",
+                                 "nersc-sc22-dl/baseline.nsys2022.4-export.sqlite.gz"])
+def test_gap_findings_same_in_any_block_size(trace_files: TraceFiles, rel: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The single-category gaps' threads and phases are gathered a block of rows at a time:
+    the gap findings (threads, phases, NVTX ranges, examples) are the same for blocks of 7
+    rows as for one block (4 GPUs; one GPU with NVTX)."""
+    from infraprof.analyses import gap_accumulate
+    from infraprof.analyses.attribution import attribute_table
+    from infraprof.analyses.gap_findings import GapFindingParams, keyed_gap_findings
+    from infraprof.analyses.phases import device_phases
+
+    trace = load_trace(trace_files.path(rel))
+    timelines = device_timelines(trace)
+    table = attribute_table(trace, timelines)
+    phases = {ph.device_id: ph for ph in device_phases(trace, timelines)}
+
+    def findings() -> list[tuple[object, ...]]:
+        return [(f.id, f.title, f.impact_ns, f.evidence, f.phase, key) for f, key in
+                keyed_gap_findings(table, timelines, {}, GapFindingParams(), {}, phases)]
+
+    whole = findings()
+    assert any(f[0] == "gap.dependency" and f[3]["threads"] for f in whole)
+    monkeypatch.setattr(gap_accumulate, "BLOCK", 7)
+    assert findings() == whole

@@ -154,9 +154,9 @@ def phase_of_gap(phases: dict[int, DevicePhases], device_id: int, start_ns: int,
 
 def phase_codes(phases: dict[int, DevicePhases], device: np.ndarray, start_ns: np.ndarray,
                 end_ns: np.ndarray) -> np.ndarray:
-    """:func:`phase_of_gap` of many gaps at once, as indexes into :data:`PHASES`."""
+    """:func:`phase_of_gap` of many gaps at once, as indexes into :data:`PHASES` (int8)."""
     mid = start_ns + (end_ns - start_ns) // 2
-    out = np.full(len(mid), PHASES.index("steady"), dtype=np.int64)
+    out = np.full(len(mid), PHASES.index("steady"), dtype=np.int8)
     for device_id, ph in phases.items():
         mine = device == device_id
         out[mine & (mid > ph.steady_end_ns)] = PHASES.index("teardown")
