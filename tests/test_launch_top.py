@@ -25,3 +25,43 @@ def test_largest_first_with_distinct_values_skips_the_sort() -> None:
     series = pd.Series(values)
     assert _largest_first(series, 3).tolist() == [int(np.argmax(values == v))
                                                    for v in (99_999, 99_998, 99_997)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(-10**12, 10**12)), min_size=1,
+                max_size=80),
+       st.sampled_from([0.0, 0.01, 0.5, 0.9, 0.99, 1.0]))
+def test_quantiles_by_code_are_pandas_group_quantiles(pairs: list[tuple[int, int]],
+                                                      q: float) -> None:
+    """Per code, the linearly interpolated quantile equals pandas' group-by ``quantile``
+    bit for bit, and at 0.5 its ``median`` (codes that occur; NaN for the others)."""
+    from infraprof.analyses.launch import _quantiles_by_code
+
+    codes = np.array([c for c, _ in pairs], dtype=np.int64)
+    values = np.array([v for _, v in pairs], dtype=np.int64)
+    got = _quantiles_by_code(codes, values, 5, (q, 0.5))
+    by_code = pd.Series(values).groupby(codes)
+    want = by_code.quantile(q)
+    median = by_code.median()
+    for code in range(5):
+        if code in want.index:
+            assert got[code, 0] == want[code] and got[code, 1] == median[code]
+        else:
+            assert np.isnan(got[code]).all()
+
+
+def test_launch_columns_derive_the_call_figures() -> None:
+    """A launch's call start, queue time and kernel time follow from the held columns as
+    the module docstring defines them (call end = call start + call duration)."""
+    from infraprof.analyses.launch import launch_columns
+
+    launches = pd.DataFrame({"start_ns": [100, 200, 300], "end_ns": [150, 260, 301],
+                             "name": ["a", "b", "a"], "latency_ns": [30, 5, 40],
+                             "api_ns": [10, 9, 40]})
+    call_start = np.array([70, 195, 260])
+    call_end = call_start + launches["api_ns"].to_numpy()
+    assert launch_columns(launches, "api_start_ns").tolist() == call_start.tolist()
+    queue = launch_columns(launches, "queue_ns")
+    assert queue[[0, 2]].tolist() == [20.0, 0.0] and np.isnan(queue[1])
+    assert (launches["start_ns"].to_numpy() - call_end)[1] < 0
+    assert launch_columns(launches, "kernel_ns").tolist() == [50, 60, 1]
