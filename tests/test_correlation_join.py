@@ -71,13 +71,20 @@ def test_join_with_keys_too_wide_to_pack(ops: list[tuple[int, int]],
 def test_launch_rows_are_the_merge_rows(ops: list[tuple[int, int]],
                                         calls: list[tuple[int, int]]) -> None:
     """``launch_rows``: each operation's first call with its key (-1: none), by packed keys
-    or, when they do not pack, by a merge: the rows a merge with a row number gives."""
+    or, when they do not pack, by a merge: the rows a merge with a row number gives; the
+    same when the operations are looked up a few at a time (``LOOKUP_BLOCK``)."""
     op_frame, call_frame = _frames(ops, calls)
     first: dict[tuple[int, int], int] = {}
     for row, key in enumerate(calls):
         first.setdefault(key, row)
     want = [first.get(key, -1) for key in ops]
     assert correlation.launch_rows(op_frame, call_frame).tolist() == want
+    whole = correlation.LOOKUP_BLOCK
+    try:
+        correlation.LOOKUP_BLOCK = 3
+        assert correlation.launch_rows(op_frame, call_frame).tolist() == want
+    finally:
+        correlation.LOOKUP_BLOCK = whole
 
 
 def test_call_rows_first_row_wins() -> None:

@@ -108,6 +108,24 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     sorted_key = call_key if order is None else call_key[order]
     del call_key
     op_pid = ops["pid"].to_numpy()
+    rows = np.empty(len(ops), dtype=np.int64)
+    for lo in range(0, len(ops), LOOKUP_BLOCK):  # the operations' keys a block at a time
+        hi = min(lo + LOOKUP_BLOCK, len(ops))
+        rows[lo:hi] = _looked_up(sorted_key, order, pids, span, low, op_pid[lo:hi],
+                                 op_corr[lo:hi])
+    return rows
+
+
+LOOKUP_BLOCK = 1 << 20
+"""Operations looked up at a time by :func:`call_rows` (its temporaries: a few arrays of
+this length, not of every operation: ~0.2 GB less at 10 M kernels)."""
+
+
+def _looked_up(sorted_key: np.ndarray, order: np.ndarray | None, pids: np.ndarray, span: int,
+               low: int, op_pid: np.ndarray, op_corr: np.ndarray) -> np.ndarray:
+    """:func:`call_rows` of one block of operations: the row of each one's call in the calls
+    (``sorted_key``: their packed keys in key order, ``order``: their rows in that order,
+    None for the identity), -1 for none."""
     op_rank = None  # one process (the usual): every rank is 0, no rank array
     if len(pids) > 1:
         op_rank = np.searchsorted(pids, op_pid)
@@ -116,9 +134,8 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     found = np.searchsorted(sorted_key, op_key)
     np.minimum(found, len(sorted_key) - 1, out=found)
     hit = sorted_key[found] == op_key
-    del op_key, sorted_key
+    del op_key
     hit &= (op_pid == pids[0]) if op_rank is None else (pids[op_rank] == op_pid)
-    del op_rank
     rows: np.ndarray = found if order is None else order[found]
     rows[~hit] = -1
     return rows
