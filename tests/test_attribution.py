@@ -328,3 +328,33 @@ def test_gap_findings_same_in_any_block_size(trace_files: TraceFiles, rel: str,
     assert any(f[0] == "gap.dependency" and f[3]["threads"] for f in whole)
     monkeypatch.setattr(gap_accumulate, "BLOCK", 7)
     assert findings() == whole
+
+
+@pytest.mark.realtraces
+def test_nvtx_projection_is_the_per_range_join(trace_files: TraceFiles,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each closed NVTX range's projection (first start, last end, number of the GPU
+    operations whose launch call starts inside it on its thread) is what a pandas merge of
+    the operations with their calls gives range by range; the same when the operations are
+    tested a few at a time (sc22 baseline: NVTX ranges on the launching thread)."""
+    from infraprof.analyses import nvtx_proj
+
+    trace = load_trace(trace_files.path("nersc-sc22-dl/baseline.nsys2022.4-export.sqlite.gz"))
+    proj = nvtx_proj.nvtx_projection(trace)
+    monkeypatch.setattr(nvtx_proj, "BLOCK", 5)
+    pd.testing.assert_frame_equal(nvtx_proj.nvtx_projection(trace), proj)
+    calls = trace.api_calls.drop_duplicates(["pid", "correlation_id"])
+    ops = pd.DataFrame(trace.op_columns("pid", "correlation_id", "start_ns", "end_ns"))
+    joined = ops.merge(calls[["pid", "correlation_id", "global_tid", "start_ns"]],
+                       on=["pid", "correlation_id"], suffixes=("", "_call"))
+    assert (proj["gpu_ops"] > 0).sum() > 100
+    for row in proj.iloc[::7].itertuples():
+        mine = joined[(joined["global_tid"] == row.global_tid)
+                      & (joined["start_ns_call"] >= row.start_ns)
+                      & (joined["start_ns_call"] < row.end_ns)]
+        assert row.gpu_ops == len(mine)
+        if len(mine):
+            assert (row.gpu_start_ns, row.gpu_end_ns) == (mine["start_ns"].min(),
+                                                           mine["end_ns"].max())
+        else:
+            assert np.isnan(row.gpu_start_ns) and np.isnan(row.gpu_end_ns)

@@ -18,7 +18,7 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output
 from infraprof.model import Trace
-from infraprof.model.correlation import join_launch_calls
+from infraprof.model.correlation import launch_rows
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -45,18 +45,47 @@ def launched_spans(launch_at: np.ndarray, op_start: np.ndarray, op_end: np.ndarr
     return first, last, count
 
 
-def _launches_by_thread(trace: Trace, ops: pd.DataFrame
+def _launches_by_thread(trace: Trace, threads: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The launched operations of ``ops`` (inner join with their calls) ordered by launching
-    thread, then launch start: ``global_tid, api_start_ns, start_ns, end_ns`` as int64 arrays
-    (one thread's launches are one slice, without a filtered copy of the join per thread)."""
-    j = join_launch_calls(ops, trace.api_calls, ("global_tid", "start_ns"), how="inner")
-    columns = [j[c].to_numpy(dtype=np.int64) for c in ("global_tid", "api_start_ns",
-                                                      "start_ns", "end_ns")]
-    del j
-    order = np.lexsort((columns[1], columns[0]))
-    tid, at, start, end = (column[order] for column in columns)
+    """The launched GPU operations whose launching thread is one of ``threads`` (those with
+    NVTX ranges), ordered by that thread, then launch start: ``global_tid, api_start_ns,
+    start_ns, end_ns`` as int64 arrays (one thread's launches are one slice). The launch
+    calls are found by row (:func:`~infraprof.model.correlation.launch_rows`) and the
+    operations of other threads are dropped before anything is sorted or gathered."""
+    calls = trace.api_calls
+    keys = table_schema.as_frame(pd.DataFrame(trace.op_columns("pid", "correlation_id"),
+                                              copy=False))
+    rows = launch_rows(keys, calls)
+    del keys
+    call_tid = calls["global_tid"].to_numpy(dtype=np.int64)
+    kept = np.concatenate([np.empty(0, dtype=np.int64), *(
+        lo + np.flatnonzero(_launched_by(rows[lo:lo + BLOCK], call_tid, threads))
+        for lo in range(0, len(rows), BLOCK))])
+    rows = rows[kept]
+    tid = call_tid[rows]
+    at = calls["start_ns"].to_numpy(dtype=np.int64)[rows]
+    del rows
+    order = np.lexsort((at, tid))
+    tid, at, kept = tid[order], at[order], kept[order]
+    del order
+    start, end = (trace.op_columns(column)[column][kept] for column in ("start_ns", "end_ns"))
     return tid, at, start, end
+
+
+BLOCK = 1 << 20
+"""Operations tested at a time by :func:`_launches_by_thread`."""
+
+
+def _launched_by(rows: np.ndarray, call_tid: np.ndarray, threads: np.ndarray) -> np.ndarray:
+    """Whether each operation (its launch call's row, -1 for none) was launched by one of
+    ``threads`` (sorted)."""
+    launched = rows >= 0
+    if not len(call_tid) or not len(threads):
+        return np.zeros(len(rows), dtype=bool)
+    tid = call_tid[np.maximum(rows, 0)]
+    at = np.minimum(np.searchsorted(threads, tid), len(threads) - 1)
+    launched &= threads[at] == tid
+    return launched
 
 
 def nvtx_projection(trace: Trace) -> pd.DataFrame:
@@ -66,10 +95,8 @@ def nvtx_projection(trace: Trace) -> pd.DataFrame:
     r = r[["domain", "name", "start_ns", "end_ns", "global_tid"]].copy()
     r["end_ns"] = r["end_ns"].astype("int64")
     r["domain"] = table_schema.fill_text(r["domain"], "")
-    # the join key and the op times only, in table order: the launches are sorted below
-    ops = table_schema.as_frame(pd.DataFrame(
-        trace.op_columns("pid", "correlation_id", "start_ns", "end_ns"), copy=False))
-    launch_tid, launch_at, op_start, op_end = _launches_by_thread(trace, ops)
+    launch_tid, launch_at, op_start, op_end = _launches_by_thread(
+        trace, np.unique(r["global_tid"].to_numpy(dtype=np.int64)))
     gpu_start = np.full(len(r), np.nan)
     gpu_end = np.full(len(r), np.nan)
     n_ops = np.zeros(len(r), dtype=np.int64)
