@@ -450,6 +450,22 @@ def largest_positions(values: np.ndarray, count: int) -> IntArray:
     return by_size[:count]
 
 
+def narrowest_int(low: int, high: int) -> type[np.signedinteger[Any]]:
+    """The narrowest signed integer type holding every value from ``low`` to ``high``."""
+    for width in (np.int8, np.int16, np.int32):
+        if np.iinfo(width).min <= low and high <= np.iinfo(width).max:
+            return width
+    return np.int64
+
+
+def plain_integers(column: pd.Series) -> bool:
+    """Whether ``column`` holds numpy integers that convert to int64 without loss (no
+    nullable extension dtype, no uint64)."""
+    dtype = column.dtype
+    return isinstance(dtype, np.dtype) and (dtype.kind == "i" or (
+        dtype.kind == "u" and dtype.itemsize < 8))
+
+
 def decode_pid(global_id: npt.ArrayLike) -> IntArray:
     """PID from an nsys ``globalTid``/``globalPid``: bits 24-47."""
     ids: IntArray = np.asarray(global_id, dtype=np.int64)

@@ -186,3 +186,26 @@ def test_map_distinct_is_the_per_row_map(values: list[str | None], categorical: 
     assert got.dtype == object and got.index.equals(series.index)
     assert got.tolist() == expected.tolist()
     assert len(calls) == len(set(values))
+
+
+@given(st.integers(-2**63, 2**63 - 1), st.integers(0, 2**64))
+def test_narrowest_int_holds_the_range_and_no_narrower_does(low: int, extra: int) -> None:
+    """``tables.narrowest_int``: the range ``low .. high`` fits the type chosen, and does
+    not fit the next narrower one."""
+    from infraprof.tables import narrowest_int
+
+    high = min(low + extra, 2**63 - 1)
+    chosen = np.iinfo(narrowest_int(low, high))
+    assert chosen.min <= low and high <= chosen.max
+    narrower = {16: np.int8, 32: np.int16, 64: np.int32}.get(chosen.bits)
+    if narrower is not None:
+        assert low < np.iinfo(narrower).min or high > np.iinfo(narrower).max
+
+
+def test_plain_integers() -> None:
+    """Numpy integers that convert to int64 without loss; not nullable or uint64 columns."""
+    from infraprof.tables import plain_integers
+
+    assert all(plain_integers(pd.Series([1], dtype=d)) for d in ("int8", "int64", "uint32"))
+    assert not any(plain_integers(pd.Series([1], dtype=d)) for d in ("Int64", "uint64",
+                                                                       "float64", "object"))

@@ -20,6 +20,7 @@ from infraprof.analyses.launch import kernel_launches, launch_latencies
 from infraprof.analyses.registry import ANALYSES, build_config, finding_ids
 from infraprof.errors import UsageError
 from infraprof.inputs.traces import load_trace
+from infraprof.tables import narrowest_int
 
 DEMO = SAMPLE_TRACES / "demo_host_stall.sqlite"
 MW_BASE = "ncar-miniweather-nsys/miniweather_baseline.sqlite"
@@ -195,8 +196,10 @@ def test_release_names_are_context_values() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
 def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
-    """``Trace.gpu_ops`` (int64 columns gathered one at a time in start order) equals the
-    frame pandas builds: the tables concatenated, then sorted by start, end."""
+    """``Trace.gpu_ops`` (columns gathered one at a time in start order) equals the frame
+    pandas builds: the tables concatenated, then sorted by start, end; the times int64, the
+    ids in the narrowest integer type that holds them (one byte for these devices and
+    streams)."""
     trace = load_trace(SAMPLE_TRACES / name)
     cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
     parts = [t for t in (trace.kernels, trace.memcpy, trace.memset) if len(t)]
@@ -206,7 +209,14 @@ def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
         return
     expected = pd.concat([t[cols] for t in parts], ignore_index=True)
     order = np.lexsort((expected["end_ns"].to_numpy(), expected["start_ns"].to_numpy()))
-    pd.testing.assert_frame_equal(ops[cols], expected.iloc[order].reset_index(drop=True))
+    pd.testing.assert_frame_equal(ops[cols], expected.iloc[order].reset_index(drop=True),
+                                  check_dtype=False)
+    assert [str(ops[c].dtype) for c in cols[:2]] == ["int64", "int64"]
+    for column in cols[2:]:
+        values = expected[column].to_numpy()
+        width = np.dtype(narrowest_int(int(values.min()), int(values.max())))
+        assert ops[column].dtype == width
+        assert np.iinfo(width).bits == 8 or column not in ("device_id", "stream_id")
     kinds = np.repeat([
         k for k, t in (("kernel", trace.kernels), ("memcpy", trace.memcpy),
                        ("memset", trace.memset)) if len(t)], [len(t) for t in parts])

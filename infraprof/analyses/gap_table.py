@@ -375,7 +375,7 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
     if not len(gaps["g0"]):
         return GapTable(), _empty()
     source = gaps.pop("source")
-    op = {key: ops[column].to_numpy(dtype=np.int64)[source] for key, column in (
+    op = {key: ops[column].to_numpy()[source].astype(np.int64, copy=False) for key, column in (
         ("start", "start_ns"), ("stream", "stream_id"), ("corr", "correlation_id"))}
     if len(op["stream"]) and op["stream"].min() >= -2**31 and op["stream"].max() < 2**31:
         op["stream"] = op["stream"].astype(np.int32)  # stream ids: small numbers

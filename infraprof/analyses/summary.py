@@ -177,7 +177,7 @@ def device_busy(trace: Trace) -> list[DeviceBusy]:
     the start/end columns: no per-device copy of the operations table)."""
     ops = trace.gpu_ops()
     names = dict(zip(trace.gpus["device_id"], trace.gpus["name"], strict=True))
-    devices = ops["device_id"].to_numpy(dtype=np.int64)
+    devices = ops["device_id"].to_numpy()
     starts, ends = ops["start_ns"].to_numpy(), ops["end_ns"].to_numpy()
     kind_column = table_schema.as_text_category(ops["kind"])
     kinds = kind_column.cat.codes.to_numpy()

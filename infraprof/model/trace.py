@@ -35,9 +35,13 @@ def _start_end_order(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
 
 def _stacked(parts: list[pd.Series], order: np.ndarray | None) -> Any:
     """The ``parts`` one after the other, rows taken in ``order``: one copy of each value
-    (an int64 column as a numpy array, any other dtype through pandas, keeping it)."""
+    (an int64 column as a numpy array of the narrowest integer type holding its values,
+    :func:`~infraprof.tables.narrowest_int`; any other dtype through pandas, keeping it)."""
     if all(part.dtype == np.int64 for part in parts):
-        values = np.concatenate([part.to_numpy() for part in parts])
+        arrays = [part.to_numpy() for part in parts if len(part)]
+        width = table_schema.narrowest_int(min(int(a.min()) for a in arrays),
+                                           max(int(a.max()) for a in arrays))
+        values = np.concatenate(arrays, dtype=width, casting="same_kind")
         return values if order is None else values[order]
     joined = pd.concat(parts, ignore_index=True)
     return joined if order is None else joined.iloc[order].reset_index(drop=True)
@@ -101,7 +105,10 @@ class Trace:
         """Kernels, memcpys and memsets as one table: ``start_ns, end_ns, device_id, stream_id,
         correlation_id, pid, name, kind`` sorted by start (``kind`` is ``kernel``/``memcpy``/
         ``memset``; a memcpy's name is its direction; both Categoricals with sorted texts,
-        :func:`~infraprof.tables.text_category`). Built once per trace; do not modify."""
+        :func:`~infraprof.tables.text_category`). The times are int64; the four id columns
+        are in the narrowest integer type that holds their values (device and stream ids
+        usually fit one byte: ~0.2 GB less at 10 M kernels). Built once per trace; do not
+        modify."""
         return self._gpu_ops
 
     def op_columns(self, *columns: str) -> dict[str, np.ndarray]:
