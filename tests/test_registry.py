@@ -233,3 +233,22 @@ def test_launch_latencies_equal_the_launch_join(name: str) -> None:
     assert np.array_equal(ctx.launch_latencies(), expected)  # without the join held
     assert len(ctx.launches) == len(expected)
     assert np.array_equal(ctx.launch_latencies(), expected)  # from the held join
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_step_metrics_same_with_or_without_held_timelines(name: str) -> None:
+    """The per-step GPU idle comes from the held device timelines' busy intervals when every
+    operation is a step process's, else from the operations' columns (the gate, without
+    timelines): the same samples either way, also for a capture without GPU work."""
+    from infraprof.analyses.run_metrics import run_metrics
+
+    trace = load_trace(SAMPLE_TRACES / name)
+    fresh = run_metrics(AnalysisContext(trace))
+    ctx = AnalysisContext(trace)
+    assert ctx.held("timelines") is None
+    assert isinstance(ctx.timelines, list) and ctx.held("timelines") is ctx.timelines
+    held = run_metrics(ctx)
+    assert "step:gpu_idle" in fresh.samples
+    assert held.values == fresh.values and held.samples.keys() == fresh.samples.keys()
+    for key, values in fresh.samples.items():
+        assert np.array_equal(held.samples[key], values)

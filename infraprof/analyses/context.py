@@ -67,6 +67,10 @@ class AnalysisContext:
             else:
                 raise ValueError(f"{name!r} is no cached value of the analysis context")
 
+    def held(self, name: str) -> Any:
+        """The cached value ``name`` when it is held (computed already), else None."""
+        return self.__dict__.get(name)
+
     def _held(self, name: str, compute: Callable[[], Any]) -> Any:
         """The cached value ``name`` when it is held, else ``compute()`` without caching it."""
         return self.__dict__[name] if name in self.__dict__ else compute()

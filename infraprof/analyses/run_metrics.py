@@ -65,6 +65,7 @@ from infraprof.model import Trace
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
+    from infraprof.analyses.timeline import DeviceTimeline
 
 SCHEMA = "infraprof.gate.run/1"
 STEP_SYNC_APIS = ("cuCtxSynchronize", "cudaDeviceSynchronize")
@@ -208,8 +209,39 @@ def _steps(trace: Trace, step: str) -> tuple[str, pd.DataFrame] | None:
     return "sync", frame
 
 
-def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray) -> None:
-    """Per-step samples; ``is_sync``: each API call is a sync (:func:`api_categories`)."""
+def _of_processes(table: pd.DataFrame, pids: set[int]) -> np.ndarray:
+    """Whether each row's ``pid`` is one of ``pids`` (a comparison for one process)."""
+    column = table["pid"].to_numpy()
+    if len(pids) == 1:
+        return np.asarray(column == next(iter(pids)))
+    return np.isin(column, list(pids))
+
+
+def _step_busy(trace: Trace, pids: set[int], timelines: list[DeviceTimeline] | None
+               ) -> intervals.Intervals:
+    """The union of the GPU operations of processes ``pids``. When every operation is
+    theirs and the device timelines are held, it is the union of the devices' busy
+    intervals (each one the union of its device's operations, disjoint and in order: one
+    device's are the result as they are); else it is built from masks on the operations'
+    columns (no filtered copies of the tables)."""
+    tables = [t for t in (trace.kernels, trace.memcpy, trace.memset) if len(t)]
+    masks = [_of_processes(t, pids) for t in tables]
+    if timelines and all(bool(mask.all()) for mask in masks):
+        if len(timelines) == 1:
+            return timelines[0].busy
+        return intervals.union(np.concatenate([t.busy.starts for t in timelines]),
+                               np.concatenate([t.busy.ends for t in timelines]))
+    starts, ends = ([table[column].to_numpy(dtype=np.int64)[mask]
+                     for table, mask in zip(tables, masks, strict=True)]
+                    for column in ("start_ns", "end_ns"))
+    return intervals.union(np.concatenate([np.empty(0, dtype=np.int64), *starts]),
+                           np.concatenate([np.empty(0, dtype=np.int64), *ends]))
+
+
+def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray,
+                  timelines: list[DeviceTimeline] | None = None) -> None:
+    """Per-step samples; ``is_sync``: each API call is a sync (:func:`api_categories`);
+    ``timelines``: the device timelines when they are held already."""
     found = _steps(trace, step)
     if found is None:
         return
@@ -220,19 +252,12 @@ def _step_metrics(trace: Trace, run: RunMetrics, step: str, is_sync: np.ndarray)
     pids = set(steps["pid"].tolist())
     length = (ends - starts).astype(np.float64)
     _add_quantiles(run, "step:duration", length)
-    # masks on the needed columns, not filtered copies of every column of the tables
-    ops = trace.op_columns("pid", "start_ns", "end_ns")  # table order: the union sorts
-    mine = np.isin(ops["pid"], list(pids))
-    op_start, op_end = ops["start_ns"], ops["end_ns"]
-    del ops
-    if not mine.all():  # no copies of the columns when every operation is a step process's
-        op_start, op_end = op_start[mine], op_end[mine]
-    busy = intervals.union(op_start, op_end)
-    del op_start, op_end
+    busy = _step_busy(trace, pids, timelines)
     idle = length - intervals.overlap_each(busy, starts, ends).astype(np.float64)
+    del busy
     _add_quantiles(run, "step:gpu_idle", idle)
     calls = trace.api_calls
-    sync = is_sync & calls["pid"].isin(pids).to_numpy(dtype=bool)
+    sync = is_sync & _of_processes(calls, pids)
     merged = intervals.union(calls["start_ns"].to_numpy()[sync], calls["end_ns"].to_numpy()[sync])
     _add_quantiles(run, "step:sync",
                    intervals.overlap_each(merged, starts, ends).astype(np.float64))
@@ -313,7 +338,7 @@ def run_metrics(ctx: AnalysisContext, step: str = "auto") -> RunMetrics:
     del categories
     _kernel_metrics(trace, run)
     _nvtx_metrics(trace, run)
-    _step_metrics(trace, run, step, is_sync)
+    _step_metrics(trace, run, step, is_sync, ctx.held("timelines"))
     return run
 
 
