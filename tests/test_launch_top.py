@@ -65,3 +65,22 @@ def test_launch_columns_derive_the_call_figures() -> None:
     assert queue[[0, 2]].tolist() == [20.0, 0.0] and np.isnan(queue[1])
     assert (launches["start_ns"].to_numpy() - call_end)[1] < 0
     assert launch_columns(launches, "kernel_ns").tolist() == [50, 60, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["b_k", "a_k", "c<&>", "z"]),
+                          st.integers(0, 10**10)), min_size=1, max_size=60))
+def test_slow_launches_by_name_are_pandas_aggregates(rows: list[tuple[str, int]]) -> None:
+    """Count, max and median per name from the name codes equal pandas' group-by (values,
+    dtypes, index), and so does the count order that picks the five names listed."""
+    from infraprof.analyses.launch import _slow_by_name
+    from infraprof.tables import as_text_category
+
+    slow = pd.DataFrame({"name": as_text_category(pd.Series([n for n, _ in rows])),
+                         "latency_ns": np.array([v for _, v in rows], dtype=np.int64)})
+    want = slow.groupby("name", observed=True)["latency_ns"].agg(["count", "max", "median"])
+    want.index = pd.Index(want.index.astype(object), dtype=object, name="name")
+    got = _slow_by_name(slow)
+    pd.testing.assert_frame_equal(got, want)
+    assert (got.sort_values("count", ascending=False).index.tolist()
+            == want.sort_values("count", ascending=False).index.tolist())
