@@ -279,9 +279,11 @@ def sequences_in(k: pd.DataFrame, busy: dict[int, intervals.Intervals],
     once the mining's temporaries are freed)."""
     p = params or TinyKernelParams()
     chosen: list[KernelSequence] = []
+    mined = _candidates(k, p)  # its temporaries are freed before the busy-time arrays exist
     before = BusyBefore(k, busy)
     candidates = [replace(c, idle_ns=before.idle_in(c.positions, c.positions + len(c.names) - 1))
-                  for c in _candidates(k, p)]
+                  for c in mined]
+    del mined
     for seq in sorted(candidates, key=lambda s: (-s.idle_ns, -len(s.names))):
         if len(chosen) >= p.top:
             break
