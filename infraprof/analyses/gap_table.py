@@ -3,7 +3,8 @@
 A real trace has about one idle gap per kernel (1.06 M gaps at 1 M kernels), and ~97 % of
 them need no per-gap work: their whole length is one category, ``dependency`` (the next
 operation's launch call had returned before the GPU went idle) or ``unknown`` (no launch call
-was found). :class:`GapTable` holds every gap as a row of integer columns (~80 bytes a row);
+was found). :class:`GapTable` holds every gap as a row of integer columns (~35 bytes a
+row, 16 of them the bounds: one device's are its timeline's own arrays);
 only the gaps with host activity (the launch call ended after the gap began) carry a
 :class:`~infraprof.analyses.host_columns.HostDetail` (the painted parts, calls, drain, NVTX
 ``where``, segments), held as columns (:class:`~infraprof.analyses.host_columns.HostColumns`)
@@ -79,7 +80,7 @@ def _empty(dtype: type = np.int64) -> np.ndarray:
 class LaunchCalls:
     """The API-call columns a :class:`GapTable`'s ``call`` rows point into (int64): the
     trace's own ``api_calls`` columns, not copies, so a gap's launch fields cost 4 bytes (its
-    row) instead of 24 (80 MB less at 10 M gaps); each access gathers them."""
+    row) instead of 24 (200 MB less at 10 M gaps); each access gathers them."""
 
     start_ns: np.ndarray = field(default_factory=_empty)
     end_ns: np.ndarray = field(default_factory=_empty)
