@@ -142,8 +142,7 @@ def _launching_threads(table: GapTable, rows: np.ndarray, group: np.ndarray
     """The distinct (group, launching thread) pairs of the launched gaps of ``rows``, a block
     of rows at a time (each block's threads gathered and coded, not every row's)."""
     pairs: set[tuple[int, int]] = set()
-    for lo in range(0, len(rows), BLOCK):
-        block, groups = rows[lo:lo + BLOCK], group[lo:lo + BLOCK]
+    for block, groups in zip(_blocks(rows), _blocks(group), strict=True):
         launched = table.has_launch[block]
         pairs.update(_distinct_pairs(groups[launched],
                                      table.launch_values("global_tid", block[launched])))

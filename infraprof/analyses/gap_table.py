@@ -27,7 +27,7 @@ from infraprof.analyses.host_columns import CODES, HostColumns
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
 from infraprof.model.correlation import launch_rows
-from infraprof.tables import as_frame
+from infraprof.tables import as_frame, narrowest_int
 
 CATEGORIES = (
     "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
@@ -274,12 +274,10 @@ def first_appearances(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
 
 
 def code_width(count: int) -> type[np.signedinteger[Any]]:
-    """The narrowest signed integer type holding the codes ``-1 .. count - 1`` (a column of
-    codes per gap: 10 M gaps hold 10 MB of int8 codes instead of 40 MB of int32)."""
-    for width in (np.int8, np.int16, np.int32):
-        if count <= np.iinfo(width).max:
-            return width
-    return np.int64
+    """The narrowest signed integer type holding the codes ``-1 .. count - 1`` and ``count``
+    itself (a marker one past the last code; :func:`~infraprof.tables.narrowest_int`): a
+    column of codes per gap: 10 M gaps hold 10 MB of int8 codes instead of 40 MB of int32."""
+    return narrowest_int(-1, count)
 
 
 def _codes(row_codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -55,15 +55,13 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
     k = table_schema.column_view(trace.kernels, ["start_ns", "end_ns", "pid", "correlation_id",
                                                  "name"])
     calls = trace.api_calls
-    rows = call_rows(k, calls) if str(calls["start_ns"].dtype) == "int64" else None
-    if rows is None:  # keys that are not plain int64: the join's merge
+    found = _with_calls(k, calls)
+    if found is None:  # keys that are not plain int64: the join's merge
         j = join_launch_calls(k, calls, ("start_ns", "end_ns"), how="inner")
         call_start = np.array(j["api_start_ns"].to_numpy(), dtype=np.int64)
         call_end = np.array(j["api_end_ns"].to_numpy(), dtype=np.int64)
     else:
-        matched = rows >= 0
-        j = k if matched.all() else k.iloc[np.flatnonzero(matched)].reset_index(drop=True)
-        rows = rows[matched] if not matched.all() else rows
+        j, rows = found
         call_start = calls["start_ns"].to_numpy()[rows]
         call_end = calls["end_ns"].to_numpy()[rows]
     start = j["start_ns"].to_numpy()
@@ -73,6 +71,21 @@ def kernel_launches(trace: Trace) -> pd.DataFrame:
     return table_schema.as_frame(pd.DataFrame({
         "start_ns": j["start_ns"], "end_ns": j["end_ns"], "name": j["name"],
         "latency_ns": latency, "api_ns": call_end}, index=pd.RangeIndex(len(j)), copy=False))
+
+
+def _with_calls(kernels: pd.DataFrame, calls: pd.DataFrame
+                ) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The ``kernels`` that have a launch call (``kernels`` itself when all have) and their
+    calls' rows in ``calls`` (:func:`~infraprof.model.correlation.call_rows`); None when the
+    keys or the call times are not plain int64 (the caller then merges)."""
+    rows = call_rows(kernels, calls) if str(calls["start_ns"].dtype) == "int64" else None
+    if rows is None:
+        return None
+    matched = rows >= 0
+    if matched.all():
+        return kernels, rows
+    keep = np.flatnonzero(matched)
+    return kernels.iloc[keep].reset_index(drop=True), rows[keep]
 
 
 def launch_columns(launches: pd.DataFrame, column: str) -> np.ndarray:
@@ -96,12 +109,12 @@ def launch_latencies(trace: Trace) -> np.ndarray:
     columns: the kernel starts minus their launch calls' starts, one gather."""
     k = table_schema.column_view(trace.kernels, ["start_ns", "pid", "correlation_id"])
     calls = trace.api_calls
-    rows = call_rows(k, calls) if str(calls["start_ns"].dtype) == "int64" else None
-    if rows is None:  # keys that are not plain int64: the join's merge
+    found = _with_calls(k, calls)
+    if found is None:  # keys that are not plain int64: the join's merge
         return np.asarray(kernel_launches(trace)["latency_ns"].to_numpy())
-    matched = rows >= 0
-    latency: np.ndarray = (k["start_ns"].to_numpy()[matched]
-                           - calls["start_ns"].to_numpy()[rows[matched]])
+    launched, rows = found
+    latency: np.ndarray = (launched["start_ns"].to_numpy()
+                           - calls["start_ns"].to_numpy()[rows])
     return latency
 
 

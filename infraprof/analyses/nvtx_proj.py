@@ -78,13 +78,11 @@ BLOCK = 1 << 20
 
 def _launched_by(rows: np.ndarray, call_tid: np.ndarray, threads: np.ndarray) -> np.ndarray:
     """Whether each operation (its launch call's row, -1 for none) was launched by one of
-    ``threads`` (sorted)."""
-    launched = rows >= 0
-    if not len(call_tid) or not len(threads):
+    ``threads``."""
+    if not len(call_tid):
         return np.zeros(len(rows), dtype=bool)
-    tid = call_tid[np.maximum(rows, 0)]
-    at = np.minimum(np.searchsorted(threads, tid), len(threads) - 1)
-    launched &= threads[at] == tid
+    launched = rows >= 0
+    launched &= table_schema.positions_of(threads, call_tid[np.maximum(rows, 0)])[1]
     return launched
 
 
