@@ -7,7 +7,12 @@ This module is the shared vocabulary between ``readers`` (which fill the tables)
 * sizes are bytes (``bytes`` or ``*_bytes``), rates carry their unit in the name;
 * ids from the trace keep their meaning (``global_tid`` is nsys' packed
   ``vm << 48 | pid << 24 | tid``); ``pid``/``tid`` are decoded from it;
-* nullable integers use pandas' ``Int64`` dtype; text is ``object`` (``str`` or ``None``) or,
+* nullable integers use pandas' ``Int64`` dtype; ``"int"`` in a spec (ids of the large tables:
+  device, stream, context, correlation, process and thread ids) is an integer column held in
+  the narrowest signed type holding its values (:func:`narrowed`; ``int64`` when empty), and
+  ``"Int"`` its nullable form (pandas ``Int8`` … ``Int64``): at 10 M kernels an ``int8``
+  device id is 10 MB where ``int64`` is 80 MB. Consumers widen (``to_numpy(np.int64)``)
+  before any arithmetic that could leave the type; text is ``object`` (``str`` or ``None``) or,
   for the name columns of the large tables (``"category"`` in a spec), a pandas ``Categorical``
   whose categories are the distinct strings sorted lexicographically (an ``object`` Index), so
   that a sorted ``groupby``/``sort_values`` on the codes orders exactly as on the strings;
@@ -24,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from infraprof.int_widths import narrowed
+
 # pandas 3 stores its default ``str`` dtype in pyarrow when pyarrow is installed (the ``fast``
 # extra installs it for the Arrow-native SQLite read). The analyses' intermediate text arrays
 # then cost twice the memory of the Python storage pandas uses without pyarrow (1 M kernels:
@@ -36,12 +43,12 @@ TableSpec = Mapping[str, str]
 KERNELS: Final[TableSpec] = {
     "start_ns": "int64",
     "end_ns": "int64",
-    "device_id": "int64",
-    "context_id": "int64",
-    "stream_id": "int64",
-    "correlation_id": "int64",
+    "device_id": "int",
+    "context_id": "int",
+    "stream_id": "int",
+    "correlation_id": "int",
     "global_pid": "int64",
-    "pid": "int64",
+    "pid": "int",
     "name": "category",
     "short_name": "category",
     "mangled_name": "category",
@@ -60,24 +67,24 @@ API_CALLS: Final[TableSpec] = {
     "start_ns": "int64",
     "end_ns": "int64",
     "global_tid": "int64",
-    "pid": "int64",
-    "tid": "int64",
-    "correlation_id": "int64",
+    "pid": "int",
+    "tid": "int",
+    "correlation_id": "int",
     "name": "category",
     "api": "category",
     "return_value": "Int64",
-    "callchain_id": "Int64",
+    "callchain_id": "Int",
 }
 
 MEMCPY: Final[TableSpec] = {
     "start_ns": "int64",
     "end_ns": "int64",
-    "device_id": "int64",
-    "context_id": "int64",
-    "stream_id": "int64",
-    "correlation_id": "int64",
+    "device_id": "int",
+    "context_id": "int",
+    "stream_id": "int",
+    "correlation_id": "int",
     "global_pid": "int64",
-    "pid": "int64",
+    "pid": "int",
     "bytes": "int64",
     "copy_kind": "int64",
     "direction": "object",
@@ -88,12 +95,12 @@ MEMCPY: Final[TableSpec] = {
 MEMSET: Final[TableSpec] = {
     "start_ns": "int64",
     "end_ns": "int64",
-    "device_id": "int64",
-    "context_id": "int64",
-    "stream_id": "int64",
-    "correlation_id": "int64",
+    "device_id": "int",
+    "context_id": "int",
+    "stream_id": "int",
+    "correlation_id": "int",
     "global_pid": "int64",
-    "pid": "int64",
+    "pid": "int",
     "bytes": "int64",
     "mem_kind": "object",
 }
@@ -246,11 +253,15 @@ def as_series(value: object) -> pd.Series:
     return value
 
 
+_EMPTY_DTYPES: Final[Mapping[str, str]] = {"int": "int64", "Int": "Int64"}
+
+
 def empty(spec: TableSpec) -> pd.DataFrame:
-    """An empty table with the columns and dtypes of ``spec``."""
+    """An empty table with the columns and dtypes of ``spec`` (``"int"``/``"Int"`` columns:
+    ``int64``/``Int64``)."""
     return as_frame(pd.DataFrame({
         c: text_category(np.empty(0, dtype=np.int64), []) if d == "category"
-        else pd.Series([], dtype=cast(Any, d)) for c, d in spec.items()}))
+        else pd.Series([], dtype=cast(Any, _EMPTY_DTYPES.get(d, d))) for c, d in spec.items()}))
 
 
 def text_category(codes: npt.ArrayLike, texts: Sequence[object],
@@ -381,7 +392,8 @@ def first_per_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
 
 
 def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """Return ``frame`` with exactly the columns of ``spec``, in order, cast to its dtypes.
+    """Return ``frame`` with exactly the columns of ``spec``, in order, cast to its dtypes
+    (``"int"``/``"Int"``: :func:`narrowed`).
 
     Missing columns are filled with nulls (nullable dtypes) or raise ``KeyError`` (non-null
     dtypes), so a reader cannot silently drop a required column. The columns are not stacked
@@ -397,10 +409,12 @@ def conform(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
                 out[col] = plain_text(series)
             elif dtype == "category":
                 out[col] = as_text_category(series)
+            elif dtype in ("int", "Int"):
+                out[col] = narrowed(series, nullable=dtype == "Int")
             else:
                 out[col] = series.astype(cast(Any, dtype))
-        elif dtype in ("Int64", "object"):
-            out[col] = pd.Series([None] * n, dtype=cast(Any, dtype))
+        elif dtype in ("Int64", "Int", "object"):
+            out[col] = pd.Series([None] * n, dtype=cast(Any, _EMPTY_DTYPES.get(dtype, dtype)))
         elif dtype == "category":
             out[col] = text_category(np.full(n, -1, dtype=np.int64), [])
         else:
@@ -448,22 +462,6 @@ def largest_positions(values: np.ndarray, count: int) -> IntArray:
     candidates = np.flatnonzero(values >= threshold)
     by_size: IntArray = candidates[np.lexsort((candidates, -values[candidates]))]
     return by_size[:count]
-
-
-def narrowest_int(low: int, high: int) -> type[np.signedinteger[Any]]:
-    """The narrowest signed integer type holding every value from ``low`` to ``high``."""
-    for width in (np.int8, np.int16, np.int32):
-        if np.iinfo(width).min <= low and high <= np.iinfo(width).max:
-            return width
-    return np.int64
-
-
-def plain_integers(column: pd.Series) -> bool:
-    """Whether ``column`` holds numpy integers that convert to int64 without loss (no
-    nullable extension dtype, no uint64)."""
-    dtype = column.dtype
-    return isinstance(dtype, np.dtype) and (dtype.kind == "i" or (
-        dtype.kind == "u" and dtype.itemsize < 8))
 
 
 def decode_pid(global_id: npt.ArrayLike) -> IntArray:

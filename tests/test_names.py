@@ -8,6 +8,7 @@ from typing import cast
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,9 +191,9 @@ def test_map_distinct_is_the_per_row_map(values: list[str | None], categorical: 
 
 @given(st.integers(-2**63, 2**63 - 1), st.integers(0, 2**64))
 def test_narrowest_int_holds_the_range_and_no_narrower_does(low: int, extra: int) -> None:
-    """``tables.narrowest_int``: the range ``low .. high`` fits the type chosen, and does
+    """``int_widths.narrowest_int``: the range ``low .. high`` fits the type chosen, and does
     not fit the next narrower one."""
-    from infraprof.tables import narrowest_int
+    from infraprof.int_widths import narrowest_int
 
     high = min(low + extra, 2**63 - 1)
     chosen = np.iinfo(narrowest_int(low, high))
@@ -204,8 +205,46 @@ def test_narrowest_int_holds_the_range_and_no_narrower_does(low: int, extra: int
 
 def test_plain_integers() -> None:
     """Numpy integers that convert to int64 without loss; not nullable or uint64 columns."""
-    from infraprof.tables import plain_integers
+    from infraprof.int_widths import plain_integers
 
     assert all(plain_integers(pd.Series([1], dtype=d)) for d in ("int8", "int64", "uint32"))
     assert not any(plain_integers(pd.Series([1], dtype=d)) for d in ("Int64", "uint64",
                                                                        "float64", "object"))
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), max_size=30),
+       st.booleans())
+def test_narrowed_keeps_every_value_in_the_narrowest_type(values: list[int | None],
+                                                           nullable: bool) -> None:
+    """``int_widths.narrowed``: the same integers (and nulls, for a nullable column) in the
+    narrowest signed type holding them; int64 when empty, Int8 when every value is null;
+    a null in a non-nullable column raises as ``astype("int64")`` does."""
+    from infraprof.int_widths import narrowed, narrowest_int
+
+    column = pd.Series(values, dtype="Int64", index=np.arange(len(values)) * 2)
+    present = [v for v in values if v is not None]
+    if not nullable and len(present) < len(values):
+        with pytest.raises(ValueError):
+            narrowed(column)
+        return
+    got = narrowed(column if nullable else column.astype("int64"), nullable=nullable)
+    width = (np.dtype(narrowest_int(min(present), max(present))) if present
+             else np.dtype(np.int8 if values else np.int64))
+    assert got.index.equals(column.index)
+    if nullable:
+        assert str(got.dtype) == width.name.capitalize()
+        assert [None if pd.isna(v) else int(v) for v in got] == values
+    else:
+        assert got.dtype == width and got.tolist() == values
+
+
+def test_narrowed_converts_as_astype_does() -> None:
+    """Floats holding integers and NaN (a column built from records with a missing key)
+    become a nullable column; a NaN in a non-nullable one raises."""
+    from infraprof.int_widths import narrowed
+
+    got = narrowed(pd.Series([1.0, np.nan, 300.0]), nullable=True)
+    assert str(got.dtype) == "Int16" and got.isna().tolist() == [False, True, False]
+    assert narrowed(pd.Series([2.0, 5.0])).dtype == np.int8
+    with pytest.raises(ValueError):
+        narrowed(pd.Series([1.0, np.nan]))

@@ -20,7 +20,7 @@ from infraprof.analyses.launch import kernel_launches, launch_latencies
 from infraprof.analyses.registry import ANALYSES, build_config, finding_ids
 from infraprof.errors import UsageError
 from infraprof.inputs.traces import load_trace
-from infraprof.tables import narrowest_int
+from infraprof.int_widths import narrowest_int
 
 DEMO = SAMPLE_TRACES / "demo_host_stall.sqlite"
 MW_BASE = "ncar-miniweather-nsys/miniweather_baseline.sqlite"
@@ -221,6 +221,32 @@ def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
         k for k, t in (("kernel", trace.kernels), ("memcpy", trace.memcpy),
                        ("memset", trace.memset)) if len(t)], [len(t) for t in parts])
     assert ops["kind"].astype(str).tolist() == kinds[order].tolist()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_trace_ids_are_in_their_narrowest_type(name: str) -> None:
+    """The id columns of the large tables (``"int"``/``"Int"`` in their specs) hold the
+    export's values in the narrowest integer type (checked against SQL on the export)."""
+    import sqlite3
+
+    trace = load_trace(SAMPLE_TRACES / name)
+    with sqlite3.connect(f"file:{SAMPLE_TRACES / name}?mode=ro", uri=True) as db:
+        for table, frame, column, sql in (
+                ("CUPTI_ACTIVITY_KIND_KERNEL", trace.kernels, "stream_id", "streamId"),
+                ("CUPTI_ACTIVITY_KIND_KERNEL", trace.kernels, "correlation_id", "correlationId"),
+                ("CUPTI_ACTIVITY_KIND_RUNTIME", trace.api_calls, "correlation_id",
+                 "correlationId"),
+                ("CUPTI_ACTIVITY_KIND_RUNTIME", trace.api_calls, "pid",
+                 "(globalTid >> 24) & 16777215")):
+            low, high, rows = db.execute(
+                f"SELECT min({sql}), max({sql}), count(*) FROM {table}").fetchone()
+            assert len(frame) <= rows
+            if rows:
+                assert frame[column].dtype == np.dtype(narrowest_int(low, high)), column
+                assert frame[column].min() >= low and frame[column].max() <= high
+    chains = trace.api_calls["callchain_id"]
+    assert str(chains.dtype) in ("Int8", "Int16", "Int32", "Int64")
+    assert chains.notna().any() or str(chains.dtype) == "Int8" or chains.empty
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))

@@ -26,8 +26,9 @@ import pandas as pd
 from infraprof.analyses.host_columns import CODES, HostColumns
 from infraprof.analyses.names import factorized_text
 from infraprof.analyses.timeline import DeviceTimeline
+from infraprof.int_widths import narrowest_int
 from infraprof.model.correlation import launch_rows
-from infraprof.tables import as_frame, narrowest_int
+from infraprof.tables import as_frame
 
 CATEGORIES = (
     "sync", "memcpy", "allocation", "launch-overhead", "host-cpu", "host-wait", "dependency",
@@ -275,7 +276,7 @@ def first_appearances(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
 
 def code_width(count: int) -> type[np.signedinteger[Any]]:
     """The narrowest signed integer type holding the codes ``-1 .. count - 1`` and ``count``
-    itself (a marker one past the last code; :func:`~infraprof.tables.narrowest_int`): a
+    itself (a marker one past the last code; :func:`~infraprof.int_widths.narrowest_int`): a
     column of codes per gap: 10 M gaps hold 10 MB of int8 codes instead of 40 MB of int32."""
     return narrowest_int(-1, count)
 

@@ -30,7 +30,8 @@ from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.analyses.sites import idle_text
-from infraprof.tables import as_frame, column_view, fill_text, narrowest_int
+from infraprof.int_widths import narrowest_int
+from infraprof.tables import as_frame, column_view, fill_text
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext

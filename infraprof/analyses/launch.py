@@ -27,6 +27,7 @@ from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.names import sorted_text_codes
+from infraprof.int_widths import narrowest_int
 from infraprof.model import Trace
 from infraprof.model.correlation import call_rows, join_launch_calls
 
@@ -187,7 +188,7 @@ def _quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
     is sorted in place: one loop step per code, none per value."""
     # in the codes' narrowest width: numpy's stable sort of 8- and 16-bit integers is a
     # radix sort (10 M codes: ~0.1 s instead of ~1 s as int64)
-    narrow = codes.astype(table_schema.narrowest_int(0, max(count - 1, 0)), copy=False)
+    narrow = codes.astype(narrowest_int(0, max(count - 1, 0)), copy=False)
     order = np.argsort(narrow, kind="stable")
     ordered = values[order]
     bounds = np.searchsorted(narrow[order], np.arange(count + 1))

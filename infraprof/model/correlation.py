@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
+from infraprof.int_widths import plain_integers
 
 JOIN_KEY = ["pid", "correlation_id"]
 CALL_COLUMN_NAMES = {"start_ns": "api_start_ns", "end_ns": "api_end_ns", "name": "api_name",
@@ -87,7 +88,7 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     sortable int64 (pid as its rank among the calls' pids) and looked up with
     ``searchsorted`` (the calls are sorted by key only when they are not in key order
     already: one process's calls usually are); None too when they do not fit."""
-    if not all(table_schema.plain_integers(frame[c]) for frame in (ops, api_calls)
+    if not all(plain_integers(frame[c]) for frame in (ops, api_calls)
                for c in JOIN_KEY):
         return None
     if api_calls.empty or ops.empty:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
+from infraprof.int_widths import narrowest_int
 from infraprof.readers.validate import DataIssue
 
 
@@ -35,11 +36,11 @@ def _start_end_order(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
 
 def _stacked(parts: list[pd.Series], order: np.ndarray | None) -> Any:
     """The ``parts`` one after the other, rows taken in ``order``: one copy of each value
-    (an int64 column as a numpy array of the narrowest integer type holding its values,
-    :func:`~infraprof.tables.narrowest_int`; any other dtype through pandas, keeping it)."""
-    if all(part.dtype == np.int64 for part in parts):
+    (an integer column as a numpy array of the narrowest integer type holding its values,
+    :func:`~infraprof.int_widths.narrowest_int`; any other dtype through pandas, keeping it)."""
+    if all(isinstance(part.dtype, np.dtype) and part.dtype.kind == "i" for part in parts):
         arrays = [part.to_numpy() for part in parts if len(part)]
-        width = table_schema.narrowest_int(min(int(a.min()) for a in arrays),
+        width = narrowest_int(min(int(a.min()) for a in arrays),
                                            max(int(a.max()) for a in arrays))
         values = np.concatenate(arrays, dtype=width, casting="same_kind")
         return values if order is None else values[order]

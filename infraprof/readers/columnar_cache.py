@@ -7,7 +7,8 @@ never beside the input) and holds:
 
 * ``columns.json``: reader version, the source's key, metadata, per table its columns and
   dtypes, and per file its size and Adler-32 checksum;
-* per column: ``int64``/``bool`` values as ``.npy``; nullable ``Int64`` as values + mask;
+* per column: integer/``bool`` values as ``.npy`` (in the column's own width); nullable
+  ``Int8`` … ``Int64`` as values + mask;
   text as ``int32`` codes (-1 for null) + the distinct strings in the manifest; a
   Categorical text column (:func:`~infraprof.tables.text_category`) as its own codes + its
   categories, loaded back as the same Categorical (no factorize on store or load).
@@ -43,8 +44,9 @@ from infraprof.readers.sqlite_db import export_identity
 from infraprof.readers.validate import DataIssue
 from infraprof.tables import ANALYSIS_OMITS
 
-READER_VERSION = 4  # 2: data_quality, unified-memory fault tables; 3: all_columns;
-# 4: name columns as Categoricals
+READER_VERSION = 5  # 2: data_quality, unified-memory fault tables; 3: all_columns;
+# 4: name columns as Categoricals; 5: ids in their narrowest integer type
+_NULLABLE_INTS = ("Int8", "Int16", "Int32", "Int64")
 _META_FIELDS = ("meta", "capture", "session_start_utc_ns", "analysis_start_ns", "analysis_end_ns")
 
 
@@ -114,9 +116,10 @@ def _save(folder: Path, name: str, array: np.ndarray, files: dict[str, list[int]
 def _column_spec(folder: Path, stem: str, column: pd.Series, files: dict[str, list[int]]
                  ) -> dict[str, Any]:
     dtype = str(column.dtype)
-    if dtype == "Int64":
+    if dtype in _NULLABLE_INTS:
         mask = column.isna().to_numpy(dtype=bool)
-        _save(folder, f"{stem}.npy", column.to_numpy(dtype=np.int64, na_value=0), files)
+        width = np.dtype(dtype.lower())
+        _save(folder, f"{stem}.npy", column.to_numpy(dtype=width, na_value=0), files)
         _save(folder, f"{stem}.mask.npy", mask, files)
         return {"dtype": dtype}
     if dtype == "category":
@@ -198,7 +201,9 @@ def _load(entry: Path, name: str, files: dict[str, list[int]]) -> np.ndarray:
 def _column(entry: Path, stem: str, spec: dict[str, Any], files: dict[str, list[int]]
             ) -> Any:
     values = _load(entry, f"{stem}.npy", files)
-    if spec["dtype"] == "Int64":
+    if spec["dtype"] in _NULLABLE_INTS:
+        if values.dtype != np.dtype(spec["dtype"].lower()):
+            raise ValueError(f"{stem}: values are not {spec['dtype']}")
         return pd.arrays.IntegerArray(values, _load(entry, f"{stem}.mask.npy", files))
     if spec["dtype"] == "category":
         categories = pd.Index(spec["values"], dtype=object)
@@ -208,6 +213,8 @@ def _column(entry: Path, stem: str, spec: dict[str, Any], files: dict[str, list[
     if spec["dtype"] == "object":
         texts = np.array([*spec["values"], None], dtype=object)
         return pd.Series(texts[np.where(values < 0, len(texts) - 1, values)], dtype=object)
+    if values.dtype != np.dtype(spec["dtype"]):
+        raise ValueError(f"{stem}: values are not {spec['dtype']}")
     return values
 
 
