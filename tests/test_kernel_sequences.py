@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from helpers_synthetic import trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from infraprof.analyses.kernel_sequences import (
     _hash_groups,
     ngram_hashes,
     ngram_hashes_by_length,
+    stream_order,
 )
 from infraprof.ranking import build_report
 
@@ -117,3 +119,40 @@ def test_hash_groups_number_hashes_as_np_unique(values: list[int]) -> None:
     assert counts.tolist() == expected_counts.tolist()
     for h in range(len(counts)):
         assert rows[bounds[h]:bounds[h + 1]].tolist() == np.flatnonzero(inverse == h).tolist()
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(-3, 300), st.integers(0, 20),
+                          st.sampled_from(["k_a", "k<b>", "k_c"])), max_size=40),
+       st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_stream_order_is_the_lexsorted_table(rows: list[tuple[int, int, int, str]],
+                                             presorted: bool) -> None:
+    """``stream_order`` gives the rows as a stable lexsort by (device, stream, start)
+    does, whether the table is in that order already (its own columns, no sort) or not;
+    ``name_id`` numbers the names by first appearance in that order, in the narrowest
+    integer type, and the hashes of those ids equal the int64 ones'."""
+    from infraprof.tables import as_text_category
+
+    if presorted:
+        rows = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+    kernels = pd.DataFrame({
+        "device_id": np.array([r[0] for r in rows], dtype=np.int8),
+        "stream_id": np.array([r[1] for r in rows], dtype=np.int16),
+        "start_ns": np.array([r[2] for r in rows], dtype=np.int64),
+        "name": as_text_category(pd.Series([r[3] for r in rows], dtype=object))})
+    kernels["end_ns"] = kernels["start_ns"] + 5
+    order = np.lexsort((kernels["start_ns"], kernels["stream_id"], kernels["device_id"]))
+    want = kernels.iloc[order].reset_index(drop=True)
+    got = stream_order(kernels)
+    for column in ("device_id", "stream_id", "start_ns", "end_ns"):
+        assert got[column].tolist() == want[column].tolist()
+        assert got[column].dtype == kernels[column].dtype
+    assert got["name"].astype(object).tolist() == want["name"].astype(object).tolist()
+    codes, _ = pd.factorize(want["name"].astype(object))
+    assert got["name_id"].tolist() == codes.tolist()
+    assert got["name_id"].dtype == np.int8
+    valid = np.ones(len(rows), dtype=bool)
+    cut = np.r_[True, np.zeros(max(len(rows) - 1, 0), dtype=bool)][:len(rows)]
+    narrow = ngram_hashes(got["name_id"].to_numpy(), valid, cut, 2)
+    wide = ngram_hashes(codes.astype(np.int64), valid, cut, 2)
+    assert narrow[0].tolist() == wide[0].tolist() and narrow[1].tolist() == wide[1].tolist()

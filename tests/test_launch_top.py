@@ -84,3 +84,63 @@ def test_slow_launches_by_name_are_pandas_aggregates(rows: list[tuple[str, int]]
     pd.testing.assert_frame_equal(got, want)
     assert (got.sort_values("count", ascending=False).index.tolist()
             == want.sort_values("count", ascending=False).index.tolist())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["b_k", "a_k", "c<&>", "z"]),
+                          st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6)),
+                min_size=1, max_size=60),
+       st.sampled_from([1, 1000, 2**40]), st.sampled_from([3, 1 << 20]))
+def test_launch_summary_is_pandas_group_by(rows: list[tuple[str, int, int, int]],
+                                           scale: int, block: int) -> None:
+    """``launch_summary`` from the name codes (sums in ``bincount``, one derived column at
+    a time) equals pandas' group-by of the derived columns bit for bit: the means, the
+    queue count and mean (negative queue times left out), the latency percentiles, the
+    order; ``scale`` 2**40 makes the sums exceed 2**53 (pandas' own group-by then),
+    ``block`` 3 sums three rows at a time."""
+    from unittest import mock
+
+    from infraprof.analyses import launch
+    from infraprof.analyses.launch import launch_columns, launch_summary
+    from infraprof.tables import as_text_category
+
+    launches = pd.DataFrame({
+        "start_ns": np.array([s for _, s, _, _ in rows], dtype=np.int64) * scale,
+        "name": as_text_category(pd.Series([n for n, *_ in rows]))})
+    launches["end_ns"] = launches["start_ns"] + np.array([d for *_, d in rows]) * scale
+    launches["latency_ns"] = np.array([lat for _, _, lat, _ in rows], dtype=np.int64) * scale
+    launches["api_ns"] = np.array(list(reversed([lat for _, _, lat, _ in rows])),
+                                  dtype=np.int64) * scale
+    frame = pd.DataFrame({"name": launches["name"], "latency_ns": launches["latency_ns"], **{
+        column: launch_columns(launches, column) for column in (
+            "kernel_ns", "api_ns", "queue_ns")}})
+    g = frame.groupby("name", observed=True)
+    want = pd.DataFrame({
+        "count": g.size(), "kernel_avg_ns": g["kernel_ns"].mean(),
+        "api_avg_ns": g["api_ns"].mean(), "queue_avg_ns": g["queue_ns"].mean(),
+        "queue_count": g["queue_ns"].count(), "latency_p50_ns": g["latency_ns"].median(),
+        "latency_p99_ns": g["latency_ns"].quantile(0.99)})
+    want.index = pd.Index(want.index.astype(object), dtype=object, name="name")
+    want = want.reset_index().sort_values(["count", "name"], ascending=[False, True])
+    with mock.patch.object(launch, "SUM_BLOCK", block):
+        got = launch_summary(launches)
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.integers(-2**63, 2**63 - 1),
+                                                        st.integers(-50, 50))), max_size=60))
+def test_sorted_by_code_is_the_lexsort(pairs: list[tuple[int, int]]) -> None:
+    """Values ordered by code, then value, and each code's bounds: as ``np.lexsort``, for
+    values whose range fits a packed key with the codes (one sort) and for any others
+    (the whole int64 range: a stable sort by code, then each slice)."""
+    from infraprof.analyses.launch import _sorted_by_code
+
+    codes = np.array([c for c, _ in pairs], dtype=np.int8)
+    values = np.array([v for _, v in pairs], dtype=np.int64)
+    kept = values.copy()
+    ordered, bounds = _sorted_by_code(codes, values, 7)
+    order = np.lexsort((values, codes))
+    assert ordered.tolist() == values[order].tolist()
+    assert bounds.tolist() == [0, *np.cumsum(np.bincount(codes, minlength=7)).tolist()]
+    assert values.tolist() == kept.tolist()  # the input is not modified

@@ -17,6 +17,7 @@ the CPU spends as long launching it as the GPU spends running it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,38 +146,99 @@ def _by_name(frame: pd.DataFrame) -> tuple[DataFrameGroupBy[Any, Any], _Relabel 
 
 def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
     """Per kernel name: ``count, kernel_avg_ns, api_avg_ns, queue_avg_ns, queue_count,
-    latency_p50_ns, latency_p99_ns``, sorted by count. The means are pandas group means;
-    the latency percentiles interpolate linearly between the sorted latencies of each name
-    (pandas' ``quantile``), from one sort of the latencies by name
-    (:func:`_quantiles_by_code`) instead of pandas' sorted copy of every column."""
+    latency_p50_ns, latency_p99_ns``, sorted by count. The means are pandas' group means
+    (:func:`_means_by_code`: exact sums of the integers, no group-by); the latency
+    percentiles interpolate linearly between the sorted latencies of each name (pandas'
+    ``quantile``), from one sort of the latencies by name (:func:`_quantiles_by_code`)
+    instead of pandas' sorted copy of every column. Null names: pandas' group-by on the
+    texts."""
     if launches.empty:
         return table_schema.as_frame(pd.DataFrame(columns=[
             "name", "count", "kernel_avg_ns", "api_avg_ns", "queue_avg_ns", "queue_count",
             "latency_p50_ns", "latency_p99_ns"]))
-    frame = pd.DataFrame({"name": launches["name"], "latency_ns": launches["latency_ns"], **{
-        column: launch_columns(launches, column) for column in (
-            "kernel_ns", "api_ns", "queue_ns")}}, copy=False)
-    g, relabel = _by_name(frame)
-    out = pd.DataFrame({
-        "count": g.size(),
-        "kernel_avg_ns": g["kernel_ns"].mean(),
-        "api_avg_ns": g["api_ns"].mean(),
-        "queue_avg_ns": g["queue_ns"].mean(),
-        "queue_count": g["queue_ns"].count(),
-    })
-    if relabel is None:  # null names: pandas' group-by on the texts
-        out["latency_p50_ns"] = g["latency_ns"].median()
-        out["latency_p99_ns"] = g["latency_ns"].quantile(0.99)
+    if launches["name"].notna().all():
+        codes, names = sorted_text_codes(launches["name"])
+        out = _by_code_summary(launches, codes, len(names))
+        _Relabel(codes, names)(out)
     else:
-        del g, frame
-        codes = out.index.to_numpy()
-        found = _quantiles_by_code(relabel.codes, launches["latency_ns"].to_numpy(),
-                                   len(relabel.names), (0.5, 0.99))
-        out["latency_p50_ns"], out["latency_p99_ns"] = found[codes, 0], found[codes, 1]
-        relabel(out)
+        out = _grouped_summary(launches)
     out = out.reset_index()
     return table_schema.as_frame(out.sort_values(["count", "name"], ascending=[False, True])
                       .reset_index(drop=True))
+
+
+def _grouped_summary(launches: pd.DataFrame) -> pd.DataFrame:
+    """:func:`launch_summary`'s columns per name (the index) by pandas' group-by on the
+    names (the path for names with nulls)."""
+    frame = pd.DataFrame({"name": launches["name"], "latency_ns": launches["latency_ns"], **{
+        column: launch_columns(launches, column) for column in (
+            "kernel_ns", "api_ns", "queue_ns")}}, copy=False)
+    g = frame.groupby("name")
+    return table_schema.as_frame(pd.DataFrame({
+        "count": g.size(), "kernel_avg_ns": g["kernel_ns"].mean(),
+        "api_avg_ns": g["api_ns"].mean(), "queue_avg_ns": g["queue_ns"].mean(),
+        "queue_count": g["queue_ns"].count(), "latency_p50_ns": g["latency_ns"].median(),
+        "latency_p99_ns": g["latency_ns"].quantile(0.99)}))
+
+
+def _by_code_summary(launches: pd.DataFrame, codes: np.ndarray, count: int) -> pd.DataFrame:
+    """:func:`launch_summary`'s columns per name code ``0 .. count - 1`` (every code
+    present): the derived columns summed a block at a time (:func:`_means_by_code`; a
+    10 M-launch summary held five whole columns and pandas' group numbers at once)."""
+    start, end = launches["start_ns"].to_numpy(), launches["end_ns"].to_numpy()
+    latency, api = launches["latency_ns"].to_numpy(), launches["api_ns"].to_numpy()
+
+    def queue_of(rows: slice) -> np.ndarray:  # the queue time; 0 where it is negative
+        return np.asarray(np.maximum(latency[rows] - api[rows], 0))
+
+    def waited_of(rows: slice) -> np.ndarray:  # where it is not (launch_columns' non-NaN)
+        return np.asarray(latency[rows] >= api[rows])
+
+    sizes = np.bincount(codes, minlength=count)
+    queued = sum((np.bincount(codes[rows][waited_of(rows)], minlength=count)
+                  for rows in _blocks(len(codes))), np.zeros(count, dtype=np.int64))
+    found = _quantiles_by_code(codes, latency, count, (0.5, 0.99))
+    return table_schema.as_frame(pd.DataFrame({
+        "count": sizes,
+        "kernel_avg_ns": _means_by_code(codes, sizes, lambda rows: end[rows] - start[rows]),
+        "api_avg_ns": _means_by_code(codes, sizes, lambda rows: api[rows]),
+        "queue_avg_ns": _means_by_code(codes, queued, queue_of, waited_of),
+        "queue_count": queued,
+        "latency_p50_ns": found[:, 0], "latency_p99_ns": found[:, 1]}))
+
+
+SUM_BLOCK = 1 << 20  # rows per bincount of _means_by_code (bounded temporaries)
+
+
+def _blocks(size: int) -> list[slice]:
+    """``SUM_BLOCK`` rows at a time."""
+    return [slice(lo, lo + SUM_BLOCK) for lo in range(0, size, SUM_BLOCK)]
+
+
+def _means_by_code(codes: np.ndarray, sizes: np.ndarray,
+                   values_of: Callable[[slice], np.ndarray],
+                   counted_of: Callable[[slice], np.ndarray] | None = None) -> np.ndarray:
+    """Per code ``0 .. len(sizes) - 1``: the mean of the integers ``values_of(rows)`` gives
+    for its rows (only the ``counted_of(rows)`` ones, the others 0; ``sizes``: the counted
+    rows per code), NaN without any: bit for bit pandas' group-by ``mean``. While every
+    partial sum is an integer below 2**53 in magnitude (bounded by the sum of each block's
+    largest magnitude times its rows), float64 sums are exact in any order and pandas'
+    compensated summation adds nothing: ``bincount``'s sums, a block of rows at a time,
+    over the count are pandas' result. Past that bound pandas' group-by computes it."""
+    count = len(sizes)
+    sums, bound = np.zeros(count), 0
+    for rows in _blocks(len(codes)):
+        values = values_of(rows)
+        if len(values):
+            bound += max(abs(int(values.max())), abs(int(values.min()))) * len(values)
+        if bound >= 2**53:
+            every = slice(None)
+            kept = slice(None) if counted_of is None else counted_of(every)
+            grouped = pd.Series(values_of(every)[kept]).groupby(codes[kept]).mean()
+            return np.asarray(grouped.reindex(range(count)).to_numpy(dtype=np.float64))
+        sums += np.bincount(codes[rows], weights=values, minlength=count)
+    means: np.ndarray = np.divide(sums, sizes, out=np.full(count, np.nan), where=sizes > 0)
+    return means
 
 
 def _quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
@@ -184,18 +246,8 @@ def _quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
     """Per code ``0 .. count - 1`` (rows) and quantile (columns): the linearly interpolated
     quantile of that code's ``values`` (int64), as pandas' group-by ``quantile`` computes it
     (``v[i] + (v[i + 1] - v[i]) * frac`` at ``q * (n - 1)``); NaN for a code without values.
-    The values are ordered by code once (a stable sort of the codes), then each code's slice
-    is sorted in place: one loop step per code, none per value."""
-    # in the codes' narrowest width: numpy's stable sort of 8- and 16-bit integers is a
-    # radix sort (10 M codes: ~0.1 s instead of ~1 s as int64)
-    narrow = codes.astype(narrowest_int(0, max(count - 1, 0)), copy=False)
-    order = np.argsort(narrow, kind="stable")
-    ordered = values[order]
-    bounds = np.searchsorted(narrow[order], np.arange(count + 1))
-    del narrow
-    del order
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        ordered[lo:hi].sort()
+    The values are sorted by code, then value, once (:func:`_sorted_by_code`)."""
+    ordered, bounds = _sorted_by_code(codes, values, count)
     sizes = np.diff(bounds)
     out = np.full((count, len(quantiles)), np.nan)
     has = np.flatnonzero(sizes > 0)
@@ -208,6 +260,35 @@ def _quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
         out[has, column] = np.where(frac == 0.0, low.astype(np.float64),
                                     low + (high - low) * frac)
     return out
+
+
+def _sorted_by_code(codes: np.ndarray, values: np.ndarray, count: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (int64) ordered by code (``0 .. count - 1``), each code's ascending, and
+    the bounds of each code's slice (``count + 1``). When a code and the value's offset
+    from the smallest value fit one 63-bit key (code high, offset low), one sort of those
+    keys: one array of the values' size (10 M launches: 80 MB, where an argsort and the
+    gathered values were 160 MB); int64 arithmetic wraps, so the key is built and taken
+    apart in place. Otherwise a stable sort by code (numpy's radix sort of narrow codes),
+    then each code's slice in place."""
+    bounds = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=count), out=bounds[1:])
+    low, high = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    shift = (high - low).bit_length()
+    if shift + max(count - 1, 0).bit_length() <= 63:
+        key = codes.astype(np.int64)
+        key <<= shift
+        key += values
+        key -= low
+        key.sort()
+        key &= (1 << shift) - 1
+        key += low
+        return key, bounds
+    narrow = codes.astype(narrowest_int(0, max(count - 1, 0)), copy=False)
+    ordered = values[np.argsort(narrow, kind="stable")]
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        ordered[lo:hi].sort()
+    return ordered, bounds
 
 
 def launch_bound_kernels(summary: pd.DataFrame, params: LaunchParams | None = None

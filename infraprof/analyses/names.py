@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from infraprof.int_widths import narrowest_int
 from infraprof.tables import as_text_category
 
 Codes = npt.NDArray[np.int64]
@@ -55,18 +56,21 @@ def factorized_text(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
-def sorted_text_codes(values: pd.Series) -> tuple[Codes, pd.Index]:
+def sorted_text_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """:func:`text_codes` numbered in ascending text order instead (the order in which a
     sorted ``groupby`` lists its groups): ``(codes, index)``, ``index[codes]`` equals
     ``values``; ``index`` is an object Index named as ``values``. A Categorical's categories
-    are already sorted: its codes are only renumbered over the categories present."""
+    are already sorted: its codes are only renumbered over the categories present, in the
+    narrowest integer type (one byte for a few hundred names: 70 MB less than int64 at
+    10 M rows); other columns' codes are int64."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = as_text_category(values)  # sorted categories (the readers' already are)
-        category_codes = values.cat.codes.to_numpy().astype(np.int64)
+        category_codes = values.cat.codes.to_numpy()  # the Categorical's own width
         categories = values.cat.categories
         present = np.bincount(category_codes, minlength=len(categories)) > 0
         kept = np.flatnonzero(present)
-        renumber = np.cumsum(present, dtype=np.int64) - 1
+        renumber = (np.cumsum(present, dtype=np.int64) - 1).astype(
+            narrowest_int(-1, max(len(kept) - 1, 0)))
         return renumber[category_codes], pd.Index(np.asarray(categories, dtype=object)[kept],
                                                   dtype=object, name=values.name)
     codes, uniques = text_codes(values)
