@@ -262,7 +262,7 @@ def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
     launch_gtid = table.gtid
     launch_gtid[~table.has_launch] = -1
     nvtx, nvtx_names = _launch_nvtx(launch_gtid, launch_at, index)
-    del launch_gtid
+    del launch_gtid, launch_at  # not held while the host gaps are painted
     host = _host_details(table, index, params or AttributionParams())
     return replace(table, nvtx=nvtx, nvtx_names=nvtx_names, host=host)
 

@@ -183,10 +183,11 @@ def _value_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
         return np.empty(0, dtype=np.int32), 0
     low, high = int(values.min()), int(values.max())
     if high - low < max(1 << 16, len(values)):
+        offsets = np.subtract(values, low, dtype=np.int64)  # narrow ids would wrap
         present = np.zeros(high - low + 1, dtype=bool)
-        present[values - low] = True
+        present[offsets] = True
         number = np.cumsum(present, dtype=np.int32) - 1
-        return number[values - low], int(present.sum())
+        return number[offsets], int(present.sum())
     codes, distinct = pd.factorize(values)
     return codes.astype(np.int32), len(distinct)
 

@@ -90,8 +90,9 @@ class LaunchCalls:
 
     @classmethod
     def of(cls, api_calls: pd.DataFrame) -> LaunchCalls:
-        """The columns of ``api_calls`` (views where they are int64 already)."""
-        return cls(*(api_calls[column].to_numpy(dtype=np.int64)
+        """The columns of ``api_calls``: views in their own integer types (the correlation id
+        is in its narrowest one: an int64 copy would be 97 MB held at 12 M calls)."""
+        return cls(*(api_calls[column].to_numpy()
                      for column in ("start_ns", "end_ns", "global_tid", "correlation_id")))
 
     def at(self, call: np.ndarray, column: str) -> np.ndarray:
@@ -375,10 +376,9 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
     if not len(gaps["g0"]):
         return GapTable(), _empty()
     source = gaps.pop("source")
-    op = {key: ops[column].to_numpy()[source].astype(np.int64, copy=False) for key, column in (
+    # gathered in the operations' own types (ids: their narrowest, int_widths.narrowed)
+    op = {key: ops[column].to_numpy()[source] for key, column in (
         ("start", "start_ns"), ("stream", "stream_id"), ("corr", "correlation_id"))}
-    if len(op["stream"]) and op["stream"].min() >= -2**31 and op["stream"].max() < 2**31:
-        op["stream"] = op["stream"].astype(np.int32)  # stream ids: small numbers
     call = launch_rows(as_frame(pd.DataFrame({"pid": ops["pid"].to_numpy()[source],
                                               "correlation_id": op["corr"]}, copy=False)),
                        api_calls)
