@@ -73,3 +73,36 @@ def test_contains_matches_brute_force(pairs: list[tuple[int, int]], times: list[
     u = intervals.union([p[0] for p in pairs], [p[1] for p in pairs])
     covered = _brute_cover(pairs)
     assert intervals.contains(u, times).tolist() == [t in covered for t in times]
+
+
+@given(interval_lists, interval_lists)
+@settings(max_examples=400, deadline=None)
+def test_union_with_is_the_union_of_both(a_pairs: list[tuple[int, int]],
+                                         b_pairs: list[tuple[int, int]]) -> None:
+    """Merging a few intervals into a union (``union_with``) gives exactly the union of the
+    concatenation (same arrays), and leaves the inputs unchanged."""
+    a = intervals.union([s for s, _ in a_pairs], [e for _, e in a_pairs])
+    kept = (a.starts.copy(), a.ends.copy())
+    b_starts = np.array([s for s, _ in b_pairs], dtype=np.int64)
+    b_ends = np.array([e for _, e in b_pairs], dtype=np.int64)
+    got = intervals.union_with(a, b_starts, b_ends)
+    want = intervals.union(np.concatenate((a.starts, b_starts)),
+                           np.concatenate((a.ends, b_ends)))
+    assert got.starts.tolist() == want.starts.tolist()
+    assert got.ends.tolist() == want.ends.tolist()
+    assert a.starts.tolist() == kept[0].tolist() and a.ends.tolist() == kept[1].tolist()
+
+
+@given(interval_lists, st.integers(-5, 300))
+@settings(max_examples=200, deadline=None)
+def test_gaps_are_views_when_every_hole_is_listed(pairs: list[tuple[int, int]],
+                                                  min_gap: int) -> None:
+    """The holes longer than the threshold, as a brute-force filter gives them; views of
+    the union's arrays when none is filtered out."""
+    merged = intervals.union([s for s, _ in pairs], [e for _, e in pairs])
+    got = intervals.gaps(merged, min_gap)
+    holes = list(zip(merged.ends[:-1].tolist(), merged.starts[1:].tolist(), strict=True))
+    want = [(s, e) for s, e in holes if e - s > min_gap]
+    assert list(zip(got.starts.tolist(), got.ends.tolist(), strict=True)) == want
+    if len(want) == len(holes) and holes:
+        assert np.shares_memory(got.starts, merged.ends)

@@ -118,14 +118,16 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
         pids = ops["pid"].to_numpy() if rows is None else ops["pid"].to_numpy()[rows]
         ovh = _overhead(trace, set(int(x) for x in pd.unique(pids)))
         del pids
-        covered = busy if ovh.empty else intervals.clip(intervals.union(
-            np.concatenate((busy.starts, ovh["start_ns"].to_numpy())),
-            np.concatenate((busy.ends, ovh["end_ns"].to_numpy()))), s0, s1)
-        holes = intervals.gaps(covered, 0)
-        long = (holes.ends - holes.starts) > p.min_gap_ns
+        # the overhead clipped to the span first (the busy intervals are inside it), then
+        # merged into them: the same intervals as clipping the union of both
+        covered = busy if ovh.empty else intervals.union_with(
+            busy, np.clip(ovh["start_ns"].to_numpy(), s0, s1),
+            np.clip(ovh["end_ns"].to_numpy(), s0, s1))
+        holes = intervals.gaps(covered, 0)  # views of covered's arrays
         stream_ids = ops["stream_id"].to_numpy()
-        streams = _stream_busy(d_start, d_end, stream_ids if rows is None else stream_ids[rows])
-        gaps = intervals.Intervals(holes.starts[long], holes.ends[long])
+        streams = _stream_busy(d_start, d_end, stream_ids if rows is None else stream_ids[rows],
+                               busy)
+        gaps = intervals.gaps(covered, p.min_gap_ns)
         out.append(DeviceTimeline(
             device_id=device,
             span_start_ns=s0,
@@ -149,14 +151,15 @@ def _positions(keys: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
     return list(table_schema.positions_by_value(keys))
 
 
-def _stream_busy(starts: np.ndarray, ends: np.ndarray, stream_ids: np.ndarray
-                 ) -> list[StreamBusy]:
+def _stream_busy(starts: np.ndarray, ends: np.ndarray, stream_ids: np.ndarray,
+                 busy: intervals.Intervals) -> list[StreamBusy]:
     """Busy time, operation count and first/last instant of each stream (ascending id) of
-    one device's operations."""
+    one device's operations (``busy``: their union, a device with one stream's)."""
     out = []
     for stream, rows in _positions(stream_ids):
         s, e = (starts, ends) if rows is None else (starts[rows], ends[rows])
-        out.append(StreamBusy(stream_id=stream, busy_ns=intervals.union(s, e).total_ns,
+        merged = busy if rows is None else intervals.union(s, e)
+        out.append(StreamBusy(stream_id=stream, busy_ns=merged.total_ns,
                               ops=len(s), first_start_ns=int(s.min()),
                               last_end_ns=int(e.max())))
     return out
