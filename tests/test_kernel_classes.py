@@ -166,3 +166,35 @@ def test_disabling_the_analysis_gives_null_json() -> None:
     data = report.to_dict()
     assert data["kernel_classes"] is None
     assert not any(f["id"].startswith(("kernel.layout", "comm.")) for f in data["findings"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_device_classes_are_the_group_by(seed: int) -> None:
+    """Per device, the class sums and counts from the class codes equal pandas' group-by
+    of each device's rows (ordered by sum, then the class table's order; one device or
+    several; classes absent on a device not listed)."""
+    import numpy as np
+    import pandas as pd
+
+    from infraprof.analyses.kernel_classes import CLASSES, per_device_classes
+    from infraprof.tables import text_category
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    used = list(CLASSES[:4])
+    devices = rng.integers(0, 1 if seed % 2 else 3, n).astype(np.int8)
+    kernels = pd.DataFrame({
+        "device_id": devices, "dur_ns": rng.integers(0, 50, n) * (10 ** (seed % 3)),
+        "class": text_category(rng.integers(0, len(used), n), used)})
+    want = []
+    for device, d in kernels.groupby("device_id", sort=True):
+        total = int(d["dur_ns"].sum())
+        g = d.groupby("class", observed=True)["dur_ns"].agg(["sum", "count"])
+        g = g.assign(order=[CLASSES.index(str(c)) for c in g.index])
+        g = g.sort_values(["sum", "order"], ascending=[False, True])
+        want.append({"device_id": int(str(device)), "kernel_ns": total, "kernels": len(d),
+                     "classes": [{"class": str(c), "count": int(r["count"]),
+                                  "total_ns": int(r["sum"]),
+                                  "share": round(int(r["sum"]) / total, 6) if total else 0.0}
+                                 for c, r in g.iterrows()]})
+    assert per_device_classes(kernels) == want

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from infraprof.analyses.kernel_sequences import (
     TinyKernelParams,
-    _hash_groups,
+    _frequent_hashes,
     ngram_hashes,
     ngram_hashes_by_length,
     stream_order,
@@ -109,16 +109,17 @@ def test_params_defaults_are_documented() -> None:
         10_000, 100_000, 3, 8, 20)
 
 
-@given(st.lists(st.integers(0, 6), max_size=40))
-def test_hash_groups_number_hashes_as_np_unique(values: list[int]) -> None:
-    """``_hash_groups``: the same groups, order and counts as ``np.unique``, and each
-    group's positions ascending (as ``inverse == h`` selects them)."""
+@given(st.lists(st.integers(0, 6), max_size=40), st.integers(1, 4), st.integers(0, 5))
+def test_frequent_hashes_are_np_uniques_by_count(values: list[int], min_count: int,
+                                                 top: int) -> None:
+    """``_frequent_hashes``: the hashes counted at least ``min_count`` times, in the order
+    a stable sort by descending count leaves ``np.unique``'s (ascending) hashes, the first
+    ``top``."""
     hashes = np.array(values, dtype=np.uint64)
-    rows, bounds, counts = _hash_groups(hashes)
-    _, inverse, expected_counts = np.unique(hashes, return_inverse=True, return_counts=True)
-    assert counts.tolist() == expected_counts.tolist()
-    for h in range(len(counts)):
-        assert rows[bounds[h]:bounds[h + 1]].tolist() == np.flatnonzero(inverse == h).tolist()
+    distinct, counts = np.unique(hashes, return_counts=True)
+    frequent = np.flatnonzero(counts >= min_count)
+    want = distinct[frequent[np.argsort(-counts[frequent], kind="stable")]][:top]
+    assert _frequent_hashes(hashes, min_count, top) == want.tolist()
 
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(-3, 300), st.integers(0, 20),

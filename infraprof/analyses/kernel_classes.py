@@ -32,13 +32,20 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
-from infraprof.tables import as_frame, column_view, fill_text, text_category
+from infraprof.tables import (
+    as_frame,
+    column_view,
+    fill_text,
+    positions_by_value,
+    text_category,
+)
 
 if TYPE_CHECKING:
     from infraprof.analyses.context import AnalysisContext
@@ -115,19 +122,40 @@ def classified_kernels(trace: Trace) -> pd.DataFrame:
 
 
 def per_device_classes(kernels: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per device: kernel time (sum of durations) and count per class, largest first."""
+    """Per device (ascending id): kernel time (sum of durations) and count per class present,
+    largest first (equal sums: in :data:`CLASSES` order). Sums over the class codes
+    (``add.at``, exact int64), not a group-by that copies each device's rows."""
+    classes = kernels["class"]
+    codes = classes.cat.codes.to_numpy()
+    names = [str(c) for c in classes.cat.categories]
+    durations = kernels["dur_ns"].to_numpy(dtype=np.int64)
     out = []
-    for device, d in kernels.groupby("device_id", sort=True):
-        total = int(d["dur_ns"].sum())
-        g = d.groupby("class")["dur_ns"].agg(["sum", "count"])
-        g = g.assign(order=[CLASSES.index(str(c)) for c in g.index])
-        g = g.sort_values(["sum", "order"], ascending=[False, True])
-        out.append({"device_id": int(str(device)), "kernel_ns": total, "kernels": len(d),
-                    "classes": [{"class": str(c), "count": int(r["count"]),
-                                 "total_ns": int(r["sum"]),
-                                 "share": round(int(r["sum"]) / total, 6) if total else 0.0}
-                                for c, r in g.iterrows()]})
+    for device, rows in _device_rows(kernels["device_id"].to_numpy()):
+        dur, code = (durations, codes) if rows is None else (durations[rows], codes[rows])
+        total, named = int(dur.sum()), code >= 0
+        if not named.all():
+            dur, code = dur[named], code[named]
+        sums = np.zeros(len(names), dtype=np.int64)
+        np.add.at(sums, code, dur)
+        counts = np.bincount(code, minlength=len(names))
+        present = sorted(np.flatnonzero(counts).tolist(),
+                         key=lambda c: (-int(sums[c]), CLASSES.index(names[c])))
+        out.append({"device_id": device, "kernel_ns": total,
+                    "kernels": len(durations) if rows is None else len(rows),
+                    "classes": [{"class": names[c], "count": int(counts[c]),
+                                 "total_ns": int(sums[c]),
+                                 "share": round(int(sums[c]) / total, 6) if total else 0.0}
+                                for c in present]})
     return out
+
+
+def _device_rows(devices: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
+    """Each device id (ascending) and its rows (None: every row, one device)."""
+    if not len(devices):
+        return []
+    if devices.min() == devices.max():
+        return [(int(devices[0]), None)]
+    return [(int(value), rows) for value, rows in positions_by_value(devices)]
 
 
 def _top_kernels(frame: pd.DataFrame, top: int = 5) -> list[dict[str, Any]]:

@@ -161,8 +161,10 @@ def ngram_hashes_by_length(ids: npt.NDArray[np.int64], valid_item: npt.NDArray[n
         count = size - n + 1  # windows; as ngram_hashes' test, on slices instead of gathers
         ok = bad[n:n + count] == bad[:count]
         ok &= cut[n:n + count] == cut[1:1 + count]
-        first = np.flatnonzero(ok)  # int64 already
+        first = np.flatnonzero(ok)
         del ok
+        if size < 2**31:  # positions: 4 bytes a window
+            first = first.astype(np.int32)
         yield n, first, window[first]
 
 
@@ -244,20 +246,21 @@ class BusyBefore:
         return total
 
 
-def _hash_groups(hashes: npt.NDArray[np.uint64]
-                 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """The distinct hashes in ascending order, as ``np.unique(..., return_counts=True)``
-    numbers them: ``rows[bounds[h]:bounds[h + 1]]`` are the positions of hash ``h`` in
-    ascending order (a stable argsort) and ``counts[h]`` their number. Without the inverse
-    and sorted copies ``np.unique`` allocates (~40 MB per million windows)."""
-    rows = np.argsort(hashes, kind="stable")
+def _frequent_hashes(hashes: npt.NDArray[np.uint64], min_count: int, top: int
+                     ) -> list[int]:
+    """The distinct hashes occurring at least ``min_count`` times, most frequent first
+    (equal counts: the smaller hash first), at most ``top``: the order in which
+    ``np.unique(..., return_counts=True)``'s hashes come out of a stable sort by descending
+    count. One sorted copy of the hashes, no argsort (an argsort and the gathered hashes
+    were 160 MB per length at 10 M kernels); the caller finds each one's positions."""
     if not hashes.size:
-        return rows, np.zeros(1, dtype=np.intp), np.empty(0, dtype=np.intp)
-    ordered = hashes[rows]
+        return []
+    ordered = np.sort(hashes)
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    del ordered
-    bounds = np.append(starts, hashes.size).astype(np.intp)
-    return rows, bounds, np.diff(bounds)
+    counts = np.diff(np.append(starts, hashes.size))
+    frequent = np.flatnonzero(counts >= min_count)
+    chosen = frequent[np.argsort(-counts[frequent], kind="stable")][:top]
+    return [int(h) for h in ordered[starts[chosen]].tolist()]
 
 
 def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
@@ -277,11 +280,9 @@ def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
     out = []
     lengths = range(p.min_length, p.max_length + 1)
     for n, pos, hashes in ngram_hashes_by_length(ids, short, new_stream, lengths):
-        rows, bounds, counts = _hash_groups(hashes)
-        del hashes
-        frequent = np.flatnonzero(counts >= p.min_repeats)
-        for h in frequent[np.argsort(-counts[frequent], kind="stable")][:20]:
-            occ = _non_overlapping(pos[rows[bounds[h]:bounds[h + 1]]], n)
+        for value in _frequent_hashes(hashes, p.min_repeats, 20):
+            rows = np.flatnonzero(hashes == np.uint64(value))
+            occ = _non_overlapping(pos[rows].astype(np.int64), n)
             if occ.size < p.min_repeats:
                 continue
             kernel_ns = int((dur_before[occ + n] - dur_before[occ]).sum())

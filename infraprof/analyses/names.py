@@ -29,7 +29,7 @@ def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         by_category, used = pd.factorize(values.cat.codes.to_numpy())
         texts = np.asarray(values.cat.categories, dtype=object)
-        return by_category.astype(np.int64), texts[used]
+        return by_category.astype(np.int64, copy=False), texts[used]
     objects = values.to_numpy(dtype=object)
     if objects.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
