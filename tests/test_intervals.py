@@ -106,3 +106,25 @@ def test_gaps_are_views_when_every_hole_is_listed(pairs: list[tuple[int, int]],
     assert list(zip(got.starts.tolist(), got.ends.tolist(), strict=True)) == want
     if len(want) == len(holes) and holes:
         assert np.shares_memory(got.starts, merged.ends)
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(-50, 2_000), st.booleans()),
+                max_size=60),
+       st.booleans(), st.booleans(), st.sampled_from([1, 3, 1 << 20]))
+@settings(max_examples=400, deadline=None)
+def test_union_total_is_the_unions_length(rows: list[tuple[int, int, bool]], in_order: bool,
+                                          masked: bool, block: int) -> None:
+    """``union_total`` (the time each interval adds past the running end, a block at a
+    time) equals ``union(...).total_ns`` of the selected intervals: empty and reversed
+    ones, intervals in start order or not (then through ``union``), any block size."""
+    from unittest import mock
+
+    if in_order:
+        rows = sorted(rows)
+    starts = np.array([s for s, _, _ in rows], dtype=np.int64)
+    ends = starts + np.array([d for _, d, _ in rows], dtype=np.int64)
+    where = np.array([w for _, _, w in rows], dtype=bool) if masked else None
+    keep = slice(None) if where is None else where
+    want = intervals.union(starts[keep], ends[keep]).total_ns
+    with mock.patch.object(intervals, "TOTAL_BLOCK", block):
+        assert intervals.union_total(starts, ends, where) == want

@@ -168,13 +168,10 @@ class DeviceBusy:
         return self.span_ns - self.busy_ns
 
 
-def _union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
-    return intervals.union(starts, ends).total_ns
-
-
 def device_busy(trace: Trace) -> list[DeviceBusy]:
-    """Busy = length of the union of kernels, memcpys and memsets per device (numpy masks of
-    the start/end columns: no per-device copy of the operations table)."""
+    """Busy = length of the union of kernels, memcpys and memsets per device
+    (:func:`~infraprof.intervals.union_total` over masks of the start/end columns: no
+    per-device copy of the operations and no union's arrays)."""
     ops = trace.gpu_ops()
     names = dict(zip(trace.gpus["device_id"], trace.gpus["name"], strict=True))
     devices = ops["device_id"].to_numpy()
@@ -184,19 +181,22 @@ def device_busy(trace: Trace) -> list[DeviceBusy]:
     kind_code = {str(text): code for code, text in enumerate(kind_column.cat.categories)}
     out = []
     for device in np.unique(devices).tolist():
-        mine = devices == device
-        start, end, kind = starts[mine], ends[mine], kinds[mine]
-        of_kind = {k: kind == kind_code.get(k, -2) for k in ("kernel", "memcpy", "memset")}
+        mine = None if devices.min() == devices.max() else devices == device
+        of_kind = {k: kinds == kind_code.get(k, -2) for k in ("kernel", "memcpy", "memset")}
+        if mine is not None:
+            of_kind = {k: mask & mine for k, mask in of_kind.items()}
+        first = int(starts.min() if mine is None else starts[mine].min())
+        last = int(ends.max() if mine is None else ends[mine].max())
         out.append(DeviceBusy(
             device_id=int(device),
             name=str(names.get(device) or f"GPU {device}"),
-            span_start_ns=int(start.min()),
-            span_end_ns=int(end.max()),
-            busy_ns=_union_ns(start, end),
-            kernel_ns=_union_ns(start[of_kind["kernel"]], end[of_kind["kernel"]]),
-            memcpy_ns=_union_ns(start[of_kind["memcpy"]], end[of_kind["memcpy"]]),
-            memset_ns=_union_ns(start[of_kind["memset"]], end[of_kind["memset"]]),
-            ops=int(mine.sum()),
+            span_start_ns=first,
+            span_end_ns=last,
+            busy_ns=intervals.union_total(starts, ends, mine),
+            kernel_ns=intervals.union_total(starts, ends, of_kind["kernel"]),
+            memcpy_ns=intervals.union_total(starts, ends, of_kind["memcpy"]),
+            memset_ns=intervals.union_total(starts, ends, of_kind["memset"]),
+            ops=len(devices) if mine is None else int(mine.sum()),
         ))
     return out
 
