@@ -358,3 +358,28 @@ def test_nvtx_projection_is_the_per_range_join(trace_files: TraceFiles,
                                                            mine["end_ns"].max())
         else:
             assert np.isnan(row.gpu_start_ns) and np.isnan(row.gpu_end_ns)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_thread_with_every_call_uses_the_columns_themselves(in_order: bool) -> None:
+    """A thread that made every call (``_RowsByThread.rows`` None) gets the same sorted
+    calls as one given every row number; in start order they are the columns' own arrays."""
+    from infraprof.analyses.api_classes import api_category
+    from infraprof.analyses.attribution import _API_TO_CAT, _Calls, _RowsByThread
+    from infraprof.tables import as_text_category
+
+    def classify(name: str) -> str:
+        return _API_TO_CAT[api_category(name)]
+
+    starts = np.array([5, 9, 14, 20, 31] if in_order else [9, 5, 20, 14, 31], dtype=np.int64)
+    frame = pd.DataFrame({"start_ns": starts, "end_ns": starts + 3,
+                          "name": as_text_category(pd.Series(
+                              ["cudaLaunchKernel", "cudaMemcpy", None, "cudaFree", "x"]))})
+    threads = _RowsByThread(np.full(5, 42, dtype=np.int64))
+    assert threads.rows(42) is None and threads.rows(7) is not None
+    assert len(_RowsByThread(np.empty(0, dtype=np.int64)).rows(42)) == 0
+    every = _Calls.of(frame, classify, None)
+    numbered = _Calls.of(frame, classify, np.arange(5))
+    for got, want in zip(every, numbered, strict=True):
+        assert [str(v) for v in got.tolist()] == [str(v) for v in want.tolist()]
+    assert np.shares_memory(every.s, frame["start_ns"].to_numpy()) == in_order

@@ -85,6 +85,16 @@ class AttributionParams:
     max_run_ahead_ns: int = 5_000_000
 
 
+def _any(rows: np.ndarray | None) -> bool:
+    """Whether :meth:`_RowsByThread.rows` found any row (None: every row, some)."""
+    return rows is None or bool(len(rows))
+
+
+def _taken(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """``values[rows]``; ``values`` itself for None (every row)."""
+    return values if rows is None else values[rows]
+
+
 class _RowsByThread:
     """The rows (ascending) of each thread in a ``global_tid`` column: for the first
     :data:`SCANNED_THREADS` threads asked for, one comparison over the column each (no
@@ -96,10 +106,13 @@ class _RowsByThread:
         self.scans = 0
         self.grouped: dict[int, np.ndarray] | None = None
 
-    def rows(self, gtid: int) -> np.ndarray:
+    def rows(self, gtid: int) -> np.ndarray | None:
+        """Thread ``gtid``'s rows; None when it has every row (and there are some): no
+        row numbers (97 MB for a single thread's 12 M calls)."""
         if self.grouped is None and self.scans < SCANNED_THREADS:
             self.scans += 1
-            return np.flatnonzero(self.threads == gtid)
+            mine = self.threads == gtid
+            return None if len(mine) and bool(mine.all()) else np.flatnonzero(mine)
         if self.grouped is None:
             self.grouped = {gtid: rows for gtid, rows in positions_by_value(self.threads)}
         return self.grouped.get(gtid, np.empty(0, dtype=np.int64))
@@ -128,12 +141,13 @@ class _ThreadIndex:
         if gtid in self.cache:
             return self.cache[gtid]
         rows, os_rows = self.api_rows.rows(gtid), self.osrt_rows.rows(gtid)
-        entry: dict[str, Any] = {"traced": bool(len(rows) or len(os_rows))}
-        if len(rows):
+        entry: dict[str, Any] = {"traced": _any(rows) or _any(os_rows)}
+        if _any(rows):
             entry["api"] = _Calls.of(self.api_calls, lambda name: _API_TO_CAT[api_category(name)],
                                      rows)
-        if len(os_rows):
-            entry["os"] = _Calls.of(self.osrt.iloc[os_rows], osrt_category)
+        if _any(os_rows):
+            entry["os"] = _Calls.of(self.osrt if os_rows is None else self.osrt.iloc[os_rows],
+                                    osrt_category)
         entry.update(self.nvtx_of(gtid))
         self.cache[gtid] = entry
         return entry
@@ -149,8 +163,9 @@ class _ThreadIndex:
         if gtid not in self.nvtx_cache:
             mine = self.range_rows.rows(gtid)
             found: dict[str, Any] = {}
-            if len(mine):
-                n = self.ranges.iloc[mine].sort_values("start_ns")
+            if _any(mine):
+                n = (self.ranges if mine is None else self.ranges.iloc[mine]).sort_values(
+                    "start_ns")
                 found = {"nv_s": n["start_ns"].to_numpy(dtype=np.int64),
                          "nv_e": n["end_ns"].to_numpy(dtype=np.int64),
                          "nv_name": n["name"].to_numpy(dtype=object)}
@@ -174,30 +189,30 @@ class _Calls(NamedTuple):
     @classmethod
     def of(cls, frame: pd.DataFrame, classify: Callable[[str], str],
            rows: np.ndarray | None = None) -> _Calls:
-        """The calls at positions ``rows`` of ``frame`` (default: all) in the order of
+        """The calls at positions ``rows`` of ``frame`` (None: all) in the order of
         ``frame.sort_values("start_ns")``, gathered per column (no copy of the frame's rows
         and a sorted copy of that: ~40 bytes a call, 1.2 M calls on the main thread). Calls
         already in strictly increasing start order (the usual) are not sorted; a
         Categorical's codes are kept as the name codes (its categories, then NaN, the texts)."""
-        rows = np.arange(len(frame)) if rows is None else rows
-        starts = frame["start_ns"].to_numpy(dtype=np.int64)[rows]
-        order = rows
+        starts = _taken(frame["start_ns"].to_numpy(dtype=np.int64), rows)
+        order = rows  # None: every row, in frame order (views, no copies)
         if not bool(np.all(starts[1:] > starts[:-1])):  # ties: the order sort_values gives
             by_start = np.argsort(starts, kind="quicksort")
-            order, starts = rows[by_start], starts[by_start]
+            order, starts = (by_start if rows is None else rows[by_start]), starts[by_start]
             del by_start
-        ends = frame["end_ns"].to_numpy(dtype=np.int64)[order]
+        ends = _taken(frame["end_ns"].to_numpy(dtype=np.int64), order)
         names = frame["name"]
         if isinstance(names.dtype, pd.CategoricalDtype):
-            codes = names.cat.codes.to_numpy()[order]  # -1 (null): the last text, NaN
+            # -1 (null): the last text, NaN
+            codes = _taken(names.cat.codes.to_numpy(), order)
             texts = np.array([*names.cat.categories, np.nan], dtype=object)
         else:
-            codes, texts = factorized_text(names.iloc[order])
+            codes, texts = factorized_text(names if order is None else names.iloc[order])
         by_class = np.array([CODE[classify(str(x))] for x in texts], dtype=np.int8)
         # one thread's calls rarely nest: their ends are then their running maximum already
         ends_max = ends if bool(np.all(ends[1:] >= ends[:-1])) else np.maximum.accumulate(ends)
         return cls(starts, ends, ends_max, codes, texts,
-                   by_class[codes] if len(order) else np.empty(0, dtype=np.int8))
+                   by_class[codes] if len(starts) else np.empty(0, dtype=np.int8))
 
     def names(self, calls: np.ndarray) -> np.ndarray:
         """The names (object: ``str``, NaN for a null) of the calls at positions ``calls``."""
