@@ -175,7 +175,11 @@ class Coverage:
 
     def __init__(self, merged: Intervals) -> None:
         self.starts, self.ends = merged.starts, merged.ends
-        self.prefix = np.concatenate(([0], np.cumsum(self.ends - self.starts)))
+        # the lengths' running sum built in its own array (no length or cumsum temporaries:
+        # 160 MB at 10 M intervals)
+        self.prefix = np.zeros(self.starts.size + 1, dtype=np.int64)
+        np.subtract(self.ends, self.starts, out=self.prefix[1:])
+        np.cumsum(self.prefix[1:], out=self.prefix[1:])
 
     def covered_before(self, t: npt.ArrayLike) -> IntArray:
         """For each instant ``t``, the length covered before it (non-decreasing in ``t``)."""

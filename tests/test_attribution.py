@@ -383,3 +383,20 @@ def test_a_thread_with_every_call_uses_the_columns_themselves(in_order: bool) ->
     for got, want in zip(every, numbered, strict=True):
         assert [str(v) for v in got.tolist()] == [str(v) for v in want.tolist()]
     assert np.shares_memory(every.s, frame["start_ns"].to_numpy()) == in_order
+
+
+@given(st.lists(st.lists(st.integers(-1, 9), max_size=12), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_first_seen_codes_are_the_factorize_of_all_blocks(blocks: list[list[int]]) -> None:
+    """Ids numbered block by block (``_FirstSeen``) get the codes ``pd.factorize`` gives
+    all of them at once (-1 stays -1), and ``ids()`` lists the ids in code order."""
+    from infraprof.analyses.attribution import _FirstSeen
+
+    numbering = _FirstSeen()
+    got = [numbering.codes(np.array(b, dtype=np.int32), 10).tolist() for b in blocks]
+    every = np.array([v for b in blocks for v in b], dtype=np.int64)
+    codes, uniques = pd.factorize(every[every >= 0])
+    want = np.full(len(every), -1)
+    want[every >= 0] = codes
+    assert [v for b in got for v in b] == want.tolist()
+    assert numbering.ids().tolist() == uniques.tolist()

@@ -333,28 +333,59 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
     or no launching thread: ``gtids`` < 0) and the distinct names (codes as
     ``pd.factorize`` of the names gives: by first appearance, equal names one code). The gaps
     are looked up in blocks of :data:`LAUNCH_NVTX_BLOCK`, each thread's ranges named by ids
-    into one list of distinct texts."""
+    into one list of distinct texts, and each block's ids numbered as it is done
+    (:class:`_FirstSeen`): no array of every gap but the codes."""
     texts: dict[str, int] = {}
     text_ids: dict[int, np.ndarray] = {}  # thread -> text id of each of its ranges
-    named = np.full(len(gtids), -1, dtype=np.int32)  # text id of each gap's range
+    numbering = _FirstSeen()
+    codes = np.full(len(gtids), -1, dtype=np.int32)
     for lo in range(0, len(gtids), LAUNCH_NVTX_BLOCK):
         block = slice(lo, lo + LAUNCH_NVTX_BLOCK)
+        named = np.full(len(gtids[block]), -1, dtype=np.int32)  # text id of each gap's range
         for gtid, rows in positions_by_value(gtids[block]):
             entry = index.nvtx_of(gtid) if gtid >= 0 else {}
             if "nv_s" not in entry:
                 continue
             if gtid not in text_ids:
-                codes, distinct = pd.factorize(entry["nv_name"], use_na_sentinel=False)
+                by_name, distinct = pd.factorize(entry["nv_name"], use_na_sentinel=False)
                 ids = [texts.setdefault(str(text), len(texts)) for text in distinct]
-                text_ids[gtid] = np.array(ids, dtype=np.int32)[codes]
+                text_ids[gtid] = np.array(ids, dtype=np.int32)[by_name]
             best = _innermost_nvtx_rows(entry, at[block][rows])
-            named[lo + rows] = np.where(best >= 0, text_ids[gtid][np.maximum(best, 0)], -1)
-    found = named >= 0
-    by_text, distinct_ids = pd.factorize(named[found])
-    names = np.array(list(texts), dtype=object)[np.asarray(distinct_ids, dtype=np.int64)]
-    codes = np.full(len(gtids), -1, dtype=code_width(len(names)))
-    codes[found] = by_text
-    return codes, tuple(str(x) for x in names)
+            named[rows] = np.where(best >= 0, text_ids[gtid][np.maximum(best, 0)], -1)
+        codes[block] = numbering.codes(named, len(texts))
+    names = np.array(list(texts), dtype=object)[numbering.ids()]
+    return codes.astype(code_width(len(names))), tuple(str(x) for x in names)
+
+
+class _FirstSeen:
+    """Codes numbering non-negative ids by first appearance over the blocks given in order
+    (as ``pd.factorize`` of all of them numbers them; -1 stays -1)."""
+
+    def __init__(self) -> None:
+        self.code_of = np.empty(0, dtype=np.int64)  # per id: its code, -1 not seen yet
+        self.count = 0
+
+    def codes(self, ids: np.ndarray, id_count: int) -> np.ndarray:
+        """The codes of ``ids`` (values below ``id_count``), numbering the new ones."""
+        if len(self.code_of) < id_count:
+            self.code_of = np.concatenate((self.code_of, np.full(
+                id_count - len(self.code_of), -1, dtype=np.int64)))
+        seen = ids >= 0
+        if not seen.any():
+            return np.full(len(ids), -1, dtype=np.int64)
+        distinct, first = np.unique(ids[seen], return_index=True)
+        new = self.code_of[distinct] < 0
+        fresh = distinct[new][np.argsort(first[new], kind="stable")]
+        self.code_of[fresh] = np.arange(self.count, self.count + len(fresh))
+        self.count += len(fresh)
+        return np.where(seen, self.code_of[np.maximum(ids, 0)], -1)
+
+    def ids(self) -> np.ndarray:
+        """The id of each code, in code order."""
+        numbered = np.flatnonzero(self.code_of >= 0)
+        out = np.empty(self.count, dtype=np.int64)
+        out[self.code_of[numbered]] = numbered
+        return out
 
 
 def idle_breakdown(table: GapTable) -> dict[str, int]:
