@@ -83,7 +83,7 @@ def launch_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray:
 
 def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     """Per row of ``ops``: the position in ``api_calls`` of the first call with its ``(pid,
-    correlation_id)``, or -1 when none has. None when a key column is not of plain integers
+    correlation_id)``, or -1 when none has (int32 when the calls' rows fit it). None when a key column is not of plain integers
     (the caller then merges), or when either frame is empty. Both keys are packed into one
     sortable int64 (pid as its rank among the calls' pids) and looked up with
     ``searchsorted`` (the calls are sorted by key only when they are not in key order
@@ -110,7 +110,8 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     sorted_key = call_key if order is None else call_key[order]
     del call_key
     op_pid = ops["pid"].to_numpy()
-    rows = np.empty(len(ops), dtype=np.int64)
+    # call rows: 4 bytes an operation where they fit (40 MB fewer at 10 M)
+    rows = np.empty(len(ops), dtype=np.int32 if len(api_calls) < 2**31 else np.int64)
     for lo in range(0, len(ops), LOOKUP_BLOCK):  # the operations' keys a block at a time
         hi = min(lo + LOOKUP_BLOCK, len(ops))
         rows[lo:hi] = _looked_up(sorted_key, order, pids, span, low, op_pid[lo:hi],
