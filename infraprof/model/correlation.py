@@ -83,8 +83,9 @@ def launch_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray:
 
 def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     """Per row of ``ops``: the position in ``api_calls`` of the first call with its ``(pid,
-    correlation_id)``, or -1 when none has (int32 when the calls' rows fit it). None when a key column is not of plain integers
-    (the caller then merges), or when either frame is empty. Both keys are packed into one
+    correlation_id)``, or -1 when none has (int32 when the calls' rows fit it). None when a
+    key column is not of plain integers (the caller then merges), or when either frame is
+    empty. Both keys are packed into one
     sortable int64 (pid as its rank among the calls' pids) and looked up with
     ``searchsorted`` (the calls are sorted by key only when they are not in key order
     already: one process's calls usually are); None too when they do not fit."""
