@@ -90,26 +90,31 @@ def collective_of(name: str) -> str:
             "sendrecv": "SendRecv", "reduce": "Reduce", "send": "Send", "recv": "Recv"}[word]
 
 
-def _union(frame: pd.DataFrame) -> intervals.Intervals:
-    return intervals.union(frame["start_ns"].to_numpy(), frame["end_ns"].to_numpy())
-
-
 def device_comm(kernels: pd.DataFrame) -> tuple[list[DeviceComm], pd.Series]:
     """Per-device communication summaries, and each communication kernel's exposed ns (its
-    duration minus its overlap with that device's compute union), indexed like ``kernels``."""
-    is_comm = kernels["class"] == "communication"
-    out, exposed = [], pd.Series(0, index=kernels.index[is_comm], dtype="int64")
-    for device, d in kernels.groupby("device_id", sort=True):
-        mask = d["class"] == "communication"
-        if not mask.any():
-            continue
-        comm, compute = _union(d[mask]), _union(d[~mask])
-        c = d[mask]
-        covered = intervals.overlap_each(compute, c["start_ns"].to_numpy(), c["end_ns"].to_numpy())
-        exposed[c.index] = c["dur_ns"].to_numpy() - covered
-        out.append(DeviceComm(int(str(device)), comm.total_ns, compute.total_ns,
-                              comm_overlap(comm, compute), int(mask.sum())))
-    return out, exposed
+    duration minus its overlap with that device's compute union), indexed like ``kernels``.
+    Devices without communication kernels are skipped before anything is gathered (masks
+    over the columns, no copy of a device's rows)."""
+    is_comm = (kernels["class"] == "communication").to_numpy(dtype=bool)
+    comm_rows = np.flatnonzero(is_comm)
+    exposed_ns = np.zeros(len(comm_rows), dtype=np.int64)
+    out = []
+    if len(comm_rows):
+        devices = kernels["device_id"].to_numpy()
+        starts, ends = kernels["start_ns"].to_numpy(), kernels["end_ns"].to_numpy()
+        durations = kernels["dur_ns"].to_numpy()
+        for device in np.unique(devices[comm_rows]).tolist():
+            mine = devices == device
+            rows = np.flatnonzero(mine & is_comm)
+            compute_mask = mine & ~is_comm
+            comm = intervals.union(starts[rows], ends[rows])
+            compute = intervals.union(starts[compute_mask], ends[compute_mask])
+            del compute_mask, mine
+            covered = intervals.overlap_each(compute, starts[rows], ends[rows])
+            exposed_ns[np.searchsorted(comm_rows, rows)] = durations[rows] - covered
+            out.append(DeviceComm(int(device), comm.total_ns, compute.total_ns,
+                                  comm_overlap(comm, compute), len(rows)))
+    return out, pd.Series(exposed_ns, index=kernels.index[comm_rows], dtype="int64")
 
 
 def _collectives(comm: pd.DataFrame, top: int) -> list[dict[str, Any]]:
