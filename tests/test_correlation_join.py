@@ -73,18 +73,25 @@ def test_launch_rows_are_the_merge_rows(ops: list[tuple[int, int]],
     """``launch_rows``: each operation's first call with its key (-1: none), by packed keys
     or, when they do not pack, by a merge: the rows a merge with a row number gives; the
     same when the operations are looked up a few at a time (``LOOKUP_BLOCK``)."""
+    from infraprof.int_widths import narrowed
+
     op_frame, call_frame = _frames(ops, calls)
     first: dict[tuple[int, int], int] = {}
     for row, key in enumerate(calls):
         first.setdefault(key, row)
     want = [first.get(key, -1) for key in ops]
-    assert correlation.launch_rows(op_frame, call_frame).tolist() == want
-    whole = correlation.LOOKUP_BLOCK
-    try:
-        correlation.LOOKUP_BLOCK = 3
-        assert correlation.launch_rows(op_frame, call_frame).tolist() == want
-    finally:
-        correlation.LOOKUP_BLOCK = whole
+    # int64 ids, and the ids in their narrowest types as the tables hold them (int32 keys)
+    narrow_ops, narrow_calls = (frame.assign(**{column: narrowed(frame[column])
+                                                for column in correlation.JOIN_KEY})
+                                for frame in (op_frame, call_frame))
+    for op_table, call_table in ((op_frame, call_frame), (narrow_ops, narrow_calls)):
+        assert correlation.launch_rows(op_table, call_table).tolist() == want
+        whole = correlation.LOOKUP_BLOCK
+        try:
+            correlation.LOOKUP_BLOCK = 3
+            assert correlation.launch_rows(op_table, call_table).tolist() == want
+        finally:
+            correlation.LOOKUP_BLOCK = whole
 
 
 def test_call_rows_first_row_wins() -> None:

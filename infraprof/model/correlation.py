@@ -102,8 +102,11 @@ def call_rows(ops: pd.DataFrame, api_calls: pd.DataFrame) -> np.ndarray | None:
     pids, call_pid_rank = _ranks(call_pid)
     if span <= 0 or len(pids) * span >= 2**62:
         return None
-    # the keys built in place: every temporary is 8 MB per million rows
-    call_key = _packed(call_pid_rank, span, call_corr, low)
+    # the keys built in place: every temporary is 8 MB per million rows (4 in int32: keys
+    # below 2**31 from ids that are int32 already, as the narrowed tables hold them)
+    narrow = len(pids) * span < 2**31 and max(call_corr.dtype.itemsize,
+                                             op_corr.dtype.itemsize) <= 4
+    call_key = _packed(call_pid_rank, span, call_corr, low, np.int32 if narrow else np.int64)
     del call_pid_rank
     order: np.ndarray | None = None  # None: the calls are in key order already (the usual)
     if not bool(np.all(call_key[1:] >= call_key[:-1])):
@@ -134,7 +137,7 @@ def _looked_up(sorted_key: np.ndarray, order: np.ndarray | None, pids: np.ndarra
     if len(pids) > 1:
         op_rank = np.searchsorted(pids, op_pid)
         np.minimum(op_rank, len(pids) - 1, out=op_rank)
-    op_key = _packed(op_rank, span, op_corr, low)
+    op_key = _packed(op_rank, span, op_corr, low, sorted_key.dtype.type)  # no cast to search
     found = np.searchsorted(sorted_key, op_key)
     np.minimum(found, len(sorted_key) - 1, out=found)
     hit = sorted_key[found] == op_key
@@ -153,12 +156,14 @@ def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.unique(values, return_inverse=True)
 
 
-def _packed(rank: np.ndarray | None, span: int, corr: np.ndarray, low: int) -> np.ndarray:
-    """``rank * span + (corr - low)`` as int64 (``rank`` None: all 0)."""
-    key = corr.astype(np.int64)  # a new array
+def _packed(rank: np.ndarray | None, span: int, corr: np.ndarray, low: int,
+            width: type[np.signedinteger[Any]]) -> np.ndarray:
+    """``rank * span + (corr - low)`` in ``width`` (``rank`` None: all 0; the caller checks
+    that the keys and ``corr`` fit it)."""
+    key = corr.astype(width)  # a new array
     key -= low
     if rank is not None:
-        key += rank.astype(np.int64) * span
+        key += rank.astype(width) * span
     return key
 
 
