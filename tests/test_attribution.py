@@ -274,7 +274,7 @@ def test_launch_nvtx_blocks_and_per_gap_oracle(trace_files: TraceFiles,
     named = [None if c < 0 else whole.nvtx_names[c] for c in whole.nvtx.tolist()]
     assert named == [None if c < 0 else blocks.nvtx_names[c] for c in blocks.nvtx.tolist()]
     assert whole.nvtx_names == blocks.nvtx_names and sum(n is not None for n in named) > 1000
-    _, at = listed_gaps(trace.gpu_ops(), trace.api_calls, timelines)
+    at = listed_gaps(trace.gpu_ops(), trace.api_calls, timelines).launch_instants(slice(None))
     nvtx = trace.nvtx[(trace.nvtx["kind"] == "range") & trace.nvtx["end_ns"].notna()]
     for row in range(0, len(named), 53):
         if not whole.has_launch[row]:

@@ -272,12 +272,9 @@ def attribute_table(trace: Trace, timelines: list[DeviceTimeline],
     ops = trace.gpu_ops()
     if ops.empty:
         return GapTable()
-    table, launch_at = listed_gaps(ops, trace.api_calls, timelines)
+    table = listed_gaps(ops, trace.api_calls, timelines)
     index = _ThreadIndex(trace)
-    launch_gtid = table.gtid
-    launch_gtid[~table.has_launch] = -1
-    nvtx, nvtx_names = _launch_nvtx(launch_gtid, launch_at, index)
-    del launch_gtid, launch_at  # not held while the host gaps are painted
+    nvtx, nvtx_names = _launch_nvtx(table, index)
     host = _host_details(table, index, params or AttributionParams())
     return replace(table, nvtx=nvtx, nvtx_names=nvtx_names, host=host)
 
@@ -327,22 +324,25 @@ LAUNCH_NVTX_BLOCK = 1 << 20
 many int64 values, ~8 MB each, instead of as many as there are gaps: ~0.7 GB at 10 M)."""
 
 
-def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
-                 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Innermost NVTX range of each gap's launching thread at ``at``, as codes (-1: none,
-    or no launching thread: ``gtids`` < 0) and the distinct names (codes as
-    ``pd.factorize`` of the names gives: by first appearance, equal names one code). The gaps
-    are looked up in blocks of :data:`LAUNCH_NVTX_BLOCK`, each thread's ranges named by ids
-    into one list of distinct texts, and each block's ids numbered as it is done
-    (:class:`_FirstSeen`): no array of every gap but the codes."""
+def _launch_nvtx(table: GapTable, index: _ThreadIndex) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Innermost NVTX range of each gap's launching thread at its launch instant
+    (:meth:`~infraprof.analyses.gap_table.GapTable.launch_instants`), as codes (-1: none,
+    or no launching thread) and the distinct names (codes as ``pd.factorize`` of the names
+    gives: by first appearance, equal names one code). The gaps are looked up in blocks of
+    :data:`LAUNCH_NVTX_BLOCK` (their threads and instants gathered per block), each
+    thread's ranges named by ids into one list of distinct texts, and each block's ids
+    numbered as it is done (:class:`_FirstSeen`): no array of every gap but the codes."""
     texts: dict[str, int] = {}
     text_ids: dict[int, np.ndarray] = {}  # thread -> text id of each of its ranges
     numbering = _FirstSeen()
-    codes = np.full(len(gtids), -1, dtype=np.int32)
-    for lo in range(0, len(gtids), LAUNCH_NVTX_BLOCK):
+    codes = np.full(len(table), -1, dtype=np.int32)
+    for lo in range(0, len(table), LAUNCH_NVTX_BLOCK):
         block = slice(lo, lo + LAUNCH_NVTX_BLOCK)
-        named = np.full(len(gtids[block]), -1, dtype=np.int32)  # text id of each gap's range
-        for gtid, rows in positions_by_value(gtids[block]):
+        gtids = table.calls.at(table.call[block], "global_tid")
+        gtids[~table.has_launch[block]] = -1
+        at = table.launch_instants(block)
+        named = np.full(len(gtids), -1, dtype=np.int32)  # text id of each gap's range
+        for gtid, rows in positions_by_value(gtids):
             entry = index.nvtx_of(gtid) if gtid >= 0 else {}
             if "nv_s" not in entry:
                 continue
@@ -350,7 +350,7 @@ def _launch_nvtx(gtids: np.ndarray, at: np.ndarray, index: _ThreadIndex
                 by_name, distinct = pd.factorize(entry["nv_name"], use_na_sentinel=False)
                 ids = [texts.setdefault(str(text), len(texts)) for text in distinct]
                 text_ids[gtid] = np.array(ids, dtype=np.int32)[by_name]
-            best = _innermost_nvtx_rows(entry, at[block][rows])
+            best = _innermost_nvtx_rows(entry, at[rows])
             named[rows] = np.where(best >= 0, text_ids[gtid][np.maximum(best, 0)], -1)
         codes[block] = numbering.codes(named, len(texts))
     names = np.array(list(texts), dtype=object)[numbering.ids()]

@@ -205,6 +205,13 @@ class GapTable:
         """:attr:`op_corr` at ``rows`` (a new array)."""
         return self.next_corr.at(rows, self.launch_values("correlation_id", rows))
 
+    def launch_instants(self, rows: slice) -> np.ndarray:
+        """The instant whose NVTX range names each gap of ``rows``: ``min(launch start, gap
+        end)``, 0 without a launch (a new array)."""
+        at = self.calls.at(self.call[rows], "start_ns")
+        np.minimum(at, self.g1[rows], out=at)
+        return at
+
     def launch_values(self, column: str, rows: np.ndarray | None = None) -> np.ndarray:
         """``column`` of :class:`LaunchCalls` at the launch call of each gap of ``rows``
         (default: all), int64, 0 for a gap without a launch (a new array)."""
@@ -367,16 +374,16 @@ def _blank_code(values: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[DeviceTimeline]
-                ) -> tuple[GapTable, np.ndarray]:
+                ) -> GapTable:
     """Every listed gap of ``timelines`` with its next operation (the first one of ``ops``
     on that device starting at or after the gap's end) and that operation's launch call (in
     ``api_calls``, :func:`~infraprof.model.correlation.launch_rows`), as a table without NVTX
-    names or host details; plus the instant whose NVTX range names each gap (``min(launch
-    start, gap end)``; 0 without a launch). Only the gaps' rows are gathered: no joined copy
-    of every operation."""
+    names or host details (the instant whose NVTX range names a gap:
+    :meth:`GapTable.launch_instants`). Only the gaps' rows are gathered: no joined copy of
+    every operation."""
     gaps = _next_operations(ops, timelines)
     if not len(gaps["g0"]):
-        return GapTable(), _empty()
+        return GapTable()
     source = gaps.pop("source")
     # gathered in the operations' own types (ids: their narrowest, int_widths.narrowed); the
     # start only once the launch calls are found (80 MB fewer while they are, at 10 M gaps)
@@ -403,6 +410,4 @@ def listed_gaps(ops: pd.DataFrame, api_calls: pd.DataFrame, timelines: list[Devi
         gaps["g0"], gaps["g1"], gaps["device"], kind, name, stream, next_start, next_corr,
         ~no_launch, api_name, call, np.full(len(no_launch), -1, dtype=np.int32),
         category, kinds, names, api_names, calls=calls)
-    launch_at = calls.at(call, "start_ns")
-    np.minimum(launch_at, gaps["g1"], out=launch_at)
-    return table, launch_at
+    return table
