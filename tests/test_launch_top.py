@@ -35,11 +35,11 @@ def test_quantiles_by_code_are_pandas_group_quantiles(pairs: list[tuple[int, int
                                                       q: float) -> None:
     """Per code, the linearly interpolated quantile equals pandas' group-by ``quantile``
     bit for bit, and at 0.5 its ``median`` (codes that occur; NaN for the others)."""
-    from infraprof.analyses.launch import _quantiles_by_code
+    from infraprof.analyses.group_stats import quantiles_by_code
 
     codes = np.array([c for c, _ in pairs], dtype=np.int64)
     values = np.array([v for _, v in pairs], dtype=np.int64)
-    got = _quantiles_by_code(codes, values, 5, (q, 0.5))
+    got = quantiles_by_code(codes, values, 5, (q, 0.5))
     by_code = pd.Series(values).groupby(codes)
     want = by_code.quantile(q)
     median = by_code.median()
@@ -136,13 +136,39 @@ def test_sorted_by_code_is_the_lexsort(pairs: list[tuple[int, int]]) -> None:
     """Values ordered by code, then value, and each code's bounds: as ``np.lexsort``, for
     values whose range fits a packed key with the codes (one sort) and for any others
     (the whole int64 range: a stable sort by code, then each slice)."""
-    from infraprof.analyses.launch import _sorted_by_code
+    from infraprof.analyses.group_stats import sorted_by_code
 
     codes = np.array([c for c, _ in pairs], dtype=np.int8)
     values = np.array([v for _, v in pairs], dtype=np.int64)
     kept = values.copy()
-    ordered, bounds = _sorted_by_code(codes, values, 7)
+    ordered, bounds = sorted_by_code(codes, values, 7)
     order = np.lexsort((values, codes))
     assert ordered.tolist() == values[order].tolist()
     assert bounds.tolist() == [0, *np.cumsum(np.bincount(codes, minlength=7)).tolist()]
     assert values.tolist() == kept.tolist()  # the input is not modified
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["b", "a<&>", "c"]), st.integers(0, 10**6)),
+                min_size=1, max_size=50),
+       st.sampled_from([1, 3, 2**33]))
+def test_duration_stats_are_pandas_group_by(rows: list[tuple[str, int]], scale: int) -> None:
+    """The per-name duration statistics (median from ``quantiles_by_code``; pandas' own
+    median for durations of 2**52 ns or more) equal pandas' group-by of every statistic."""
+    from infraprof.analyses.summary import STAT_COLUMNS, _duration_stats
+    from infraprof.tables import as_text_category
+
+    starts = np.arange(len(rows), dtype=np.int64) * 7
+    frame = pd.DataFrame({"name": as_text_category(pd.Series([n for n, _ in rows])),
+                          "start_ns": starts,
+                          "end_ns": starts + np.array([d for _, d in rows]) * scale})
+    dur = (frame["end_ns"] - frame["start_ns"]).rename("dur")
+    want = dur.groupby(frame["name"].astype(object), sort=False).agg(
+        ["count", "sum", "mean", "median", "min", "max", "std"]).reset_index()
+    want.columns = ["name", *STAT_COLUMNS]
+    want["std_ns"] = want["std_ns"].fillna(0.0)
+    for column in ("count", "total_ns", "min_ns", "max_ns"):
+        want[column] = want[column].astype("int64")
+    want = want.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable")
+    got = _duration_stats(frame, ["name"])
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)

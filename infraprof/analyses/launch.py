@@ -27,6 +27,7 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
+from infraprof.analyses.group_stats import quantiles_by_code
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.int_widths import narrowest_int
 from infraprof.model import Trace
@@ -161,7 +162,7 @@ def launch_summary(launches: pd.DataFrame) -> pd.DataFrame:
     latency_p50_ns, latency_p99_ns``, sorted by count. The means are pandas' group means
     (:func:`_means_by_code`: exact sums of the integers, no group-by); the latency
     percentiles interpolate linearly between the sorted latencies of each name (pandas'
-    ``quantile``), from one sort of the latencies by name (:func:`_quantiles_by_code`)
+    ``quantile``), from one sort of the latencies by name (:func:`quantiles_by_code`)
     instead of pandas' sorted copy of every column. Null names: pandas' group-by on the
     texts."""
     if launches.empty:
@@ -209,7 +210,7 @@ def _by_code_summary(launches: pd.DataFrame, codes: np.ndarray, count: int) -> p
     sizes = np.bincount(codes, minlength=count)
     queued = sum((np.bincount(codes[rows][waited_of(rows)], minlength=count)
                   for rows in _blocks(len(codes))), np.zeros(count, dtype=np.int64))
-    found = _quantiles_by_code(codes, latency, count, (0.5, 0.99))
+    found = quantiles_by_code(codes, latency, count, (0.5, 0.99))
     return table_schema.as_frame(pd.DataFrame({
         "count": sizes,
         "kernel_avg_ns": _means_by_code(codes, sizes, lambda rows: end[rows] - start[rows]),
@@ -251,56 +252,6 @@ def _means_by_code(codes: np.ndarray, sizes: np.ndarray,
         sums += np.bincount(codes[rows], weights=values, minlength=count)
     means: np.ndarray = np.divide(sums, sizes, out=np.full(count, np.nan), where=sizes > 0)
     return means
-
-
-def _quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
-                       quantiles: tuple[float, ...]) -> np.ndarray:
-    """Per code ``0 .. count - 1`` (rows) and quantile (columns): the linearly interpolated
-    quantile of that code's ``values`` (int64), as pandas' group-by ``quantile`` computes it
-    (``v[i] + (v[i + 1] - v[i]) * frac`` at ``q * (n - 1)``); NaN for a code without values.
-    The values are sorted by code, then value, once (:func:`_sorted_by_code`)."""
-    ordered, bounds = _sorted_by_code(codes, values, count)
-    sizes = np.diff(bounds)
-    out = np.full((count, len(quantiles)), np.nan)
-    has = np.flatnonzero(sizes > 0)
-    for column, q in enumerate(quantiles):
-        at = q * (sizes[has] - 1).astype(np.float64)
-        whole = at.astype(np.int64)  # truncated, as pandas' cast
-        frac = np.fmod(at, 1.0)
-        low = ordered[bounds[has] + whole]
-        high = ordered[bounds[has] + np.minimum(whole + 1, sizes[has] - 1)]
-        out[has, column] = np.where(frac == 0.0, low.astype(np.float64),
-                                    low + (high - low) * frac)
-    return out
-
-
-def _sorted_by_code(codes: np.ndarray, values: np.ndarray, count: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` (int64) ordered by code (``0 .. count - 1``), each code's ascending, and
-    the bounds of each code's slice (``count + 1``). When a code and the value's offset
-    from the smallest value fit one 63-bit key (code high, offset low), one sort of those
-    keys: one array of the values' size (10 M launches: 80 MB, where an argsort and the
-    gathered values were 160 MB); int64 arithmetic wraps, so the key is built and taken
-    apart in place. Otherwise a stable sort by code (numpy's radix sort of narrow codes),
-    then each code's slice in place."""
-    bounds = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(codes, minlength=count), out=bounds[1:])
-    low, high = (int(values.min()), int(values.max())) if len(values) else (0, 0)
-    shift = (high - low).bit_length()
-    if shift + max(count - 1, 0).bit_length() <= 63:
-        key = codes.astype(np.int64)
-        key <<= shift
-        key += values
-        key -= low
-        key.sort()
-        key &= (1 << shift) - 1
-        key += low
-        return key, bounds
-    narrow = codes.astype(narrowest_int(0, max(count - 1, 0)), copy=False)
-    ordered = values[np.argsort(narrow, kind="stable")]
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        ordered[lo:hi].sort()
-    return ordered, bounds
 
 
 def launch_bound_kernels(summary: pd.DataFrame, params: LaunchParams | None = None
@@ -363,7 +314,7 @@ def _slow_by_name(slow: pd.DataFrame) -> pd.DataFrame:
     """Per name (index, in name order): ``count``, ``max`` and ``median`` of ``latency_ns``,
     as pandas' ``groupby("name")["latency_ns"].agg(["count", "max", "median"])``. Without
     null names from the name codes: ``bincount``, ``maximum.at`` and the per-name median of
-    :func:`_quantiles_by_code` (pandas' own median, bit for bit), with no group-by."""
+    :func:`quantiles_by_code` (pandas' own median, bit for bit), with no group-by."""
     groups, relabel = _by_name(slow)
     if relabel is None:
         return table_schema.as_frame(groups["latency_ns"].agg(["count", "max", "median"]))
@@ -372,7 +323,7 @@ def _slow_by_name(slow: pd.DataFrame) -> pd.DataFrame:
     count = len(relabel.names)
     largest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(largest, relabel.codes, latency)
-    median = _quantiles_by_code(relabel.codes, latency, count, (0.5,))[:, 0]
+    median = quantiles_by_code(relabel.codes, latency, count, (0.5,))[:, 0]
     return table_schema.as_frame(pd.DataFrame({
         "count": np.bincount(relabel.codes, minlength=count), "max": largest,
         "median": median}, index=relabel.names))

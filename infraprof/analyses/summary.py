@@ -20,6 +20,7 @@ import pandas as pd
 from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output
+from infraprof.analyses.group_stats import quantiles_by_code
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
 
@@ -40,7 +41,16 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if len(keys) == 1 and frame[keys[0]].notna().all():
         # one text key: group by its integer codes (same groups, same first-appearance order)
         codes, uniques = text_codes(frame[keys[0]])
-        stats = pd.Series(dur.to_numpy(), copy=False).groupby(codes, sort=False).agg(aggs)
+        values = dur.to_numpy()
+        # the median from one sort by (code, duration) (group_stats), not pandas' sorted
+        # float copy of every duration; pandas' own beyond 2**52 ns, where a midpoint of two
+        # floats could round differently
+        exact = not len(values) or int(np.abs(values).max()) < 2**52
+        stats = pd.Series(values, copy=False).groupby(codes, sort=False).agg(
+            [a for a in aggs if a != "median" or not exact])
+        if exact:
+            found = quantiles_by_code(codes, values, len(uniques), (0.5,))[:, 0]
+            stats["median"] = found[stats.index.to_numpy()]
         out = pd.DataFrame({keys[0]: uniques[stats.index.to_numpy()]})
         for column in aggs:
             out[column] = stats[column].to_numpy()
