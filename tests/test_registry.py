@@ -224,6 +224,20 @@ def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_op_columns_are_the_tables_one_after_the_other(name: str) -> None:
+    """``Trace.op_columns``: kernels, memcpys, memsets in table order, the values of their
+    columns, in the tables' common integer type (narrow ids stay narrow)."""
+    trace = load_trace(SAMPLE_TRACES / name)
+    tables = [t for t in (trace.kernels, trace.memcpy, trace.memset) if len(t)]
+    got = trace.op_columns("pid", "correlation_id", "start_ns")
+    for column, values in got.items():
+        want = [v for t in tables for v in t[column].tolist()]
+        assert values.tolist() == want
+        if tables:
+            assert values.dtype == np.result_type(*(t[column].dtype for t in tables))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
 def test_trace_ids_are_in_their_narrowest_type(name: str) -> None:
     """The id columns of the large tables (``"int"``/``"Int"`` in their specs) hold the
     export's values in the narrowest integer type (checked against SQL on the export)."""

@@ -116,11 +116,17 @@ class Trace:
         """Integer ``columns`` (e.g. ``pid``, ``start_ns``) of the kernels, then the memcpys,
         then the memsets, one array each (the first ``len(kernels)`` rows are the kernels), in
         table order, not sorted: for consumers whose result does not depend on the row
-        order. Unlike :meth:`gpu_ops` nothing is sorted, named or kept."""
-        tables = [self.kernels, self.memcpy, self.memset]
-        return {column: np.concatenate([np.empty(0, dtype=np.int64), *(
-            table[column].to_numpy(dtype=np.int64) for table in tables if len(table))])
-            for column in columns}
+        order. Unlike :meth:`gpu_ops` nothing is sorted, named or kept. Each column is in the
+        tables' common integer type (their narrowest ids stay narrow: no int64 copies)."""
+        tables = [table for table in (self.kernels, self.memcpy, self.memset) if len(table)]
+        out = {}
+        for column in columns:
+            parts = [table[column].to_numpy() for table in tables]
+            if not all(part.dtype.kind in "iu" for part in parts):
+                parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
+            out[column] = (np.concatenate(parts, dtype=np.result_type(*parts)) if parts
+                           else np.empty(0, dtype=np.int64))
+        return out
 
     def release_gpu_ops(self) -> None:
         """Drop the table :meth:`gpu_ops` built (~50 MB at 1 M kernels); a later call builds
