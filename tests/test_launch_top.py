@@ -100,7 +100,7 @@ def test_launch_summary_is_pandas_group_by(rows: list[tuple[str, int, int, int]]
     ``block`` 3 sums three rows at a time."""
     from unittest import mock
 
-    from infraprof.analyses import launch
+    from infraprof.analyses import group_stats
     from infraprof.analyses.launch import launch_columns, launch_summary
     from infraprof.tables import as_text_category
 
@@ -124,7 +124,7 @@ def test_launch_summary_is_pandas_group_by(rows: list[tuple[str, int, int, int]]
     want = want.reset_index().sort_values(["count", "name"], ascending=[False, True])
     if scale == 1:  # as kernel_launches holds them: latency and call time in int32
         launches = launches.astype({"latency_ns": np.int32, "api_ns": np.int32})
-    with mock.patch.object(launch, "SUM_BLOCK", block):
+    with mock.patch.object(group_stats, "SUM_BLOCK", block):
         got = launch_summary(launches)
     pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
 
@@ -172,3 +172,30 @@ def test_duration_stats_are_pandas_group_by(rows: list[tuple[str, int]], scale: 
     want = want.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable")
     got = _duration_stats(frame, ["name"])
     pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["cudaFree", "cudaMemcpy<&>", "x"]),
+                          st.integers(0, 10**6)), min_size=1, max_size=40),
+       st.sampled_from([1, 2**45]), st.sampled_from([2, 1 << 20]))
+def test_site_totals_are_pandas_sums(rows: list[tuple[str, int]], scale: int,
+                                     block: int) -> None:
+    """Per API name: the call count and total time from exact block sums (pandas' integer
+    sum where a float sum might not be exact) equal pandas' group-by."""
+    from unittest import mock
+
+    from infraprof.analyses import group_stats
+    from infraprof.analyses.gap_findings import _site_totals
+    from infraprof.tables import as_text_category
+
+    starts = np.arange(len(rows), dtype=np.int64) * 3
+    calls = pd.DataFrame({"name": as_text_category(pd.Series([n for n, _ in rows])),
+                          "start_ns": starts,
+                          "end_ns": starts + np.array([d for _, d in rows]) * scale})
+    with mock.patch.object(group_stats, "SUM_BLOCK", block):
+        count, total = _site_totals(calls)
+    names = calls["name"].astype(object)
+    want_total = (calls["end_ns"] - calls["start_ns"]).groupby(names).sum()
+    assert count.to_dict() == names.value_counts().to_dict()
+    assert {k: int(v) for k, v in total.items()} == {k: int(v) for k, v in want_total.items()}
+    assert list(total.index) == sorted(set(names))

@@ -31,6 +31,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, impact_finding
 from infraprof.analyses.gap_accumulate import Accumulator, Split, accumulate
 from infraprof.analyses.gap_table import CATEGORIES, GapTable
+from infraprof.analyses.group_stats import sums_by_code
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.analyses.native_frames import with_native_frames
 from infraprof.analyses.phases import PHASES, DevicePhases
@@ -126,12 +127,13 @@ def _site_totals(api_calls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     # end_ns is int64 (no nulls), so the count is the group size
     codes, index = sorted_text_codes(names)
     count = pd.Series(np.bincount(codes, minlength=len(index)), index=index, name="end_ns")
-    durations = api_calls["end_ns"].to_numpy() - api_calls["start_ns"].to_numpy()
-    if np.abs(durations).sum() < 2**53:
-        # float64 sums of integers below 2**53 are exact: one pass, no groupby hash table
-        sums = np.bincount(codes, weights=durations, minlength=len(index)).astype(np.int64)
-        return count, pd.Series(sums, index=pd.RangeIndex(len(index))).set_axis(index)
-    total = pd.Series(durations).groupby(codes).sum()
+    starts, ends = api_calls["start_ns"].to_numpy(), api_calls["end_ns"].to_numpy()
+    # exact float64 sums a block of calls at a time (no array of every duration)
+    sums = sums_by_code(codes, len(index), lambda rows: ends[rows] - starts[rows])
+    if sums is not None:
+        return count, pd.Series(sums.astype(np.int64),
+                                index=pd.RangeIndex(len(index))).set_axis(index)
+    total = pd.Series(ends - starts).groupby(codes).sum()
     total.index = index[total.index.to_numpy()]
     return count, total
 

@@ -8,9 +8,36 @@ its slice: bit for bit pandas' linear-interpolation ``quantile`` and ``median`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from infraprof.int_widths import narrowest_int
+
+SUM_BLOCK = 1 << 20  # rows per bincount of sums_by_code (bounded temporaries)
+
+
+def blocks(size: int) -> list[slice]:
+    """``SUM_BLOCK`` rows at a time."""
+    return [slice(lo, lo + SUM_BLOCK) for lo in range(0, size, SUM_BLOCK)]
+
+
+def sums_by_code(codes: np.ndarray, count: int, values_of: Callable[[slice], np.ndarray]
+                 ) -> np.ndarray | None:
+    """Per code ``0 .. count - 1``: the sum of the integers ``values_of(rows)`` gives for
+    its rows, as float64 from ``bincount``, a block of rows at a time (no array of every
+    value); None when a sum might not be exact: while every partial sum is an integer below
+    2**53 in magnitude (bounded by each block's largest magnitude times its rows), float64
+    sums are exact in any order."""
+    sums, bound = np.zeros(count), 0
+    for rows in blocks(len(codes)):
+        values = values_of(rows)
+        if len(values):
+            bound += max(abs(int(values.max())), abs(int(values.min()))) * len(values)
+        if bound >= 2**53:
+            return None
+        sums += np.bincount(codes[rows], weights=values, minlength=count)
+    return sums
 
 
 def quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,

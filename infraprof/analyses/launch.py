@@ -27,7 +27,7 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
-from infraprof.analyses.group_stats import quantiles_by_code
+from infraprof.analyses.group_stats import blocks, quantiles_by_code, sums_by_code
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.int_widths import narrowest_int
 from infraprof.model import Trace
@@ -209,7 +209,7 @@ def _by_code_summary(launches: pd.DataFrame, codes: np.ndarray, count: int) -> p
 
     sizes = np.bincount(codes, minlength=count)
     queued = sum((np.bincount(codes[rows][waited_of(rows)], minlength=count)
-                  for rows in _blocks(len(codes))), np.zeros(count, dtype=np.int64))
+                  for rows in blocks(len(codes))), np.zeros(count, dtype=np.int64))
     found = quantiles_by_code(codes, latency, count, (0.5, 0.99))
     return table_schema.as_frame(pd.DataFrame({
         "count": sizes,
@@ -220,36 +220,22 @@ def _by_code_summary(launches: pd.DataFrame, codes: np.ndarray, count: int) -> p
         "latency_p50_ns": found[:, 0], "latency_p99_ns": found[:, 1]}))
 
 
-SUM_BLOCK = 1 << 20  # rows per bincount of _means_by_code (bounded temporaries)
-
-
-def _blocks(size: int) -> list[slice]:
-    """``SUM_BLOCK`` rows at a time."""
-    return [slice(lo, lo + SUM_BLOCK) for lo in range(0, size, SUM_BLOCK)]
-
-
 def _means_by_code(codes: np.ndarray, sizes: np.ndarray,
                    values_of: Callable[[slice], np.ndarray],
                    counted_of: Callable[[slice], np.ndarray] | None = None) -> np.ndarray:
     """Per code ``0 .. len(sizes) - 1``: the mean of the integers ``values_of(rows)`` gives
     for its rows (only the ``counted_of(rows)`` ones, the others 0; ``sizes``: the counted
-    rows per code), NaN without any: bit for bit pandas' group-by ``mean``. While every
-    partial sum is an integer below 2**53 in magnitude (bounded by the sum of each block's
-    largest magnitude times its rows), float64 sums are exact in any order and pandas'
-    compensated summation adds nothing: ``bincount``'s sums, a block of rows at a time,
-    over the count are pandas' result. Past that bound pandas' group-by computes it."""
+    rows per code), NaN without any: bit for bit pandas' group-by ``mean``: the exact sums of
+    :func:`~infraprof.analyses.group_stats.sums_by_code` over the count (pandas'
+    compensated summation adds nothing to exact sums); pandas' group-by where they are not
+    exact."""
     count = len(sizes)
-    sums, bound = np.zeros(count), 0
-    for rows in _blocks(len(codes)):
-        values = values_of(rows)
-        if len(values):
-            bound += max(abs(int(values.max())), abs(int(values.min()))) * len(values)
-        if bound >= 2**53:
-            every = slice(None)
-            kept = slice(None) if counted_of is None else counted_of(every)
-            grouped = pd.Series(values_of(every)[kept]).groupby(codes[kept]).mean()
-            return np.asarray(grouped.reindex(range(count)).to_numpy(dtype=np.float64))
-        sums += np.bincount(codes[rows], weights=values, minlength=count)
+    sums = sums_by_code(codes, count, values_of)
+    if sums is None:
+        every = slice(None)
+        kept = slice(None) if counted_of is None else counted_of(every)
+        grouped = pd.Series(values_of(every)[kept]).groupby(codes[kept]).mean()
+        return np.asarray(grouped.reindex(range(count)).to_numpy(dtype=np.float64))
     means: np.ndarray = np.divide(sums, sizes, out=np.full(count, np.nan), where=sizes > 0)
     return means
 
