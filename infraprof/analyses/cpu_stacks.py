@@ -85,8 +85,10 @@ def idle_mask(timelines: Sequence[DeviceTimeline], times_ns: npt.ArrayLike
     times = np.asarray(times_ns, dtype=np.int64).reshape(-1)
     if not timelines or not len(times):
         return np.zeros(len(times), dtype=bool)
-    gaps = intervals.union(np.concatenate([t.gaps.starts for t in timelines]),
-                           np.concatenate([t.gaps.ends for t in timelines]))
+    # one device's gaps are disjoint and sorted already (holes between busy intervals)
+    gaps = timelines[0].gaps if len(timelines) == 1 else intervals.union(
+        np.concatenate([t.gaps.starts for t in timelines]),
+        np.concatenate([t.gaps.ends for t in timelines]))
     return intervals.contains(gaps, times)
 
 

@@ -80,23 +80,35 @@ def stream_bars(report: Report, max_ops: int) -> list[StreamBars]:
     ops = report.trace.gpu_ops()
     start = ops["start_ns"].to_numpy(dtype=np.int64)
     end = ops["end_ns"].to_numpy(dtype=np.int64)
-    grouped = ops.groupby(["device_id", "stream_id"], sort=True).indices
-    streams = {(int(str(key[0])), int(str(key[1]))): np.asarray(rows, dtype=np.int64)
-               for key, rows in grouped.items() if isinstance(key, tuple)}
+    streams = _stream_rows(ops)
     out = []
     for device, stream in sorted(streams):
-        rows = streams[(device, stream)]
-        s, e = start[rows], end[rows]
-        if len(rows) <= max_ops:
-            out.append(StreamBars(int(device), int(stream), len(rows), s.tolist(), e.tolist(),
-                                  [1] * len(rows), *_bar_texts(ops, rows)))
+        rows = streams[(device, stream)]  # None: every operation
+        count = len(ops) if rows is None else len(rows)
+        s, e = (start, end) if rows is None else (start[rows], end[rows])
+        if count <= max_ops:
+            every = np.arange(count) if rows is None else rows
+            out.append(StreamBars(int(device), int(stream), count, s.tolist(), e.tolist(),
+                                  [1] * count, *_bar_texts(ops, every)))
             continue
         runs, widest = merge_runs(s, e, max_ops)
-        kinds, names = _bar_texts(ops, rows[[r[2] for r in runs]])
+        firsts = np.array([r[2] for r in runs], dtype=np.int64)
+        kinds, names = _bar_texts(ops, firsts if rows is None else rows[firsts])
         out.append(StreamBars(
-            int(device), int(stream), len(rows), [r[0] for r in runs], [r[1] for r in runs],
+            int(device), int(stream), count, [r[0] for r in runs], [r[1] for r in runs],
             [r[3] for r in runs], kinds, names, downsampled=True, widest_merged_ns=widest))
     return out
+
+
+def _stream_rows(ops: pd.DataFrame) -> dict[tuple[int, int], np.ndarray | None]:
+    """Each (device, stream) and its rows of ``ops``; None when it has every row (one
+    stream: no row numbers and no gathered copies of 10 M starts and ends)."""
+    device, stream = ops["device_id"].to_numpy(), ops["stream_id"].to_numpy()
+    if len(ops) and device.min() == device.max() and stream.min() == stream.max():
+        return {(int(device[0]), int(stream[0])): None}
+    grouped = ops.groupby(["device_id", "stream_id"], sort=True).indices
+    return {(int(str(key[0])), int(str(key[1]))): np.asarray(rows, dtype=np.int64)
+            for key, rows in grouped.items() if isinstance(key, tuple)}
 
 
 def _bar_texts(ops: pd.DataFrame, rows: np.ndarray) -> tuple[list[str], list[str]]:
