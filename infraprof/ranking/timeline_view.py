@@ -60,14 +60,17 @@ def merge_runs(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], max_b
     idle gaps between operations separate runs, smaller gaps are merged away. Returns
     (start, end, first index, count) per run and the widest gap merged away (ns)."""
     reach = np.maximum.accumulate(ends)
-    idle = starts[1:] - reach[:-1]
+    idle = starts[1:] - reach[:-1]  # a new array: negated and overwritten in place below
     if len(idle) < max_bars:
         cuts = np.arange(len(idle))
     else:
-        cuts = np.sort(np.argpartition(-idle, max_bars - 2)[: max_bars - 1])
-    merged = np.ones(len(idle), dtype=bool)
-    merged[cuts] = False
-    widest = int(idle[merged].max()) if merged.any() else 0
+        np.negative(idle, out=idle)
+        cuts = np.sort(np.argpartition(idle, max_bars - 2)[: max_bars - 1])
+        np.negative(idle, out=idle)
+    widest = 0
+    if len(cuts) < len(idle):  # the widest gap that is not a cut
+        idle[cuts] = np.iinfo(np.int64).min
+        widest = int(idle.max())
     bounds = [0, *(int(c) + 1 for c in cuts), len(starts)]
     runs = [(int(starts[a]), int(reach[b - 1]), a, b - a) for a, b in itertools.pairwise(bounds)]
     return runs, max(0, widest)
