@@ -23,6 +23,13 @@ def narrowest_int(low: int, high: int) -> type[np.signedinteger[Any]]:
     return np.int64
 
 
+def narrowest_array(values: np.ndarray) -> np.ndarray:
+    """Integer ``values`` in the narrowest signed type holding them (:func:`narrowest_int`;
+    ``int64`` when empty); ``values`` itself when that is their type already."""
+    width = narrowest_int(int(values.min()), int(values.max())) if len(values) else np.int64
+    return values.astype(width, copy=False)
+
+
 def narrowed(column: pd.Series, nullable: bool = False) -> pd.Series:
     """The integers of ``column`` in the narrowest signed type holding them
     (:func:`narrowest_int`; ``int64`` when empty). ``nullable``: a pandas nullable integer
@@ -37,12 +44,11 @@ def narrowed(column: pd.Series, nullable: bool = False) -> pd.Series:
         present = values[~nulls]
         width = (narrowest_int(int(present.min()), int(present.max())) if len(present)
                  else np.int8 if len(values) else np.int64)
+        plain = values.astype(width, copy=False)
     else:
-        values = (column.to_numpy(dtype=np.int64) if integers
-                  else column.astype(np.int64).to_numpy())
+        plain = narrowest_array(column.to_numpy(dtype=np.int64) if integers
+                                else column.astype(np.int64).to_numpy())
         nulls = None
-        width = narrowest_int(int(values.min()), int(values.max())) if len(values) else np.int64
-    plain = values.astype(width, copy=False)
     if not nullable:
         return cast(pd.Series, pd.Series(plain, index=column.index))
     mask = np.zeros(len(plain), dtype=bool) if nulls is None else nulls

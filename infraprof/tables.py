@@ -450,6 +450,14 @@ def positions_by_value(values: np.ndarray) -> list[tuple[int, IntArray]]:
             zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True)]
 
 
+def rows_by_value(values: np.ndarray) -> list[tuple[int, IntArray | None]]:
+    """:func:`positions_by_value`, with None for the positions when every row holds the one
+    value (a single device or stream: no sort and no row numbers)."""
+    if len(values) and values.min() == values.max():
+        return [(int(values[0]), None)]
+    return [(value, rows) for value, rows in positions_by_value(values)]
+
+
 def largest_positions(values: np.ndarray, count: int) -> IntArray:
     """``np.argsort(-values, kind="stable")[:count]`` (the ``count`` largest, ties: the
     earlier position first) without sorting every value: a partition finds the count-th

@@ -43,7 +43,7 @@ from infraprof.tables import (
     as_frame,
     column_view,
     fill_text,
-    positions_by_value,
+    rows_by_value,
     text_category,
 )
 
@@ -130,7 +130,7 @@ def per_device_classes(kernels: pd.DataFrame) -> list[dict[str, Any]]:
     names = [str(c) for c in classes.cat.categories]
     durations = kernels["dur_ns"].to_numpy(dtype=np.int64)
     out = []
-    for device, rows in _device_rows(kernels["device_id"].to_numpy()):
+    for device, rows in rows_by_value(kernels["device_id"].to_numpy()):
         dur, code = (durations, codes) if rows is None else (durations[rows], codes[rows])
         total, named = int(dur.sum()), code >= 0
         if not named.all():
@@ -147,15 +147,6 @@ def per_device_classes(kernels: pd.DataFrame) -> list[dict[str, Any]]:
                                  "share": round(int(sums[c]) / total, 6) if total else 0.0}
                                 for c in present]})
     return out
-
-
-def _device_rows(devices: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
-    """Each device id (ascending) and its rows (None: every row, one device)."""
-    if not len(devices):
-        return []
-    if devices.min() == devices.max():
-        return [(int(devices[0]), None)]
-    return [(int(value), rows) for value, rows in positions_by_value(devices)]
 
 
 def _top_kernels(frame: pd.DataFrame, top: int = 5) -> list[dict[str, Any]]:

@@ -111,7 +111,7 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
     start = ops["start_ns"].to_numpy(dtype=np.int64)
     end = ops["end_ns"].to_numpy(dtype=np.int64)
     out = []
-    for device, rows in _positions(ops["device_id"].to_numpy()):
+    for device, rows in table_schema.rows_by_value(ops["device_id"].to_numpy()):
         d_start, d_end = (start, end) if rows is None else (start[rows], end[rows])
         busy = intervals.union(d_start, d_end)
         s0, s1 = int(busy.starts[0]), int(busy.ends[-1])
@@ -127,7 +127,7 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
         stream_ids = ops["stream_id"].to_numpy()
         streams = _stream_busy(d_start, d_end, stream_ids if rows is None else stream_ids[rows],
                                busy)
-        gaps = intervals.gaps(covered, p.min_gap_ns)
+        gaps = holes if p.min_gap_ns < 1 else intervals.gaps(covered, p.min_gap_ns)
         out.append(DeviceTimeline(
             device_id=device,
             span_start_ns=s0,
@@ -143,20 +143,12 @@ def device_timelines(trace: Trace, params: TimelineParams | None = None) -> list
     return out
 
 
-def _positions(keys: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
-    """Each distinct key (ascending) and its row positions in ``keys`` (ascending; None when
-    every row has that key)."""
-    if len(keys) and keys.min() == keys.max():
-        return [(int(keys[0]), None)]
-    return list(table_schema.positions_by_value(keys))
-
-
 def _stream_busy(starts: np.ndarray, ends: np.ndarray, stream_ids: np.ndarray,
                  busy: intervals.Intervals) -> list[StreamBusy]:
     """Busy time, operation count and first/last instant of each stream (ascending id) of
     one device's operations (``busy``: their union, a device with one stream's)."""
     out = []
-    for stream, rows in _positions(stream_ids):
+    for stream, rows in table_schema.rows_by_value(stream_ids):
         s, e = (starts, ends) if rows is None else (starts[rows], ends[rows])
         merged = busy if rows is None else intervals.union(s, e)
         out.append(StreamBusy(stream_id=stream, busy_ns=merged.total_ns,
