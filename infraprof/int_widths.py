@@ -46,7 +46,8 @@ def narrowed(column: pd.Series, nullable: bool = False) -> pd.Series:
                  else np.int8 if len(values) else np.int64)
         plain = values.astype(width, copy=False)
     else:
-        plain = narrowest_array(column.to_numpy(dtype=np.int64) if integers
+        plain = narrowest_array(column.to_numpy() if integers and column.dtype.kind == "i"
+                                else column.to_numpy(dtype=np.int64) if integers
                                 else column.astype(np.int64).to_numpy())
         nulls = None
     if not nullable:

@@ -35,16 +35,23 @@ _heap_lock = threading.Lock()
 
 
 @cache
-def _libc_function(name: str) -> Callable[..., int] | None:
-    """``malloc_trim`` or ``mallopt`` of the C library, None where it has none (not Linux,
-    or not glibc: musl has neither)."""
+def _libc() -> ctypes.CDLL | None:
+    """The C library (found once: ``find_library`` may run ``ldconfig``), None where it is
+    not Linux or cannot be loaded."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function: Callable[..., int] = getattr(libc, name)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+@cache
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """``malloc_trim`` or ``mallopt`` of the C library, None where it has none (not Linux,
+    or not glibc: musl has neither)."""
+    libc = _libc()
+    function: Callable[..., int] | None = getattr(libc, name, None) if libc else None
     return function
 
 

@@ -383,7 +383,9 @@ def first_per_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     then not even that column is hashed)."""
     last = frame[key[-1]]
     if pd.api.types.is_integer_dtype(last.dtype) and not last.hasnans:
-        values = last.to_numpy(dtype=np.int64)
+        # a numpy column as it is (a narrow id column is not widened), a nullable one in int64
+        values = last.to_numpy() if isinstance(last.dtype, np.dtype) else last.to_numpy(
+            dtype=np.int64)
         if bool(np.all(values[1:] > values[:-1])):  # increasing: unique, no hash needed
             return frame
     if not bool(last.duplicated().any()):

@@ -10,9 +10,11 @@ missing. Then each step runs as its own process and its wall time and peak RSS a
 (``os.wait4``):
 
 * ``bare read``: sqlite3 -> numpy of the kernel and runtime columns an analysis needs;
-* ``bare read arrow``: the same columns through ADBC's SQLite driver -> Arrow (nanoarrow) ->
-  numpy (when the ``fast`` extra is installed); the ``cold_vs_bare_read`` ratios are against
-  the faster of the two bare reads (in CPU seconds, and that same run's wall time);
+* ``bare read arrow``: the same columns through ADBC's SQLite driver -> Arrow C stream (read
+  with this checkout's ``infraprof.readers.arrow_stream``) -> numpy (when the ``fast`` extra is
+  installed), one table after the other; ``bare read arrow 2 threads``: the two tables at once
+  (what ``analyze`` does on two or more cores); the ``cold_vs_bare_read`` ratios are against
+  the fastest bare read in each unit (the fewest CPU seconds, the fewest wall seconds);
 * ``nsys stats``: ``nsys stats -r gpukernsum`` on the same file (when nsys is installed);
 * ``cold``: ``infraprof analyze FILE -f json`` with an empty cache dir;
 * ``warm``: the same again, its columnar *table* cache filled by the cold run, with the result
@@ -170,24 +172,36 @@ print(len(k), len(r))
 
 
 BARE_READ_ARROW = """
-import sys, urllib.parse, numpy as np
-import adbc_driver_manager, adbc_driver_sqlite, nanoarrow
+import sys, threading, urllib.parse, numpy as np
+sys.path.insert(0, sys.argv[3])  # this checkout: its Arrow C stream reader
+import adbc_driver_manager, adbc_driver_sqlite
+from infraprof.readers.arrow_stream import int64_batches
 uri = "file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro&immutable=1"
-database = adbc_driver_sqlite.connect(uri)
-connection = adbc_driver_manager.AdbcConnection(database)
-def read(sql):  # the Arrow stream, 64 k-row batches, one numpy int64 array per column
-    statement = adbc_driver_manager.AdbcStatement(connection)
-    statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
-    statement.set_sql_query(sql)
-    handle, _ = statement.execute_query()
-    parts = [[np.frombuffer(batch.child(i).buffers[1], dtype=np.int64).copy()
-              for i in range(batch.schema.n_fields)] for batch in nanoarrow.ArrayStream(handle)]
-    statement.close()
-    return [np.concatenate(column) for column in zip(*parts)]
-k = read("SELECT start, end, deviceId, streamId, correlationId, globalPid, demangledName, "
-         "shortName FROM CUPTI_ACTIVITY_KIND_KERNEL")
-r = read("SELECT start, end, globalTid, correlationId, nameId FROM CUPTI_ACTIVITY_KIND_RUNTIME")
-print(len(k[0]), len(r[0]))
+def read(sql, count, out):  # the Arrow stream, 64 k-row batches, int64 copies joined per column
+    with adbc_driver_sqlite.connect(uri) as database, \\
+            adbc_driver_manager.AdbcConnection(database) as connection, \\
+            adbc_driver_manager.AdbcStatement(connection) as statement:
+        statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+        statement.set_sql_query(sql)
+        handle, _ = statement.execute_query()
+        parts = list(int64_batches(handle.address, count, -2**63))
+        handle.release()
+    out.append([np.concatenate(column) for column in zip(*parts)])
+queries = [("SELECT start, end, deviceId, streamId, correlationId, globalPid, demangledName, "
+            "shortName FROM CUPTI_ACTIVITY_KIND_KERNEL", 8),
+           ("SELECT start, end, globalTid, correlationId, nameId "
+            "FROM CUPTI_ACTIVITY_KIND_RUNTIME", 5)]
+out = []
+if sys.argv[2] == "1":  # one table after the other
+    for sql, count in queries:
+        read(sql, count, out)
+else:  # both at once, one thread each (the GIL is released while SQLite steps)
+    threads = [threading.Thread(target=read, args=(sql, count, out)) for sql, count in queries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+print(sorted(len(columns[0]) for columns in out))
 """
 
 
@@ -198,11 +212,16 @@ def _has_arrow_driver() -> bool:
         return False
 
 
-def fastest_bare_read(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The bare read (sqlite3 or Arrow) with the fewer CPU seconds."""
-    reads = [results[name] for name in ("bare read", "bare read arrow")
+BARE_READS = ("bare read", "bare read arrow", "bare read arrow 2 threads")
+
+
+def fastest_bare_read(results: dict[str, dict[str, float]], unit: str = "cpu_s"
+                      ) -> dict[str, float]:
+    """The bare read (sqlite3, Arrow, or Arrow with both tables read at once) with the fewest
+    ``unit`` seconds (``cpu_s`` or ``wall_s``)."""
+    reads = [results[name] for name in BARE_READS
              if name in results and "failed" not in results[name]]
-    return min(reads, key=lambda r: r["cpu_s"]) if reads else results["bare read"]
+    return min(reads, key=lambda r: r[unit]) if reads else results["bare read"]
 
 
 MEMORY_LIMIT_GIB = float(os.environ.get("BENCH_MEMORY_LIMIT_GIB", "0"))
@@ -276,7 +295,10 @@ def run_steps(db: Path, repo: Path, repeat: int, cache: Path, warm: bool = True,
                 {**env, "INFRAPROF_CACHE_DIR": str(cache.parent / "warm-up")})
     results = {"bare read": best([py, "-c", BARE_READ, str(db)], repeat)}
     if _has_arrow_driver():
-        results["bare read arrow"] = best([py, "-c", BARE_READ_ARROW, str(db)], repeat)
+        here = str(Path(__file__).resolve().parents[1])
+        results["bare read arrow"] = best([py, "-c", BARE_READ_ARROW, str(db), "1", here], repeat)
+        results["bare read arrow 2 threads"] = best(
+            [py, "-c", BARE_READ_ARROW, str(db), "2", here], repeat)
     nsys = os.environ.get("INFRAPROF_NSYS") or shutil.which("nsys")
     if nsys:
         results["nsys stats"] = best([nsys, "stats", "-q", "-r", "gpukernsum", str(db)], repeat)
@@ -326,7 +348,7 @@ def ratios_of(results: dict[str, dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for unit in ("wall_s", "cpu_s"):
         tag = unit.split("_")[0]
-        bare = max(fastest_bare_read(results)[unit], 1e-3)
+        bare = max(fastest_bare_read(results, unit)[unit], 1e-3)
         out[f"cold_vs_bare_read_{tag}"] = cold[unit] / bare
         out[f"warm_vs_cold_{tag}"] = warm[unit] / max(cold[unit], 1e-3)
         hit = results.get("infraprof warm result")

@@ -2,7 +2,7 @@
 or falls back to it: on every shared real trace, on random columns with a stray fraction, text
 or blob at a random row, and on awkward paths; the input is never modified or locked.
 
-Needs the ``fast`` extra (nanoarrow, adbc-driver-sqlite; part of ``dev``): skipped without it,
+Needs the ``fast`` extra (adbc-driver-sqlite; part of ``dev``): skipped without it,
 a failure in CI (``CI=true``).
 """
 
@@ -30,9 +30,9 @@ from infraprof.readers.sqlite_db import SqliteFile
 
 if not arrow_sqlite._installed():
     if nsys_required():
-        pytest.fail("nanoarrow and adbc-driver-sqlite are required in CI (pip install -e .[dev])",
+        pytest.fail("adbc-driver-sqlite is required in CI (pip install -e .[dev])",
                     pytrace=False)
-    pytest.skip("nanoarrow / adbc-driver-sqlite not installed (the `fast` extra)",
+    pytest.skip("adbc-driver-sqlite not installed (the `fast` extra)",
                 allow_module_level=True)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -69,12 +69,12 @@ def _make_table(path: Path, columns: dict[str, list[Any]], table: str = "T") -> 
     conn.close()
 
 
-def _sqlite3_result(db: SqliteFile, table: str, columns: dict[str, str], where: str
-                    ) -> pd.DataFrame | InputError:
+def _sqlite3_result(db: SqliteFile, table: str, columns: dict[str, str], where: str,
+                    narrow: frozenset[str] = frozenset()) -> pd.DataFrame | InputError:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(arrow_sqlite.NO_ARROW_ENV, "1")
         try:
-            return sqlite_frames.read_int_frame(db, table, columns, where)
+            return sqlite_frames.read_int_frame(db, table, columns, where, narrow=narrow)
         except InputError as exc:
             return exc
 
@@ -153,12 +153,15 @@ def _all_int(columns: dict[str, list[Any]]) -> bool:
 @settings(max_examples=max(EXAMPLES * 4, 60), deadline=None,
           derandomize=not os.environ.get("INFRAPROF_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=_columns(), order=st.sampled_from(["", "ORDER BY start", "sort_by"]))
+@given(case=_columns(), order=st.sampled_from(["", "ORDER BY start", "sort_by"]),
+       narrow=st.frozensets(st.sampled_from(["a_out", "b_out", "c_out", "start_out"])))
 def test_random_columns_equal_or_fall_back(case: tuple[dict[str, list[Any]], int], order: str,
+                                           narrow: frozenset[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Integers and NULLs anywhere: the Arrow frame equals the sqlite3 frame. A stray
-    fraction, text or blob anywhere (first batch, later batch, after an all-NULL first
-    batch): the Arrow path returns None and the sqlite3 path raises its ``InputError``."""
+    """Integers and NULLs anywhere: the Arrow frame equals the sqlite3 frame, also with
+    ``narrow`` columns (narrowed per batch there, as a whole here). A stray fraction, text or
+    blob anywhere (first batch, later batch, after an all-NULL first batch): the Arrow path
+    returns None and the sqlite3 path raises its ``InputError``."""
     data, batch_rows = case
     monkeypatch.setattr(arrow_sqlite, "BATCH_ROWS", batch_rows)
     columns = {f"{name}_out": name for name in data}
@@ -167,11 +170,12 @@ def test_random_columns_equal_or_fall_back(case: tuple[dict[str, list[Any]], int
         _make_table(path, data)
         with SqliteFile(path) as db:
             reference = _sqlite3_result(db, "T", columns, "" if order == "" else
-                                        "ORDER BY start")
+                                        "ORDER BY start", narrow)
             if order == "sort_by":
-                fast = arrow_sqlite.read_int_frame(db, "T", columns, sort_by="start_out")
+                fast = arrow_sqlite.read_int_frame(db, "T", columns, sort_by="start_out",
+                                                   narrow=narrow)
             else:
-                fast = arrow_sqlite.read_int_frame(db, "T", columns, order)
+                fast = arrow_sqlite.read_int_frame(db, "T", columns, order, narrow=narrow)
     if _all_int(data):
         assert isinstance(reference, pd.DataFrame) and fast is not None
         pd.testing.assert_frame_equal(fast, reference, check_exact=True)

@@ -23,13 +23,16 @@ same ``file:…?mode=ro&immutable=1`` URI (:func:`~infraprof.readers.sqlite_db.r
 nothing is written next to it and no lock is taken. The connection is in auto-commit mode (no
 transaction is opened).
 
-The driver's Arrow stream is read with ``nanoarrow`` (a small C library: importing it and the
-driver adds ~3 MB), not pyarrow: with pyarrow installed, pandas 3 imports it at start-up
-(+67 MB resident, ~0.1 s) and stores text in Arrow (twice the analyses' peak memory).
+The driver's Arrow stream is read through the Arrow C stream interface with ``ctypes``
+(:mod:`~infraprof.readers.arrow_stream`: the GIL is released while the driver steps SQLite),
+not pyarrow: with pyarrow installed, pandas 3 imports it at start-up (+67 MB resident,
+~0.1 s) and stores text in Arrow (twice the analyses' peak memory). :func:`read_ahead` starts
+a table's read in another thread, to be taken by the :func:`read_int_frame` of the same
+query: two tables are then read at once on two cores.
 
-Used when :func:`available` (``nanoarrow`` and ``adbc_driver_sqlite`` importable — the
-``fast`` extra — and ``INFRAPROF_NO_ARROW`` unset or ``0``) and the table holds at least
-:data:`MIN_ROWS` rows by ``max(rowid)``; the driver is loaded on the first such table only.
+Used when :func:`available` (``adbc_driver_sqlite`` importable — the ``fast`` extra — and
+``INFRAPROF_NO_ARROW`` unset or ``0``) and the table holds at least :data:`MIN_ROWS` rows by
+``max(rowid)``; the driver is loaded on the first such table only.
 """
 
 from __future__ import annotations
@@ -38,19 +41,23 @@ import functools
 import importlib.util
 import os
 import sqlite3
+import threading
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
-from infraprof.readers import validate
+from infraprof.memory import release_free_memory
+from infraprof.readers import arrow_stream, validate
 from infraprof.readers.row_order import stable_order
 from infraprof.readers.sqlite_db import SqliteFile, read_only_uri
 
 # Below this many rows the sqlite3 path is about as fast. Measured (docs/performance.md,
 # "Round 5"): the Arrow read costs ~2 ms per table (open, prepare) plus ~8 ms once per
-# process (importing the driver bindings and nanoarrow, loading the driver) and saves ~1.6 µs
+# process (importing the driver bindings, loading the driver) and saves ~1.6 µs
 # per row of 8 columns; it pays from ~1 k rows, ~5 k for the first table. At 20 k rows it
 # takes half the sqlite3 path's time.
 MIN_ROWS = 20_000
@@ -63,7 +70,7 @@ NO_ARROW_ENV = "INFRAPROF_NO_ARROW"
 
 def available() -> bool:
     """True when the Arrow path may be used: not turned off by ``INFRAPROF_NO_ARROW=1`` and
-    both ``nanoarrow`` and ``adbc_driver_sqlite`` installed (checked without importing them)."""
+    ``adbc_driver_sqlite`` installed (checked without importing it)."""
     if os.environ.get(NO_ARROW_ENV, "0") not in ("", "0"):
         return False
     return _installed()
@@ -72,7 +79,7 @@ def available() -> bool:
 @functools.cache
 def _installed() -> bool:
     return all(importlib.util.find_spec(name) is not None
-               for name in ("nanoarrow", "adbc_driver_sqlite", "adbc_driver_manager"))
+               for name in ("adbc_driver_sqlite", "adbc_driver_manager"))
 
 
 def worth_it(db: SqliteFile, table: str) -> bool:
@@ -88,94 +95,160 @@ def worth_it(db: SqliteFile, table: str) -> bool:
 
 
 def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "",
-                   sort_by: str | None = None) -> pd.DataFrame | None:
+                   sort_by: str | None = None, narrow: Collection[str] = ()
+                   ) -> pd.DataFrame | None:
     """``SELECT`` the integer ``columns`` (``out_name -> SQL expression``) of ``table``
     (``where``: the SQL after ``FROM``, e.g. ``ORDER BY start``) as the sqlite3 path's frame,
     checked by :func:`~infraprof.readers.validate.clean_table`; ``sort_by`` (an output column)
     orders the rows by a stable sort of that column (NULLs first), the order ``ORDER BY``
-    gives. ``None`` when the Arrow read cannot give the sqlite3 path's answer (see the module
-    docstring): the caller then reads with sqlite3."""
-    arrays = _read_columns(db, table, columns, where)
+    gives; the ``narrow`` columns without NULLs come in the narrowest signed type holding
+    their values (as the sqlite3 path gives them). ``None`` when the Arrow read cannot give
+    the sqlite3 path's answer (see the module docstring): the caller then reads with
+    sqlite3."""
+    arrays = _read_columns(db, table, columns, where, narrow)
     if arrays is None:
         return None
     order = None if sort_by is None else stable_order(arrays[sort_by])
     if order is not None:
-        arrays = {name: values[order] for name, values in arrays.items()}
+        for name in arrays:  # one column at a time: the peak is the rows plus one column
+            arrays[name] = arrays[name][order]
+        del order
     out: dict[str, Any] = {}
     for name, values in arrays.items():
-        nulls = values == _NULL
-        if nulls.any():
+        nulls = values == _NULL if values.dtype == np.int64 else None
+        if nulls is not None and nulls.any():
             column = pd.array(values, dtype="Int64")
             column[nulls] = pd.NA
             out[name] = column
         else:
             out[name] = values
+    del arrays
     frame = table_schema.as_frame(pd.DataFrame(out, copy=False))
     return validate.clean_table(frame, db.path, table, columns, db.issues)
 
 
-def _read_columns(db: SqliteFile, table: str, columns: dict[str, str], where: str
-                  ) -> dict[str, np.ndarray] | None:
-    """Each column as an int64 array, NULL as ``INT64_MIN``; ``None`` when a column is not
-    inferred as ``int64`` or the driver fails (including nanoarrow or the driver failing to
-    load)."""
+def _select(table: str, columns: dict[str, str], where: str) -> str:
+    """The query of ``columns`` (``out_name -> SQL expression``) of ``table``."""
+    select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
+    return f'SELECT {select} FROM "{table}" {where}'
+
+
+def _read_columns(db: SqliteFile, table: str, columns: dict[str, str], where: str,
+                  narrow: Collection[str]) -> dict[str, np.ndarray] | None:
+    """Each column as an int64 array, NULL as ``INT64_MIN`` (a ``narrow`` one without NULLs
+    in its narrowest type; the result of a read started ahead by :func:`read_ahead` when
+    there is one); ``None`` when a column is not inferred as ``int64`` or the driver fails
+    (including the driver failing to load)."""
+    sql = _select(table, columns, where)
+    pending = db.pending.pop(sql, None)
+    if isinstance(pending, _PendingRead) and pending.narrow == frozenset(narrow):
+        return pending.result()
+    if pending is not None:
+        pending.cancel()
+    return _streamed_columns(db.path, sql, list(columns), frozenset(narrow), lambda: False)
+
+
+def _streamed_columns(path: Path, sql: str, names: list[str], narrow: frozenset[str],
+                      stop: Callable[[], bool]) -> dict[str, np.ndarray] | None:
+    """:func:`_read_columns` of one query: the driver's Arrow stream read batch by batch
+    (:mod:`~infraprof.readers.arrow_stream`, the GIL released while SQLite steps); ``None``
+    too when ``stop()`` turned true before the end."""
     try:
         import adbc_driver_manager
         import adbc_driver_sqlite
-        import nanoarrow
     except ImportError:
         return None
-    select = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
     try:
-        with adbc_driver_sqlite.connect(read_only_uri(db.path)) as database, \
+        with adbc_driver_sqlite.connect(read_only_uri(path)) as database, \
                 adbc_driver_manager.AdbcConnection(database) as connection, \
                 adbc_driver_manager.AdbcStatement(connection) as statement:
             statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-            statement.set_sql_query(f'SELECT {select} FROM "{table}" {where}')
+            statement.set_sql_query(sql)
             handle, _ = statement.execute_query()
-            stream = nanoarrow.ArrayStream(handle)
-            schema = stream.schema
-            if any(schema.field(i).type != nanoarrow.Type.INT64
-                   for i in range(schema.n_fields)):
-                stream.close()
-                return None
-            with stream:
-                parts = [_batch_columns(batch, len(columns)) for batch in stream]
-    except (adbc_driver_manager.Error, RuntimeError, ValueError, OSError):
+            try:
+                if not arrow_stream.is_int64(arrow_stream.field_formats(handle.address)):
+                    return None
+                narrow_at = {i for i, name in enumerate(names) if name in narrow}
+                parts = list(arrow_stream.int64_batches(handle.address, len(names), _NULL,
+                                                        narrow_at, stop))
+            finally:
+                handle.release()
+    except (adbc_driver_manager.Error, arrow_stream.StreamError, RuntimeError, ValueError,
+            OSError):
         return None
-    return _as_int64(parts, list(columns))
+    if stop():
+        return None
+    return _joined(parts, names)
 
 
-def _batch_columns(batch: Any, count: int) -> list[np.ndarray]:
-    """The ``count`` int64 columns of one record batch (a nanoarrow struct array) as
-    numpy-owned copies, NULL as ``INT64_MIN`` (from each column's validity bitmap: Arrow's
-    little-endian bit order, bit clear = NULL)."""
-    import nanoarrow
+class _PendingRead:
+    """:func:`_streamed_columns` running in a thread of its own (daemon: a cancelled read
+    stops after its current batch; :meth:`cancel` waits for that)."""
 
-    out: list[np.ndarray] = []
-    for index in range(count):
-        child = batch.child(index)
-        layout = nanoarrow.c_array(child)
-        offset, length = layout.offset, layout.length
-        validity, data = child.buffers
-        values = np.frombuffer(data, dtype=np.int64)[offset:offset + length].copy()
-        bits = np.frombuffer(validity, dtype=np.uint8)
-        if bits.size:
-            valid = np.unpackbits(bits, bitorder="little")[offset:offset + length]
-            values[valid == 0] = _NULL
-        out.append(values)
-    return out
+    def __init__(self, path: Path, sql: str, names: list[str], narrow: frozenset[str]) -> None:
+        self.narrow = narrow
+        self._stop = threading.Event()
+        self._result: dict[str, np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, sql, names, narrow),
+                                        name="infraprof-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, sql: str, names: list[str], narrow: frozenset[str]) -> None:
+        try:
+            self._result = _streamed_columns(path, sql, names, narrow, self._stop.is_set)
+        except BaseException as exc:  # re-raised in the thread that takes the result
+            self._error = exc
+
+    def result(self) -> dict[str, np.ndarray] | None:
+        """The columns (waiting for them), or what the read raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._result = None
 
 
-def _as_int64(parts: list[list[np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
-    """Per column, the batches' arrays concatenated (each column's parts released as soon as
-    it is joined: the peak is the batches' copies plus one column)."""
+def read_ahead(db: SqliteFile, table: str, columns: dict[str, str], where: str = "",
+               narrow: Collection[str] = ()) -> None:
+    """Start the Arrow read of ``columns`` of ``table`` in another thread, for a later
+    :func:`read_int_frame` of the same query to take (while this thread reads other tables:
+    the SQLite stepping of both runs at once). Nothing when the Arrow path would not read
+    the table (:func:`available`, :func:`worth_it`) or the process may use one CPU only.
+    Cancelled when ``db`` closes."""
+    if _usable_cpus() < 2 or not (available() and worth_it(db, table)):
+        return
+    sql = _select(table, columns, where)
+    if sql not in db.pending:
+        db.pending[sql] = _PendingRead(db.path, sql, list(columns), frozenset(narrow))
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def _joined(parts: list[list[np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
+    """Per column, the batches' arrays concatenated, in the widest of their types (each
+    column's parts released, and their pages returned, as soon as it is joined: the peak is
+    the batches' copies plus one column)."""
     arrays: dict[str, np.ndarray] = {}
     for index, name in enumerate(names):
         pieces = [batch[index] for batch in parts]
         for batch in parts:
             batch[index] = _EMPTY
         arrays[name] = (np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64))
+        del pieces
+        # The freed copies lie between other columns' copies: with large blocks served by
+        # the heap (memory.heap_allocations) no joined column fits in them, and while two
+        # tables are read at once their pages stayed resident beside the joined columns
+        # (at 10 M kernels the read's peak: 2.4 instead of 1.5 GiB). They go back here.
+        release_free_memory()
     return arrays
 
 

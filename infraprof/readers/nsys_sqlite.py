@@ -39,7 +39,7 @@ from infraprof.readers.nsys_enums import (
 )
 from infraprof.readers.row_order import by_start_longest_first, distinct_ids
 from infraprof.readers.sqlite_db import SqliteFile, has_sqlite_header
-from infraprof.readers.sqlite_frames import read_frame, read_int_frame
+from infraprof.readers.sqlite_frames import read_ahead, read_frame, read_int_frame
 from infraprof.tables import map_distinct
 
 NVTX_RANGE_TYPES = (59, 60, 70, 71)
@@ -88,12 +88,14 @@ class _Strings:
         """Strings of ``ids`` as a Categorical of sorted texts (null for null or unknown ids,
         :func:`~infraprof.tables.text_category`): one lookup per distinct id."""
         valid = ids.notna().to_numpy(dtype=bool)
-        codes = ids[valid].to_numpy(dtype=np.int64)
-        distinct, inverse = distinct_ids(codes)
+        if valid.all() and isinstance(ids.dtype, np.dtype):  # no null: no mask, no copy
+            distinct, which = distinct_ids(ids.to_numpy())
+        else:
+            distinct, inverse = distinct_ids(ids[valid].to_numpy(dtype=np.int64))
+            which = np.full(len(ids), -1, dtype=np.int64)
+            which[valid] = inverse
         self._fetch(distinct.tolist())
         texts = [self.cache.get(i) for i in distinct.tolist()]
-        which = np.full(len(ids), -1, dtype=np.int64)
-        which[valid] = inverse
         return table_schema.text_category(which, texts, ids.index)
 
 
@@ -144,6 +146,11 @@ def _with_pid(frame: pd.DataFrame, source: str, with_tid: bool = True) -> pd.Dat
     return frame
 
 
+_NARROW_IDS = frozenset({"device_id", "context_id", "stream_id", "correlation_id", "name_id",
+                         "short_id", "mangled_id", "callchain_id"})
+"""The id columns of the kernel and API tables read in their narrowest type (the table specs
+narrow them anyway; a string id becomes a text code): the read's arrays are half as large."""
+
 _ID_SOURCES = {"name_id": "name", "short_id": "short_name", "mangled_id": "mangled_name"}
 
 
@@ -171,7 +178,7 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
         "static_smem_bytes": "staticSharedMemory", "dynamic_smem_bytes": "dynamicSharedMemory",
     }
     read = _projection(cols, {**spec, "global_pid": "int64"})  # pid is decoded from it
-    f = read_int_frame(db, table, read, sort_by="start_ns")
+    f = read_int_frame(db, table, read, sort_by="start_ns", narrow=_NARROW_IDS)
     f["name"] = strings.map(f.pop("name_id"))
     f["short_name"] = strings.map(f.pop("short_id"))
     if "mangled_id" in f.columns:
@@ -180,18 +187,33 @@ def _read_kernels(db: SqliteFile, strings: _Strings, all_columns: bool = True
     return table_schema.conform(_with_pid(f, "global_pid"), spec)
 
 
-def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd.DataFrame:
-    spec = table_schema.projected(table_schema.API_CALLS, "api_calls", all_columns)
-    table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
-    if table is None:
-        return table_schema.empty(spec)
+def _api_columns(db: SqliteFile, table: str, spec: table_schema.TableSpec) -> dict[str, str]:
+    """The integer columns read from the CUDA API table ``table`` for ``spec``."""
     cols = {
         "start_ns": "start", "end_ns": '"end"', "global_tid": "globalTid",
         "correlation_id": "correlationId", "name_id": "nameId",
         "return_value": _col(db, table, "returnValue"),
         "callchain_id": _col(db, table, "callchainId"),
     }
-    f = read_int_frame(db, table, _projection(cols, spec), sort_by="start_ns")
+    return _projection(cols, spec)
+
+
+def _read_api_ahead(db: SqliteFile, all_columns: bool) -> None:
+    """Start reading the CUDA API table's columns in another thread (the kernels are read
+    meanwhile: :func:`~infraprof.readers.sqlite_frames.read_ahead`)."""
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
+    if table is not None:
+        spec = table_schema.projected(table_schema.API_CALLS, "api_calls", all_columns)
+        read_ahead(db, table, _api_columns(db, table, spec), narrow=_NARROW_IDS)
+
+
+def _read_api(db: SqliteFile, strings: _Strings, all_columns: bool = True) -> pd.DataFrame:
+    spec = table_schema.projected(table_schema.API_CALLS, "api_calls", all_columns)
+    table = db.resolve_table("CUPTI_ACTIVITY_KIND_RUNTIME")
+    if table is None:
+        return table_schema.empty(spec)
+    f = read_int_frame(db, table, _api_columns(db, table, spec), sort_by="start_ns",
+                       narrow=_NARROW_IDS)
     raw = table_schema.fill_text(strings.map(f.pop("name_id")), "<unknown>")
     f["name"] = table_schema.map_text(raw, strip_api_suffix)
     # One call recorded twice (2.9.1 saxpy: ``cudaMemcpy`` and, nested a few hundred ns inside
@@ -446,6 +468,7 @@ def read_nsys_sqlite(path: Path, with_callchains: bool = True, all_columns: bool
         _read_meta(db, out)
         strings = _Strings(db)
         fr: dict[str, Any] = out.frames
+        _read_api_ahead(db, all_columns)
         fr["kernels"] = _read_kernels(db, strings, all_columns)
         fr["api_calls"] = _read_api(db, strings, all_columns)
         fr["memcpy"] = _read_memcpy(db)

@@ -40,7 +40,7 @@ def by_start_longest_first(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def distinct_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(ids, return_inverse=True)`` of int64 ids: the sorted distinct ids and each
+    """``np.unique(ids, return_inverse=True)`` of integer ids: the sorted distinct ids and each
     id's index among them. Ids in ``[0, 4 × len(ids) + 2^20)`` (StringIds ids, thread ids)
     are ranked through a presence table instead of a sort: linear time, and the table is
     bounded by that range (8 bytes per slot)."""

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from infraprof.errors import InputError
 
@@ -108,8 +108,16 @@ def check_not_truncated(path: Path) -> None:
         )
 
 
+class BackgroundRead(Protocol):
+    """A read of the file running in another thread (:mod:`infraprof.readers.arrow_sqlite`)."""
+
+    def cancel(self) -> None:
+        """Stop it (between two batches of rows) and wait for its thread."""
+
+
 class SqliteFile:
-    """A read-only SQLite connection plus cached table/column probes."""
+    """A read-only SQLite connection plus cached table/column probes, and the reads started
+    ahead of their use in other threads (``pending``, by their SQL; cancelled on close)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,8 +133,12 @@ class SqliteFile:
         self.tables: frozenset[str] = frozenset(str(r[0]) for r in rows)
         self._columns: dict[str, frozenset[str]] = {}
         self.issues: list[DataIssue] = []  # rows left out by readers.validate
+        self.pending: dict[str, BackgroundRead] = {}
 
     def close(self) -> None:
+        for pending in self.pending.values():
+            pending.cancel()
+        self.pending.clear()
         self.conn.close()
 
     def __enter__(self) -> SqliteFile:

@@ -9,6 +9,7 @@ dropped and counted into ``db.issues``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 
 from infraprof import tables as table_schema
 from infraprof.errors import InputError
+from infraprof.int_widths import narrowest_array
 from infraprof.readers import arrow_sqlite, validate
 from infraprof.readers.row_order import stable_order
 from infraprof.readers.sqlite_db import SqliteFile
@@ -41,7 +43,7 @@ _CHUNK_ROWS = 16_384  # rows per fetchmany: measured ~5 % less CPU than 64 k (do
 
 
 def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: str = "",
-                   sort_by: str | None = None) -> pd.DataFrame:
+                   sort_by: str | None = None, narrow: Collection[str] = ()) -> pd.DataFrame:
     """:func:`read_frame` for integer-only columns, read in chunks straight into int64 arrays,
     then checked by :func:`~infraprof.readers.validate.clean_table`.
 
@@ -53,13 +55,15 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
     first). A value that is not an integer (text, a fraction, a blob) raises ``InputError``
     naming the table and the column: numpy builds each chunk from the Python values and infers
     ``int64`` only when every value is an ``int``; any other chunk is checked in SQL
-    (:func:`_checked_chunk`). Peak memory is the arrays plus one chunk.
+    (:func:`_checked_chunk`). Peak memory is the arrays plus one chunk. The ``narrow``
+    columns (ids, whose width the table specs narrow anyway) come without nulls in the
+    narrowest signed type holding their values (:func:`~infraprof.int_widths.narrowest_array`).
 
     A large table is read through Arrow when it can be (:mod:`~infraprof.readers.arrow_sqlite`:
     the same frame, or ``None`` and this path, which reports bad values).
     """
     if arrow_sqlite.available() and arrow_sqlite.worth_it(db, table):
-        arrow_frame = arrow_sqlite.read_int_frame(db, table, columns, where, sort_by)
+        arrow_frame = arrow_sqlite.read_int_frame(db, table, columns, where, sort_by, narrow)
         if arrow_frame is not None:
             return arrow_frame
     select = ", ".join(f"coalesce({expr}, {_NULL})" for expr in columns.values())
@@ -74,7 +78,18 @@ def read_int_frame(db: SqliteFile, table: str, columns: dict[str, str], where: s
             column = pd.array(block[i], dtype="Int64")
             column[nulls] = pd.NA
             frame[name] = column
+        elif name in narrow:
+            frame[name] = narrowest_array(block[i])
     return validate.clean_table(frame, db.path, table, columns, db.issues)
+
+
+def read_ahead(db: SqliteFile, table: str, columns: dict[str, str], where: str = "",
+               narrow: Collection[str] = ()) -> None:
+    """Start reading what :func:`read_int_frame` of the same arguments will return, in another
+    thread when the Arrow path can (:func:`infraprof.readers.arrow_sqlite.read_ahead`;
+    nothing otherwise: :func:`read_int_frame` then reads as usual)."""
+    if arrow_sqlite.available():
+        arrow_sqlite.read_ahead(db, table, columns, where, narrow)
 
 
 def _inferred_int64(rows: list[tuple[Any, ...]]) -> np.ndarray | None:
