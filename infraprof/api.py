@@ -57,6 +57,7 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     from infraprof.inputs import CaptureFolder, load_input, load_ncu, pyspy_for
     from infraprof.memory import heap_allocations
     from infraprof.ranking import build_report
+    from infraprof.readers.columnar_cache import wait_for_writes
 
     source = Path(path)
     if config is None:
@@ -73,7 +74,9 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
             source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
             trace.meta.session_start_utc_ns)
-        return build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
+        report = build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
+    wait_for_writes()  # the columnar cache entry the read started writing is complete
+    return report
 
 
 def analyze_many(paths: PathLike | Sequence[PathLike], *, config: AnalysisConfig | None = None,

@@ -175,3 +175,37 @@ def test_launch_flows_decode_the_omitted_call_thread() -> None:
     assert len(flows) == len(want) > 0
     assert sorted(flows["api_tid"].tolist()) == sorted(want["tid"].tolist())
     assert set(flows["api_tid"].tolist()) <= set(calls["tid"].tolist())
+
+
+def test_entry_written_in_background_is_a_snapshot(cache: Path) -> None:
+    """The entry is written while the caller goes on: once written (``wait_for_writes``, or
+    any later cache read) it holds the frames as read, even when the caller changed a frame
+    meanwhile (the writer holds copy-on-write views)."""
+    direct = read_nsys_sqlite(SAMPLE)
+    tables = columnar_cache.read_nsys_cached(SAMPLE)
+    tables.frames["kernels"]["start_ns"] = 0  # a caller's own change, after the read
+    tables.frames["kernels"].loc[0, "end_ns"] = -1  # and a value changed in place
+    columnar_cache.wait_for_writes()
+    assert not columnar_cache._writes
+    entry = columnar_cache.cache_entries()[0][0]
+    _assert_same(direct, columnar_cache.load_entry(entry, SAMPLE) or pytest.fail("no entry"))
+
+
+def test_failed_background_write_leaves_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A write that fails in any way (here: a column the cache cannot hold) leaves no entry,
+    no temporary folder and no message; the tables read are returned as usual."""
+    real = columnar_cache._column_spec
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(columnar_cache, "_column_spec", failing)
+    tables = columnar_cache.read_nsys_cached(SAMPLE)
+    columnar_cache.wait_for_writes()
+    assert len(tables.frames["kernels"]) > 0
+    assert list((cache / "tables").iterdir()) == []
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(columnar_cache, "_column_spec", real)
+    columnar_cache.read_nsys_cached(SAMPLE)
+    assert len(columnar_cache.cache_entries()) == 1

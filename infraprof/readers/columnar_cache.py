@@ -18,18 +18,22 @@ header and first pages) and whether callchains were read; versioned by
 :data:`READER_VERSION` (bump it whenever the reader's output changes). The manifest records
 whether every column was read (``all_columns``): an entry of an analysis read (without the
 :data:`~infraprof.tables.ANALYSIS_OMITS` columns) never serves a read that needs them.
-Entries are written to a temporary directory and renamed into place (atomic); an entry whose
+Entries are written to a temporary directory and renamed into place (atomic), in a thread
+of their own while the analyses run (:func:`wait_for_writes` waits for them; so does a
+later read, and the interpreter at exit); an entry whose
 files do not match their recorded sizes and checksums is removed and rebuilt. Any cache
 failure falls back to reading the export: the cache never changes a result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -83,12 +87,49 @@ def read_nsys_cached(path: Path, with_callchains: bool = True, use_cache: bool =
     except OSError:
         return read(path, with_callchains, all_columns)
     entry = tables_dir() / f"{where}-{what}"
-    cached = load_entry(entry, path, all_columns)
+    cached = load_entry(entry, path, all_columns)  # after this process's writes: complete
     if cached is not None:
         return cached
     tables = read(path, with_callchains, all_columns)
-    store_entry(tables, entry, where)
+    _store_in_background(tables, entry, where)
     return tables
+
+
+_writes: list[threading.Thread] = []
+_writes_lock = threading.Lock()
+
+
+def _store_in_background(tables: NsysTables, entry: Path, where: str) -> None:
+    """:func:`store_entry` in a thread of its own, while the caller goes on (the analyses of
+    a cold run: the write is file output and checksums, which release the GIL; at 10 M
+    kernels ~1.5 s of a cold run's wall time). It writes shallow copies of the frames
+    (copy-on-write: a later change to a frame does not reach the entry). Not a daemon
+    thread: the interpreter waits for it at exit, so an entry is never left half-written;
+    :func:`wait_for_writes` waits for it sooner."""
+    snapshot = dataclasses.replace(tables, frames={
+        name: frame.copy(deep=False) for name, frame in tables.frames.items()})
+    thread = threading.Thread(target=_store_quietly, args=(snapshot, entry, where),
+                              name="infraprof-cache-write")
+    with _writes_lock:
+        _writes.append(thread)
+    thread.start()
+
+
+def _store_quietly(tables: NsysTables, entry: Path, where: str) -> None:
+    """:func:`store_entry`; any failure leaves no entry and no message (the cache never
+    changes a result)."""
+    try:
+        store_entry(tables, entry, where)
+    except Exception:  # a cache that cannot be written is no cache
+        return
+
+
+def wait_for_writes() -> None:
+    """Wait until every cache entry this process started writing is written (or given up)."""
+    with _writes_lock:
+        pending, _writes[:] = list(_writes), []
+    for thread in pending:
+        thread.join()
 
 
 class _ChecksumWriter:
@@ -163,7 +204,7 @@ def store_entry(tables: NsysTables, entry: Path, where: str) -> bool:
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, entry)
         return True
-    except (OSError, TypeError, ValueError):
+    except Exception:  # any failure: no entry (the export is read next time)
         shutil.rmtree(tmp, ignore_errors=True)
         return False
 
@@ -222,7 +263,8 @@ def load_entry(entry: Path, source: Path, all_columns: bool = True) -> NsysTable
     """The tables of cache entry ``entry``, or None when it is missing, damaged (a damaged
     entry is removed so that the caller rebuilds it) or lacks columns: ``all_columns`` asked
     of an entry written by an analysis read. ``all_columns=False`` loads only the analysis
-    columns (:func:`~infraprof.tables.projected`)."""
+    columns (:func:`~infraprof.tables.projected`). Waits for this process's writes first."""
+    wait_for_writes()
     manifest_path = entry / "columns.json"
     if not manifest_path.is_file():
         return None
@@ -252,7 +294,8 @@ def load_entry(entry: Path, source: Path, all_columns: bool = True) -> NsysTable
 
 
 def cache_entries() -> list[tuple[Path, int]]:
-    """Every columnar cache entry and its size in bytes."""
+    """Every columnar cache entry and its size in bytes (this process's writes waited for)."""
+    wait_for_writes()
     folder = tables_dir()
     if not folder.is_dir():
         return []
