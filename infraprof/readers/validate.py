@@ -132,10 +132,7 @@ def clean_table(frame: pd.DataFrame, path: Path, table: str, columns: dict[str, 
                                         int(missing.sum())))
                 keep &= ~missing
     if "start_ns" in frame.columns and "end_ns" in frame.columns:
-        start = pd.to_numeric(frame["start_ns"]).to_numpy(dtype=np.float64)
-        end = pd.to_numeric(frame["end_ns"]).to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            reversed_rows = keep & (end < start)
+        reversed_rows = keep & _end_before_start(frame["start_ns"], frame["end_ns"])
         if reversed_rows.any():
             issues.append(DataIssue(table, _sql_name(columns["end_ns"]),
                                     "end before start", int(reversed_rows.sum())))
@@ -143,6 +140,18 @@ def clean_table(frame: pd.DataFrame, path: Path, table: str, columns: dict[str, 
     if keep.all():
         return frame
     return table_schema.as_frame(frame.loc[keep].reset_index(drop=True))
+
+
+def _end_before_start(start: pd.Series, end: pd.Series) -> np.ndarray:
+    """Per row, whether ``end < start`` (False where either is null): integers compared as
+    they are (no float copies of two time columns), other columns as numbers."""
+    if all(isinstance(column.dtype, np.dtype) and column.dtype.kind in "iu"
+           for column in (start, end)):
+        return np.asarray(end.to_numpy() < start.to_numpy())
+    start_values = pd.to_numeric(start).to_numpy(dtype=np.float64)
+    end_values = pd.to_numeric(end).to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(end_values < start_values)
 
 
 def meta_int(value: object, path: Path, table: str, column: str) -> int:
