@@ -309,13 +309,20 @@ def as_text_category(values: pd.Series) -> pd.Series:
         categories = values.cat.categories
         codes = values.cat.codes.to_numpy()
         if categories.dtype == object and categories.is_monotonic_increasing \
-                and categories.is_unique \
-                and np.bincount(codes[codes >= 0], minlength=len(categories)).all():
+                and categories.is_unique and _every_code_used(codes, len(categories)):
             return values
         texts: list[object] = list(categories)
         return text_category(values.cat.codes.to_numpy(), texts, values.index)
     codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
     return text_category(codes, [str(u) for u in uniques], values.index)
+
+
+def _every_code_used(codes: np.ndarray, count: int) -> bool:
+    """Whether each of the codes ``0 … count-1`` occurs in ``codes`` (-1: null): a presence
+    table (a null's -1 marks its last slot), no masked copy of the codes."""
+    present = np.zeros(count + 1, dtype=bool)
+    present[codes] = True
+    return bool(present[:count].all())
 
 
 def plain_text(values: pd.Series) -> pd.Series:
@@ -342,7 +349,10 @@ def coalesce_text(first: pd.Series, second: pd.Series) -> pd.Series:
     Categorical result (sorted categories of both) when either is one."""
     if not (is_text_category(first) or is_text_category(second)):
         return as_series(first.where(first.notna(), second))
-    first, second = as_text_category(first), as_text_category(second)
+    first = as_text_category(first)
+    if not first.hasnans:  # nothing to fill: ``first`` is the answer (the usual kernel name)
+        return first
+    second = as_text_category(second)
     first_codes = first.cat.codes.to_numpy().astype(np.int64)
     second_codes = second.cat.codes.to_numpy().astype(np.int64)
     offset = len(first.cat.categories)
