@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from infraprof import tables as table_schema
 from infraprof.analyses.api_classes import api_categories, api_category
-from infraprof.analyses.names import factorized_text, sorted_text_codes, text_codes
+from infraprof.analyses.names import (
+    factorized_text,
+    first_appearances,
+    sorted_text_codes,
+    text_codes,
+)
 from infraprof.readers.nsys_sqlite import _Strings
 from infraprof.readers.sqlite_db import SqliteFile
 
@@ -248,3 +253,12 @@ def test_narrowed_converts_as_astype_does() -> None:
     assert narrowed(pd.Series([2.0, 5.0])).dtype == np.int8
     with pytest.raises(ValueError):
         narrowed(pd.Series([1.0, np.nan]))
+
+
+@given(st.lists(st.integers(0, 6), max_size=60))
+def test_first_appearances_are_uniques_first_rows(values: list[int]) -> None:
+    """For codes numbered by first appearance (``pd.factorize``), the rows of each code's
+    first appearance, in code order, as ``np.unique(..., return_index=True)`` gives them."""
+    codes, _ = pd.factorize(np.array(values, dtype=np.int64))
+    want = np.unique(codes, return_index=True)[1]
+    assert first_appearances(codes).tolist() == want.tolist()

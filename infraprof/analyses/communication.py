@@ -176,7 +176,7 @@ def exposed_finding(trace: Trace, kernels: pd.DataFrame, devices: list[DeviceCom
 
 
 def _run(ctx: AnalysisContext, params: CommParams) -> Output:
-    kernels = ctx.outputs["kernel_classes"].tables["kernels"]
+    kernels = ctx.classified_kernels
     devices, exposed = device_comm(kernels)
     found = exposed_finding(ctx.trace, kernels, devices, exposed, ctx.active_span_ns, params)
     return Output(findings=[found] if found else [],

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from infraprof.analyses import launch, summary
+from infraprof.analyses import kernel_classes, launch, summary
 from infraprof.analyses.attribution import AttributionParams, attribute_table
 from infraprof.analyses.base import Output
 from infraprof.analyses.gap_table import GapTable
@@ -98,6 +98,13 @@ class AnalysisContext:
     def active_span_ns(self) -> int:
         """Sum over devices of first-op-start → last-op-end (the share denominator)."""
         return sum(t.span_ns for t in self.timelines)
+
+    @cached_property
+    def classified_kernels(self) -> pd.DataFrame:
+        """Every kernel with its class (:func:`kernel_classes.classified_kernels`), for the
+        kernel classes and the communication analyses; released after the latter (a column
+        per kernel: ~350 MB at 10 M kernels)."""
+        return kernel_classes.classified_kernels(self.trace)
 
     @cached_property
     def launches(self) -> pd.DataFrame:

@@ -238,13 +238,13 @@ def gpu_bound_table(ctx: AnalysisContext, share: float) -> dict[str, Any]:
 
 
 def _run(ctx: AnalysisContext, params: KernelClassParams) -> Output:
-    kernels = classified_kernels(ctx.trace)
+    kernels = ctx.classified_kernels
     findings = [f for f in (
         layout_finding(kernels, ctx.active_span_ns, params.layout_min_share),
         no_tensor_core_finding(ctx.trace, kernels, ctx.active_span_ns, params),
     ) if f is not None]
     return Output(findings=findings, tables={
-        "kernels": kernels, "per_device": per_device_classes(kernels),
+        "per_device": per_device_classes(kernels),
         "gpu_bound": gpu_bound_table(ctx, params.gpu_bound_share)})
 
 

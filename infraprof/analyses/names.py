@@ -11,6 +11,8 @@ different objects. A Categorical column (the nsys reader's name columns,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -41,6 +43,19 @@ def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     by_value, uniques = pd.factorize(pd.Series(objects[first_rows], dtype=object))
     codes: Codes = by_value.astype(np.int64)[by_object]
     return codes, np.asarray(uniques, dtype=object)
+
+
+def first_appearances(codes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
+    """The row of each code's first appearance, in code order, for codes numbered by first
+    appearance (:func:`text_codes`, ``pd.factorize``): the rows where the running maximum
+    grows (``np.unique(codes, return_index=True)[1]`` without its sort)."""
+    if not codes.size:
+        return np.empty(0, dtype=np.intp)
+    running = np.maximum.accumulate(codes)
+    grows = np.empty(codes.size, dtype=bool)
+    grows[0] = True
+    np.greater(running[1:], running[:-1], out=grows[1:])
+    return np.flatnonzero(grows)
 
 
 def factorized_text(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:

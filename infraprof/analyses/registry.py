@@ -52,13 +52,15 @@ RELEASED_AFTER: dict[str, tuple[str, ...]] = {
     "attribution": ("gpu_ops",),
     "gaps": ("native_pools", "python_pools"),
     "launch": ("launches",),
+    "communication": ("classified_kernels",),
 }
 """Context values (:meth:`AnalysisContext.release`) dropped once the keyed analysis ran or was
 skipped: what no later analysis reads (``gpu_ops`` after ``attribution``: the later readers of
 the operations, ``during_wait``, the NVTX projection and the step metrics, take unsorted
 columns with :meth:`~infraprof.model.Trace.op_columns`; the frame pools after ``gaps``; the
-launch join after ``launch``: ``run_metrics`` takes only the latencies). A renderer that reads
-a dropped value computes it again."""
+launch join after ``launch``: ``run_metrics`` takes only the latencies; the classified
+kernels after ``communication``: the kernel classes' output keeps only its per-device sums).
+A renderer that reads a dropped value computes it again."""
 
 REPORT_SETTINGS: tuple[Setting, ...] = (
     Setting("top", "top", "int", "rows per table and findings shown (10)"),
