@@ -279,7 +279,9 @@ def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None 
             "examples": [{"name": str(name), "api_start_ns": int(start - latency),
                           "kernel_start_ns": int(start), "latency_ns": int(latency)}
                          for name, start, latency in zip(*(
-                             launches[column].to_numpy()[worst] for column in (
+                             # the rows taken first (a name column's codes, not every
+                             # launch's name as an object: 80 MB at 10 M launches)
+                             launches[column].take(worst).to_numpy() for column in (
                                  "name", "start_ns", "latency_ns")), strict=True)],
             "note": "long queue time means the host ran ahead; GPU idle it causes is counted "
                     "by gap findings",
