@@ -367,10 +367,12 @@ def ratios_of(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def report(kernels: int, size: int, results: dict[str, dict[str, float]]) -> dict[str, object]:
-    print(f"{'step':22} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
+    width = max(22, *(len(name) for name in results))
+    print(f"{'step':{width}} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
     for name, r in results.items():
         note = f"  FAILED (exit {r['failed']})" if "failed" in r else ""
-        print(f"{name:22} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mib']:9.0f}{note}")
+        print(f"{name:{width}} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} "
+              f"{r['peak_rss_mib']:9.0f}{note}")
     if "infraprof warm" in results:
         print("(infraprof warm: table cache only, result cache off; "
               "infraprof warm result: a result-cache hit)")
