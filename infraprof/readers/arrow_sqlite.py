@@ -208,6 +208,7 @@ class _PendingRead:
         return self._result
 
     def cancel(self) -> None:
+        """Stop the read after its current batch, wait for its thread, keep no result."""
         self._stop.set()
         self._thread.join()
         self._result = None
