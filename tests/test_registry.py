@@ -238,6 +238,25 @@ def test_op_columns_are_the_tables_one_after_the_other(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
+def test_op_values_gather_op_columns(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Trace.op_values(column, rows)`` is ``op_columns(column)[column][rows]`` for rows in
+    any order, repeated, across the three tables' boundaries, a few rows per block."""
+    import infraprof.model.trace as trace_module
+
+    monkeypatch.setattr(trace_module, "_GATHER_BLOCK", 7)
+    trace = load_trace(SAMPLE_TRACES / name)
+    rng = np.random.default_rng(len(name))
+    for column in ("start_ns", "end_ns", "pid", "device_id"):
+        whole = trace.op_columns(column)[column]
+        for rows in (np.arange(len(whole)), rng.integers(0, max(len(whole), 1), 50),
+                     np.arange(len(whole))[::-3], np.empty(0, dtype=np.int64)):
+            rows = rows[rows < len(whole)]
+            got = trace.op_values(column, rows)
+            assert got.tolist() == whole[rows].tolist()
+            assert got.dtype == whole.dtype
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
 def test_trace_ids_are_in_their_narrowest_type(name: str) -> None:
     """The id columns of the large tables (``"int"``/``"Int"`` in their specs) hold the
     export's values in the narrowest integer type (checked against SQL on the export)."""

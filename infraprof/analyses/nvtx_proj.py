@@ -66,9 +66,13 @@ def _launches_by_thread(trace: Trace, threads: np.ndarray
     at = calls["start_ns"].to_numpy(dtype=np.int64)[rows]
     del rows
     order = np.lexsort((at, tid))
-    tid, at, kept = tid[order], at[order], kept[order]
+    # one column at a time (each old one freed before the next is gathered: 170 MB less at
+    # 10 M kernels than three gathers at once)
+    tid = tid[order]
+    at = at[order]
+    kept = kept[order]
     del order
-    start, end = (trace.op_columns(column)[column][kept] for column in ("start_ns", "end_ns"))
+    start, end = (trace.op_values(column, kept) for column in ("start_ns", "end_ns"))
     return tid, at, start, end
 
 

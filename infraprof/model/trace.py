@@ -48,6 +48,10 @@ def _stacked(parts: list[pd.Series], order: np.ndarray | None) -> Any:
     return joined if order is None else joined.iloc[order].reset_index(drop=True)
 
 
+_GATHER_BLOCK = 1 << 20
+"""Rows gathered at a time by :meth:`Trace.op_values` (bounded temporaries)."""
+
+
 @dataclass(frozen=True)
 class TraceMeta:
     """Where a trace came from and what wrote it. ``input_format`` is ``nsys`` or ``kineto``
@@ -126,6 +130,24 @@ class Trace:
                 parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
             out[column] = (np.concatenate(parts, dtype=np.result_type(*parts)) if parts
                            else np.empty(0, dtype=np.int64))
+        return out
+
+    def op_values(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """``op_columns(column)[column][rows]`` without that whole column: ``rows`` a block
+        at a time, each table's values gathered for the rows in its range (no concatenated
+        copy of the column: 85 MB at 10 M operations)."""
+        tables = [table for table in (self.kernels, self.memcpy, self.memset) if len(table)]
+        parts = [table[column].to_numpy() for table in tables]
+        if not all(part.dtype.kind in "iu" for part in parts):
+            parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
+        out = np.empty(len(rows), dtype=np.result_type(*parts) if parts else np.int64)
+        for lo in range(0, len(rows), _GATHER_BLOCK):
+            block, into = rows[lo:lo + _GATHER_BLOCK], out[lo:lo + _GATHER_BLOCK]
+            first = 0
+            for part in parts:
+                inside = (block >= first) & (block < first + len(part))
+                into[inside] = part[block[inside] - first]
+                first += len(part)
         return out
 
     def release_gpu_ops(self) -> None:
