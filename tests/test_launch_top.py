@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,3 +200,18 @@ def test_site_totals_are_pandas_sums(rows: list[tuple[str, int]], scale: int,
     assert count.to_dict() == names.value_counts().to_dict()
     assert {k: int(v) for k, v in total.items()} == {k: int(v) for k, v in want_total.items()}
     assert list(total.index) == sorted(set(names))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=80), st.integers(10, 14),
+       st.sampled_from([np.int8, np.int16, np.int64]), st.integers(1, 9))
+def test_counts_by_code_is_bincount(codes: list[int], count: int, width: type, block: int
+                                    ) -> None:
+    """A block of rows at a time (here a few rows), the counts ``np.bincount`` gives."""
+    from infraprof.analyses import group_stats
+
+    array = np.array(codes, dtype=width)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(group_stats, "SUM_BLOCK", block)
+        got = group_stats.counts_by_code(array, count)
+    assert got.tolist() == np.bincount(array.astype(np.int64), minlength=count).tolist()

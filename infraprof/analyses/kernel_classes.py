@@ -37,6 +37,7 @@ import pandas as pd
 
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, impact_finding
+from infraprof.analyses.group_stats import counts_by_code
 from infraprof.analyses.names import text_codes
 from infraprof.model import Trace
 from infraprof.tables import (
@@ -137,7 +138,7 @@ def per_device_classes(kernels: pd.DataFrame) -> list[dict[str, Any]]:
             dur, code = dur[named], code[named]
         sums = np.zeros(len(names), dtype=np.int64)
         np.add.at(sums, code, dur)
-        counts = np.bincount(code, minlength=len(names))
+        counts = counts_by_code(code, len(names))
         present = sorted(np.flatnonzero(counts).tolist(),
                          key=lambda c: (-int(sums[c]), CLASSES.index(names[c])))
         out.append({"device_id": device, "kernel_ns": total,

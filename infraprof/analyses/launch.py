@@ -27,7 +27,12 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output, Setting
 from infraprof.analyses.findings import Finding, info_finding
-from infraprof.analyses.group_stats import blocks, quantiles_by_code, sums_by_code
+from infraprof.analyses.group_stats import (
+    blocks,
+    counts_by_code,
+    quantiles_by_code,
+    sums_by_code,
+)
 from infraprof.analyses.names import sorted_text_codes
 from infraprof.int_widths import narrowest_array
 from infraprof.model import Trace
@@ -200,7 +205,7 @@ def _by_code_summary(launches: pd.DataFrame, codes: np.ndarray, count: int) -> p
     def waited_of(rows: slice) -> np.ndarray:  # where it is not (launch_columns' non-NaN)
         return np.asarray(latency[rows] >= api[rows])
 
-    sizes = np.bincount(codes, minlength=count)
+    sizes = counts_by_code(codes, count)
     queued = sum((np.bincount(codes[rows][waited_of(rows)], minlength=count)
                   for rows in blocks(len(codes))), np.zeros(count, dtype=np.int64))
     found = quantiles_by_code(codes, latency, count, (0.5, 0.99))
@@ -306,7 +311,7 @@ def _slow_by_name(slow: pd.DataFrame) -> pd.DataFrame:
     np.maximum.at(largest, relabel.codes, latency)
     median = quantiles_by_code(relabel.codes, latency, count, (0.5,))[:, 0]
     return table_schema.as_frame(pd.DataFrame({
-        "count": np.bincount(relabel.codes, minlength=count), "max": largest,
+        "count": counts_by_code(relabel.codes, count), "max": largest,
         "median": median}, index=relabel.names))
 
 

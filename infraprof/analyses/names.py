@@ -82,7 +82,8 @@ def sorted_text_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
         values = as_text_category(values)  # sorted categories (the readers' already are)
         category_codes = values.cat.codes.to_numpy()  # the Categorical's own width
         categories = values.cat.categories
-        present = np.bincount(category_codes, minlength=len(categories)) > 0
+        present = np.zeros(len(categories), dtype=bool)  # no intp copy of the codes
+        present[category_codes] = True
         kept = np.flatnonzero(present)
         renumber = (np.cumsum(present, dtype=np.int64) - 1).astype(
             narrowest_int(-1, max(len(kept) - 1, 0)))
