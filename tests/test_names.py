@@ -16,7 +16,7 @@ from infraprof import tables as table_schema
 from infraprof.analyses.api_classes import api_categories, api_category
 from infraprof.analyses.names import (
     factorized_text,
-    first_appearances,
+    first_rows_by_code,
     sorted_text_codes,
     text_codes,
 )
@@ -256,9 +256,9 @@ def test_narrowed_converts_as_astype_does() -> None:
 
 
 @given(st.lists(st.integers(0, 6), max_size=60))
-def test_first_appearances_are_uniques_first_rows(values: list[int]) -> None:
+def test_first_rows_by_code_are_uniques_first_rows(values: list[int]) -> None:
     """For codes numbered by first appearance (``pd.factorize``), the rows of each code's
     first appearance, in code order, as ``np.unique(..., return_index=True)`` gives them."""
     codes, _ = pd.factorize(np.array(values, dtype=np.int64))
     want = np.unique(codes, return_index=True)[1]
-    assert first_appearances(codes).tolist() == want.tolist()
+    assert first_rows_by_code(codes).tolist() == want.tolist()

@@ -45,10 +45,11 @@ def text_codes(values: pd.Series) -> tuple[Codes, npt.NDArray[np.object_]]:
     return codes, np.asarray(uniques, dtype=object)
 
 
-def first_appearances(codes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
+def first_rows_by_code(codes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
     """The row of each code's first appearance, in code order, for codes numbered by first
     appearance (:func:`text_codes`, ``pd.factorize``): the rows where the running maximum
-    grows (``np.unique(codes, return_index=True)[1]`` without its sort)."""
+    grows (``np.unique(codes, return_index=True)[1]`` without its sort). For keys numbered
+    otherwise: :func:`infraprof.analyses.gap_table.first_appearances`."""
     if not codes.size:
         return np.empty(0, dtype=np.intp)
     running = np.maximum.accumulate(codes)

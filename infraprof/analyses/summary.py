@@ -21,7 +21,7 @@ from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.group_stats import quantiles_by_code
-from infraprof.analyses.names import first_appearances, text_codes
+from infraprof.analyses.names import first_rows_by_code, text_codes
 from infraprof.model import Trace
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
         firsts = frame.assign(**{column: values}).drop_duplicates(key)
         return table_schema.as_series(firsts.set_index(firsts[key].astype(object))[column])
     codes, uniques = text_codes(frame[key])
-    first_rows = first_appearances(codes)
+    first_rows = first_rows_by_code(codes)
     return table_schema.as_series(pd.Series(
         values.to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
         dtype=values.dtype))
