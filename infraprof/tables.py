@@ -282,11 +282,7 @@ def text_category(codes: npt.ArrayLike, texts: Sequence[object],
     remap = np.array([position.get(t, -1) if t is not None else -1 for t in texts] + [-1],
                      dtype=small)
     rows = remap[row_codes]
-    # which categories occur: a presence table (a null's -1 marks its last slot); a bincount
-    # of the narrow codes made an intp copy of them (120 MB at 12 M rows)
-    seen = np.zeros(len(distinct) + 1, dtype=bool)
-    seen[rows] = True
-    present = seen[:-1]
+    present = codes_present(rows, len(distinct))
     if not present.all():
         keep = np.flatnonzero(present)
         renumber = np.full(len(distinct) + 1, -1, dtype=small)
@@ -321,12 +317,16 @@ def as_text_category(values: pd.Series) -> pd.Series:
     return text_category(codes, [str(u) for u in uniques], values.index)
 
 
+def codes_present(codes: np.ndarray, count: int) -> np.ndarray:
+    """Per code ``0 … count-1``, whether it occurs in ``codes`` (a null's -1 marks an extra
+    slot): no widened copy of the codes, as a ``bincount`` made (120 MB at 12 M rows)."""
+    seen = np.zeros(count + 1, dtype=bool)
+    seen[codes] = True
+    return seen[:count]
+
+
 def _every_code_used(codes: np.ndarray, count: int) -> bool:
-    """Whether each of the codes ``0 … count-1`` occurs in ``codes`` (-1: null): a presence
-    table (a null's -1 marks its last slot), no masked or widened copy of the codes."""
-    present = np.zeros(count + 1, dtype=bool)
-    present[codes] = True
-    return bool(present[:count].all())
+    return bool(codes_present(codes, count).all())  # each code 0 … count-1 (-1: null)
 
 
 def plain_text(values: pd.Series) -> pd.Series:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from infraprof.int_widths import narrowest_int
-from infraprof.tables import as_text_category
+from infraprof.tables import as_text_category, codes_present
 
 Codes = npt.NDArray[np.int64]
 
@@ -83,8 +83,7 @@ def sorted_text_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
         values = as_text_category(values)  # sorted categories (the readers' already are)
         category_codes = values.cat.codes.to_numpy()  # the Categorical's own width
         categories = values.cat.categories
-        present = np.zeros(len(categories), dtype=bool)  # no intp copy of the codes
-        present[category_codes] = True
+        present = codes_present(category_codes, len(categories))
         kept = np.flatnonzero(present)
         renumber = (np.cumsum(present, dtype=np.int64) - 1).astype(
             narrowest_int(-1, max(len(kept) - 1, 0)))

@@ -122,24 +122,27 @@ class Trace:
         table order, not sorted: for consumers whose result does not depend on the row
         order. Unlike :meth:`gpu_ops` nothing is sorted, named or kept. Each column is in the
         tables' common integer type (their narrowest ids stay narrow: no int64 copies)."""
-        tables = [table for table in (self.kernels, self.memcpy, self.memset) if len(table)]
         out = {}
         for column in columns:
-            parts = [table[column].to_numpy() for table in tables]
-            if not all(part.dtype.kind in "iu" for part in parts):
-                parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
+            parts = self._op_parts(column)
             out[column] = (np.concatenate(parts, dtype=np.result_type(*parts)) if parts
                            else np.empty(0, dtype=np.int64))
         return out
+
+    def _op_parts(self, column: str) -> list[np.ndarray]:
+        """``column`` of the kernels, memcpys and memsets that have rows, as arrays (their own
+        integer types; int64 when one is not of integers)."""
+        tables = [table for table in (self.kernels, self.memcpy, self.memset) if len(table)]
+        parts = [table[column].to_numpy() for table in tables]
+        if not all(part.dtype.kind in "iu" for part in parts):
+            parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
+        return parts
 
     def op_values(self, column: str, rows: np.ndarray) -> np.ndarray:
         """``op_columns(column)[column][rows]`` without that whole column: ``rows`` a block
         at a time, each table's values gathered for the rows in its range (no concatenated
         copy of the column: 85 MB at 10 M operations)."""
-        tables = [table for table in (self.kernels, self.memcpy, self.memset) if len(table)]
-        parts = [table[column].to_numpy() for table in tables]
-        if not all(part.dtype.kind in "iu" for part in parts):
-            parts = [table[column].to_numpy(dtype=np.int64) for table in tables]
+        parts = self._op_parts(column)
         out = np.empty(len(rows), dtype=np.result_type(*parts) if parts else np.int64)
         for lo in range(0, len(rows), _GATHER_BLOCK):
             block, into = rows[lo:lo + _GATHER_BLOCK], out[lo:lo + _GATHER_BLOCK]
