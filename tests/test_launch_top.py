@@ -3,6 +3,8 @@ latencies: the earlier kernel first, whatever the sort implementation does with 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,7 +174,26 @@ def test_duration_stats_are_pandas_group_by(rows: list[tuple[str, int]], scale: 
         want[column] = want[column].astype("int64")
     want = want.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable")
     got = _duration_stats(frame, ["name"])
-    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
+    want = want.reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.drop(columns="std_ns"), want.drop(columns="std_ns"),
+                                  check_exact=True)
+    # the standard deviation: two-pass, against the exact one (rational arithmetic) and
+    # pandas' running one, within a relative 1e-12
+    durations = {name: [d * scale for n, d in rows if n == name] for name, _ in rows}
+    exact = {name: _exact_std(values) for name, values in durations.items()}
+    for name, std, pandas_std in zip(got["name"], got["std_ns"], want["std_ns"], strict=True):
+        assert std == pytest.approx(exact[name], rel=1e-12, abs=1e-9)
+        assert std == pytest.approx(pandas_std, rel=1e-12, abs=1e-9)
+
+
+def _exact_std(values: list[int]) -> float:
+    """The sample standard deviation from exact rational arithmetic (0 for one value)."""
+    from fractions import Fraction
+
+    if len(values) < 2:
+        return 0.0
+    mean = Fraction(sum(values), len(values))
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 @settings(max_examples=100, deadline=None)

@@ -61,13 +61,57 @@ def quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
     out = np.full((count, len(quantiles)), np.nan)
     has = np.flatnonzero(sizes > 0)
     for column, q in enumerate(quantiles):
-        at = q * (sizes[has] - 1).astype(np.float64)
-        whole = at.astype(np.int64)  # truncated, as pandas' cast
-        frac = np.fmod(at, 1.0)
-        low = ordered[bounds[has] + whole]
-        high = ordered[bounds[has] + np.minimum(whole + 1, sizes[has] - 1)]
-        out[has, column] = np.where(frac == 0.0, low.astype(np.float64),
-                                    low + (high - low) * frac)
+        out[has, column] = _interpolated(ordered, bounds[has], sizes[has], q)
+    return out
+
+
+def stats_by_code(codes: np.ndarray, values: np.ndarray, count: int
+                  ) -> dict[str, np.ndarray] | None:
+    """Per code ``0 .. count - 1``, every code holding a row: ``count``, ``sum`` (int64),
+    ``mean``, ``median``, ``min``, ``max`` and ``std`` (sample, NaN for one row) of the
+    non-negative integers ``values``, from one sort by (code, value)
+    (:func:`sorted_by_code`) instead of a pandas group-by per statistic. The sum, mean,
+    median, min and max are pandas' bit for bit (the mean: the exact integer sum over the
+    count, what pandas' compensated float sum gives while every group's sum is below
+    2**53); the standard deviation is the two-pass one (the sum of squared deviations from
+    the mean), within ~1e-12 of pandas' running (Welford) one. None when a value is
+    negative, a sum reaches 2**53 or a code holds no row (the caller's group-by then)."""
+    if not len(values) or int(values.min()) < 0:
+        return None
+    ordered, bounds = sorted_by_code(codes, values, count)
+    sizes = np.diff(bounds)
+    if not sizes.all():
+        return None
+    firsts = bounds[:-1]
+    sums = np.add.reduceat(ordered, firsts)
+    if int(sums.max()) >= 2**53:
+        return None
+    mean = sums / sizes
+    squares = np.zeros(count)  # squared deviations from the mean, a block of rows at a time
+    for rows in blocks(len(ordered)):
+        positions = np.arange(rows.start, min(rows.stop, len(ordered)))
+        group = np.searchsorted(bounds, positions, side="right") - 1
+        deviation = ordered[positions] - mean[group]
+        squares += np.bincount(group, weights=deviation * deviation, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(squares / (sizes - 1))
+    std[sizes == 1] = np.nan
+    return {"count": sizes, "sum": sums, "mean": mean,
+            "median": _interpolated(ordered, firsts, sizes, 0.5), "min": ordered[firsts],
+            "max": ordered[bounds[1:] - 1], "std": std}
+
+
+def _interpolated(ordered: np.ndarray, firsts: np.ndarray, sizes: np.ndarray, q: float
+                  ) -> np.ndarray:
+    """Per slice of ``ordered`` from ``firsts[i]``, ``sizes[i]`` (≥ 1) long: its linearly
+    interpolated quantile ``q`` as pandas' group-by ``quantile`` (``v[i] + (v[i + 1] -
+    v[i]) * frac`` at ``q * (n - 1)``)."""
+    at = q * (sizes - 1).astype(np.float64)
+    whole = at.astype(np.int64)  # truncated, as pandas' cast
+    frac = np.fmod(at, 1.0)
+    low = ordered[firsts + whole]
+    high = ordered[firsts + np.minimum(whole + 1, sizes - 1)]
+    out: np.ndarray = np.where(frac == 0.0, low.astype(np.float64), low + (high - low) * frac)
     return out
 
 

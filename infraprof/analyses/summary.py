@@ -20,7 +20,7 @@ import pandas as pd
 from infraprof import intervals
 from infraprof import tables as table_schema
 from infraprof.analyses.base import Analysis, Output
-from infraprof.analyses.group_stats import quantiles_by_code
+from infraprof.analyses.group_stats import stats_by_code
 from infraprof.analyses.names import first_rows_by_code, text_codes
 from infraprof.model import Trace
 
@@ -39,21 +39,16 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     dur = (frame["end_ns"] - frame["start_ns"]).astype("int64")
     aggs = ["count", "sum", "mean", "median", "min", "max", "std"]
     if len(keys) == 1 and frame[keys[0]].notna().all():
-        # one text key: group by its integer codes (same groups, same first-appearance order)
+        # one text key: its integer codes (same groups, same first-appearance order), every
+        # statistic from one sort by (code, duration) (group_stats), not a pandas group-by
+        # per statistic and pandas' sorted float copy of every duration for the median
         codes, uniques = text_codes(frame[keys[0]])
-        values = dur.to_numpy()
-        # the median from one sort by (code, duration) (group_stats), not pandas' sorted
-        # float copy of every duration; pandas' own beyond 2**52 ns, where a midpoint of two
-        # floats could round differently
-        exact = not len(values) or int(np.abs(values).max()) < 2**52
-        stats = pd.Series(values, copy=False).groupby(codes, sort=False).agg(
-            [a for a in aggs if a != "median" or not exact])
-        if exact:
-            found = quantiles_by_code(codes, values, len(uniques), (0.5,))[:, 0]
-            stats["median"] = found[stats.index.to_numpy()]
-        out = pd.DataFrame({keys[0]: uniques[stats.index.to_numpy()]})
-        for column in aggs:
-            out[column] = stats[column].to_numpy()
+        found = stats_by_code(codes, dur.to_numpy(), len(uniques))
+        if found is None:  # a negative duration or a sum of 2**53 ns or more: pandas'
+            stats = dur.groupby(codes, sort=False).agg(aggs)
+            found = {a: stats[a].to_numpy() for a in aggs}
+            uniques = uniques[stats.index.to_numpy()]
+        out = pd.DataFrame({keys[0]: uniques, **found})
     else:
         g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
         out = g.agg(aggs).reset_index()
@@ -81,16 +76,19 @@ def _first_of_each(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
     """``column`` of the first row of each ``key`` value, indexed by ``key`` (as
     ``frame.drop_duplicates(key).set_index(key)[column]``)."""
     values = frame[column]
-    if table_schema.is_text_category(values):  # the summaries hold plain text
-        values = table_schema.plain_text(values)
     if not frame[key].notna().all():
-        firsts = frame.assign(**{column: values}).drop_duplicates(key)
-        return table_schema.as_series(firsts.set_index(firsts[key].astype(object))[column])
+        firsts = frame.drop_duplicates(key)
+        return table_schema.as_series(pd.Series(
+            _plain(firsts[column]).to_numpy(), index=firsts[key].astype(object)))
     codes, uniques = text_codes(frame[key])
-    first_rows = first_rows_by_code(codes)
+    firsts = _plain(values.iloc[first_rows_by_code(codes)])  # plain text of these rows only
     return table_schema.as_series(pd.Series(
-        values.to_numpy()[first_rows], index=pd.Index(uniques, dtype=object),
-        dtype=values.dtype))
+        firsts.to_numpy(), index=pd.Index(uniques, dtype=object), dtype=firsts.dtype))
+
+
+def _plain(values: pd.Series) -> pd.Series:
+    """The summaries hold plain text: a text category's values as objects."""
+    return table_schema.plain_text(values) if table_schema.is_text_category(values) else values
 
 
 def api_summary(trace: Trace) -> pd.DataFrame:
