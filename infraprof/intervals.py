@@ -188,13 +188,17 @@ class Coverage:
         return np.asarray(self._covered_before(_as_int64(t)), dtype=np.int64)
 
     def _covered_before(self, t: IntArray) -> IntArray:
-        ms, me, prefix = self.starts, self.ends, self.prefix
-        idx = np.searchsorted(ms, t, side="right")
-        full = prefix[np.maximum(idx - 1, 0)]
-        partial_start = ms[np.maximum(idx - 1, 0)]
-        partial_end = me[np.maximum(idx - 1, 0)]
-        partial = np.clip(np.minimum(t, partial_end) - partial_start, 0, None)
-        covered: IntArray = np.where(idx == 0, 0, full + partial)
+        # the last interval starting at or before t (none: nothing is covered before t);
+        # its prefix sum plus the part of it before t, computed in place (no temporaries)
+        last = np.searchsorted(self.starts, t, side="right")
+        last -= 1
+        none = last < 0
+        np.maximum(last, 0, out=last)
+        covered: IntArray = np.minimum(t, self.ends[last])
+        covered -= self.starts[last]
+        np.maximum(covered, 0, out=covered)
+        covered += self.prefix[last]
+        covered[none] = 0
         return covered
 
     def within(self, starts: npt.ArrayLike, ends: npt.ArrayLike) -> IntArray:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from infraprof.analyses.kernel_sequences import (
     TinyKernelParams,
     _frequent_hashes,
+    _rows_of_each,
     ngram_hashes,
     ngram_hashes_by_length,
     stream_order,
@@ -120,6 +121,18 @@ def test_frequent_hashes_are_np_uniques_by_count(values: list[int], min_count: i
     frequent = np.flatnonzero(counts >= min_count)
     want = distinct[frequent[np.argsort(-counts[frequent], kind="stable")]][:top]
     assert _frequent_hashes(hashes, min_count, top) == want.tolist()
+
+
+@given(st.lists(st.sampled_from([0, 3, 2**63 + 5, 2**64 - 1, 17]), max_size=50),
+       st.lists(st.sampled_from([0, 3, 2**63 + 5, 2**64 - 1, 9]), unique=True, max_size=5))
+def test_rows_of_each_are_the_rows_equal_to_each(values: list[int], wanted: list[int]
+                                                 ) -> None:
+    """``_rows_of_each``: per wanted value (in its order), ``flatnonzero(hashes == value)``,
+    also for values absent from the hashes and above the largest one."""
+    hashes = np.array(values, dtype=np.uint64)
+    got = _rows_of_each(hashes, wanted)
+    assert [rows.tolist() for rows in got] == [
+        np.flatnonzero(hashes == np.uint64(value)).tolist() for value in wanted]
 
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(-3, 300), st.integers(0, 20),

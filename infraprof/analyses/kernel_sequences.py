@@ -228,14 +228,15 @@ class BusyBefore:
         search per span)."""
         total = 0
         devices = self.device[first]
-        for device in np.unique(devices):
-            on = devices == device
-            s, e = self.starts[first[on]], self.ends[last[on]]
-            before_s, before_e = self._start_of(first[on]), self.end[last[on]]
-            keep = e > s  # as intervals.union: empty spans dropped
-            order = np.argsort(s[keep], kind="stable")
-            s, e = s[keep][order], e[keep][order]
-            before_s, before_e = before_s[keep][order], before_e[keep][order]
+        one_device = devices.size and devices.min() == devices.max()
+        for device in devices[:1] if one_device else np.unique(devices):
+            first_on, last_on = first, last
+            if not one_device:
+                on = np.flatnonzero(devices == device)
+                first_on, last_on = first[on], last[on]
+            s, e, before_s, before_e = _by_start(
+                self.starts[first_on], self.ends[last_on], self._start_of(first_on),
+                self.end[last_on])
             if not s.size:
                 continue
             running = np.maximum.accumulate(e)
@@ -244,6 +245,21 @@ class BusyBefore:
             covered = np.maximum.reduceat(before_e, block) - before_s[block]
             total += int((block_end - s[block]).sum()) - int(covered.sum())
         return total
+
+
+def _by_start(starts: np.ndarray, ends: np.ndarray, *columns: np.ndarray
+              ) -> list[np.ndarray]:
+    """The spans ``[starts, ends)`` that are not empty (as :func:`intervals.union`), with
+    ``columns`` of the same rows, in a stable order by start; the arrays as they are when
+    no span is empty and the starts ascend (a stable sort of those is the identity)."""
+    arrays = [starts, ends, *columns]
+    keep = ends > starts
+    if not keep.all():
+        arrays = [array[keep] for array in arrays]
+    if arrays[0].size > 1 and not bool(np.all(arrays[0][1:] >= arrays[0][:-1])):
+        order = np.argsort(arrays[0], kind="stable")
+        arrays = [array[order] for array in arrays]
+    return arrays
 
 
 def _frequent_hashes(hashes: npt.NDArray[np.uint64], min_count: int, top: int
@@ -263,6 +279,26 @@ def _frequent_hashes(hashes: npt.NDArray[np.uint64], min_count: int, top: int
     return [int(h) for h in ordered[starts[chosen]].tolist()]
 
 
+def _rows_of_each(hashes: npt.NDArray[np.uint64], values: list[int]
+                  ) -> list[npt.NDArray[np.intp]]:
+    """For each of ``values`` (distinct), the rows of ``hashes`` holding it, ascending
+    (``np.flatnonzero(hashes == value)``), from one pass: each hash's place among the
+    sorted values (``searchsorted``), then the matching rows grouped by value."""
+    if not values:
+        return []
+    wanted = np.array(values, dtype=np.uint64)
+    order = np.argsort(wanted)
+    slot = np.searchsorted(wanted[order], hashes)
+    np.minimum(slot, wanted.size - 1, out=slot)
+    rows = np.flatnonzero(wanted[order][slot] == hashes)
+    slot = slot[rows].astype(narrowest_int(0, wanted.size))  # a radix sort of narrow slots:
+    grouped = rows[np.argsort(slot, kind="stable")]  # by value, each value's rows ascending
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(slot, minlength=wanted.size))))
+    place = np.empty(wanted.size, dtype=np.intp)
+    place[order] = np.arange(wanted.size)  # each value's place among the sorted ones
+    return [grouped[bounds[at]:bounds[at + 1]] for at in place.tolist()]
+
+
 def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
     """The frequent sequences of every length (top 20 per length), their idle time not yet
     measured (0)."""
@@ -280,8 +316,7 @@ def _candidates(k: pd.DataFrame, p: TinyKernelParams) -> list[KernelSequence]:
     out = []
     lengths = range(p.min_length, p.max_length + 1)
     for n, pos, hashes in ngram_hashes_by_length(ids, short, new_stream, lengths):
-        for value in _frequent_hashes(hashes, p.min_repeats, 20):
-            rows = np.flatnonzero(hashes == np.uint64(value))
+        for rows in _rows_of_each(hashes, _frequent_hashes(hashes, p.min_repeats, 20)):
             occ = _non_overlapping(pos[rows].astype(np.int64), n)
             if occ.size < p.min_repeats:
                 continue
