@@ -12,7 +12,7 @@ single value). Differences from nsys, by design:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,9 +45,10 @@ def _duration_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         codes, uniques = text_codes(frame[keys[0]])
         found = stats_by_code(codes, dur.to_numpy(), len(uniques))
         if found is None:  # a negative duration or a sum of 2**53 ns or more: pandas'
-            stats = dur.groupby(codes, sort=False).agg(aggs)
-            found = {a: stats[a].to_numpy() for a in aggs}
-            uniques = uniques[stats.index.to_numpy()]
+            grouped: Any = dur.groupby(codes, sort=False)
+            by_pandas = grouped.agg(aggs)
+            found = {a: by_pandas[a].to_numpy() for a in aggs}
+            uniques = uniques[by_pandas.index.to_numpy()]
         out = pd.DataFrame({keys[0]: uniques, **found})
     else:
         g = frame.assign(dur=dur).groupby(keys, sort=False, dropna=False)["dur"]
