@@ -56,13 +56,22 @@ def quantiles_by_code(codes: np.ndarray, values: np.ndarray, count: int,
     quantile of that code's ``values`` (int64), as pandas' group-by ``quantile`` computes it
     (``v[i] + (v[i + 1] - v[i]) * frac`` at ``q * (n - 1)``); NaN for a code without values.
     The values are sorted by code, then value, once (:func:`sorted_by_code`)."""
+    return quantiles_and_max_by_code(codes, values, count, quantiles)[0]
+
+
+def quantiles_and_max_by_code(codes: np.ndarray, values: np.ndarray, count: int,
+                              quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantiles_by_code` and, per code, the largest value (int64; the smallest
+    int64 for a code without values), the last of its sorted slice (no ``maximum.at``)."""
     ordered, bounds = sorted_by_code(codes, values, count)
     sizes = np.diff(bounds)
     out = np.full((count, len(quantiles)), np.nan)
     has = np.flatnonzero(sizes > 0)
     for column, q in enumerate(quantiles):
         out[has, column] = _interpolated(ordered, bounds[has], sizes[has], q)
-    return out
+    largest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+    largest[has] = ordered[bounds[has + 1] - 1]
+    return out, largest
 
 
 def stats_by_code(codes: np.ndarray, values: np.ndarray, count: int

@@ -30,6 +30,7 @@ from typing import Any, cast
 import numpy as np
 
 from infraprof.analyses.host_columns import CODE, HostColumns, missing
+from infraprof.distinct import distinct
 
 _HOST_CPU, _LAUNCH = CODE["host-cpu"], CODE["launch-overhead"]
 _DRAIN = np.array([CODE["sync"], CODE["memcpy"], CODE["allocation"]])
@@ -94,7 +95,7 @@ def paint(g: ThreadGaps) -> Segments:
     queued = (g.g0 < q0) & (q0 < g.g1)
     s_key = np.maximum(g.start, g.g0[g.gap]) + shift[g.gap]
     e_key = np.minimum(g.end, g.g1[g.gap]) + shift[g.gap]
-    keys = np.unique(np.concatenate([base, base + dur, s_key, e_key, (q0 + shift)[queued]]))
+    keys = distinct(np.concatenate([base, base + dur, s_key, e_key, (q0 + shift)[queued]]))
     gap = np.searchsorted(base, keys[:-1], side="right") - 1
     valid = keys[1:] <= (base + dur)[gap]
     lo_key, hi_key, gap = keys[:-1][valid], keys[1:][valid], gap[valid]

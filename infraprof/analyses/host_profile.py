@@ -34,6 +34,7 @@ from infraprof.analyses.base import Analysis, Output
 from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.host_frames import ENCLOSING_SHARE, Frame, summarize_stacks
 from infraprof.analyses.native_frames import chain_keys, summarize_pool
+from infraprof.distinct import distinct
 from infraprof.model.clock import AlignedPyspy
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def _nsys_profile(ctx: AnalysisContext, p: HostProfileParams) -> HostProfile:
     by_tid = samples.groupby("global_tid").size().sort_values(ascending=False).head(p.threads)
     mine = samples[samples["global_tid"].isin(by_tid.index)].groupby(
         ["global_tid", "callchain_id"]).size().rename("samples").reset_index()
-    fr = stacks.frames_of(np.unique(mine["callchain_id"].to_numpy(np.int64)))
+    fr = stacks.frames_of(distinct(mine["callchain_id"].to_numpy(np.int64)))
     labels = fr.drop_duplicates("code").set_index("code")["label"]
     leaf = fr[["callchain_id", "code"]].drop_duplicates("callchain_id").merge(
         mine, on="callchain_id")

@@ -30,6 +30,7 @@ from infraprof.analyses.findings import Finding, info_finding
 from infraprof.analyses.group_stats import (
     blocks,
     counts_by_code,
+    quantiles_and_max_by_code,
     quantiles_by_code,
     sums_by_code,
 )
@@ -299,17 +300,16 @@ def launch_latency_findings(launches: pd.DataFrame, params: LaunchParams | None 
 def _slow_by_name(slow: pd.DataFrame) -> pd.DataFrame:
     """Per name (index, in name order): ``count``, ``max`` and ``median`` of ``latency_ns``,
     as pandas' ``groupby("name")["latency_ns"].agg(["count", "max", "median"])``. Without
-    null names from the name codes: ``bincount``, ``maximum.at`` and the per-name median of
-    :func:`quantiles_by_code` (pandas' own median, bit for bit), with no group-by."""
+    null names from the name codes: ``bincount`` and the per-name maximum and median of
+    :func:`quantiles_and_max_by_code` (pandas' own median, bit for bit), with no group-by."""
     groups, relabel = _by_name(slow)
     if relabel is None:
         return table_schema.as_frame(groups["latency_ns"].agg(["count", "max", "median"]))
     del groups
     latency = slow["latency_ns"].to_numpy()  # any integer width
     count = len(relabel.names)
-    largest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(largest, relabel.codes, latency)
-    median = quantiles_by_code(relabel.codes, latency, count, (0.5,))[:, 0]
+    found, largest = quantiles_and_max_by_code(relabel.codes, latency, count, (0.5,))
+    median = found[:, 0]
     return table_schema.as_frame(pd.DataFrame({
         "count": counts_by_code(relabel.codes, count), "max": largest,
         "median": median}, index=relabel.names))
