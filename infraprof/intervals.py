@@ -241,19 +241,22 @@ def subtract(a: Intervals, b: Intervals) -> Intervals:
 
 
 def intersect(a: Intervals, b: Intervals) -> Intervals:
-    """Intersection of two sets of disjoint sorted intervals (a sweep over both)."""
+    """Intersection of two sets of disjoint sorted intervals: for each interval of ``a``, the
+    run of ``b``'s intervals overlapping it (two ``searchsorted``; every pair that overlaps,
+    at most ``len(a) + len(b)`` pairs), each pair's common part, then :func:`union` (the
+    parts come in start order)."""
     if len(a) == 0 or len(b) == 0:
         empty = np.empty(0, dtype=np.int64)
         return Intervals(empty, empty.copy())
-    points = np.concatenate((a.starts, a.ends, b.starts, b.ends))
-    deltas = np.concatenate(
-        (np.ones(len(a)), -np.ones(len(a)), np.ones(len(b)), -np.ones(len(b)))
-    ).astype(np.int64)
-    order = np.lexsort((deltas, points))
-    points, deltas = points[order], deltas[order]
-    depth = np.cumsum(deltas)
-    inside = depth == 2
-    starts = points[inside]
-    ends = points[np.flatnonzero(inside) + 1]
-    keep = ends > starts
-    return union(starts[keep], ends[keep])
+    first = np.searchsorted(b.ends, a.starts, side="right")  # b ending after a's start
+    counts = np.searchsorted(b.starts, a.ends, side="left")  # … to b starting before a's end
+    counts -= first
+    np.maximum(counts, 0, out=counts)
+    pairs = int(counts.sum())
+    mine = np.repeat(np.arange(len(a)), counts)
+    # b's index of each pair: its run's first, plus the pair's place within the run
+    theirs = np.arange(pairs, dtype=np.int64)
+    theirs += np.repeat(first - (np.cumsum(counts) - counts), counts)
+    starts = np.maximum(a.starts[mine], b.starts[theirs])
+    ends = np.minimum(a.ends[mine], b.ends[theirs])
+    return union(starts, ends)

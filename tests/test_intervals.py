@@ -58,6 +58,29 @@ def test_intersect_and_subtract(a_pairs: list[tuple[int, int]],
     ca, cb = _brute_cover(a_pairs), _brute_cover(b_pairs)
     assert intervals.intersect(a, b).total_ns == len(ca & cb)
     assert intervals.subtract(a, b).total_ns == len(ca - cb)
+    # the exact intervals: the maximal runs of the common instants, in order
+    for got, want in ((intervals.intersect(a, b), ca & cb), (intervals.subtract(a, b), ca - cb)):
+        assert list(zip(got.starts.tolist(), got.ends.tolist(), strict=True)) == _runs(want)
+
+
+def _runs(instants: set[int]) -> list[tuple[int, int]]:
+    """The maximal runs ``[start, end)`` of consecutive ``instants``, in order."""
+    runs: list[tuple[int, int]] = []
+    for t in sorted(instants):
+        if runs and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], t + 1)
+        else:
+            runs.append((t, t + 1))
+    return runs
+
+
+def test_intersect_of_touching_disjoint_intervals() -> None:
+    """Intervals that touch without being merged (built directly, not by ``union``) give
+    the merged common part."""
+    a = intervals.Intervals(np.array([0, 5, 20]), np.array([5, 10, 30]))
+    b = intervals.Intervals(np.array([3, 9]), np.array([6, 25]))
+    got = intervals.intersect(a, b)
+    assert (got.starts.tolist(), got.ends.tolist()) == ([3, 9, 20], [6, 10, 25])
 
 
 def test_touching_intervals_merge_and_gap_threshold() -> None:

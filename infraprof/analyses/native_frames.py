@@ -251,7 +251,8 @@ def native_pools(attributions: GapTable, samples: pd.DataFrame,
     pairs["root"] = pairs["callchain_id"].map(stacks.root).fillna("")
     pairs["cut"] = pairs["callchain_id"].map(stacks.cut).fillna(-1) >= 0
     job_key = _job_keys(pairs) if split else pd.Series(dtype=object)
-    info = info.assign(key=info.index.map(job_key).fillna("") if len(job_key) else "",
+    # the job's key by index alignment (Index.map re-infers the type of every job's text)
+    info = info.assign(key=job_key.reindex(info.index).fillna("") if len(job_key) else "",
                        samples=pairs.groupby("job").size().reindex(info.index, fill_value=0),
                        start_ns=jobs["start_ns"])
     info["key"] = _merge_small(_nearest_key(info))
