@@ -188,7 +188,11 @@ class Coverage:
         return np.asarray(self._covered_before(_as_int64(t)), dtype=np.int64)
 
     def _covered_before(self, t: IntArray) -> IntArray:
-        # the last interval starting at or before t (none: nothing is covered before t);
+        return self._covered_and_last(t)[0]
+
+    def _covered_and_last(self, t: IntArray) -> tuple[IntArray, IntArray]:
+        """The length covered before each ``t`` and the index of the last interval starting
+        at or before it (clamped to 0 where none does: nothing is covered before ``t``)."""
         # its prefix sum plus the part of it before t, computed in place (no temporaries)
         last = np.searchsorted(self.starts, t, side="right")
         last -= 1
@@ -199,7 +203,22 @@ class Coverage:
         np.maximum(covered, 0, out=covered)
         covered += self.prefix[last]
         covered[none] = 0
-        return covered
+        return covered, last
+
+    def covered_before_ends(self, starts: IntArray, ends: IntArray
+                            ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """For each ``[starts[i], ends[i])``: the length covered before its end
+        (:meth:`covered_before`), and whether one interval holds it whole (``start <= end``;
+        then the length covered before its start is that minus its duration: the disjoint
+        intervals do not touch, so a span covered throughout lies in one). One search, of
+        the ends."""
+        if self.starts.size == 0:
+            return np.zeros(ends.size, dtype=np.int64), np.zeros(ends.size, dtype=bool)
+        covered, last = self._covered_and_last(_as_int64(ends))
+        whole = self.starts[last] <= starts
+        whole &= starts <= ends
+        whole &= ends <= self.ends[last]
+        return covered, whole
 
     def within(self, starts: npt.ArrayLike, ends: npt.ArrayLike) -> IntArray:
         """For each query ``[starts[i], ends[i])``, the length covered (0 when empty)."""

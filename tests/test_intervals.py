@@ -151,3 +151,31 @@ def test_union_total_is_the_unions_length(rows: list[tuple[int, int, bool]], in_
     want = intervals.union(starts[keep], ends[keep]).total_ns
     with mock.patch.object(intervals, "TOTAL_BLOCK", block):
         assert intervals.union_total(starts, ends, where) == want
+
+
+@given(interval_lists, st.lists(st.tuples(st.integers(-50, 12_500), st.integers(-20, 800)),
+                                max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_covered_before_ends_and_whole_spans(pairs: list[tuple[int, int]],
+                                             spans: list[tuple[int, int]]) -> None:
+    """``Coverage.covered_before_ends``: the length covered before each end, and whether one
+    interval holds the span whole: exactly the spans whose every instant is covered (the
+    covered length before the start is then that before the end minus the duration)."""
+    u = intervals.union([p[0] for p in pairs], [p[1] for p in pairs])
+    cover = intervals.Coverage(u)
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([s + d for s, d in spans], dtype=np.int64)
+    before_end, whole = cover.covered_before_ends(starts, ends)
+    assert before_end.tolist() == cover.covered_before(ends).tolist()
+    covered = _brute_cover(pairs)
+    for (s, d), held in zip(spans, whole.tolist(), strict=True):
+        if d < 0:
+            assert not held
+            continue
+        inside = any(a <= s and s + d <= b for a, b in zip(u.starts.tolist(), u.ends.tolist(),
+                                                            strict=True))
+        assert held == inside
+        if held:
+            assert all(t in covered for t in range(s, s + d))
+    before_start = cover.covered_before(starts)
+    assert (before_start[whole] == (before_end - (ends - starts))[whole]).all()

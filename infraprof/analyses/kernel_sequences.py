@@ -199,22 +199,36 @@ class BusyBefore:
                   if len(merged)}
         for lo in range(0, len(k), _CHUNK):  # bounded temporaries
             hi = min(lo + _CHUNK, len(k))
-            start = np.zeros(hi - lo, dtype=np.int64)
+            # kernels a busy interval holds whole: busy before the start = before the end
+            # minus the duration; the others (none of their device's) are searched again
+            whole = np.zeros(hi - lo, dtype=bool)
             for device, cover in covers.items():
                 mine = np.flatnonzero(self.device[lo:hi] == device)
                 if len(mine):
-                    start[mine] = cover.covered_before(self.starts[lo + mine])
-                    self.end[lo + mine] = cover.covered_before(self.ends[lo + mine])
-            odd = np.flatnonzero(start != self._start_of(np.arange(lo, hi), fixed=False))
-            fix_rows.append(lo + odd)
-            fix_start.append(start[odd])
+                    self.end[lo + mine], whole[mine] = cover.covered_before_ends(
+                        self.starts[lo + mine], self.ends[lo + mine])
+            odd = lo + np.flatnonzero(~whole)
+            fix_rows.append(odd)
+            fix_start.append(self._busy_before(covers, odd))
         self.fix_rows, self.fix_start = np.concatenate(fix_rows), np.concatenate(fix_start)
 
-    def _start_of(self, rows: npt.NDArray[np.int64], fixed: bool = True
-                  ) -> npt.NDArray[np.int64]:
-        """The busy time before the start of kernels ``rows``."""
-        out: npt.NDArray[np.int64] = self.end[rows] - (self.ends[rows] - self.starts[rows])
-        if fixed and self.fix_rows.size:
+    def _busy_before(self, covers: dict[int, intervals.Coverage], rows: np.ndarray
+                     ) -> npt.NDArray[np.int64]:
+        """The busy time before the start of kernels ``rows``, searched (0 on a device
+        without busy intervals)."""
+        out = np.zeros(len(rows), dtype=np.int64)
+        for device, cover in covers.items():
+            mine = np.flatnonzero(self.device[rows] == device)
+            out[mine] = cover.covered_before(self.starts[rows[mine]])
+        return out
+
+    def _start_of(self, rows: npt.NDArray[np.int64],
+                  starts: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
+        """The busy time before the start of kernels ``rows`` (``starts``: their starts,
+        when the caller gathered them already)."""
+        out: npt.NDArray[np.int64] = self.end[rows] - self.ends[rows]
+        out += self.starts[rows] if starts is None else starts
+        if self.fix_rows.size:
             at = np.minimum(np.searchsorted(self.fix_rows, rows), self.fix_rows.size - 1)
             hit = self.fix_rows[at] == rows
             out[hit] = self.fix_start[at[hit]]
@@ -234,9 +248,9 @@ class BusyBefore:
             if not one_device:
                 on = np.flatnonzero(devices == device)
                 first_on, last_on = first[on], last[on]
+            s = self.starts[first_on]
             s, e, before_s, before_e = _by_start(
-                self.starts[first_on], self.ends[last_on], self._start_of(first_on),
-                self.end[last_on])
+                s, self.ends[last_on], self._start_of(first_on, s), self.end[last_on])
             if not s.size:
                 continue
             running = np.maximum.accumulate(e)
