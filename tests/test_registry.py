@@ -194,6 +194,21 @@ def test_release_names_are_context_values() -> None:
     assert ctx.trace.gpu_ops() is not ops and ctx.trace.gpu_ops().equals(ops)
 
 
+def test_released_launches_keep_their_latencies() -> None:
+    """The launch join's release keeps its latencies: ``launch_latencies`` then gives what
+    a fresh computation gives, without a second join."""
+    from infraprof.analyses import launch
+
+    ctx = AnalysisContext(load_trace(DEMO))
+    fresh = launch.launch_latencies(ctx.trace)
+    assert len(fresh) > 0
+    held = ctx.launches["latency_ns"].to_numpy()
+    assert ctx.launch_latencies().tolist() == fresh.tolist() == held.tolist()
+    ctx.release(["launches"])
+    assert ctx.held("launches") is None
+    assert ctx.launch_latencies().tolist() == fresh.tolist()
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLE_TRACES.glob("*.sqlite")))
 def test_gpu_ops_equal_the_concatenated_and_sorted_tables(name: str) -> None:
     """``Trace.gpu_ops`` (columns gathered one at a time in start order) equals the frame

@@ -50,6 +50,7 @@ class AnalysisContext:
         self.pyspy = pyspy
         self.ncu = tuple(ncu)
         self.outputs: dict[str, Output] = {}
+        self._launch_latency: np.ndarray | None = None  # kept when `launches` is released
 
     def params_of(self, analysis_id: str, default: Any) -> Any:
         """The params of ``analysis_id``, or ``default`` when none were given."""
@@ -60,6 +61,10 @@ class AnalysisContext:
         ``gpu_ops``: the trace's :meth:`~infraprof.model.Trace.gpu_ops` table) so that their
         memory is freed once nothing else holds them; a later read computes a value again."""
         for name in names:
+            if name == "launches" and name in self.__dict__:
+                # the latencies stay (4 bytes a launch where they fit int32: the column's
+                # own width) for run_metrics: a second launch join cost more CPU than this
+                self._launch_latency = np.array(self.__dict__[name]["latency_ns"].to_numpy())
             if name == "gpu_ops":
                 self.trace.release_gpu_ops()
             elif isinstance(getattr(type(self), name, None), cached_property):
@@ -112,12 +117,15 @@ class AnalysisContext:
         return launch.kernel_launches(self.trace)
 
     def launch_latencies(self) -> np.ndarray:
-        """Launch-to-start latency of every launched kernel (ns, kernel order): from
-        :attr:`launches` when it is held, else without building it."""
+        """Launch-to-start latency of every launched kernel (ns, kernel order, an integer
+        type): from :attr:`launches` when it is held or was released (its latencies are
+        kept), else without building it."""
         held = self.__dict__.get("launches")
-        if held is None:
-            return launch.launch_latencies(self.trace)
-        return np.asarray(held["latency_ns"].to_numpy())
+        if held is not None:
+            return np.asarray(held["latency_ns"].to_numpy())
+        if self._launch_latency is not None:
+            return self._launch_latency
+        return launch.launch_latencies(self.trace)
 
     @cached_property
     def launch_summary(self) -> pd.DataFrame:

@@ -302,11 +302,19 @@ def _rows_of_each(hashes: npt.NDArray[np.uint64], values: list[int]
         return []
     wanted = np.array(values, dtype=np.uint64)
     order = np.argsort(wanted)
-    slot = np.searchsorted(wanted[order], hashes)
-    np.minimum(slot, wanted.size - 1, out=slot)
-    rows = np.flatnonzero(wanted[order][slot] == hashes)
-    slot = slot[rows].astype(narrowest_int(0, wanted.size))  # a radix sort of narrow slots:
-    grouped = rows[np.argsort(slot, kind="stable")]  # by value, each value's rows ascending
+    ordered = wanted[order]
+    rows_of, slots_of = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.int8)]
+    for lo in range(0, hashes.size, _CHUNK):  # bounded temporaries (8 bytes a hash each)
+        block = hashes[lo:lo + _CHUNK]
+        slot = np.searchsorted(ordered, block)
+        np.minimum(slot, wanted.size - 1, out=slot)
+        hit = np.flatnonzero(ordered[slot] == block)
+        rows_of.append(hit + lo)
+        slots_of.append(slot[hit].astype(narrowest_int(0, wanted.size)))
+    rows, slot = np.concatenate(rows_of), np.concatenate(slots_of)
+    del rows_of, slots_of
+    grouped = rows[np.argsort(slot, kind="stable")]  # a radix sort of the narrow slots: by
+    # value, each value's rows ascending
     bounds = np.concatenate(([0], np.cumsum(np.bincount(slot, minlength=wanted.size))))
     place = np.empty(wanted.size, dtype=np.intp)
     place[order] = np.arange(wanted.size)  # each value's place among the sorted ones

@@ -58,7 +58,8 @@ RELEASED_AFTER: dict[str, tuple[str, ...]] = {
 skipped: what no later analysis reads (``gpu_ops`` after ``attribution``: the later readers of
 the operations, ``during_wait``, the NVTX projection and the step metrics, take unsorted
 columns with :meth:`~infraprof.model.Trace.op_columns`; the frame pools after ``gaps``; the
-launch join after ``launch``: ``run_metrics`` takes only the latencies; the classified
+launch join after ``launch``: ``run_metrics`` takes only the latencies, which the release
+keeps, 4 bytes a launch; the classified
 kernels after ``communication``: the kernel classes' output keeps only its per-device sums).
 A renderer that reads a dropped value computes it again."""
 
