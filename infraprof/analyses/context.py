@@ -57,15 +57,18 @@ class AnalysisContext:
         return self.params.get(analysis_id, default)
 
     def release(self, names: Iterable[str]) -> None:
-        """Drop the cached values ``names`` (names of this class's cached properties, or
-        ``gpu_ops``: the trace's :meth:`~infraprof.model.Trace.gpu_ops` table) so that their
+        """Drop the cached values ``names`` (names of this class's cached properties,
+        ``launch_latency``: the latencies kept when ``launches`` was released, or ``gpu_ops``:
+        the trace's :meth:`~infraprof.model.Trace.gpu_ops` table) so that their
         memory is freed once nothing else holds them; a later read computes a value again."""
         for name in names:
             if name == "launches" and name in self.__dict__:
                 # the latencies stay (4 bytes a launch where they fit int32: the column's
                 # own width) for run_metrics: a second launch join cost more CPU than this
                 self._launch_latency = np.array(self.__dict__[name]["latency_ns"].to_numpy())
-            if name == "gpu_ops":
+            if name == "launch_latency":  # the latencies the launch join's release kept
+                self._launch_latency = None
+            elif name == "gpu_ops":
                 self.trace.release_gpu_ops()
             elif isinstance(getattr(type(self), name, None), cached_property):
                 self.__dict__.pop(name, None)

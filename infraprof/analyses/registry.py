@@ -52,6 +52,7 @@ RELEASED_AFTER: dict[str, tuple[str, ...]] = {
     "attribution": ("gpu_ops",),
     "gaps": ("native_pools", "python_pools"),
     "launch": ("launches",),
+    "run_metrics": ("launch_latency",),
     "communication": ("classified_kernels",),
 }
 """Context values (:meth:`AnalysisContext.release`) dropped once the keyed analysis ran or was
@@ -59,7 +60,7 @@ skipped: what no later analysis reads (``gpu_ops`` after ``attribution``: the la
 the operations, ``during_wait``, the NVTX projection and the step metrics, take unsorted
 columns with :meth:`~infraprof.model.Trace.op_columns`; the frame pools after ``gaps``; the
 launch join after ``launch``: ``run_metrics`` takes only the latencies, which the release
-keeps, 4 bytes a launch; the classified
+keeps, 4 bytes a launch, until ``run_metrics`` ran; the classified
 kernels after ``communication``: the kernel classes' output keeps only its per-device sums).
 A renderer that reads a dropped value computes it again."""
 
