@@ -230,7 +230,30 @@ def test_nsys_missing_exits_4(tmp_path: Path) -> None:
                           PY, "-c", "pass"], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 4
     assert "nsys not found" in run.stderr and "install" in run.stderr
+    assert "$INFRAPROF_NSYS is" in " ".join(run.stderr.split())
     assert not (tmp_path / "c").exists()
+
+
+def test_a_named_tool_is_not_replaced_by_one_on_path(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool named by its variable is that tool or none: a missing one is not replaced by
+    another of the same name on PATH (an empty variable means PATH)."""
+    from infraprof.capture.proc import find_tool
+
+    on_path = tmp_path / "bin" / "py-spy"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    monkeypatch.setenv("INFRAPROF_PYSPY", str(tmp_path / "missing" / "py-spy"))
+    assert find_tool("py-spy", "INFRAPROF_PYSPY") is None
+    monkeypatch.setenv("INFRAPROF_PYSPY", "")
+    assert find_tool("py-spy", "INFRAPROF_PYSPY") == str(on_path)
+    named = tmp_path / "mine"
+    named.write_text("#!/bin/sh\n")
+    named.chmod(0o755)
+    monkeypatch.setenv("INFRAPROF_PYSPY", str(named))
+    assert find_tool("py-spy", "INFRAPROF_PYSPY") == str(named)
 
 
 @pytest.mark.parametrize("program", ["./does-not-exist", "no-such-command-xyz", "missing.py"])

@@ -26,11 +26,12 @@ class CompletedRun:
 
 
 def find_tool(name: str, env_var: str | None = None) -> str | None:
-    """Path of ``name``: ``$env_var`` when set and executable, else ``PATH``."""
-    if env_var:
-        override = os.environ.get(env_var)
-        if override and Path(override).is_file() and os.access(override, os.X_OK):
-            return override
+    """Path of ``name``: ``$env_var`` when it is set (not empty), and then only when it is an
+    executable file (a user who names a tool means that one: another on ``PATH`` is not
+    taken in its place); else ``PATH``."""
+    override = os.environ.get(env_var) if env_var else None
+    if override:
+        return override if Path(override).is_file() and os.access(override, os.X_OK) else None
     return shutil.which(name)
 
 
@@ -38,8 +39,17 @@ def require_tool(name: str, hint: str, env_var: str | None = None) -> str:
     """Like :func:`find_tool` but raises :class:`ToolError` with ``hint`` when missing."""
     path = find_tool(name, env_var)
     if path is None:
-        raise ToolError(f"{name} not found on PATH; {hint}")
+        raise ToolError(missing_tool(name, hint, env_var))
     return path
+
+
+def missing_tool(name: str, hint: str, env_var: str | None = None) -> str:
+    """The message for ``name`` not found by :func:`find_tool`: where it was looked for (the
+    variable's value when one is set, else ``PATH``) and ``hint``."""
+    override = os.environ.get(env_var) if env_var else None
+    where = (f"${env_var} is {override!r}, not an executable file" if override
+             else f"not on PATH{f' and ${env_var} is not set' if env_var else ''}")
+    return f"{name} not found: {where}; {hint}"
 
 
 def run_tool(

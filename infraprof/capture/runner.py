@@ -55,7 +55,7 @@ from infraprof.capture.launch import (
     python_launch,
 )
 from infraprof.capture.nsys import NSYS_INSTALL_HINT, export_sqlite, find_nsys, nsys_version
-from infraprof.capture.proc import run_tool
+from infraprof.capture.proc import missing_tool, run_tool
 from infraprof.capture.sampler import (
     ATTACH_WAIT_S,
     PYSPY_HINT,
@@ -269,7 +269,7 @@ def run_capture(opts: CaptureOptions, log: Log) -> CaptureResult:
         raise UsageError("no command to capture; usage: infraprof capture [OPTIONS] -- CMD ...")
     nsys = find_nsys()
     if nsys is None:
-        raise ToolError(f"nsys not found (INFRAPROF_NSYS or PATH); {NSYS_INSTALL_HINT}")
+        raise ToolError(missing_tool("nsys", NSYS_INSTALL_HINT, "INFRAPROF_NSYS"))
     python = is_python_command(opts.command)
     app, boot = python_launch(opts.command) if python else (list(opts.command), False)
     check_program(opts.command, app, boot)
