@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,62 @@ def test_closing_the_file_cancels_a_read_ahead(tmp_path: Path,
     assert not db.pending
     assert isinstance(pending, arrow_sqlite._PendingRead)
     assert pending.result() is None
+    assert {thread.ident for thread in threading.enumerate()} <= before
+
+
+@pytest.mark.usefixtures("ahead")
+def test_reads_ahead_run_one_after_the_other(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two reads ahead: the second steps SQLite only once the first has finished (one
+    thread beside the caller's at a time), and each gives the sqlite3 path's frame, taken in
+    either order."""
+    path = tmp_path / "t.sqlite"
+    _table(path, 3000)
+    spans: dict[str, tuple[float, float]] = {}
+    streamed = arrow_sqlite._streamed_columns
+
+    def timed(path: Path, sql: str, *args: Any) -> Any:
+        began = time.perf_counter()
+        out = streamed(path, sql, *args)
+        spans[sql] = (began, time.perf_counter())
+        return out
+
+    monkeypatch.setattr(arrow_sqlite, "_streamed_columns", timed)
+    other = {"start_ns": "start", "correlation_id": "correlationId"}
+    with SqliteFile(path) as db:
+        sqlite_frames.read_ahead(db, TABLE, COLUMNS)
+        sqlite_frames.read_ahead(db, TABLE, other)
+        assert len(db.pending) == 2
+        second = sqlite_frames.read_int_frame(db, TABLE, other, sort_by="start_ns")
+        first = sqlite_frames.read_int_frame(db, TABLE, COLUMNS, sort_by="start_ns")
+        assert not db.pending
+        reference = _reference(db, set())
+    assert isinstance(reference, pd.DataFrame)
+    pd.testing.assert_frame_equal(first, reference, check_exact=True)
+    pd.testing.assert_frame_equal(second, reference[["start_ns", "correlation_id"]],
+                                  check_exact=True)
+    (_, first_end), (second_start, _) = spans.values()
+    assert first_end <= second_start
+
+
+@pytest.mark.usefixtures("ahead")
+def test_closing_the_file_cancels_chained_reads_ahead(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read ahead waiting for the one before it is cancelled too when the file closes,
+    in whichever order the two are cancelled: both threads end, no result is kept."""
+    monkeypatch.setattr(arrow_sqlite, "BATCH_ROWS", 1)
+    path = tmp_path / "t.sqlite"
+    _table(path, 20_000)
+    before = {thread.ident for thread in threading.enumerate()}
+    with SqliteFile(path) as db:
+        sqlite_frames.read_ahead(db, TABLE, COLUMNS)
+        sqlite_frames.read_ahead(db, TABLE, {"start_ns": "start"})
+        reads = list(db.pending.values())
+        db.pending = dict(reversed(list(db.pending.items())))  # the waiting one first
+    assert not db.pending
+    for read in reads:
+        assert isinstance(read, arrow_sqlite._PendingRead)
+        assert read.result() is None
     assert {thread.ident for thread in threading.enumerate()} <= before
 
 

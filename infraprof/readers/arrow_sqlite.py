@@ -183,22 +183,36 @@ def _streamed_columns(path: Path, sql: str, names: list[str], narrow: frozenset[
 
 class _PendingRead:
     """:func:`_streamed_columns` running in a thread of its own (daemon: a cancelled read
-    stops after its current batch; :meth:`cancel` waits for that)."""
+    stops after its current batch; :meth:`cancel` waits for that), after the read ``after``
+    has finished when one is given (one read ahead steps SQLite at a time)."""
 
-    def __init__(self, path: Path, sql: str, names: list[str], narrow: frozenset[str]) -> None:
+    def __init__(self, path: Path, sql: str, names: list[str], narrow: frozenset[str],
+                 after: _PendingRead | None = None) -> None:
         self.narrow = narrow
         self._stop = threading.Event()
         self._result: dict[str, np.ndarray] | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path, sql, names, narrow),
+        self._thread = threading.Thread(target=self._run, args=(path, sql, names, narrow, after),
                                         name="infraprof-read-ahead", daemon=True)
         self._thread.start()
 
-    def _run(self, path: Path, sql: str, names: list[str], narrow: frozenset[str]) -> None:
+    def _run(self, path: Path, sql: str, names: list[str], narrow: frozenset[str],
+             after: _PendingRead | None) -> None:
         try:
-            self._result = _streamed_columns(path, sql, names, narrow, self._stop.is_set)
+            while after is not None and after.running() and not self._stop.is_set():
+                after.wait(_POLL_S)
+            if not self._stop.is_set():
+                self._result = _streamed_columns(path, sql, names, narrow, self._stop.is_set)
         except BaseException as exc:  # re-raised in the thread that takes the result
             self._error = exc
+
+    def running(self) -> bool:
+        """Whether the read has not finished yet."""
+        return self._thread.is_alive()
+
+    def wait(self, timeout_s: float) -> None:
+        """Wait at most ``timeout_s`` for the read to finish."""
+        self._thread.join(timeout_s)
 
     def result(self) -> dict[str, np.ndarray] | None:
         """The columns (waiting for them), or what the read raised."""
@@ -218,14 +232,21 @@ def read_ahead(db: SqliteFile, table: str, columns: dict[str, str], where: str =
                narrow: Collection[str] = ()) -> None:
     """Start the Arrow read of ``columns`` of ``table`` in another thread, for a later
     :func:`read_int_frame` of the same query to take (while this thread reads other tables:
-    the SQLite stepping of both runs at once). Nothing when the Arrow path would not read
-    the table (:func:`available`, :func:`worth_it`) or the process may use one CPU only.
-    Cancelled when ``db`` closes."""
+    the SQLite stepping of both runs at once); a second read ahead starts when the one
+    before it has finished (one thread beside the caller's steps SQLite at a time). Nothing
+    when the Arrow path would not read the table (:func:`available`, :func:`worth_it`) or
+    the process may use one CPU only. Cancelled when ``db`` closes."""
     if _usable_cpus() < 2 or not (available() and worth_it(db, table)):
         return
     sql = _select(table, columns, where)
     if sql not in db.pending:
-        db.pending[sql] = _PendingRead(db.path, sql, list(columns), frozenset(narrow))
+        earlier = [read for read in db.pending.values() if isinstance(read, _PendingRead)]
+        db.pending[sql] = _PendingRead(db.path, sql, list(columns), frozenset(narrow),
+                                       earlier[-1] if earlier else None)
+
+
+_POLL_S = 0.05
+"""How often a chained read ahead looks for its cancellation while the one before runs."""
 
 
 def _usable_cpus() -> int:
