@@ -28,7 +28,13 @@ class Intervals(NamedTuple):
 
     @property
     def total_ns(self) -> int:
-        return int((self.ends - self.starts).sum())
+        """The summed lengths: the ends' sum minus the starts' (two reductions, no array of
+        lengths; int64 sums wrap modulo 2**64, so the difference is exact while the total
+        fits a signed int64, which a union of nanosecond timestamps does)."""
+        if self.ends.dtype != np.int64 or self.starts.dtype != np.int64:
+            return int((self.ends - self.starts).sum())
+        total = (int(self.ends.sum()) - int(self.starts.sum())) % 2**64
+        return total - 2**64 if total >= 2**63 else total
 
     def __len__(self) -> int:
         return int(self.starts.size)

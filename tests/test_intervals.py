@@ -179,3 +179,13 @@ def test_covered_before_ends_and_whole_spans(pairs: list[tuple[int, int]],
             assert all(t in covered for t in range(s, s + d))
     before_start = cover.covered_before(starts)
     assert (before_start[whole] == (before_end - (ends - starts))[whole]).all()
+
+
+@given(st.lists(st.tuples(st.integers(-(2**62), 2**62), st.integers(0, 2**40)), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_total_ns_is_the_sum_of_lengths(pairs: list[tuple[int, int]]) -> None:
+    """``total_ns`` from the two sums (which wrap modulo 2**64 for large timestamps) equals
+    the sum of the lengths computed in Python integers."""
+    starts = np.array([s for s, _ in pairs], dtype=np.int64)
+    ends = np.array([s + d for s, d in pairs], dtype=np.int64)
+    assert intervals.Intervals(starts, ends).total_ns == sum(d for _, d in pairs)
