@@ -188,15 +188,21 @@ def test_a_failed_read_ahead_falls_back_to_the_sqlite3_error(tmp_path: Path) -> 
     assert "column correlationId" in reference
 
 
+def _slow_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, set[Any]]:
+    """A 20 000-row table read a row per batch (a read ahead still runs when the file
+    closes), and the threads running before any read starts."""
+    monkeypatch.setattr(arrow_sqlite, "BATCH_ROWS", 1)
+    path = tmp_path / "t.sqlite"
+    _table(path, 20_000)
+    return path, {thread.ident for thread in threading.enumerate()}
+
+
 @pytest.mark.usefixtures("ahead")
 def test_closing_the_file_cancels_a_read_ahead(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A read ahead nobody takes stops when the file closes: its thread ends, no result is
     kept."""
-    monkeypatch.setattr(arrow_sqlite, "BATCH_ROWS", 1)
-    path = tmp_path / "t.sqlite"
-    _table(path, 20_000)
-    before = {thread.ident for thread in threading.enumerate()}
+    path, before = _slow_table(tmp_path, monkeypatch)
     with SqliteFile(path) as db:
         sqlite_frames.read_ahead(db, TABLE, COLUMNS)
         pending = db.pending[next(iter(db.pending))]
@@ -246,10 +252,7 @@ def test_closing_the_file_cancels_chained_reads_ahead(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A read ahead waiting for the one before it is cancelled too when the file closes,
     in whichever order the two are cancelled: both threads end, no result is kept."""
-    monkeypatch.setattr(arrow_sqlite, "BATCH_ROWS", 1)
-    path = tmp_path / "t.sqlite"
-    _table(path, 20_000)
-    before = {thread.ident for thread in threading.enumerate()}
+    path, before = _slow_table(tmp_path, monkeypatch)
     with SqliteFile(path) as db:
         sqlite_frames.read_ahead(db, TABLE, COLUMNS)
         sqlite_frames.read_ahead(db, TABLE, {"start_ns": "start"})
