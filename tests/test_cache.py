@@ -209,3 +209,27 @@ def test_failed_background_write_leaves_nothing(cache: Path, monkeypatch: pytest
     monkeypatch.setattr(columnar_cache, "_column_spec", real)
     columnar_cache.read_nsys_cached(SAMPLE)
     assert len(columnar_cache.cache_entries()) == 1
+
+
+def test_bench_ratios_include_the_read_floor() -> None:
+    """``bench.ratios_of``: the cold run against the fastest bare read in each unit, against
+    ``nsys stats``, and that bare read against ``nsys stats`` (the floor of the cold ratio)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+    def step(wall: float, cpu: float) -> dict[str, float]:
+        return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": 1.0}
+
+    results = {"bare read": step(2.0, 2.0), "bare read arrow": step(1.0, 1.2),
+               "bare read arrow 2 threads": step(0.8, 1.5), "nsys stats": step(1.6, 1.5),
+               "infraprof cold": step(3.2, 4.5)}
+    ratios = bench.ratios_of(results)
+    assert ratios["cold_vs_bare_read_wall"] == pytest.approx(4.0)
+    assert ratios["cold_vs_bare_read_cpu"] == pytest.approx(3.75)
+    assert ratios["bare_read_vs_nsys_stats_wall"] == pytest.approx(0.5)
+    assert ratios["bare_read_vs_nsys_stats_cpu"] == pytest.approx(0.8)
+    assert ratios["cold_vs_nsys_stats_cpu"] == pytest.approx(3.0)
+    assert bench.ratios_of({**results, "infraprof cold": {**step(0, 0), "failed": 1}}) == {}
