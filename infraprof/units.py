@@ -1,11 +1,16 @@
-"""Human formatting of integer nanoseconds, bytes and rates, and parsing of durations."""
+"""Human formatting of integer nanoseconds, bytes and rates, and parsing of durations and sizes."""
 
 from __future__ import annotations
 
 import re
 
+from infraprof.errors import UsageError
+
 _DURATION = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(ns|us|µs|ms|s)\s*$")
 _NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_BYTES_PER_UNIT = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+                   "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 def parse_duration(text: str) -> float | None:
@@ -13,6 +18,19 @@ def parse_duration(text: str) -> float | None:
     (ns, us/µs, ms, s)."""
     m = _DURATION.match(text)
     return None if m is None else float(m.group(1)) * _NS_PER_UNIT[m.group(2)]
+
+
+def parse_size(text: str, option: str = "--memory-budget") -> int:
+    """Bytes from ``8GiB``, ``512MB``, ``1.5G``, ``4096`` (``UsageError`` naming ``option``
+    otherwise)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"{option} {text!r}: give a size such as 8GiB or 512MB")
+    unit = (match.group(2) or "").lower().removesuffix("b")
+    value = int(float(match.group(1)) * _BYTES_PER_UNIT[unit])
+    if value <= 0:
+        raise UsageError(f"{option} {text!r}: must be more than 0 bytes")
+    return value
 
 
 def fmt_ns(ns: float | int | None) -> str:

@@ -37,6 +37,7 @@ from infraprof.analyses.timeline import DeviceTimeline, TimelineParams, device_t
 from infraprof.model import Trace
 from infraprof.model.clock import AlignedPyspy
 from infraprof.model.kernel_metrics import KernelMetrics
+from infraprof.shared_value import shared_value
 
 
 class AnalysisContext:
@@ -83,38 +84,38 @@ class AnalysisContext:
         """The cached value ``name`` when it is held, else ``compute()`` without caching it."""
         return self.__dict__[name] if name in self.__dict__ else compute()
 
-    @cached_property
+    @shared_value
     def span(self) -> tuple[int, int]:
         """``(start_ns, end_ns)`` of everything recorded (see :func:`summary.trace_span`)."""
         return summary.trace_span(self.trace)
 
-    @cached_property
+    @shared_value
     def device_busy(self) -> list[summary.DeviceBusy]:
         return summary.device_busy(self.trace)
 
-    @cached_property
+    @shared_value
     def kernel_summary(self) -> pd.DataFrame:
         """Per kernel name statistics (:func:`summary.kernel_summary`), computed once for the
         summary and the ncu analyses."""
         return summary.kernel_summary(self.trace)
 
-    @cached_property
+    @shared_value
     def timelines(self) -> list[DeviceTimeline]:
         return device_timelines(self.trace, self.params_of("timeline", TimelineParams()))
 
-    @cached_property
+    @shared_value
     def active_span_ns(self) -> int:
         """Sum over devices of first-op-start → last-op-end (the share denominator)."""
         return sum(t.span_ns for t in self.timelines)
 
-    @cached_property
+    @shared_value
     def classified_kernels(self) -> pd.DataFrame:
         """Every kernel with its class (:func:`kernel_classes.classified_kernels`), for the
         kernel classes and the communication analyses; released after the latter (a column
         per kernel: ~350 MB at 10 M kernels)."""
         return kernel_classes.classified_kernels(self.trace)
 
-    @cached_property
+    @shared_value
     def launches(self) -> pd.DataFrame:
         """Kernels joined to their launch calls (:func:`launch.kernel_launches`)."""
         return launch.kernel_launches(self.trace)
@@ -130,19 +131,19 @@ class AnalysisContext:
             return self._launch_latency
         return launch.launch_latencies(self.trace)
 
-    @cached_property
+    @shared_value
     def launch_summary(self) -> pd.DataFrame:
         """Per kernel name launch statistics, from :attr:`launches` when it is held, else from
         a join that is freed at once (cheaper to redo than to keep: module docstring)."""
         return launch.launch_summary(self._held("launches", lambda: launch.kernel_launches(
             self.trace)))
 
-    @cached_property
+    @shared_value
     def launch_bound(self) -> pd.DataFrame:
         return launch.launch_bound_kernels(self.launch_summary,
                                            self.params_of("launch", launch.LaunchParams()))
 
-    @cached_property
+    @shared_value
     def attributions(self) -> GapTable:
         """Every listed gap, attributed (empty without GPU activity)."""
         if not self.trace.has_gpu_activity:
@@ -150,25 +151,25 @@ class AnalysisContext:
         return attribute_table(self.trace, self.timelines,
                               self.params_of("attribution", AttributionParams()))
 
-    @cached_property
+    @shared_value
     def thread_names(self) -> dict[int, str]:
         threads = self.trace.threads
         return {int(g): str(n) for g, n in zip(threads["global_tid"], threads["name"],
                                                 strict=True)}
 
-    @cached_property
+    @shared_value
     def python_pools(self) -> FramePools | None:
         """py-spy stacks pooled per (category, site) of the host-side gaps, or None."""
         if self.pyspy is None:
             return None
         return frame_pools(self.attributions, self.pyspy)
 
-    @cached_property
+    @shared_value
     def phases(self) -> list[DevicePhases]:
         """Start-up / steady state / teardown of every active device."""
         return device_phases(self.trace, self.timelines)
 
-    @cached_property
+    @shared_value
     def native_pools(self) -> NativePools | None:
         """nsys CPU samples pooled per gap and category, with split keys (None without
         samples; no split keys when py-spy frames name the findings)."""
@@ -179,7 +180,7 @@ class AnalysisContext:
                             split=self.python_pools is None,
                             backtraced=backtraced_calls(self.trace))
 
-    @cached_property
+    @shared_value
     def native_stacks(self) -> NativeStacks:
         """The trace's nsys sampling callchains, prepared (system frames marked)."""
         return native_stacks(self.trace.callchains)

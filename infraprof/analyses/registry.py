@@ -32,6 +32,7 @@ from infraprof.analyses.host_bound import HOST_BOUND
 from infraprof.analyses.host_profile import HOST_PROFILE
 from infraprof.analyses.kernel_classes import KERNEL_CLASSES
 from infraprof.analyses.kernel_sequences import TINY_KERNELS
+from infraprof.analyses.lanes import SIDE_LANE, run_two_lanes, side_lane_fits
 from infraprof.analyses.launch import LAUNCH
 from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
 from infraprof.analyses.nvtx_proj import NVTX
@@ -62,7 +63,8 @@ columns with :meth:`~infraprof.model.Trace.op_columns`; the frame pools after ``
 launch join after ``launch``: ``run_metrics`` takes only the latencies, which the release
 keeps, 4 bytes a launch, until ``run_metrics`` ran; the classified
 kernels after ``communication``: the kernel classes' output keeps only its per-device sums).
-A renderer that reads a dropped value computes it again."""
+A renderer that reads a dropped value computes it again, and so does an analysis of the
+other lane (:mod:`~infraprof.analyses.lanes`) that reads it later: the same value."""
 
 REPORT_SETTINGS: tuple[Setting, ...] = (
     Setting("top", "top", "int", "rows per table and findings shown (10)"),
@@ -166,12 +168,17 @@ def finding_disabled(finding_id: str, disabled: Iterable[str]) -> bool:
 
 
 def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
-                 progress: Callable[[str], None] | None = None) -> list[Finding]:
-    """Run every enabled analysis in registry order, storing each output in ``ctx.outputs``;
-    return the findings (unranked, disabled finding ids dropped). ``progress`` is called
-    with a status line before each analysis."""
+                 progress: Callable[[str], None] | None = None,
+                 lanes: int | None = None) -> list[Finding]:
+    """Run every enabled analysis, storing each output in ``ctx.outputs`` (in registry
+    order); return the findings (unranked, disabled finding ids dropped). ``progress`` is
+    called with a status line before each analysis. ``lanes``: 1 runs them one after the
+    other in registry order, 2 runs the side lane on a second thread
+    (:mod:`~infraprof.analyses.lanes`); default: 2 when the trace's memory estimate fits
+    (:func:`~infraprof.analyses.lanes.side_lane_fits`). The findings are the same."""
     between_steps()  # what reading the trace freed
-    for analysis in ANALYSES:
+
+    def step(analysis: Analysis) -> None:
         if analysis.id not in disabled and all(r in ctx.outputs for r in analysis.requires):
             if progress:
                 progress(f"Analysing: {analysis.id}")
@@ -179,6 +186,19 @@ def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
             ctx.outputs[analysis.id] = analysis.run(ctx, params)
         ctx.release(RELEASED_AFTER.get(analysis.id, ()))
         between_steps()  # its temporaries back to the OS, unless the next step reuses them
+
+    if (lanes if lanes is not None else 2 if side_lane_fits(ctx.trace) else 1) >= 2:
+        side = [a for a in ANALYSES if a.id in SIDE_LANE]
+        main = [a for a in ANALYSES if a.id not in SIDE_LANE]
+        position = {a.id: at for at, a in enumerate(ANALYSES)}
+        run_two_lanes(main, side, step, position)
+        ran = dict(ctx.outputs)  # back in registry order (any other key first, as it was)
+        ctx.outputs.clear()
+        ctx.outputs.update((key, ran[key]) for key in sorted(
+            ran, key=lambda key: position.get(key, -1)))
+    else:
+        for analysis in ANALYSES:
+            step(analysis)
     return [f for output in ctx.outputs.values() for f in output.findings
             if not finding_disabled(f.id, disabled)]
 

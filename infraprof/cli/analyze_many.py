@@ -3,23 +3,20 @@ analysed as one job; see ``docs/scaling.md``."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from infraprof.cli.output import emit
 from infraprof.errors import UsageError
+from infraprof.units import parse_size
 
 if TYPE_CHECKING:
     from infraprof.analyses.registry import AnalysisConfig
     from infraprof.ranking import Report
     from infraprof.ranking.ranks import ManyReport
 
-_SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS: Final = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-                 "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 @dataclass(frozen=True)
@@ -30,19 +27,6 @@ class ManyOptions:
     memory_budget: str | None = None
     dask: str | None = None
     use_cache: bool = True
-
-
-def parse_size(text: str, option: str = "--memory-budget") -> int:
-    """Bytes from ``8GiB``, ``512MB``, ``1.5G``, ``4096`` (``UsageError`` naming ``option``
-    otherwise)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"{option} {text!r}: give a size such as 8GiB or 512MB")
-    unit = (match.group(2) or "").lower().removesuffix("b")
-    value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise UsageError(f"{option} {text!r}: must be more than 0 bytes")
-    return value
 
 
 def is_several(paths: Sequence[Path], options: ManyOptions) -> bool:

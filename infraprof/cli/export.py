@@ -202,7 +202,7 @@ DEFAULT_MAX_SIZE = 50_000_000
 
 def parse_max_size(text: str | None) -> int | None:
     """``--max-size`` in bytes (default 50 MB); None for ``0`` or ``none`` (no limit)."""
-    from infraprof.cli.analyze_many import parse_size
+    from infraprof.units import parse_size
 
     if text is None:
         return DEFAULT_MAX_SIZE

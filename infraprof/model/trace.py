@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 from infraprof import tables as table_schema
 from infraprof.int_widths import narrowest_int
 from infraprof.readers.validate import DataIssue
+from infraprof.shared_value import shared_value
 
 
 def _empty_of(columns: table_schema.TableSpec) -> Callable[[], pd.DataFrame]:
@@ -158,7 +158,7 @@ class Trace:
         it again."""
         self.__dict__.pop("_gpu_ops", None)
 
-    @cached_property
+    @shared_value
     def _gpu_ops(self) -> pd.DataFrame:
         cols = ["start_ns", "end_ns", "device_id", "stream_id", "correlation_id", "pid"]
         used = [(kind, table, names) for kind, table, names in (
@@ -212,7 +212,7 @@ class Trace:
         the thread is not listed (a lookup in a mapping built once per trace)."""
         return self._thread_names.get(int(global_tid))
 
-    @cached_property
+    @shared_value
     def _thread_names(self) -> dict[int, str]:
         ids = self.threads["global_tid"].tolist()
         names = self.threads["name"].tolist()

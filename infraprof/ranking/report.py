@@ -237,15 +237,17 @@ def rank(findings: Sequence[Finding], top: int | None = None, min_impact_ns: int
 def build_report(trace: Trace, config: AnalysisConfig | None = None, *,
                  pyspy: AlignedPyspy | None = None, ncu: Sequence[KernelMetrics] = (),
                  top: int | None = None, min_impact_ns: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> Report:
+                 progress: Callable[[str], None] | None = None,
+                 lanes: int | None = None) -> Report:
     """Summaries and every enabled analysis of ``trace`` (``config``: settings, default all
     defaults; ``pyspy``: aligned py-spy samples; ``ncu``: Nsight Compute reports to join);
     findings ranked by recoverable time. ``min_impact_ns`` defaults to the config's; ``top``
     keeps every finding unless given (renderers show ``config.top``); ``progress``: called
-    with a status line per analysis."""
+    with a status line per analysis; ``lanes``: analysis threads, 1 or 2 (default: as
+    :func:`~infraprof.analyses.registry.run_analyses` decides; the same report either way)."""
     config = config or AnalysisConfig()
     ctx = AnalysisContext(trace, config.params, pyspy=pyspy, ncu=ncu)
-    findings = run_analyses(ctx, config.disabled, progress)
+    findings = run_analyses(ctx, config.disabled, progress, lanes)
     results = Results(ctx)
     start, end = ctx.span
     floor = config.min_impact_ns if min_impact_ns is None else min_impact_ns
