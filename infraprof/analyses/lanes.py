@@ -2,26 +2,30 @@
 
 numpy releases the GIL in its sorts, searches, gathers and arithmetic on large arrays, so
 two analyses on two threads use two cores. The **side lane** (:data:`SIDE_LANE`: the launch
-join, the gate's run metrics, the kernel classes, the communication and the tiny-kernel
-mining, in registry order) runs on a second thread once :data:`SIDE_STARTS_AFTER` (the
+join, the NVTX projection, the gate's run metrics, the kernel classes, the communication and
+the tiny-kernel mining, in registry order: ~40 % of the analyses' CPU time on the
+real-derived bench files) runs on a second thread once :data:`SIDE_STARTS_AFTER` (the
 device timelines, which the side lane reads) ran on the main thread; the main thread runs
 every other analysis in registry order. Every analysis computes what it computed on one
 thread (the context's shared values are computed once,
 :class:`~infraprof.shared_value.shared_value`), and the registry puts the outputs back in
 its own order, so the findings and reports are the same.
 
-Measured on 2 cores (``docs/performance.md``, "after round 13"): the analyses of a 1 M-kernel
-trace 1.81–1.90 → 1.37–1.39 s wall, peak 387 → 422 MB; at 10 M kernels 14–16 → 9.4 s wall, but
-the peak rose from ~1.9 to 2.26 GB, because two steps' temporaries are then held at once.
+Measured on 2 cores (``docs/performance.md``, "after round 13"), ``analyze -f json``: 1 M
+kernels 3.09–3.21 → 2.55–2.64 s wall, peak 366 → 403–407 MB; 5 M kernels 10.8–10.9 → 8.4–8.5 s,
+peak 1.01–1.03 → 1.19–1.20 GB (CPU time the same). At 10 M kernels two lanes took the
+analyses from 14–16 to 9.4 s wall, but the peak rose from ~1.9 to 2.26 GB (two steps'
+temporaries held at once), above the 2 GB a serial run needs.
 
 **When** (:func:`side_lane_fits`): at least two usable cores, and the estimated peak with
 two lanes, :data:`BASE_BYTES` + :data:`BYTES_PER_TABLE_BYTE` × the trace's tables in memory
 (:func:`table_bytes`), within the memory budget: ``INFRAPROF_MEMORY_BUDGET`` (bytes, or a
-size such as ``4GiB``; ``0``: one lane always), else :data:`DEFAULT_BUDGET` (2 × 10⁹ B, the
-peak the 10 M-kernel target allows a serial run), and within half the memory available
-now. The factor is an upper bound of the measured ratios (3.2 at 1 M kernels, 2.4 at 10 M):
-at 10 M kernels (~0.9 GB of tables) the estimate is ~3.3 GB and the analyses run on one
-thread; up to ~0.5 GB of tables (~5 M kernels of a real trace) they run on two.
+size such as ``4GiB``; ``0``: one lane always), else :data:`DEFAULT_BUDGET` (2 × 10⁹ B, what
+a serial 10 M-kernel analysis needs), and within half the memory available now. The factor
+bounds the measured ones from above ((peak − 100 MB) / tables: 3.1 at 1 M kernels, 2.8 at
+5 M and at 10 M): at 10 M kernels (786 MB of tables) the estimate is 2.85 GB and the
+analyses run on one thread; up to ~540 MB of tables (~7 M kernels of the bench's real-derived
+trace) they run on two.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from infraprof.analyses.base import Analysis
 from infraprof.model import Trace
 from infraprof.units import parse_size
 
-SIDE_LANE: Final = ("launch", "run_metrics", "kernel_classes", "communication", "tiny_kernels")
+SIDE_LANE: Final = ("launch", "nvtx", "run_metrics", "kernel_classes", "communication",
+                    "tiny_kernels")
 SIDE_STARTS_AFTER: Final = "timeline"
 BASE_BYTES: Final = 100 * 10**6
 """The interpreter, numpy, pandas and infraprof's modules (resident before any table)."""
