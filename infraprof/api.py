@@ -40,7 +40,7 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
             config: AnalysisConfig | None = None, disable: Sequence[str] = (),
             settings: Mapping[str, Any] | None = None,
             progress: Callable[[str], None] | None = None, use_cache: bool = True,
-            all_columns: bool = False) -> Report:
+            all_columns: bool = False, lanes: int | None = None) -> Report:
     """Analyze one capture (an nsys SQLite export, ``.nsys-rep``/``.qdrep`` report, capture
     folder or PyTorch profiler trace ``*.pt.trace.json[.gz]``) into a
     :class:`~infraprof.ranking.Report`: ``.findings`` (ranked),
@@ -53,13 +53,19 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
     ``use_cache``: read through infraprof's columnar cache of the export (default on);
     ``all_columns``: ``report.trace`` holds every column of the normalized tables (default:
     only those the analyses read, see :data:`infraprof.tables.ANALYSIS_OMITS`; with Nsight
-    Compute reports the kernels' launch configuration is always read)."""
+    Compute reports the kernels' launch configuration is always read); ``lanes``: analysis
+    threads, 1 or 2 (default: 2 when the trace's memory estimate fits
+    ``INFRAPROF_MEMORY_BUDGET``, checked before the trace is read; the same report either
+    way, :mod:`infraprof.analyses.lanes`)."""
+    from infraprof.analyses.lanes import memory_budget
     from infraprof.inputs import CaptureFolder, load_input, load_ncu, pyspy_for
     from infraprof.memory import heap_allocations
     from infraprof.ranking import build_report
     from infraprof.readers.columnar_cache import wait_for_writes
 
     source = Path(path)
+    if lanes is None:
+        memory_budget()  # a malformed INFRAPROF_MEMORY_BUDGET: a usage error before the read
     if config is None:
         config = analysis_config(disable=disable, settings=settings)
     if pyspy is None and not ncu and _is_pyspy_profile(source):
@@ -74,7 +80,8 @@ def analyze(path: PathLike, *, ncu: Sequence[PathLike] = (), pyspy: PathLike | N
         aligned = loaded.python if pyspy is None and loaded.python is not None else pyspy_for(
             source, Path(pyspy) if pyspy is not None else None, trace.nvtx,
             trace.meta.session_start_utc_ns)
-        report = build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress)
+        report = build_report(trace, config, pyspy=aligned, ncu=metrics, progress=progress,
+                              lanes=lanes)
     wait_for_writes()  # the columnar cache entry the read started writing is complete
     return report
 

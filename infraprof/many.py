@@ -102,7 +102,7 @@ def job_facts(report: Report, job: Job) -> list[RankFacts]:
         return [rank_facts(report, input_path=job.path, input_index=job.index,
                            pid=pid, rank_hint=hint, rank_source=source)]
     by_pid = mpi_ranks(report.trace)
-    return [rank_facts(build_report(process_trace(report.trace, pid), job.config),
+    return [rank_facts(build_report(process_trace(report.trace, pid), job.config, lanes=1),
                        input_path=job.path, input_index=job.index, pid=pid,
                        rank_hint=by_pid.get(pid),
                        rank_source=(MPI_RANK_SOURCE if pid in by_pid
@@ -114,7 +114,8 @@ def run_job(job: Job) -> JobResult:
     """The map step: ``infraprof.analyze(job.path).to_dict()`` and the ranks' facts."""
     from infraprof import api
 
-    report = api.analyze(job.path, config=job.config, use_cache=job.use_cache)
+    # one analysis thread: the workers are sized to the cores and the memory budget already
+    report = api.analyze(job.path, config=job.config, use_cache=job.use_cache, lanes=1)
     return JobResult(job.index, report.to_dict(), job_facts(report, job),
                      report.trace.meta.warnings)
 

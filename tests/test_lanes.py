@@ -188,3 +188,22 @@ def test_shared_value_is_computed_once_when_threads_ask_at_once() -> None:
     holder.__dict__.pop("table")  # released: the next read computes it again
     assert holder.table == [2] and len(calls) == 2
     assert isinstance(Holder.__dict__["table"], shared_value)
+
+
+def test_library_lanes_and_early_budget_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``infraprof.analyze(lanes=...)`` gives the same report both ways; a malformed budget
+    is refused before the trace is read (the reader is never called)."""
+    import infraprof
+    from infraprof import inputs
+
+    path = SAMPLE_TRACES / "demo_sync_heavy.sqlite"
+    one = infraprof.analyze(path, use_cache=False, lanes=1).to_dict()
+    assert infraprof.analyze(path, use_cache=False, lanes=2).to_dict() == one
+    monkeypatch.setenv(lanes.BUDGET_ENV, "lots")
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read before the budget was checked")
+
+    monkeypatch.setattr(inputs, "load_input", unexpected)
+    with pytest.raises(UsageError, match=lanes.BUDGET_ENV):
+        infraprof.analyze(path, use_cache=False)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from infraprof.ranking.ranks import ManyReport
 
 
-
 @dataclass(frozen=True)
 class ManyOptions:
     """The options that apply to several inputs."""
