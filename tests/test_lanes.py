@@ -207,3 +207,27 @@ def test_library_lanes_and_early_budget_check(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(inputs, "load_input", unexpected)
     with pytest.raises(UsageError, match=lanes.BUDGET_ENV):
         infraprof.analyze(path, use_cache=False)
+
+
+def test_progress_names_the_running_steps() -> None:
+    """One lane: one ``Analysing: id`` per analysis, in registry order; two lanes: both
+    running steps are named while they overlap."""
+    from infraprof.analyses.context import AnalysisContext
+
+    said: list[str] = []
+    running = lanes.RunningSteps(said.append)
+    with running.step("gaps"), running.step("tiny_kernels"):
+        pass
+    assert said == ["Analysing: gaps", "Analysing: gaps, tiny_kernels", "Analysing: gaps"]
+    lanes.RunningSteps(None).step("quiet").__enter__()  # no callback: nothing to do
+
+    trace = load_input(SAMPLE_TRACES / "demo_host_stall.sqlite", use_cache=False).trace
+    said.clear()
+    ctx = AnalysisContext(trace)
+    run_analyses(ctx, progress=said.append, lanes=1)
+    assert said == [f"Analysing: {key}" for key in ctx.outputs]
+    said.clear()
+    run_analyses(AnalysisContext(trace), progress=said.append, lanes=2)
+    named = [text.removeprefix("Analysing: ").split(", ") for text in said]
+    assert {name for names in named for name in names} == set(ctx.outputs)
+    assert all(1 <= len(names) <= 2 for names in named)

@@ -33,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final
 
 import pandas as pd
@@ -134,3 +135,30 @@ def run_two_lanes(main: Sequence[Analysis], side: Sequence[Analysis],
         thread.join()
     if failures:
         raise min(failures, key=lambda failure: failure[0])[1]
+
+
+class RunningSteps:
+    """The analyses running now, for the progress line: ``progress("Analysing: gaps")``
+    when a step starts on one lane, ``"Analysing: gaps, tiny_kernels"`` while both lanes run
+    one, and the remaining one again when a lane's step ends while the other's runs."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self._progress = progress
+        self._running: list[str] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def step(self, analysis_id: str) -> Iterator[None]:
+        self._update(lambda running: running.append(analysis_id))
+        try:
+            yield
+        finally:
+            self._update(lambda running: running.remove(analysis_id))
+
+    def _update(self, change: Callable[[list[str]], None]) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            change(self._running)
+            if self._running:  # nothing left: the next step's start says what runs
+                self._progress("Analysing: " + ", ".join(self._running))

@@ -32,7 +32,12 @@ from infraprof.analyses.host_bound import HOST_BOUND
 from infraprof.analyses.host_profile import HOST_PROFILE
 from infraprof.analyses.kernel_classes import KERNEL_CLASSES
 from infraprof.analyses.kernel_sequences import TINY_KERNELS
-from infraprof.analyses.lanes import SIDE_LANE, run_two_lanes, side_lane_fits
+from infraprof.analyses.lanes import (
+    SIDE_LANE,
+    RunningSteps,
+    run_two_lanes,
+    side_lane_fits,
+)
 from infraprof.analyses.launch import LAUNCH
 from infraprof.analyses.ncu_findings import NCU, NCU_SUGGESTION
 from infraprof.analyses.nvtx_proj import NVTX
@@ -177,13 +182,13 @@ def run_analyses(ctx: AnalysisContext, disabled: frozenset[str] = frozenset(),
     (:mod:`~infraprof.analyses.lanes`); default: 2 when the trace's memory estimate fits
     (:func:`~infraprof.analyses.lanes.side_lane_fits`). The findings are the same."""
     between_steps()  # what reading the trace freed
+    running = RunningSteps(progress)
 
     def step(analysis: Analysis) -> None:
         if analysis.id not in disabled and all(r in ctx.outputs for r in analysis.requires):
-            if progress:
-                progress(f"Analysing: {analysis.id}")
             params = ctx.params_of(analysis.id, analysis.params_type())
-            ctx.outputs[analysis.id] = analysis.run(ctx, params)
+            with running.step(analysis.id):
+                ctx.outputs[analysis.id] = analysis.run(ctx, params)
         ctx.release(RELEASED_AFTER.get(analysis.id, ()))
         between_steps()  # its temporaries back to the OS, unless the next step reuses them
 
