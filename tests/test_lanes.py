@@ -231,3 +231,33 @@ def test_progress_names_the_running_steps() -> None:
     named = [text.removeprefix("Analysing: ").split(", ") for text in said]
     assert {name for names in named for name in names} == set(ctx.outputs)
     assert all(1 <= len(names) <= 2 for names in named)
+
+
+def test_an_error_on_the_side_lane_is_the_commands_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An input error raised by a side-lane analysis ends ``analyze`` as on one thread: one
+    ``infraprof: error:`` line and exit 3."""
+    import dataclasses
+
+    from infraprof.analyses import registry
+    from infraprof.errors import InputError
+
+    threads: list[str] = []
+
+    def broken(ctx: object, params: object) -> None:
+        threads.append(threading.current_thread().name)
+        raise InputError("trace.sqlite: table KERNEL: column start is not an integer")
+
+    patched = tuple(dataclasses.replace(a, run=broken) if a.id == "tiny_kernels" else a
+                    for a in registry.ANALYSES)
+    monkeypatch.setattr(registry, "ANALYSES", patched)
+    monkeypatch.setenv("INFRAPROF_RESULT_CACHE", "0")
+    monkeypatch.setenv(lanes.BUDGET_ENV, "8GiB")
+    monkeypatch.setattr(lanes, "usable_cores", lambda: 2)
+    code, out, err = run_main(["analyze", str(SAMPLE_TRACES / "demo_host_stall.sqlite"),
+                               "-f", "json", "--no-cache"], monkeypatch, capsys)
+    assert code == 3 and not out
+    assert err.startswith("infraprof: error: ") and err.count("\n") == 1
+    assert "column start" in err
+    assert threads == ["infraprof-side-lane"]
+    assert not [t for t in threading.enumerate() if t.name == "infraprof-side-lane"]
