@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from infraprof import machine
 from infraprof.errors import ToolError, UsageError
 
 if TYPE_CHECKING:
@@ -137,22 +137,15 @@ def estimate_bytes(path: Path) -> int:
 
 def available_bytes() -> int:
     """Memory available now (``MemAvailable``; 4 GiB when unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 2**30
+    found = machine.available_bytes()
+    return 4 * 2**30 if found is None else found
 
 
 def worker_count(paths: Sequence[Path], jobs: int | None = None,
                  memory_budget: int | None = None) -> int:
     """Workers for ``paths``: at most ``jobs`` (default: usable cores), one per input, and
     as many as the memory budget (default half the available memory) holds."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    cores = machine.usable_cores()
     budget = memory_budget if memory_budget is not None else available_bytes() // 2
     need = max((estimate_bytes(p) for p in paths), default=BASE_BYTES)
     return max(1, min(jobs or cores, len(paths), budget // need))

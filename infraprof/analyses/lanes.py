@@ -40,6 +40,7 @@ from typing import Final
 import pandas as pd
 
 from infraprof.analyses.base import Analysis
+from infraprof.machine import available_bytes, usable_cores
 from infraprof.model import Trace
 from infraprof.units import parse_size
 
@@ -71,23 +72,6 @@ def memory_budget() -> int:
     return parse_size(text, BUDGET_ENV)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-
-
-def _available_bytes() -> int | None:
-    """``MemAvailable`` of ``/proc/meminfo`` in bytes, None where it cannot be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def side_lane_fits(trace: Trace, budget: int | None = None, cores: int | None = None,
                    available: int | None = None) -> bool:
     """Whether the side lane runs (module docstring). ``budget``, ``cores`` and ``available``
@@ -96,7 +80,7 @@ def side_lane_fits(trace: Trace, budget: int | None = None, cores: int | None = 
         return False
     need = BASE_BYTES + BYTES_PER_TABLE_BYTE * table_bytes(trace)
     limit = memory_budget() if budget is None else budget
-    free = _available_bytes() if available is None else available
+    free = available_bytes() if available is None else available
     return need <= limit and (free is None or need <= free // 2)
 
 

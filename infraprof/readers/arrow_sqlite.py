@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from infraprof import tables as table_schema
+from infraprof.machine import usable_cores as _usable_cpus
 from infraprof.memory import release_free_memory
 from infraprof.readers import arrow_stream, validate
 from infraprof.readers.row_order import stable_order
@@ -247,12 +248,6 @@ def read_ahead(db: SqliteFile, table: str, columns: dict[str, str], where: str =
 
 _POLL_S = 0.05
 """How often a chained read ahead looks for its cancellation while the one before runs."""
-
-
-def _usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def _joined(parts: list[list[np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
